@@ -1,0 +1,560 @@
+//! Daemon configuration: one TOML file plus `TIERWATCH_…` environment overrides, validated once at
+//! startup. Every field is documented here and in `tierwatch.example.toml`.
+//!
+//! Environment overrides use `__` between nesting levels, e.g.
+//! `TIERWATCH_POSTGRES__URL=postgres://…` or `TIERWATCH_ATTRIBUTION__WINDOW_HOURS=48`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+use crate::decode::WireFormat;
+
+/// A configuration problem, naming the key and the reason.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Parse(String),
+    #[error("configuration key `{key}`: {reason}")]
+    Invalid { key: String, reason: String },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Kafka connection and consumer-group settings.
+    pub kafka: KafkaConfig,
+    /// The three input topics and their wire formats.
+    #[serde(default)]
+    pub topics: TopicsConfig,
+    /// Where the metrics, join state and offsets live.
+    pub postgres: PostgresConfig,
+    /// Join and attribution rules (SPEC §3).
+    #[serde(default)]
+    pub attribution: AttributionConfig,
+    /// Which group-by dimensions are kept (bounds cardinality).
+    #[serde(default)]
+    pub dimensions: DimensionsConfig,
+    /// Prices used when an event leaves a cost field null.
+    #[serde(default)]
+    pub pricing: PricingConfig,
+    /// Deflection-ledger options (SPEC §4.2).
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+    /// Input limits and dead-lettering.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Batching of the consume → commit loop.
+    #[serde(default)]
+    pub batch: BatchConfig,
+    /// HTTP endpoint for /metrics, /healthz and /readyz.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap servers, `host:port[,host:port…]`.
+    pub brokers: String,
+    /// Consumer group id; every tierwatch instance of one deployment uses the same group.
+    #[serde(default = "default_group")]
+    pub group_id: String,
+    /// Where to start when Postgres holds no offset for a partition: `earliest` or `latest`.
+    #[serde(default = "default_reset")]
+    pub auto_offset_reset: String,
+    /// Extra librdkafka properties passed through verbatim (e.g. security settings).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicsConfig {
+    /// RoutingDecision events from the gateway.
+    #[serde(default = "default_routing_topic")]
+    pub routing: TopicConfig,
+    /// Feedback events from the product.
+    #[serde(default = "default_feedback_topic")]
+    pub feedback: TopicConfig,
+    /// SupportTicket events from the support system.
+    #[serde(default = "default_tickets_topic")]
+    pub tickets: TopicConfig,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self { routing: default_routing_topic(), feedback: default_feedback_topic(), tickets: default_tickets_topic() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TopicConfig {
+    /// Kafka topic name.
+    pub name: String,
+    /// Wire format of the message values: `avro` (bare datum, local schema), `confluent`
+    /// (magic byte + schema id + datum) or `json`.
+    #[serde(default = "default_format")]
+    pub format: WireFormat,
+    /// For `confluent`: the registry schema ids that denote the local schema of this topic.
+    #[serde(default)]
+    pub schema_ids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Connection URL, e.g. `postgres://tierwatch@127.0.0.1:5432/tierwatch`.
+    pub url: String,
+    /// Connection pool size.
+    #[serde(default = "default_pool")]
+    pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AttributionConfig {
+    /// W: a ticket opened within this many hours after the conversation's latest turn is a failed
+    /// deflection of that turn's tier.
+    #[serde(default = "default_window_hours")]
+    pub window_hours: f64,
+    /// Extra event-time hours a conversation's state is kept after W, for late events.
+    #[serde(default = "default_grace_hours")]
+    pub grace_hours: f64,
+    /// How long (event time) feedback or a ticket waits for its decision before it is counted as
+    /// an orphan.
+    #[serde(default = "default_pending_hours")]
+    pub pending_max_hours: f64,
+    /// Seconds a decision may arrive behind the event-time watermark of its partition. Tickets
+    /// and turn-less feedback are attributed only once the watermark is this far past them.
+    #[serde(default)]
+    pub allowed_lateness_seconds: f64,
+    /// At most this many waiting outcomes per partition; beyond it the oldest become orphans.
+    #[serde(default = "default_pending_max")]
+    pub pending_max_per_partition: usize,
+    /// How long (event time) an OPENED ticket is remembered so that its RESOLVED event can be
+    /// credited to the opening day and tier.
+    #[serde(default = "default_ticket_retention_days")]
+    pub ticket_retention_days: f64,
+}
+
+impl Default for AttributionConfig {
+    fn default() -> Self {
+        Self {
+            window_hours: default_window_hours(),
+            grace_hours: default_grace_hours(),
+            pending_max_hours: default_pending_hours(),
+            allowed_lateness_seconds: 0.0,
+            pending_max_per_partition: default_pending_max(),
+            ticket_retention_days: default_ticket_retention_days(),
+        }
+    }
+}
+
+impl AttributionConfig {
+    pub fn window_ms(&self) -> i64 {
+        (self.window_hours * 3_600_000.0).round() as i64
+    }
+    pub fn grace_ms(&self) -> i64 {
+        (self.grace_hours * 3_600_000.0).round() as i64
+    }
+    pub fn pending_ms(&self) -> i64 {
+        (self.pending_max_hours * 3_600_000.0).round() as i64
+    }
+    pub fn lateness_ms(&self) -> i64 {
+        (self.allowed_lateness_seconds * 1000.0).round() as i64
+    }
+    pub fn ticket_retention_ms(&self) -> i64 {
+        (self.ticket_retention_days * 86_400_000.0).round() as i64
+    }
+}
+
+/// The optional group-by dimensions. `tier` is always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Model,
+    ClassifierVersion,
+    Router,
+    Segment,
+    Intent,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DimensionsConfig {
+    /// Dimensions kept besides `tier`; dropped ones are stored as ''.
+    #[serde(default = "default_dimensions")]
+    pub keep: Vec<Dimension>,
+}
+
+impl Default for DimensionsConfig {
+    fn default() -> Self {
+        Self { keep: default_dimensions() }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PricingConfig {
+    /// Capable-model price per million input tokens, used when `capable_cost_usd` is null.
+    pub capable_input_usd_per_mtok: Option<f64>,
+    /// Capable-model price per million output tokens, used when `capable_cost_usd` is null.
+    pub capable_output_usd_per_mtok: Option<f64>,
+    /// Cost of a resolved ticket per channel, used when the ticket's `cost_usd` is null.
+    #[serde(default)]
+    pub ticket_cost_usd_per_channel: BTreeMap<String, f64>,
+    /// Cost per handled minute, used when the channel has no flat price and `handle_minutes` is set.
+    pub ticket_cost_usd_per_minute: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LedgerConfig {
+    /// Name of the capable tier: its failed-deflection rate is the default baseline, and its
+    /// turns need no price table for `capable_cost_usd`.
+    #[serde(default = "default_capable_tier")]
+    pub capable_tier: String,
+    /// First day (UTC, `YYYY-MM-DD`) of a baseline period before routing went live. When set
+    /// (with `baseline_to`), the baseline failed-deflection rate is that period's, all tiers.
+    pub baseline_from: Option<chrono::NaiveDate>,
+    /// Last day (inclusive) of the baseline period.
+    pub baseline_to: Option<chrono::NaiveDate>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        Self { capable_tier: default_capable_tier(), baseline_from: None, baseline_to: None }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Messages larger than this are rejected as `payload_too_large`.
+    #[serde(default = "default_max_payload")]
+    pub max_payload_bytes: usize,
+    /// Dead letters keep at most this many bytes of the raw message.
+    #[serde(default = "default_dead_letter_bytes")]
+    pub dead_letter_max_bytes: usize,
+    /// An event whose ts is more than this many hours past the broker timestamp is rejected.
+    #[serde(default = "default_future_hours")]
+    pub max_future_hours: f64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_payload_bytes: default_max_payload(),
+            dead_letter_max_bytes: default_dead_letter_bytes(),
+            max_future_hours: default_future_hours(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is committed after this many messages…
+    #[serde(default = "default_batch_events")]
+    pub max_events: usize,
+    /// …or after this many milliseconds, whichever comes first.
+    #[serde(default = "default_batch_ms")]
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_events: default_batch_events(), max_wait_ms: default_batch_ms() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address for /metrics, /healthz, /readyz; empty disables the server.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: default_listen() }
+    }
+}
+
+fn default_group() -> String {
+    "tierwatch".into()
+}
+fn default_reset() -> String {
+    "earliest".into()
+}
+fn default_format() -> WireFormat {
+    WireFormat::Avro
+}
+fn topic(name: &str) -> TopicConfig {
+    TopicConfig { name: name.into(), format: default_format(), schema_ids: vec![] }
+}
+fn default_routing_topic() -> TopicConfig {
+    topic("llm.routing-decisions")
+}
+fn default_feedback_topic() -> TopicConfig {
+    topic("llm.feedback")
+}
+fn default_tickets_topic() -> TopicConfig {
+    topic("support.tickets")
+}
+fn default_pool() -> u32 {
+    8
+}
+fn default_window_hours() -> f64 {
+    72.0
+}
+fn default_grace_hours() -> f64 {
+    24.0
+}
+fn default_pending_hours() -> f64 {
+    24.0
+}
+fn default_pending_max() -> usize {
+    1_000_000
+}
+fn default_ticket_retention_days() -> f64 {
+    30.0
+}
+fn default_dimensions() -> Vec<Dimension> {
+    vec![Dimension::Model, Dimension::ClassifierVersion, Dimension::Router, Dimension::Segment]
+}
+fn default_capable_tier() -> String {
+    "capable".into()
+}
+fn default_max_payload() -> usize {
+    64 * 1024
+}
+fn default_dead_letter_bytes() -> usize {
+    16 * 1024
+}
+fn default_future_hours() -> f64 {
+    24.0
+}
+fn default_batch_events() -> usize {
+    5_000
+}
+fn default_batch_ms() -> u64 {
+    200
+}
+fn default_listen() -> String {
+    "127.0.0.1:9464".into()
+}
+
+impl Config {
+    /// Load a TOML file, apply `TIERWATCH_…` overrides, then validate.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError::Parse(format!("file {} does not exist", path.display())));
+        }
+        let cfg: Config = Figment::new()
+            .merge(Toml::file(path))
+            // Only nested keys (`SECTION__KEY`) are overrides: TIERWATCH_CONFIG, TIERWATCH_LOG and
+            // the test harness's TIERWATCH_TEST_* variables are not configuration.
+            .merge(Env::prefixed("TIERWATCH_").filter(|k| k.as_str().contains("__")).split("__"))
+            .extract()
+            .map_err(|e| ConfigError::Parse(figment_message(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parse a TOML string (no environment), then validate. Used by tests and `check-config`.
+    pub fn from_toml_str(s: &str) -> Result<Self, ConfigError> {
+        let cfg: Config =
+            Figment::new().merge(Toml::string(s)).extract().map_err(|e| ConfigError::Parse(figment_message(e)))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.kafka.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if self.kafka.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(invalid("kafka.auto_offset_reset", "must be `earliest` or `latest`"));
+        }
+        for key in ["enable.auto.commit", "group.id", "partition.assignment.strategy"] {
+            if self.kafka.properties.contains_key(key) {
+                return Err(invalid(
+                    &format!("kafka.properties.{key}"),
+                    "is managed by tierwatch (offsets live in Postgres; partitions must be co-assigned)",
+                ));
+            }
+        }
+        let names = [
+            ("topics.routing", &self.topics.routing),
+            ("topics.feedback", &self.topics.feedback),
+            ("topics.tickets", &self.topics.tickets),
+        ];
+        for (key, t) in names {
+            if t.name.trim().is_empty() {
+                return Err(invalid(&format!("{key}.name"), "must not be empty"));
+            }
+            if t.format == WireFormat::Confluent && t.schema_ids.is_empty() {
+                return Err(invalid(
+                    &format!("{key}.schema_ids"),
+                    "format `confluent` needs the schema ids that map to the local schema",
+                ));
+            }
+        }
+        if names[0].1.name == names[1].1.name
+            || names[0].1.name == names[2].1.name
+            || names[1].1.name == names[2].1.name
+        {
+            return Err(invalid("topics", "the three topic names must differ"));
+        }
+        if !url_is_postgres(&self.postgres.url) {
+            return Err(invalid("postgres.url", "must start with postgres:// or postgresql://"));
+        }
+        if self.postgres.max_connections < 2 {
+            return Err(invalid("postgres.max_connections", "must be at least 2"));
+        }
+        let positive = [
+            ("attribution.window_hours", self.attribution.window_hours),
+            ("attribution.pending_max_hours", self.attribution.pending_max_hours),
+            ("attribution.ticket_retention_days", self.attribution.ticket_retention_days),
+            ("limits.max_future_hours", self.limits.max_future_hours),
+        ];
+        for (key, v) in positive {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(invalid(key, format!("must be a positive number, got {v}")));
+            }
+        }
+        if !(self.attribution.allowed_lateness_seconds.is_finite() && self.attribution.allowed_lateness_seconds >= 0.0)
+        {
+            return Err(invalid("attribution.allowed_lateness_seconds", "must be ≥ 0"));
+        }
+        if !(self.attribution.grace_hours.is_finite() && self.attribution.grace_hours >= 0.0) {
+            return Err(invalid("attribution.grace_hours", "must be ≥ 0"));
+        }
+        if self.attribution.pending_max_per_partition == 0 {
+            return Err(invalid("attribution.pending_max_per_partition", "must be ≥ 1"));
+        }
+        for (key, v) in [
+            ("pricing.capable_input_usd_per_mtok", self.pricing.capable_input_usd_per_mtok),
+            ("pricing.capable_output_usd_per_mtok", self.pricing.capable_output_usd_per_mtok),
+            ("pricing.ticket_cost_usd_per_minute", self.pricing.ticket_cost_usd_per_minute),
+        ] {
+            if let Some(v) = v {
+                if !(v.is_finite() && v >= 0.0) {
+                    return Err(invalid(key, "must be a non-negative number"));
+                }
+            }
+        }
+        if self.pricing.capable_input_usd_per_mtok.is_some() != self.pricing.capable_output_usd_per_mtok.is_some() {
+            return Err(invalid(
+                "pricing.capable_output_usd_per_mtok",
+                "set both capable input and output prices, or neither",
+            ));
+        }
+        for (ch, v) in &self.pricing.ticket_cost_usd_per_channel {
+            if !(v.is_finite() && *v >= 0.0) {
+                return Err(invalid(
+                    &format!("pricing.ticket_cost_usd_per_channel.{ch}"),
+                    "must be a non-negative number",
+                ));
+            }
+        }
+        match (self.ledger.baseline_from, self.ledger.baseline_to) {
+            (Some(a), Some(b)) if a > b => {
+                return Err(invalid("ledger.baseline_to", "must not be before ledger.baseline_from"))
+            }
+            (Some(_), None) => return Err(invalid("ledger.baseline_to", "set with baseline_from")),
+            (None, Some(_)) => return Err(invalid("ledger.baseline_from", "set with baseline_to")),
+            _ => {}
+        }
+        if self.ledger.capable_tier.is_empty() {
+            return Err(invalid("ledger.capable_tier", "must not be empty"));
+        }
+        if self.limits.max_payload_bytes < 16 {
+            return Err(invalid("limits.max_payload_bytes", "must be at least 16"));
+        }
+        if self.batch.max_events == 0 {
+            return Err(invalid("batch.max_events", "must be ≥ 1"));
+        }
+        if self.batch.max_wait_ms == 0 {
+            return Err(invalid("batch.max_wait_ms", "must be ≥ 1"));
+        }
+        if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(invalid("http.listen", "must be an `ip:port` socket address or empty"));
+        }
+        Ok(())
+    }
+}
+
+fn url_is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// figment's messages already name the key path ("for key `kafka.brokers`"); keep them whole.
+fn figment_message(e: figment::Error) -> String {
+    e.into_iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+        [kafka]
+        brokers = "127.0.0.1:9092"
+        [postgres]
+        url = "postgres://tw@127.0.0.1/tw"
+    "#;
+
+    #[test]
+    fn minimal_config_takes_spec_defaults() {
+        let c = Config::from_toml_str(MINIMAL).unwrap();
+        assert_eq!(c.attribution.window_ms(), 72 * 3_600_000);
+        assert_eq!(c.topics.routing.name, "llm.routing-decisions");
+        assert_eq!(c.topics.feedback.name, "llm.feedback");
+        assert_eq!(c.topics.tickets.name, "support.tickets");
+        assert_eq!(c.topics.routing.format, WireFormat::Avro);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err =
+            Config::from_toml_str(&format!("{MINIMAL}\n[attribution]\nwindow_hour = 3\n")).unwrap_err().to_string();
+        assert!(err.contains("window_hour"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_key_and_reason() {
+        let err =
+            Config::from_toml_str(&format!("{MINIMAL}\n[attribution]\nwindow_hours = -1\n")).unwrap_err().to_string();
+        assert!(err.contains("attribution.window_hours") && err.contains("positive"), "{err}");
+        let err =
+            Config::from_toml_str(&format!("{MINIMAL}\n[topics.routing]\nname = \"r\"\nformat = \"confluent\"\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("topics.routing.schema_ids"), "{err}");
+        let err = Config::from_toml_str(&format!("{MINIMAL}\n[topics.routing]\nname = \"r\"\nformat = \"protobuf\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("protobuf"), "{err}");
+    }
+
+    #[test]
+    fn example_config_is_valid() {
+        let text = include_str!("../../tierwatch.example.toml");
+        Config::from_toml_str(text).unwrap();
+    }
+}

@@ -1,0 +1,597 @@
+//! Join and attribution (SPEC §3), one partition at a time.
+//!
+//! The three topics are keyed by conversation id and co-partitioned, so everything needed to join
+//! a conversation lives in one partition's state. [`PartitionJoin`] holds that state, applies
+//! events in arrival order and emits additive [`Deltas`]. It does no I/O: the pipeline persists
+//! the touched state entries together with the deltas and the offsets in one transaction, which is
+//! what makes the effect exactly once.
+
+mod state;
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+
+use crate::config::{Config, Dimension};
+use crate::event::{Feedback, FeedbackKind, RoutingDecision, SupportTicket, TicketStatus};
+use crate::metrics::{day_start, hour_start, nano_usd, Deltas, Dims, OrphanKind};
+
+pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, WaitingResolved};
+
+/// Settings the join needs, extracted from [`Config`] once.
+#[derive(Debug, Clone)]
+pub struct JoinSettings {
+    pub window_ms: i64,
+    pub grace_ms: i64,
+    pub pending_ms: i64,
+    /// How far behind the watermark a decision may still arrive; time-based attribution of an
+    /// outcome waits until the watermark is this far past the outcome.
+    pub lateness_ms: i64,
+    pub pending_max: usize,
+    pub ticket_retention_ms: i64,
+    pub keep: HashSet<Dimension>,
+    pub capable_tier: String,
+    pub capable_usd_per_input_token: Option<f64>,
+    pub capable_usd_per_output_token: Option<f64>,
+    pub ticket_cost_per_channel: HashMap<String, f64>,
+    pub ticket_cost_per_minute: Option<f64>,
+}
+
+impl JoinSettings {
+    pub fn from_config(c: &Config) -> Self {
+        Self {
+            window_ms: c.attribution.window_ms(),
+            grace_ms: c.attribution.grace_ms(),
+            pending_ms: c.attribution.pending_ms(),
+            lateness_ms: c.attribution.lateness_ms(),
+            pending_max: c.attribution.pending_max_per_partition,
+            ticket_retention_ms: c.attribution.ticket_retention_ms(),
+            keep: c.dimensions.keep.iter().copied().collect(),
+            capable_tier: c.ledger.capable_tier.clone(),
+            capable_usd_per_input_token: c.pricing.capable_input_usd_per_mtok.map(|p| p / 1e6),
+            capable_usd_per_output_token: c.pricing.capable_output_usd_per_mtok.map(|p| p / 1e6),
+            ticket_cost_per_channel: c.pricing.ticket_cost_usd_per_channel.clone().into_iter().collect(),
+            ticket_cost_per_minute: c.pricing.ticket_cost_usd_per_minute,
+        }
+    }
+}
+
+impl Default for JoinSettings {
+    fn default() -> Self {
+        Self {
+            window_ms: 72 * 3_600_000,
+            grace_ms: 24 * 3_600_000,
+            pending_ms: 24 * 3_600_000,
+            lateness_ms: 0,
+            pending_max: 1_000_000,
+            ticket_retention_ms: 30 * 86_400_000,
+            keep: [Dimension::Model, Dimension::ClassifierVersion, Dimension::Router, Dimension::Segment]
+                .into_iter()
+                .collect(),
+            capable_tier: "capable".into(),
+            capable_usd_per_input_token: None,
+            capable_usd_per_output_token: None,
+            ticket_cost_per_channel: HashMap::new(),
+            ticket_cost_per_minute: None,
+        }
+    }
+}
+
+/// Counters the pipeline exports to Prometheus after a successful commit.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct JoinCounters {
+    pub duplicates: u64,
+    pub decisions: u64,
+    pub feedback: u64,
+    pub tickets: u64,
+    /// Costs that were null and could not be derived from the price table.
+    pub cost_unknown: u64,
+    /// Feedback that carries no usable score (CSAT / HUMAN_REVIEW with null score).
+    pub feedback_without_score: u64,
+    /// A second OPENED event for a ticket already opened (ignored).
+    pub ticket_reopened: u64,
+}
+
+/// Persisted state key: `c:<conversation_id>` or `t:<ticket_id>`.
+pub fn conv_key(conversation_id: &str) -> String {
+    format!("c:{conversation_id}")
+}
+pub fn ticket_key(ticket_id: &str) -> String {
+    format!("t:{ticket_id}")
+}
+
+/// The join state of one partition (of all three co-partitioned topics).
+#[derive(Debug, Default)]
+pub struct PartitionJoin {
+    convs: HashMap<String, ConvState>,
+    tickets: HashMap<String, TicketState>,
+    /// State keys changed since the last [`PartitionJoin::take_dirty`].
+    dirty: HashSet<String>,
+    pending_count: usize,
+    /// (ts, conversation) of outcomes whose attribution depends on every turn up to `ts` being
+    /// known: released when the watermark passes them.
+    due: BTreeSet<(i64, String)>,
+    watermark_ms: i64,
+    last_sweep_watermark_ms: i64,
+}
+
+/// Stable 64-bit hash of an event id, for duplicate detection (collision odds ~1e-19 per pair).
+fn event_hash(event_id: &str) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
+}
+
+impl PartitionJoin {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Rebuild from persisted entries (`key`, JSON state) and the stored watermark.
+    pub fn restore(entries: Vec<(String, Vec<u8>)>, watermark_ms: i64) -> Result<Self, serde_json::Error> {
+        let mut join = Self { watermark_ms, last_sweep_watermark_ms: watermark_ms, ..Self::default() };
+        for (key, bytes) in entries {
+            if let Some(id) = key.strip_prefix("c:") {
+                let conv: ConvState = serde_json::from_slice(&bytes)?;
+                join.pending_count += conv.pending.len();
+                for p in &conv.pending {
+                    join.due.insert((p.ts(), id.to_string()));
+                }
+                join.convs.insert(id.to_string(), conv);
+            } else if let Some(id) = key.strip_prefix("t:") {
+                let t: TicketState = serde_json::from_slice(&bytes)?;
+                join.pending_count += t.waiting_resolved.len();
+                join.tickets.insert(id.to_string(), t);
+            }
+        }
+        Ok(join)
+    }
+
+    pub fn watermark_ms(&self) -> i64 {
+        self.watermark_ms
+    }
+
+    pub fn open_conversations(&self) -> usize {
+        self.convs.len()
+    }
+
+    pub fn pending_outcomes(&self) -> usize {
+        self.pending_count
+    }
+
+    /// Touched entries since the last call: `(key, Some(json))` to upsert, `(key, None)` to delete.
+    pub fn take_dirty(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for key in self.dirty.drain() {
+            let bytes = if let Some(id) = key.strip_prefix("c:") {
+                self.convs.get(id).map(|c| serde_json::to_vec(c))
+            } else if let Some(id) = key.strip_prefix("t:") {
+                self.tickets.get(id).map(|t| serde_json::to_vec(t))
+            } else {
+                None
+            };
+            // Serializing plain structs of strings and numbers cannot fail; treat it as absent if it did.
+            out.push((key, bytes.and_then(Result::ok)));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+
+    fn dims_of(&self, s: &JoinSettings, d: &RoutingDecision) -> Dims {
+        let keep = |dim: Dimension, v: &str| if s.keep.contains(&dim) { v.to_string() } else { String::new() };
+        Dims {
+            tier: d.tier.clone(),
+            model: keep(Dimension::Model, &d.model),
+            classifier_version: keep(Dimension::ClassifierVersion, &d.classifier_version),
+            router: keep(Dimension::Router, d.router.as_str()),
+            segment: keep(Dimension::Segment, d.segment.as_deref().unwrap_or("")),
+            intent: keep(Dimension::Intent, d.intent.as_deref().unwrap_or("")),
+        }
+    }
+
+    /// Advance the partition's event-time watermark (never backwards).
+    pub fn advance_watermark(&mut self, ts_ms: i64) {
+        if ts_ms > self.watermark_ms {
+            self.watermark_ms = ts_ms;
+        }
+    }
+
+    pub fn apply_decision(&mut self, s: &JoinSettings, d: &RoutingDecision, out: &mut Deltas, n: &mut JoinCounters) {
+        let h = event_hash(&d.event_id);
+        let dims = self.dims_of(s, d);
+        let conv = self.convs.entry(d.conversation_id.clone()).or_default();
+        if conv.seen.contains(&h) {
+            n.duplicates += 1;
+            return;
+        }
+        conv.seen.push(h);
+        n.decisions += 1;
+        self.dirty.insert(conv_key(&d.conversation_id));
+
+        let (hour, day) = (hour_start(d.ts), day_start(d.ts));
+        let new_in_hour = !conv.turns.iter().any(|t| hour_start(t.ts) == hour && t.dims == dims);
+        let new_in_day = !conv.turns.iter().any(|t| day_start(t.ts) == day && t.dims == dims);
+        let new_in_tier_day = !conv.turns.iter().any(|t| day_start(t.ts) == day && t.dims.tier == dims.tier);
+
+        let cost = nano_usd(d.cost_usd);
+        let capable_cost = match d.capable_cost_usd {
+            Some(c) => nano_usd(c),
+            None => match (s.capable_usd_per_input_token, s.capable_usd_per_output_token) {
+                (Some(i), Some(o)) => nano_usd(i * d.input_tokens as f64 + o * d.output_tokens as f64),
+                // Without a price table the only safe figure is what the turn cost: no saving is
+                // claimed. The capable tier's own cost is its capable cost by definition.
+                _ => {
+                    if d.tier != s.capable_tier {
+                        n.cost_unknown += 1;
+                    }
+                    cost
+                }
+            },
+        };
+        let escalated = d.escalated as i64;
+        out.quality_one(crate::metrics::Grain::Hour, d.ts, &dims, |q| {
+            q.decisions += 1;
+            q.conversations += new_in_hour as i64;
+            q.escalations += escalated;
+            q.cost_nusd += cost;
+            q.capable_cost_nusd += capable_cost;
+        });
+        out.quality_one(crate::metrics::Grain::Day, d.ts, &dims, |q| {
+            q.decisions += 1;
+            q.conversations += new_in_day as i64;
+            q.escalations += escalated;
+            q.cost_nusd += cost;
+            q.capable_cost_nusd += capable_cost;
+        });
+        out.latency(d.ts, &dims, d.latency_ms);
+        if new_in_tier_day {
+            *out.tier_day.entry((day, dims.tier.clone())).or_default() += 1;
+        }
+        conv.turns.push(Turn { turn: d.turn, ts: d.ts, dims });
+
+        // Outcomes that arrived before this decision may now find their turn.
+        if !conv.pending.is_empty() {
+            let waiting = std::mem::take(&mut conv.pending);
+            self.pending_count -= waiting.len();
+            for p in waiting {
+                self.attribute_pending(s, &d.conversation_id, p, out, n);
+            }
+        }
+    }
+
+    pub fn apply_feedback(&mut self, s: &JoinSettings, f: &Feedback, out: &mut Deltas, n: &mut JoinCounters) {
+        let h = event_hash(&f.event_id);
+        let conv = self.convs.entry(f.conversation_id.clone()).or_default();
+        if conv.seen.contains(&h) {
+            n.duplicates += 1;
+            return;
+        }
+        conv.seen.push(h);
+        n.feedback += 1;
+        self.dirty.insert(conv_key(&f.conversation_id));
+        let pending = PendingOutcome::Feedback { turn: f.turn, ts: f.ts, kind: f.kind, score: f.score };
+        self.attribute_pending(s, &f.conversation_id, pending, out, n);
+    }
+
+    pub fn apply_ticket(&mut self, s: &JoinSettings, t: &SupportTicket, out: &mut Deltas, n: &mut JoinCounters) {
+        let h = event_hash(&t.event_id);
+        let state = self.tickets.entry(t.ticket_id.clone()).or_default();
+        if state.seen.contains(&h) {
+            n.duplicates += 1;
+            return;
+        }
+        state.seen.push(h);
+        state.last_ts = state.last_ts.max(t.ts);
+        n.tickets += 1;
+        self.dirty.insert(ticket_key(&t.ticket_id));
+        match t.status {
+            TicketStatus::Opened => self.ticket_opened(s, t, out, n),
+            TicketStatus::Resolved => self.ticket_resolved(s, t, out, n),
+        }
+    }
+
+    fn ticket_opened(&mut self, s: &JoinSettings, t: &SupportTicket, out: &mut Deltas, n: &mut JoinCounters) {
+        let Some(state) = self.tickets.get_mut(&t.ticket_id) else { return };
+        if state.opened.is_some() {
+            n.ticket_reopened += 1;
+            return;
+        }
+        let day = day_start(t.ts);
+        out.human(day, &t.cost_center, &t.channel, |h| h.tickets_opened += 1);
+        state.opened = Some(Opened {
+            ts: t.ts,
+            day_ms: day,
+            cost_center: t.cost_center.clone(),
+            channel: t.channel.clone(),
+            attribution: Attribution::Pending,
+            pending_cost_nusd: 0,
+        });
+        // RESOLVED events that arrived before the OPENED one are credited to the opening day.
+        let waiting = std::mem::take(&mut state.waiting_resolved);
+        self.pending_count -= waiting.len();
+        for w in waiting {
+            self.credit_resolved(&t.ticket_id, w.cost_nusd, out);
+        }
+        match t.conversation_id.as_deref() {
+            None => self.settle_ticket(&t.ticket_id, None, out),
+            Some(cid) => {
+                let pending = PendingOutcome::Ticket { ticket_id: t.ticket_id.clone(), ts: t.ts };
+                self.convs.entry(cid.to_string()).or_default();
+                self.dirty.insert(conv_key(cid));
+                self.attribute_pending(s, cid, pending, out, n);
+            }
+        }
+    }
+
+    fn ticket_resolved(&mut self, s: &JoinSettings, t: &SupportTicket, out: &mut Deltas, n: &mut JoinCounters) {
+        let cost = match t.cost_usd {
+            Some(c) => nano_usd(c),
+            None => match (s.ticket_cost_per_channel.get(&t.channel), s.ticket_cost_per_minute, t.handle_minutes) {
+                (Some(flat), _, _) => nano_usd(*flat),
+                (None, Some(rate), Some(minutes)) => nano_usd(rate * minutes),
+                _ => {
+                    n.cost_unknown += 1;
+                    0
+                }
+            },
+        };
+        let Some(state) = self.tickets.get_mut(&t.ticket_id) else { return };
+        if state.opened.is_some() {
+            self.credit_resolved(&t.ticket_id, cost, out);
+        } else {
+            state.waiting_resolved.push(WaitingResolved {
+                ts: t.ts,
+                cost_nusd: cost,
+                cost_center: t.cost_center.clone(),
+                channel: t.channel.clone(),
+            });
+            self.pending_count += 1;
+        }
+    }
+
+    /// Credit a resolved ticket's cost to its opening day and, once known, to its turn's tier.
+    fn credit_resolved(&mut self, ticket_id: &str, cost: i64, out: &mut Deltas) {
+        let Some(opened) = self.tickets.get_mut(ticket_id).and_then(|t| t.opened.as_mut()) else { return };
+        out.human(opened.day_ms, &opened.cost_center, &opened.channel, |h| {
+            h.tickets_resolved += 1;
+            h.human_cost_nusd += cost;
+        });
+        match &opened.attribution {
+            Attribution::Turn { ts, dims } => {
+                out.quality_both(*ts, dims, |q| q.attributed_human_cost_nusd += cost);
+            }
+            Attribution::Pending => opened.pending_cost_nusd += cost,
+            Attribution::Unattributed => {}
+        }
+    }
+
+    /// Fix an OPENED ticket's attribution (to a turn, or none) and emit its effects.
+    fn settle_ticket(&mut self, ticket_id: &str, turn: Option<(&str, i64, Dims)>, out: &mut Deltas) {
+        self.dirty.insert(ticket_key(ticket_id));
+        let Some(opened) = self.tickets.get_mut(ticket_id).and_then(|t| t.opened.as_mut()) else { return };
+        if !matches!(opened.attribution, Attribution::Pending) {
+            return;
+        }
+        match turn {
+            None => {
+                opened.attribution = Attribution::Unattributed;
+                opened.pending_cost_nusd = 0;
+                out.human(opened.day_ms, &opened.cost_center, &opened.channel, |h| h.unattributed_tickets += 1);
+            }
+            Some((cid, ts, dims)) => {
+                let cost = std::mem::take(&mut opened.pending_cost_nusd);
+                out.human(opened.day_ms, &opened.cost_center, &opened.channel, |h| h.attributed_tickets += 1);
+                // At most one failed deflection per conversation: the first attributed ticket.
+                let first = match self.convs.get_mut(cid) {
+                    Some(conv) if !conv.failed_deflection => {
+                        conv.failed_deflection = true;
+                        true
+                    }
+                    _ => false,
+                };
+                out.quality_both(ts, &dims, |q| {
+                    q.attributed_tickets += 1;
+                    q.attributed_human_cost_nusd += cost;
+                    q.failed_deflections += first as i64;
+                });
+                opened.attribution = Attribution::Turn { ts, dims };
+            }
+        }
+    }
+
+    /// Attribute an outcome to its turn, or park it until the decision arrives.
+    ///
+    /// Time-based attribution ("the latest turn at or before the outcome") is only final once no
+    /// earlier turn can still arrive, i.e. once the watermark has passed the outcome: until then
+    /// tickets and turn-less feedback wait, so the result does not depend on how the topics
+    /// interleave. Feedback naming its turn only waits for that turn.
+    fn attribute_pending(
+        &mut self,
+        s: &JoinSettings,
+        cid: &str,
+        p: PendingOutcome,
+        out: &mut Deltas,
+        n: &mut JoinCounters,
+    ) {
+        let settled_until = self.watermark_ms.saturating_sub(s.lateness_ms);
+        let waits_for_watermark = match &p {
+            PendingOutcome::Ticket { ts, .. } | PendingOutcome::Feedback { turn: None, ts, .. } => *ts > settled_until,
+            PendingOutcome::Feedback { turn: Some(_), .. } => false,
+        };
+        let Some(conv) = self.convs.get(cid) else { return };
+        if !waits_for_watermark {
+            match &p {
+                PendingOutcome::Feedback { turn, ts, kind, score } => {
+                    let target = match turn {
+                        Some(k) => conv.turns.iter().find(|t| t.turn == *k),
+                        None => conv.latest_turn_at_or_before(*ts).or_else(|| conv.latest_turn()),
+                    };
+                    if let Some(t) = target {
+                        let (ts, dims) = (t.ts, t.dims.clone());
+                        apply_feedback_effect(*kind, *score, ts, &dims, out, n);
+                        return;
+                    }
+                }
+                PendingOutcome::Ticket { ticket_id, ts } => {
+                    if let Some(t) = conv.latest_turn_at_or_before(*ts) {
+                        let turn = if ts - t.ts <= s.window_ms { Some((cid, t.ts, t.dims.clone())) } else { None };
+                        let ticket_id = ticket_id.clone();
+                        self.settle_ticket(&ticket_id, turn, out);
+                        return;
+                    }
+                }
+            }
+        }
+        if waits_for_watermark {
+            self.due.insert((p.ts(), cid.to_string()));
+        }
+        if let Some(conv) = self.convs.get_mut(cid) {
+            conv.pending.push(p);
+            self.pending_count += 1;
+            self.dirty.insert(conv_key(cid));
+        }
+        if self.pending_count > s.pending_max {
+            self.evict_oldest_pending(out);
+        }
+    }
+
+    /// Attribute the outcomes the watermark has now passed (call after advancing it).
+    pub fn release_due(&mut self, s: &JoinSettings, out: &mut Deltas, n: &mut JoinCounters) {
+        let settled_until = self.watermark_ms.saturating_sub(s.lateness_ms);
+        while let Some((ts, _)) = self.due.first() {
+            if *ts > settled_until {
+                break;
+            }
+            let Some((_, cid)) = self.due.pop_first() else { break };
+            let Some(conv) = self.convs.get_mut(&cid) else { continue };
+            let mut waiting = std::mem::take(&mut conv.pending);
+            if waiting.is_empty() {
+                continue;
+            }
+            waiting.sort_by_key(PendingOutcome::ts);
+            self.pending_count -= waiting.len();
+            self.dirty.insert(conv_key(&cid));
+            for p in waiting {
+                self.attribute_pending(s, &cid, p, out, n);
+            }
+        }
+    }
+
+    fn expire_pending(&mut self, p: PendingOutcome, kind: OrphanKind, out: &mut Deltas) {
+        match p {
+            PendingOutcome::Feedback { ts, .. } => out.orphan(ts, kind),
+            PendingOutcome::Ticket { ticket_id, ts } => {
+                out.orphan(ts, kind);
+                // The ticket is still human volume: it becomes unattributed.
+                self.settle_ticket(&ticket_id, None, out);
+            }
+        }
+    }
+
+    fn evict_oldest_pending(&mut self, out: &mut Deltas) {
+        let oldest = self
+            .convs
+            .iter()
+            .flat_map(|(cid, c)| c.pending.iter().enumerate().map(move |(i, p)| (p.ts(), cid.clone(), i)))
+            .min();
+        if let Some((_, cid, i)) = oldest {
+            if let Some(conv) = self.convs.get_mut(&cid) {
+                let p = conv.pending.remove(i);
+                self.pending_count -= 1;
+                self.dirty.insert(conv_key(&cid));
+                self.expire_pending(p, OrphanKind::Evicted, out);
+            }
+        }
+    }
+
+    /// Expire what the watermark has passed: waiting outcomes become orphans, finished
+    /// conversations and tickets are forgotten. Runs at most once per event-time hour of progress
+    /// unless `force`.
+    pub fn sweep(&mut self, s: &JoinSettings, out: &mut Deltas, force: bool) {
+        let wm = self.watermark_ms;
+        if !force && wm - self.last_sweep_watermark_ms < crate::metrics::HOUR_MS {
+            return;
+        }
+        self.last_sweep_watermark_ms = wm;
+        let mut expired: Vec<PendingOutcome> = Vec::new();
+        let mut drop_convs = Vec::new();
+        for (cid, conv) in self.convs.iter_mut() {
+            let before = conv.pending.len();
+            let (keep, gone): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut conv.pending).into_iter().partition(|p| wm <= p.ts() + s.pending_ms);
+            conv.pending = keep;
+            if conv.pending.len() != before {
+                self.dirty.insert(conv_key(cid));
+            }
+            expired.extend(gone);
+            let done = match conv.latest_turn() {
+                Some(t) => wm > t.ts + s.window_ms + s.grace_ms,
+                None => true,
+            };
+            if done && conv.pending.is_empty() {
+                drop_convs.push(cid.clone());
+            }
+        }
+        self.pending_count -= expired.len();
+        for p in expired {
+            let kind = match p {
+                PendingOutcome::Feedback { .. } => OrphanKind::Feedback,
+                PendingOutcome::Ticket { .. } => OrphanKind::Ticket,
+            };
+            self.expire_pending(p, kind, out);
+        }
+        for cid in drop_convs {
+            self.convs.remove(&cid);
+            self.dirty.insert(conv_key(&cid));
+        }
+        let mut drop_tickets = Vec::new();
+        for (tid, t) in self.tickets.iter_mut() {
+            let before = t.waiting_resolved.len();
+            let (keep, gone): (Vec<_>, Vec<_>) =
+                std::mem::take(&mut t.waiting_resolved).into_iter().partition(|w| wm <= w.ts + s.pending_ms);
+            t.waiting_resolved = keep;
+            if t.waiting_resolved.len() != before {
+                self.dirty.insert(ticket_key(tid));
+            }
+            for w in gone {
+                self.pending_count -= 1;
+                // A RESOLVED without its OPENED still cost money: credit its own day, count the orphan.
+                out.orphan(w.ts, OrphanKind::ResolvedWithoutOpened);
+                out.human(day_start(w.ts), &w.cost_center, &w.channel, |h| {
+                    h.tickets_resolved += 1;
+                    h.human_cost_nusd += w.cost_nusd;
+                });
+            }
+            let pending = t.opened.as_ref().is_some_and(|o| matches!(o.attribution, Attribution::Pending));
+            if !pending && t.waiting_resolved.is_empty() && wm > t.last_ts + s.ticket_retention_ms {
+                drop_tickets.push(tid.clone());
+            }
+        }
+        for tid in drop_tickets {
+            self.tickets.remove(&tid);
+            self.dirty.insert(ticket_key(&tid));
+        }
+    }
+}
+
+fn apply_feedback_effect(
+    kind: FeedbackKind,
+    score: Option<f64>,
+    ts: i64,
+    dims: &Dims,
+    out: &mut Deltas,
+    n: &mut JoinCounters,
+) {
+    match (kind, score) {
+        (FeedbackKind::ThumbsUp, _) => out.quality_both(ts, dims, |q| q.thumbs_up += 1),
+        (FeedbackKind::ThumbsDown, _) => out.quality_both(ts, dims, |q| q.thumbs_down += 1),
+        (FeedbackKind::Csat, Some(v)) => out.quality_both(ts, dims, |q| {
+            q.csat_n += 1;
+            q.csat_sum += v;
+        }),
+        (FeedbackKind::HumanReview, Some(v)) => out.quality_both(ts, dims, |q| {
+            q.reviews_n += 1;
+            q.reviews_wrong += (v == 0.0) as i64;
+        }),
+        (FeedbackKind::Csat | FeedbackKind::HumanReview, None) => n.feedback_without_score += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests;

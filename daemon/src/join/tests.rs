@@ -1,0 +1,409 @@
+//! Every attribution rule of SPEC §3, checked on hand-computed expectations.
+
+use super::*;
+use crate::event::{RouterKind, TicketStatus};
+use crate::metrics::{Grain, HumanDelta, QualityDelta, QualityKey, DAY_MS, HOUR_MS};
+
+const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS; // a UTC midnight
+
+fn decision(id: &str, conv: &str, turn: i32, ts: i64, tier: &str) -> RoutingDecision {
+    RoutingDecision {
+        event_id: id.into(),
+        conversation_id: conv.into(),
+        turn,
+        ts,
+        segment: Some("smb".into()),
+        query_text: Some("where is my charge from?".into()),
+        router: RouterKind::PreRoute,
+        classifier_version: "v1".into(),
+        intent: Some("billing".into()),
+        confidence: 0.9,
+        threshold: Some(0.5),
+        tier: tier.into(),
+        model: format!("{tier}-model"),
+        escalated: false,
+        latency_ms: 100.0,
+        input_tokens: 100,
+        output_tokens: 50,
+        cost_usd: if tier == "cheap" { 0.001 } else { 0.004 },
+        capable_cost_usd: Some(0.004),
+    }
+}
+
+fn feedback(id: &str, conv: &str, turn: Option<i32>, ts: i64, kind: FeedbackKind, score: Option<f64>) -> Feedback {
+    Feedback { event_id: id.into(), conversation_id: conv.into(), turn, ts, kind, score, source: None }
+}
+
+fn ticket(id: &str, tid: &str, conv: Option<&str>, ts: i64, status: TicketStatus, cost: Option<f64>) -> SupportTicket {
+    SupportTicket {
+        event_id: id.into(),
+        ticket_id: tid.into(),
+        conversation_id: conv.map(Into::into),
+        ts,
+        status,
+        cost_center: "support".into(),
+        channel: "phone".into(),
+        handle_minutes: Some(10.0),
+        cost_usd: cost,
+        reason: Some("billing".into()),
+    }
+}
+
+struct Harness {
+    s: JoinSettings,
+    j: PartitionJoin,
+    out: Deltas,
+    n: JoinCounters,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Self { s: JoinSettings::default(), j: PartitionJoin::new(), out: Deltas::default(), n: JoinCounters::default() }
+    }
+    fn d(&mut self, d: RoutingDecision) {
+        self.j.advance_watermark(d.ts);
+        self.j.apply_decision(&self.s, &d, &mut self.out, &mut self.n);
+    }
+    fn f(&mut self, f: Feedback) {
+        self.j.advance_watermark(f.ts);
+        self.j.apply_feedback(&self.s, &f, &mut self.out, &mut self.n);
+    }
+    fn t(&mut self, t: SupportTicket) {
+        self.j.advance_watermark(t.ts);
+        self.j.apply_ticket(&self.s, &t, &mut self.out, &mut self.n);
+    }
+    fn sweep_at(&mut self, wm: i64) {
+        self.j.advance_watermark(wm);
+        self.j.sweep(&self.s, &mut self.out, true);
+    }
+    fn q(&self, grain: Grain, ts: i64, tier: &str) -> QualityDelta {
+        // Sum over every row of that bucket and tier (the dims are fixed per tier in these tests).
+        let mut acc = QualityDelta::default();
+        for (k, v) in &self.out.quality {
+            if k.grain == grain && k.bucket_ms == grain.bucket(ts) && k.dims.tier == tier {
+                acc.decisions += v.decisions;
+                acc.conversations += v.conversations;
+                acc.thumbs_up += v.thumbs_up;
+                acc.thumbs_down += v.thumbs_down;
+                acc.csat_n += v.csat_n;
+                acc.csat_sum += v.csat_sum;
+                acc.reviews_n += v.reviews_n;
+                acc.reviews_wrong += v.reviews_wrong;
+                acc.failed_deflections += v.failed_deflections;
+                acc.escalations += v.escalations;
+                acc.cost_nusd += v.cost_nusd;
+                acc.capable_cost_nusd += v.capable_cost_nusd;
+                acc.attributed_tickets += v.attributed_tickets;
+                acc.attributed_human_cost_nusd += v.attributed_human_cost_nusd;
+            }
+        }
+        acc
+    }
+    fn h(&self, day: i64) -> HumanDelta {
+        let mut acc = HumanDelta::default();
+        for (k, v) in &self.out.human {
+            if k.day_ms == day_start(day) {
+                acc.tickets_opened += v.tickets_opened;
+                acc.attributed_tickets += v.attributed_tickets;
+                acc.unattributed_tickets += v.unattributed_tickets;
+                acc.tickets_resolved += v.tickets_resolved;
+                acc.human_cost_nusd += v.human_cost_nusd;
+            }
+        }
+        acc
+    }
+    fn orphans(&self, kind: OrphanKind) -> i64 {
+        self.out.orphans.iter().filter(|((_, k), _)| *k == kind).map(|(_, v)| v).sum()
+    }
+}
+
+#[test]
+fn multi_turn_conversation_switching_tier_counts_in_both_denominators() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c1", 0, T0 + 10 * 60_000, "cheap"));
+    h.d(decision("e2", "c1", 1, T0 + 20 * 60_000, "cheap"));
+    h.d(decision("e3", "c1", 2, T0 + 30 * 60_000, "capable"));
+    h.d(decision("e4", "c1", 3, T0 + 2 * HOUR_MS, "cheap"));
+    let cheap_h0 = h.q(Grain::Hour, T0, "cheap");
+    assert_eq!((cheap_h0.decisions, cheap_h0.conversations), (2, 1));
+    let cap_h0 = h.q(Grain::Hour, T0, "capable");
+    assert_eq!((cap_h0.decisions, cap_h0.conversations), (1, 1));
+    let cheap_h2 = h.q(Grain::Hour, T0 + 2 * HOUR_MS, "cheap");
+    assert_eq!((cheap_h2.decisions, cheap_h2.conversations), (1, 1));
+    let cheap_day = h.q(Grain::Day, T0, "cheap");
+    assert_eq!((cheap_day.decisions, cheap_day.conversations), (3, 1));
+    assert_eq!(h.out.tier_day[&(T0, "cheap".to_string())], 1);
+    assert_eq!(h.out.tier_day[&(T0, "capable".to_string())], 1);
+    assert_eq!(cheap_day.cost_nusd, 3 * 1_000_000);
+    assert_eq!(cheap_day.capable_cost_nusd, 3 * 4_000_000);
+}
+
+#[test]
+fn feedback_by_turn_and_by_time() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c1", 0, T0, "cheap"));
+    h.d(decision("e2", "c1", 1, T0 + HOUR_MS, "capable"));
+    // turn = 0 → the cheap turn even though it arrives after turn 1.
+    h.f(feedback("f1", "c1", Some(0), T0 + 2 * HOUR_MS, FeedbackKind::ThumbsDown, None));
+    // turn = null at a time between the turns → the latest turn at or before it: turn 0.
+    h.f(feedback("f2", "c1", None, T0 + 30 * 60_000, FeedbackKind::Csat, Some(4.0)));
+    // turn = null after both → turn 1.
+    h.f(feedback("f3", "c1", None, T0 + 3 * HOUR_MS, FeedbackKind::HumanReview, Some(0.0)));
+    // turn = null before every turn → the latest turn seen (turn 1).
+    h.f(feedback("f4", "c1", None, T0 - HOUR_MS, FeedbackKind::ThumbsUp, None));
+    let cheap = h.q(Grain::Day, T0, "cheap");
+    let cap = h.q(Grain::Day, T0, "capable");
+    assert_eq!((cheap.thumbs_down, cheap.csat_n, cheap.csat_sum), (1, 1, 4.0));
+    assert_eq!((cap.reviews_n, cap.reviews_wrong, cap.thumbs_up), (1, 1, 1));
+    // Credited to the cohort hour of the turn, not of the feedback.
+    assert_eq!(h.q(Grain::Hour, T0, "cheap").thumbs_down, 1);
+    assert_eq!(h.q(Grain::Hour, T0 + 2 * HOUR_MS, "cheap").thumbs_down, 0);
+}
+
+#[test]
+fn outcomes_before_their_decision_wait_then_apply() {
+    let mut h = Harness::new();
+    h.f(feedback("f1", "c1", Some(0), T0 + 60_000, FeedbackKind::ThumbsDown, None));
+    h.t(ticket("t1o", "T1", Some("c1"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    h.t(ticket("t1r", "T1", Some("c1"), T0 + 5 * HOUR_MS, TicketStatus::Resolved, Some(12.5)));
+    assert_eq!(h.j.pending_outcomes(), 2);
+    // Human volume does not wait for the AI side.
+    assert_eq!(h.h(T0).tickets_opened, 1);
+    assert_eq!(h.h(T0).human_cost_nusd, 12_500_000_000);
+    h.d(decision("e1", "c1", 0, T0, "cheap"));
+    assert_eq!(h.j.pending_outcomes(), 0);
+    let cheap = h.q(Grain::Day, T0, "cheap");
+    assert_eq!((cheap.thumbs_down, cheap.failed_deflections, cheap.attributed_tickets), (1, 1, 1));
+    assert_eq!(cheap.attributed_human_cost_nusd, 12_500_000_000);
+    assert_eq!(h.h(T0).attributed_tickets, 1);
+}
+
+#[test]
+fn ticket_inside_and_outside_the_window() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "in", 0, T0, "cheap"));
+    h.d(decision("e2", "out", 0, T0, "cheap"));
+    // Exactly W after the turn is inside; W + 1 ms is outside.
+    h.t(ticket("o1", "T1", Some("in"), T0 + 72 * HOUR_MS, TicketStatus::Opened, None));
+    h.t(ticket("o2", "T2", Some("out"), T0 + 72 * HOUR_MS + 1, TicketStatus::Opened, None));
+    let cheap = h.q(Grain::Day, T0, "cheap");
+    assert_eq!((cheap.conversations, cheap.failed_deflections), (2, 1));
+    let day3 = h.h(T0 + 72 * HOUR_MS);
+    assert_eq!((day3.tickets_opened, day3.attributed_tickets, day3.unattributed_tickets), (2, 1, 1));
+}
+
+#[test]
+fn window_counts_from_the_latest_turn_before_the_ticket() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "capable"));
+    h.d(decision("e2", "c", 1, T0 + 48 * HOUR_MS, "cheap"));
+    h.t(ticket("o1", "T1", Some("c"), T0 + 100 * HOUR_MS, TicketStatus::Opened, None));
+    assert_eq!(h.q(Grain::Day, T0 + 48 * HOUR_MS, "cheap").failed_deflections, 1);
+    assert_eq!(h.q(Grain::Day, T0, "capable").failed_deflections, 0);
+}
+
+#[test]
+fn second_ticket_is_volume_not_a_second_failed_deflection() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    h.t(ticket("o2", "T2", Some("c"), T0 + 2 * HOUR_MS, TicketStatus::Opened, None));
+    let cheap = h.q(Grain::Day, T0, "cheap");
+    assert_eq!((cheap.failed_deflections, cheap.attributed_tickets), (1, 2));
+    assert_eq!(h.h(T0).tickets_opened, 2);
+}
+
+#[test]
+fn unlinked_ticket_is_unattributed_volume_and_cost() {
+    let mut h = Harness::new();
+    h.t(ticket("o1", "T9", None, T0 + HOUR_MS, TicketStatus::Opened, None));
+    h.t(ticket("r1", "T9", None, T0 + 30 * HOUR_MS, TicketStatus::Resolved, Some(8.0)));
+    let day = h.h(T0);
+    assert_eq!((day.tickets_opened, day.unattributed_tickets, day.tickets_resolved), (1, 1, 1));
+    assert_eq!(day.human_cost_nusd, 8_000_000_000);
+    // Credited to the opening day, not to the resolution day.
+    assert_eq!(h.h(T0 + 30 * HOUR_MS).human_cost_nusd, 0);
+}
+
+#[test]
+fn resolved_cost_goes_to_opening_day_and_tier() {
+    let mut h = Harness::new();
+    h.s.ticket_cost_per_channel.insert("phone".into(), 7.25);
+    h.d(decision("e1", "c", 0, T0 + 23 * HOUR_MS, "cheap"));
+    h.t(ticket("o1", "T1", Some("c"), T0 + 23 * HOUR_MS + 30 * 60_000, TicketStatus::Opened, None));
+    // Resolved the next day with no cost: derived from the channel price.
+    h.t(ticket("r1", "T1", Some("c"), T0 + 40 * HOUR_MS, TicketStatus::Resolved, None));
+    assert_eq!(h.h(T0).human_cost_nusd, 7_250_000_000);
+    assert_eq!(h.q(Grain::Hour, T0 + 23 * HOUR_MS, "cheap").attributed_human_cost_nusd, 7_250_000_000);
+}
+
+#[test]
+fn resolved_before_opened_waits_for_the_opening() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.t(ticket("r1", "T1", Some("c"), T0 + 3 * HOUR_MS, TicketStatus::Resolved, Some(5.0)));
+    assert_eq!(h.h(T0).human_cost_nusd, 0);
+    h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    assert_eq!(h.h(T0).human_cost_nusd, 5_000_000_000);
+    assert_eq!(h.q(Grain::Day, T0, "cheap").attributed_human_cost_nusd, 5_000_000_000);
+}
+
+#[test]
+fn duplicates_apply_once() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.f(feedback("f1", "c", Some(0), T0, FeedbackKind::ThumbsDown, None));
+    h.f(feedback("f1", "c", Some(0), T0, FeedbackKind::ThumbsDown, None));
+    h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    let cheap = h.q(Grain::Day, T0, "cheap");
+    assert_eq!((cheap.decisions, cheap.thumbs_down, cheap.failed_deflections), (1, 1, 1));
+    assert_eq!(h.h(T0).tickets_opened, 1);
+    assert_eq!(h.n.duplicates, 3);
+}
+
+#[test]
+fn expired_outcomes_become_counted_orphans() {
+    let mut h = Harness::new();
+    h.f(feedback("f1", "ghost", Some(0), T0, FeedbackKind::ThumbsDown, None));
+    h.t(ticket("o1", "T1", Some("ghost"), T0, TicketStatus::Opened, None));
+    h.t(ticket("r2", "T2", None, T0, TicketStatus::Resolved, Some(3.0)));
+    h.sweep_at(T0 + 24 * HOUR_MS); // exactly at the limit: still waiting
+    assert_eq!(h.j.pending_outcomes(), 3);
+    h.sweep_at(T0 + 24 * HOUR_MS + 1);
+    assert_eq!(h.j.pending_outcomes(), 0);
+    assert_eq!(h.orphans(OrphanKind::Feedback), 1);
+    assert_eq!(h.orphans(OrphanKind::Ticket), 1);
+    assert_eq!(h.orphans(OrphanKind::ResolvedWithoutOpened), 1);
+    let day = h.h(T0);
+    assert_eq!((day.tickets_opened, day.unattributed_tickets, day.tickets_resolved), (1, 1, 1));
+    assert_eq!(day.human_cost_nusd, 3_000_000_000);
+}
+
+#[test]
+fn pending_bound_evicts_oldest_as_orphan() {
+    let mut h = Harness::new();
+    h.s.pending_max = 2;
+    h.f(feedback("f1", "a", Some(0), T0 + 3, FeedbackKind::ThumbsDown, None));
+    h.f(feedback("f2", "b", Some(0), T0 + 1, FeedbackKind::ThumbsDown, None));
+    h.f(feedback("f3", "c", Some(0), T0 + 2, FeedbackKind::ThumbsDown, None));
+    assert_eq!(h.j.pending_outcomes(), 2);
+    assert_eq!(h.orphans(OrphanKind::Evicted), 1);
+    // The evicted one was b's (oldest): its decision now finds nothing to apply.
+    h.d(decision("e", "b", 0, T0, "cheap"));
+    assert_eq!(h.q(Grain::Day, T0, "cheap").thumbs_down, 0);
+    h.d(decision("e2", "a", 0, T0, "cheap"));
+    assert_eq!(h.q(Grain::Day, T0, "cheap").thumbs_down, 1);
+}
+
+#[test]
+fn state_survives_a_restore_round_trip() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.f(feedback("f1", "x", Some(0), T0, FeedbackKind::ThumbsUp, None));
+    h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    let mut restored = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
+    assert_eq!(restored.pending_outcomes(), 1);
+    let mut out = Deltas::default();
+    let mut n = JoinCounters::default();
+    // A duplicate of an already applied decision is still recognised after the restore…
+    restored.apply_decision(&h.s, &decision("e1", "c", 0, T0, "cheap"), &mut out, &mut n);
+    assert_eq!(n.duplicates, 1);
+    // …the waiting feedback still finds its decision…
+    restored.apply_decision(&h.s, &decision("e9", "x", 0, T0, "cheap"), &mut out, &mut n);
+    let key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["x"].turns[0].dims.clone() };
+    assert_eq!(out.quality[&key].thumbs_up, 1);
+    // …and the conversation's single failed deflection is remembered.
+    restored.advance_watermark(T0 + 2 * HOUR_MS);
+    restored.apply_ticket(
+        &h.s,
+        &ticket("o2", "T2", Some("c"), T0 + 2 * HOUR_MS, TicketStatus::Opened, None),
+        &mut out,
+        &mut n,
+    );
+    let c_key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["c"].turns[0].dims.clone() };
+    assert_eq!(out.quality[&c_key].failed_deflections, 0);
+    assert_eq!(out.quality[&c_key].attributed_tickets, 1);
+}
+
+#[test]
+fn finished_conversations_are_forgotten_after_window_and_grace() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.sweep_at(T0 + (72 + 24) * HOUR_MS);
+    assert_eq!(h.j.open_conversations(), 1);
+    h.sweep_at(T0 + (72 + 24) * HOUR_MS + 1);
+    assert_eq!(h.j.open_conversations(), 0);
+    let dirty = h.j.take_dirty();
+    assert!(dirty.iter().any(|(k, v)| k == "c:c" && v.is_none()), "deletion must be persisted");
+}
+
+#[test]
+fn dropped_dimensions_are_blank() {
+    let mut h = Harness::new();
+    h.s.keep.clear();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    let k = h.out.quality.keys().next().unwrap();
+    assert_eq!((k.dims.model.as_str(), k.dims.segment.as_str(), k.dims.tier.as_str()), ("", "", "cheap"));
+}
+
+#[test]
+fn capable_cost_from_price_table_when_null() {
+    let mut h = Harness::new();
+    h.s.capable_usd_per_input_token = Some(3.0 / 1e6);
+    h.s.capable_usd_per_output_token = Some(15.0 / 1e6);
+    let mut d = decision("e1", "c", 0, T0, "cheap");
+    d.capable_cost_usd = None;
+    h.d(d);
+    // 100 × 3e-6 + 50 × 15e-6 = 0.00105 USD
+    assert_eq!(h.q(Grain::Day, T0, "cheap").capable_cost_nusd, 1_050_000);
+}
+
+#[test]
+fn time_based_attribution_waits_for_the_watermark() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "capable"));
+    // The ticket is read before the routing topic has delivered everything up to its time.
+    h.j.apply_ticket(
+        &h.s,
+        &ticket("o1", "T1", Some("c"), T0 + 10 * HOUR_MS, TicketStatus::Opened, None),
+        &mut h.out,
+        &mut h.n,
+    );
+    h.j.apply_feedback(
+        &h.s,
+        &feedback("f1", "c", None, T0 + 9 * HOUR_MS, FeedbackKind::ThumbsDown, None),
+        &mut h.out,
+        &mut h.n,
+    );
+    assert_eq!(h.j.pending_outcomes(), 2, "not attributable yet: a later turn may still arrive");
+    h.d(decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"));
+    assert_eq!(h.j.pending_outcomes(), 2);
+    h.j.advance_watermark(T0 + 10 * HOUR_MS);
+    h.j.release_due(&h.s, &mut h.out, &mut h.n);
+    assert_eq!(h.j.pending_outcomes(), 0);
+    let cheap = h.q(Grain::Day, T0, "cheap");
+    assert_eq!((cheap.failed_deflections, cheap.thumbs_down), (1, 1), "both go to the latest turn before them");
+    assert_eq!(h.q(Grain::Day, T0, "capable").failed_deflections, 0);
+}
+
+#[test]
+fn waiting_outcomes_survive_restore_and_release_later() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0, "cheap"));
+    h.j.apply_ticket(
+        &h.s,
+        &ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None),
+        &mut h.out,
+        &mut h.n,
+    );
+    let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    let mut j = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
+    let mut out = Deltas::default();
+    j.advance_watermark(T0 + HOUR_MS);
+    j.release_due(&h.s, &mut out, &mut h.n);
+    let fd: i64 = out.quality.iter().filter(|(k, _)| k.grain == Grain::Day).map(|(_, v)| v.failed_deflections).sum();
+    assert_eq!(fd, 1);
+}

@@ -1,0 +1,17 @@
+//! tierwatch: per-tier quality, confidence drift and the cross-cost-center deflection ledger for
+//! an LLM routing layer.
+//!
+//! Data flow: [`source`] (Kafka) → [`decode`] (wire formats, validation) → [`join`] (attribution by
+//! conversation) → [`metrics`] (additive deltas) → [`store`] (Postgres, one transaction per batch
+//! with the offsets). [`pipeline`] drives the loop; [`http`] serves /metrics, /healthz, /readyz.
+
+pub mod config;
+pub mod decode;
+pub mod event;
+pub mod http;
+pub mod join;
+pub mod metrics;
+pub mod pipeline;
+pub mod source;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,163 @@
+//! The `tierwatch` command line.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tierwatch::config::Config;
+use tierwatch::pipeline::Pipeline;
+use tierwatch::store::postgres::PgStore;
+use tierwatch::store::{Store, ViewSettings};
+use tierwatch::telemetry::Telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "tierwatch",
+    version,
+    about = "Per-tier quality, confidence drift and deflection ledger for LLM routing"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Consume the three topics and keep the metrics in Postgres until SIGTERM/SIGINT.
+    Run {
+        /// TOML configuration file (`TIERWATCH_…` environment variables override it).
+        #[arg(long, short, env = "TIERWATCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Apply the database migrations and exit.
+    Migrate {
+        #[arg(long, short, env = "TIERWATCH_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a configuration file and print the effective configuration.
+    CheckConfig {
+        #[arg(long, short, env = "TIERWATCH_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TIERWATCH_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn,sqlx=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run { config } => load(&config).and_then(run),
+        Command::Migrate { config } => load(&config).and_then(migrate),
+        Command::CheckConfig { config } => load(&config).and_then(|c| {
+            println!("{}", effective_config_json(&c)?);
+            eprintln!("configuration OK");
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config::load(path)?)
+}
+
+fn effective_config_json(c: &Config) -> anyhow::Result<String> {
+    Ok(serde_json::to_string_pretty(c)?)
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().context("starting tokio")
+}
+
+fn migrate(cfg: Config) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let store = PgStore::connect(&cfg.postgres.url, cfg.postgres.max_connections).await?;
+        store.migrate().await?;
+        eprintln!("migrations applied");
+        Ok(())
+    })
+}
+
+fn run(cfg: Config) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let telemetry = Telemetry::new();
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let store = rt.block_on(async {
+        let store = PgStore::connect(&cfg.postgres.url, cfg.postgres.max_connections).await?;
+        store.migrate().await?;
+        store
+            .write_settings(&ViewSettings {
+                attribution_window_ms: cfg.attribution.window_ms(),
+                baseline_from: cfg.ledger.baseline_from,
+                baseline_to: cfg.ledger.baseline_to,
+                baseline_tier: cfg.ledger.capable_tier.clone(),
+            })
+            .await?;
+        anyhow::Ok(Arc::new(store))
+    })?;
+    if !cfg.http.listen.is_empty() {
+        let t = telemetry.clone();
+        let listen = cfg.http.listen.clone();
+        rt.spawn(async move {
+            if let Err(e) = tierwatch::http::serve(&listen, t).await {
+                tracing::error!(error = %format!("{e:#}"), "http server stopped");
+            }
+        });
+    }
+    {
+        let shutdown = shutdown.clone();
+        rt.spawn(async move {
+            wait_for_signal().await;
+            tracing::info!("shutdown requested; finishing the batch in flight");
+            shutdown.store(true, Ordering::Relaxed);
+        });
+    }
+    // The consumer and its rebalance callback block on the store: keep them off the runtime.
+    let handle = rt.handle().clone();
+    let worker = std::thread::Builder::new().name("tierwatch-pipeline".into()).spawn(move || {
+        let consumer = tierwatch::source::kafka::create_consumer(&cfg, store.clone(), handle.clone())?;
+        let mut pipeline = Pipeline::new(&cfg, store, handle, telemetry, shutdown);
+        let stats = pipeline.run(&consumer)?;
+        drop(consumer);
+        anyhow::Ok(stats)
+    })?;
+    let stats = worker.join().map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
+    tracing::info!(messages = stats.messages, rejected = stats.rejected, batches = stats.batches, "stopped");
+    rt.shutdown_timeout(std::time::Duration::from_secs(2));
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

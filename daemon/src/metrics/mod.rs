@@ -1,0 +1,256 @@
+//! Aggregate deltas: what one batch of joined events adds to the stored counters.
+//!
+//! Every stored number is a sum, so a batch reduces to additive deltas keyed by bucket and
+//! dimensions; the store applies them with `col = col + delta` in the same transaction as the
+//! offsets. Money is kept in integer nano-USD so sums are exact and independent of order.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+pub const HOUR_MS: i64 = 3_600_000;
+pub const DAY_MS: i64 = 86_400_000;
+
+/// Start of the UTC hour containing `ts_ms`.
+pub fn hour_start(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(HOUR_MS) * HOUR_MS
+}
+
+/// Start of the UTC day containing `ts_ms`.
+pub fn day_start(ts_ms: i64) -> i64 {
+    ts_ms.div_euclid(DAY_MS) * DAY_MS
+}
+
+/// USD → integer nano-USD (1e-9), the storage unit of every money column.
+pub fn nano_usd(usd: f64) -> i64 {
+    (usd * 1e9).round() as i64
+}
+
+/// Log-spaced latency histogram bin: ≤ 0.5% relative error at the bin's geometric centre, and
+/// mergeable by adding counts, so hourly bins roll up into days and across instances in SQL.
+pub fn latency_bin(latency_ms: f64) -> i32 {
+    let l = if latency_ms.is_finite() { latency_ms.max(0.001) } else { 0.001 };
+    (l.ln() / 1.01f64.ln()).floor() as i32
+}
+
+/// Representative value of a latency bin (matches the SQL views).
+pub fn latency_bin_value(bin: i32) -> f64 {
+    ((bin as f64 + 0.5) * 1.01f64.ln()).exp()
+}
+
+/// Time grain of a quality row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Grain {
+    Hour,
+    Day,
+}
+
+impl Grain {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Grain::Hour => "h",
+            Grain::Day => "d",
+        }
+    }
+    pub fn bucket(self, ts_ms: i64) -> i64 {
+        match self {
+            Grain::Hour => hour_start(ts_ms),
+            Grain::Day => day_start(ts_ms),
+        }
+    }
+}
+
+/// The group-by dimensions of a turn ('' = null or not kept).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Dims {
+    pub tier: String,
+    pub model: String,
+    pub classifier_version: String,
+    pub router: String,
+    pub segment: String,
+    pub intent: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QualityKey {
+    pub grain: Grain,
+    pub bucket_ms: i64,
+    pub dims: Dims,
+}
+
+/// Additive counters of one quality row (SPEC §4.1).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct QualityDelta {
+    pub decisions: i64,
+    pub conversations: i64,
+    pub thumbs_up: i64,
+    pub thumbs_down: i64,
+    pub csat_n: i64,
+    pub csat_sum: f64,
+    pub reviews_n: i64,
+    pub reviews_wrong: i64,
+    pub failed_deflections: i64,
+    pub escalations: i64,
+    pub cost_nusd: i64,
+    pub capable_cost_nusd: i64,
+    pub attributed_tickets: i64,
+    pub attributed_human_cost_nusd: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HumanKey {
+    pub day_ms: i64,
+    pub cost_center: String,
+    pub channel: String,
+}
+
+/// Additive counters of the human-support ledger (SPEC §4.2, the other teams' side).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct HumanDelta {
+    pub tickets_opened: i64,
+    pub attributed_tickets: i64,
+    pub unattributed_tickets: i64,
+    pub tickets_resolved: i64,
+    pub human_cost_nusd: i64,
+}
+
+/// Why an outcome could not be joined; each kind is counted per day in `tw_orphans`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum OrphanKind {
+    /// Feedback whose decision never arrived within the pending window.
+    Feedback,
+    /// An OPENED ticket linked to a conversation that never showed a turn before it.
+    Ticket,
+    /// A RESOLVED ticket whose OPENED event never arrived (cost credited to its own day).
+    ResolvedWithoutOpened,
+    /// Pending outcomes evicted because the per-partition bound was reached.
+    Evicted,
+}
+
+impl OrphanKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrphanKind::Feedback => "feedback",
+            OrphanKind::Ticket => "ticket",
+            OrphanKind::ResolvedWithoutOpened => "resolved_without_opened",
+            OrphanKind::Evicted => "evicted",
+        }
+    }
+}
+
+/// Everything one batch adds to the aggregates.
+#[derive(Debug, Default, Clone)]
+pub struct Deltas {
+    pub quality: HashMap<QualityKey, QualityDelta>,
+    /// (grain, bucket, dims, latency bin) → count.
+    pub latency: HashMap<(QualityKey, i32), i64>,
+    /// (day, tier) → distinct new conversations.
+    pub tier_day: HashMap<(i64, String), i64>,
+    pub human: HashMap<HumanKey, HumanDelta>,
+    /// (day, kind) → count.
+    pub orphans: HashMap<(i64, OrphanKind), i64>,
+}
+
+impl Deltas {
+    pub fn is_empty(&self) -> bool {
+        self.quality.is_empty()
+            && self.latency.is_empty()
+            && self.tier_day.is_empty()
+            && self.human.is_empty()
+            && self.orphans.is_empty()
+    }
+
+    /// Apply `f` to the quality row of both grains (hour and day) for a turn at `ts_ms`.
+    pub fn quality_both(&mut self, ts_ms: i64, dims: &Dims, f: impl Fn(&mut QualityDelta)) {
+        for grain in [Grain::Hour, Grain::Day] {
+            self.quality_one(grain, ts_ms, dims, &f);
+        }
+    }
+
+    pub fn quality_one(&mut self, grain: Grain, ts_ms: i64, dims: &Dims, f: impl Fn(&mut QualityDelta)) {
+        let key = QualityKey { grain, bucket_ms: grain.bucket(ts_ms), dims: dims.clone() };
+        f(self.quality.entry(key).or_default());
+    }
+
+    pub fn latency(&mut self, ts_ms: i64, dims: &Dims, latency_ms: f64) {
+        let bin = latency_bin(latency_ms);
+        for grain in [Grain::Hour, Grain::Day] {
+            let key = QualityKey { grain, bucket_ms: grain.bucket(ts_ms), dims: dims.clone() };
+            *self.latency.entry((key, bin)).or_default() += 1;
+        }
+    }
+
+    pub fn human(&mut self, day_ms: i64, cost_center: &str, channel: &str, f: impl FnOnce(&mut HumanDelta)) {
+        let key = HumanKey { day_ms, cost_center: cost_center.to_string(), channel: channel.to_string() };
+        f(self.human.entry(key).or_default());
+    }
+
+    /// Add another batch's deltas into this one.
+    pub fn merge(&mut self, other: &Deltas) {
+        for (k, v) in &other.quality {
+            let q = self.quality.entry(k.clone()).or_default();
+            q.decisions += v.decisions;
+            q.conversations += v.conversations;
+            q.thumbs_up += v.thumbs_up;
+            q.thumbs_down += v.thumbs_down;
+            q.csat_n += v.csat_n;
+            q.csat_sum += v.csat_sum;
+            q.reviews_n += v.reviews_n;
+            q.reviews_wrong += v.reviews_wrong;
+            q.failed_deflections += v.failed_deflections;
+            q.escalations += v.escalations;
+            q.cost_nusd += v.cost_nusd;
+            q.capable_cost_nusd += v.capable_cost_nusd;
+            q.attributed_tickets += v.attributed_tickets;
+            q.attributed_human_cost_nusd += v.attributed_human_cost_nusd;
+        }
+        for (k, v) in &other.latency {
+            *self.latency.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.tier_day {
+            *self.tier_day.entry(k.clone()).or_default() += v;
+        }
+        for (k, v) in &other.human {
+            let h = self.human.entry(k.clone()).or_default();
+            h.tickets_opened += v.tickets_opened;
+            h.attributed_tickets += v.attributed_tickets;
+            h.unattributed_tickets += v.unattributed_tickets;
+            h.tickets_resolved += v.tickets_resolved;
+            h.human_cost_nusd += v.human_cost_nusd;
+        }
+        for (k, v) in &other.orphans {
+            *self.orphans.entry(*k).or_default() += v;
+        }
+    }
+
+    pub fn orphan(&mut self, ts_ms: i64, kind: OrphanKind) {
+        *self.orphans.entry((day_start(ts_ms), kind)).or_default() += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_utc_and_handle_negative_times() {
+        assert_eq!(hour_start(3_600_000 + 5), 3_600_000);
+        assert_eq!(day_start(DAY_MS * 3 + 1), DAY_MS * 3);
+        assert_eq!(hour_start(-1), -HOUR_MS);
+    }
+
+    #[test]
+    fn latency_bins_have_half_percent_error() {
+        for l in [0.5, 1.0, 37.0, 250.0, 1234.5, 98_765.0] {
+            let v = latency_bin_value(latency_bin(l));
+            assert!(((v - l) / l).abs() <= 0.0051, "{l} → {v}");
+        }
+        assert_eq!(latency_bin(f64::NAN), latency_bin(0.0));
+    }
+
+    #[test]
+    fn nano_usd_is_exact_for_typical_prices() {
+        assert_eq!(nano_usd(0.000123), 123_000);
+        assert_eq!(nano_usd(12.5), 12_500_000_000);
+    }
+}

@@ -1,0 +1,191 @@
+//! Kafka source: one consumer group over the three co-partitioned topics, positions restored
+//! from the store on every assignment.
+//!
+//! The consumer runs on a dedicated OS thread (not a tokio worker), so the rebalance callback
+//! may block on the store without stalling the runtime: it loads each newly assigned partition's
+//! snapshot (offsets + join state, one snapshot) and assigns at exactly those offsets. Kafka's
+//! own committed offsets are written after each database commit for lag visibility only.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::ClientContext;
+
+use crate::config::Config;
+use crate::store::{PartitionSnapshot, Store};
+
+/// What happened during a rebalance, handed from the callback to the pipeline loop.
+#[derive(Debug)]
+pub enum RebalanceEvent {
+    /// Newly owned partitions, each with its snapshot loaded in the callback.
+    Assigned(Vec<PartitionSnapshot>),
+    /// Partitions no longer owned: their in-memory state and unprocessed messages are dropped.
+    Revoked(Vec<i32>),
+}
+
+pub struct SourceContext<S: Store + 'static> {
+    store: Arc<S>,
+    runtime: tokio::runtime::Handle,
+    topics: Vec<String>,
+    auto_offset_reset: Offset,
+    events: Mutex<Vec<RebalanceEvent>>,
+}
+
+impl<S: Store + 'static> SourceContext<S> {
+    pub fn take_events(&self) -> Vec<RebalanceEvent> {
+        match self.events.lock() {
+            Ok(mut e) => std::mem::take(&mut *e),
+            Err(p) => std::mem::take(&mut *p.into_inner()),
+        }
+    }
+
+    fn push(&self, ev: RebalanceEvent) {
+        match self.events.lock() {
+            Ok(mut e) => e.push(ev),
+            Err(p) => p.into_inner().push(ev),
+        }
+    }
+
+    /// Load a partition snapshot, retrying while the store is unreachable: assigning without
+    /// knowing the stored offsets would break exactly-once.
+    fn load(&self, partition: i32) -> PartitionSnapshot {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.runtime.block_on(self.store.load_partition(partition, &topics)) {
+                Ok(s) => return s,
+                Err(e) => {
+                    tracing::error!(partition, error = %format!("{e:#}"), "loading partition state failed; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+}
+
+impl<S: Store + 'static> ClientContext for SourceContext<S> {}
+
+impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
+    // Overridden whole (not pre/post_rebalance) so that we assign once, at our own offsets.
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                let snaps: Vec<PartitionSnapshot> = parts.iter().map(|p| self.load(*p)).collect();
+                let mut assign = TopicPartitionList::new();
+                for e in tpl.elements() {
+                    let snap = snaps.iter().find(|s| s.partition == e.partition());
+                    let offset = snap
+                        .and_then(|s| s.offsets.get(e.topic()))
+                        .map(|o| Offset::Offset(*o))
+                        .unwrap_or(self.auto_offset_reset);
+                    if let Err(err) = assign.add_partition_offset(e.topic(), e.partition(), offset) {
+                        tracing::error!(%err, topic = e.topic(), partition = e.partition(), "bad offset");
+                    }
+                }
+                tracing::info!(partitions = ?parts, "assigned");
+                self.push(RebalanceEvent::Assigned(snaps));
+                if let Err(e) = consumer.assign(&assign) {
+                    tracing::error!(error = %e, "assign failed");
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                parts.sort_unstable();
+                parts.dedup();
+                tracing::info!(partitions = ?parts, "revoked");
+                // The pipeline commits every batch before polling again, so nothing is in flight.
+                self.push(RebalanceEvent::Revoked(parts));
+                if let Err(e) = consumer.unassign() {
+                    tracing::error!(error = %e, "unassign failed");
+                }
+            }
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping the assignment");
+                let _ = consumer.unassign();
+                let all = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.push(RebalanceEvent::Revoked(all));
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // Only lag visibility depends on this; the authoritative offsets are in the store.
+            tracing::debug!(error = %e, "committing offsets to Kafka failed");
+        }
+    }
+}
+
+pub type TwConsumer<S> = BaseConsumer<SourceContext<S>>;
+
+/// Create the consumer (range assignor, no auto-commit) and subscribe to the three topics.
+pub fn create_consumer<S: Store + 'static>(
+    cfg: &Config,
+    store: Arc<S>,
+    runtime: tokio::runtime::Handle,
+) -> anyhow::Result<TwConsumer<S>> {
+    let topics =
+        vec![cfg.topics.routing.name.clone(), cfg.topics.feedback.name.clone(), cfg.topics.tickets.name.clone()];
+    let reset = if cfg.kafka.auto_offset_reset == "latest" { Offset::End } else { Offset::Beginning };
+    let ctx =
+        SourceContext { store, runtime, topics: topics.clone(), auto_offset_reset: reset, events: Mutex::new(vec![]) };
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", &cfg.kafka.brokers)
+        .set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+        .set("enable.partition.eof", "false")
+        // range assigns partition p of every topic to the same member: the join needs that.
+        .set("partition.assignment.strategy", "range")
+        .set("client.id", "tierwatch");
+    for (k, v) in &cfg.kafka.properties {
+        cc.set(k, v);
+    }
+    let consumer: TwConsumer<S> = cc.create_with_context(ctx).context("creating the Kafka consumer")?;
+    check_copartitioned(&consumer, &topics)?;
+    let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&refs).context("subscribing to the topics")?;
+    Ok(consumer)
+}
+
+/// The join needs the three topics to have the same partition count.
+pub fn check_copartitioned<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topics: &[String]) -> anyhow::Result<()> {
+    let mut counts = BTreeMap::new();
+    for t in topics {
+        let md = consumer
+            .fetch_metadata(Some(t), Duration::from_secs(15))
+            .with_context(|| format!("fetching metadata of topic {t}"))?;
+        let n = md
+            .topics()
+            .iter()
+            .find(|mt| mt.name() == t)
+            .filter(|mt| mt.error().is_none())
+            .map(|mt| mt.partitions().len())
+            .unwrap_or(0);
+        if n == 0 {
+            bail!("topic {t} does not exist (or has no partitions); create the three topics with the same partition count");
+        }
+        counts.insert(t.clone(), n);
+    }
+    let distinct: std::collections::BTreeSet<_> = counts.values().collect();
+    if distinct.len() > 1 {
+        let list: Vec<String> = counts.iter().map(|(t, n)| format!("{t}: {n}")).collect();
+        bail!(
+            "topics are not co-partitioned ({}); the join needs the same partition count on all three topics",
+            list.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,493 @@
+//! Postgres store. Runtime queries only (no `query!` macros), so the build never needs a
+//! database. Bulk writes go through `UNNEST` of arrays: one round trip per table per batch.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgPool, Postgres, Row, Transaction};
+
+use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let opts: PgConnectOptions = url.parse().context("postgres.url is not a valid connection URL")?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("connecting to Postgres at {}", redact(url)))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+/// Hide a password in a URL for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+impl Store for PgStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("applying migrations")?;
+        Ok(())
+    }
+
+    async fn write_settings(&self, s: &ViewSettings) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM tw_settings").execute(&mut *tx).await?;
+        let mut rows = vec![
+            ("attribution_window_ms", s.attribution_window_ms.to_string()),
+            ("baseline_tier", s.baseline_tier.clone()),
+        ];
+        if let (Some(a), Some(b)) = (s.baseline_from, s.baseline_to) {
+            rows.push(("baseline_from", a.to_string()));
+            rows.push(("baseline_to", b.to_string()));
+        }
+        for (k, v) in rows {
+            sqlx::query("INSERT INTO tw_settings(key, value) VALUES ($1, $2)")
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_partition(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot> {
+        // REPEATABLE READ: generation, offsets and state come from one snapshot.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
+        sqlx::query("INSERT INTO tw_partitions(partition) VALUES ($1) ON CONFLICT DO NOTHING")
+            .bind(partition)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT generation, watermark_ms FROM tw_partitions WHERE partition = $1")
+            .bind(partition)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut snap = PartitionSnapshot {
+            partition,
+            generation: row.try_get(0)?,
+            watermark_ms: row.try_get(1)?,
+            ..Default::default()
+        };
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        let rows = sqlx::query("SELECT topic, next_offset FROM tw_offsets WHERE partition = $1 AND topic = ANY($2)")
+            .bind(partition)
+            .bind(&topics)
+            .fetch_all(&mut *tx)
+            .await?;
+        for r in rows {
+            snap.offsets.insert(r.try_get(0)?, r.try_get(1)?);
+        }
+        let rows = sqlx::query("SELECT key, state FROM tw_join_state WHERE partition = $1")
+            .bind(partition)
+            .fetch_all(&mut *tx)
+            .await?;
+        snap.entries.reserve(rows.len());
+        for r in rows {
+            snap.entries.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        tx.commit().await?;
+        Ok(snap)
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut generations = HashMap::new();
+        // Fence first, in partition order (no deadlocks between overlapping owners).
+        let mut parts: Vec<_> = batch.partitions.iter().collect();
+        parts.sort_by_key(|p| p.partition);
+        for p in &parts {
+            let row = sqlx::query(
+                "UPDATE tw_partitions SET generation = generation + 1, \
+                 watermark_ms = GREATEST(watermark_ms, $3) \
+                 WHERE partition = $1 AND generation = $2 RETURNING generation",
+            )
+            .bind(p.partition)
+            .bind(p.expected_generation)
+            .bind(p.watermark_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(r) => {
+                    generations.insert(p.partition, r.try_get::<i64, _>(0)?);
+                }
+                None => {
+                    tx.rollback().await?;
+                    return Ok(CommitOutcome::Fenced(p.partition));
+                }
+            }
+        }
+        write_offsets(&mut tx, batch).await?;
+        write_state(&mut tx, batch).await?;
+        write_quality(&mut tx, batch).await?;
+        write_latency(&mut tx, batch).await?;
+        write_tier_day(&mut tx, batch).await?;
+        write_human(&mut tx, batch).await?;
+        write_orphans(&mut tx, batch).await?;
+        write_dead_letters(&mut tx, batch).await?;
+        tx.commit().await.context("committing the batch")?;
+        Ok(CommitOutcome::Committed(generations))
+    }
+}
+
+type Tx<'a> = Transaction<'a, Postgres>;
+
+async fn write_offsets(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let (mut topics, mut parts, mut offs) = (vec![], vec![], vec![]);
+    for p in &b.partitions {
+        for (t, o) in &p.offsets {
+            topics.push(t.clone());
+            parts.push(p.partition);
+            offs.push(*o);
+        }
+    }
+    if topics.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO tw_offsets(topic, partition, next_offset) \
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[]) \
+         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+    )
+    .bind(topics)
+    .bind(parts)
+    .bind(offs)
+    .execute(&mut **tx)
+    .await
+    .context("writing offsets")?;
+    Ok(())
+}
+
+async fn write_state(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let (mut up_p, mut up_k, mut up_v) = (vec![], vec![], vec![]);
+    let (mut del_p, mut del_k) = (vec![], vec![]);
+    for p in &b.partitions {
+        for (k, v) in &p.state {
+            match v {
+                Some(v) => {
+                    up_p.push(p.partition);
+                    up_k.push(k.clone());
+                    up_v.push(v.clone());
+                }
+                None => {
+                    del_p.push(p.partition);
+                    del_k.push(k.clone());
+                }
+            }
+        }
+    }
+    if !up_k.is_empty() {
+        sqlx::query(
+            "INSERT INTO tw_join_state(partition, key, state) \
+             SELECT * FROM UNNEST($1::int[], $2::text[], $3::bytea[]) \
+             ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
+        )
+        .bind(up_p)
+        .bind(up_k)
+        .bind(up_v)
+        .execute(&mut **tx)
+        .await
+        .context("writing join state")?;
+    }
+    if !del_k.is_empty() {
+        sqlx::query(
+            "DELETE FROM tw_join_state s USING UNNEST($1::int[], $2::text[]) AS d(partition, key) \
+             WHERE s.partition = d.partition AND s.key = d.key",
+        )
+        .bind(del_p)
+        .bind(del_k)
+        .execute(&mut **tx)
+        .await
+        .context("deleting join state")?;
+    }
+    Ok(())
+}
+
+async fn write_quality(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.deltas.quality.is_empty() {
+        return Ok(());
+    }
+    let n = b.deltas.quality.len();
+    let mut grain = Vec::with_capacity(n);
+    let mut bucket = Vec::with_capacity(n);
+    let mut dims: [Vec<String>; 6] = Default::default();
+    let mut ints: [Vec<i64>; 13] = Default::default();
+    let mut csat_sum = Vec::with_capacity(n);
+    let mut rows: Vec<_> = b.deltas.quality.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0)); // stable lock order across concurrent writers
+    for (k, v) in rows {
+        grain.push(k.grain.as_str().to_string());
+        bucket.push(k.bucket_ms);
+        let d = &k.dims;
+        for (i, s) in
+            [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent].into_iter().enumerate()
+        {
+            dims[i].push(s.clone());
+        }
+        let vals = [
+            v.decisions,
+            v.conversations,
+            v.thumbs_up,
+            v.thumbs_down,
+            v.csat_n,
+            v.reviews_n,
+            v.reviews_wrong,
+            v.failed_deflections,
+            v.escalations,
+            v.cost_nusd,
+            v.capable_cost_nusd,
+            v.attributed_tickets,
+            v.attributed_human_cost_nusd,
+        ];
+        for (i, x) in vals.into_iter().enumerate() {
+            ints[i].push(x);
+        }
+        csat_sum.push(v.csat_sum);
+    }
+    let [tier, model, cv, router, segment, intent] = dims;
+    let [decisions, conversations, up, down, csat_n, reviews_n, reviews_wrong, failed, esc, cost, capable, att_t, att_c] =
+        ints;
+    sqlx::query(
+        "INSERT INTO tw_agg_quality AS a (grain, bucket, tier, model, classifier_version, router, segment, intent, \
+           decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
+           escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum) \
+         SELECT g, to_timestamp(b::double precision / 1000), t, m, cv, r, s, i, \
+           c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, cs \
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+           $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+           $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::float8[]) \
+           AS u(g, b, t, m, cv, r, s, i, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, cs) \
+         ON CONFLICT (grain, bucket, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
+           decisions = a.decisions + excluded.decisions, \
+           conversations = a.conversations + excluded.conversations, \
+           thumbs_up = a.thumbs_up + excluded.thumbs_up, \
+           thumbs_down = a.thumbs_down + excluded.thumbs_down, \
+           csat_n = a.csat_n + excluded.csat_n, \
+           reviews_n = a.reviews_n + excluded.reviews_n, \
+           reviews_wrong = a.reviews_wrong + excluded.reviews_wrong, \
+           failed_deflections = a.failed_deflections + excluded.failed_deflections, \
+           escalations = a.escalations + excluded.escalations, \
+           cost_nusd = a.cost_nusd + excluded.cost_nusd, \
+           capable_cost_nusd = a.capable_cost_nusd + excluded.capable_cost_nusd, \
+           attributed_tickets = a.attributed_tickets + excluded.attributed_tickets, \
+           attributed_human_cost_nusd = a.attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
+           csat_sum = a.csat_sum + excluded.csat_sum",
+    )
+    .bind(grain)
+    .bind(bucket)
+    .bind(tier)
+    .bind(model)
+    .bind(cv)
+    .bind(router)
+    .bind(segment)
+    .bind(intent)
+    .bind(decisions)
+    .bind(conversations)
+    .bind(up)
+    .bind(down)
+    .bind(csat_n)
+    .bind(reviews_n)
+    .bind(reviews_wrong)
+    .bind(failed)
+    .bind(esc)
+    .bind(cost)
+    .bind(capable)
+    .bind(att_t)
+    .bind(att_c)
+    .bind(csat_sum)
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_agg_quality")?;
+    Ok(())
+}
+
+async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.deltas.latency.is_empty() {
+        return Ok(());
+    }
+    let mut grain = vec![];
+    let mut bucket = vec![];
+    let mut dims: [Vec<String>; 6] = Default::default();
+    let mut bins = vec![];
+    let mut counts = vec![];
+    let mut rows: Vec<_> = b.deltas.latency.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((k, bin), c) in rows {
+        grain.push(k.grain.as_str().to_string());
+        bucket.push(k.bucket_ms);
+        let d = &k.dims;
+        for (i, s) in
+            [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent].into_iter().enumerate()
+        {
+            dims[i].push(s.clone());
+        }
+        bins.push(*bin);
+        counts.push(*c);
+    }
+    let [tier, model, cv, router, segment, intent] = dims;
+    sqlx::query(
+        "INSERT INTO tw_agg_latency AS a (grain, bucket, tier, model, classifier_version, router, segment, intent, bin, count) \
+         SELECT g, to_timestamp(b::double precision / 1000), t, m, cv, r, s, i, bin, c \
+         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+           $9::int[], $10::bigint[]) AS u(g, b, t, m, cv, r, s, i, bin, c) \
+         ON CONFLICT (grain, bucket, tier, model, classifier_version, router, segment, intent, bin) \
+         DO UPDATE SET count = a.count + excluded.count",
+    )
+    .bind(grain)
+    .bind(bucket)
+    .bind(tier)
+    .bind(model)
+    .bind(cv)
+    .bind(router)
+    .bind(segment)
+    .bind(intent)
+    .bind(bins)
+    .bind(counts)
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_agg_latency")?;
+    Ok(())
+}
+
+const DAY_OF_MS: &str = "(to_timestamp(d::double precision / 1000) AT TIME ZONE 'UTC')::date";
+
+async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.deltas.tier_day.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<_> = b.deltas.tier_day.iter().collect();
+    rows.sort();
+    let days: Vec<i64> = rows.iter().map(|((d, _), _)| *d).collect();
+    let tiers: Vec<String> = rows.iter().map(|((_, t), _)| t.clone()).collect();
+    let n: Vec<i64> = rows.iter().map(|(_, n)| **n).collect();
+    sqlx::query(&format!(
+        "INSERT INTO tw_agg_tier_day AS a (day, tier, ai_conversations) \
+         SELECT {DAY_OF_MS}, t, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, t, n) \
+         ON CONFLICT (day, tier) DO UPDATE SET ai_conversations = a.ai_conversations + excluded.ai_conversations"
+    ))
+    .bind(days)
+    .bind(tiers)
+    .bind(n)
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_agg_tier_day")?;
+    Ok(())
+}
+
+async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.deltas.human.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<_> = b.deltas.human.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    let (mut d, mut cc, mut ch) = (vec![], vec![], vec![]);
+    let mut v: [Vec<i64>; 5] = Default::default();
+    for (k, h) in rows {
+        d.push(k.day_ms);
+        cc.push(k.cost_center.clone());
+        ch.push(k.channel.clone());
+        for (i, x) in
+            [h.tickets_opened, h.attributed_tickets, h.unattributed_tickets, h.tickets_resolved, h.human_cost_nusd]
+                .into_iter()
+                .enumerate()
+        {
+            v[i].push(x);
+        }
+    }
+    let [opened, att, unatt, resolved, cost] = v;
+    sqlx::query(&format!(
+        "INSERT INTO tw_agg_human_day AS a (day, cost_center, channel, tickets_opened, attributed_tickets, \
+           unattributed_tickets, tickets_resolved, human_cost_nusd) \
+         SELECT {DAY_OF_MS}, cc, ch, o, at, un, r, c \
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+           AS u(d, cc, ch, o, at, un, r, c) \
+         ON CONFLICT (day, cost_center, channel) DO UPDATE SET \
+           tickets_opened = a.tickets_opened + excluded.tickets_opened, \
+           attributed_tickets = a.attributed_tickets + excluded.attributed_tickets, \
+           unattributed_tickets = a.unattributed_tickets + excluded.unattributed_tickets, \
+           tickets_resolved = a.tickets_resolved + excluded.tickets_resolved, \
+           human_cost_nusd = a.human_cost_nusd + excluded.human_cost_nusd"
+    ))
+    .bind(d)
+    .bind(cc)
+    .bind(ch)
+    .bind(opened)
+    .bind(att)
+    .bind(unatt)
+    .bind(resolved)
+    .bind(cost)
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_agg_human_day")?;
+    Ok(())
+}
+
+async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.deltas.orphans.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<_> = b.deltas.orphans.iter().collect();
+    rows.sort();
+    let days: Vec<i64> = rows.iter().map(|((d, _), _)| *d).collect();
+    let kinds: Vec<String> = rows.iter().map(|((_, k), _)| k.as_str().to_string()).collect();
+    let n: Vec<i64> = rows.iter().map(|(_, n)| **n).collect();
+    sqlx::query(&format!(
+        "INSERT INTO tw_orphans AS a (day, kind, count) \
+         SELECT {DAY_OF_MS}, k, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, k, n) \
+         ON CONFLICT (day, kind) DO UPDATE SET count = a.count + excluded.count"
+    ))
+    .bind(days)
+    .bind(kinds)
+    .bind(n)
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_orphans")?;
+    Ok(())
+}
+
+async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.dead_letters.is_empty() {
+        return Ok(());
+    }
+    let dl = &b.dead_letters;
+    sqlx::query(
+        "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated) \
+         SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::int[], $8::bool[])",
+    )
+    .bind(dl.iter().map(|d| d.topic.clone()).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.partition).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.offset).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.reason.to_string()).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.detail.clone()).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.payload.clone()).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| i32::try_from(d.payload_len).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+    .bind(dl.iter().map(|d| d.truncated).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_dead_letters")?;
+    Ok(())
+}

@@ -1,0 +1,256 @@
+//! Shared harness for the integration tests: a real Kafka broker and a real Postgres server,
+//! started by `scripts/test.sh` (which exports their addresses), a fresh database and fresh
+//! topics per test, and the `tierwatch` binary run as a child process.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::postgres::PgPoolOptions;
+use sqlx::{PgPool, Row};
+use tierwatch::decode::{encode, WireFormat};
+use tierwatch::event::Event;
+
+pub const PARTITIONS: i32 = 3;
+
+/// A required environment variable; the tests never skip silently.
+pub fn required_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the integration tests through scripts/test.sh, which starts Kafka and Postgres")
+    })
+}
+
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    format!("{prefix}_{}_{}", std::process::id(), nanos % 1_000_000_000)
+}
+
+pub struct Env {
+    pub brokers: String,
+    pub admin_url: String,
+    pub db_url: String,
+    pub pool: PgPool,
+    pub topics: [String; 3],
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub async fn new(name: &str) -> Env {
+        let brokers = required_env("TIERWATCH_TEST_KAFKA_BROKERS");
+        let admin_url = required_env("TIERWATCH_TEST_DATABASE_URL");
+        let db = unique(&format!("tw_{name}"));
+        let admin = PgPoolOptions::new().max_connections(1).connect(&admin_url).await.expect("connect admin db");
+        sqlx::query(&format!("CREATE DATABASE {db}")).execute(&admin).await.expect("create database");
+        admin.close().await;
+        let db_url = match admin_url.rfind('/') {
+            Some(i) => format!("{}/{db}", &admin_url[..i]),
+            None => panic!("bad TIERWATCH_TEST_DATABASE_URL"),
+        };
+        let pool = PgPoolOptions::new().max_connections(4).connect(&db_url).await.expect("connect test db");
+        let base = unique(name).replace('_', "-");
+        let topics = [format!("{base}.routing"), format!("{base}.feedback"), format!("{base}.tickets")];
+        create_topics(&brokers, &topics, PARTITIONS).await;
+        Env { brokers, admin_url, db_url, pool, topics, dir: tempfile::tempdir().unwrap() }
+    }
+
+    /// Write a config file for the daemon; `extra` is appended TOML.
+    pub fn config(&self, formats: [&str; 3], extra: &str) -> PathBuf {
+        let [r, f, t] = formats;
+        let ids = |fmt: &str| if fmt == "confluent" { "schema_ids = [7, 8]" } else { "" };
+        let text = format!(
+            r#"
+[kafka]
+brokers = "{brokers}"
+group_id = "{group}"
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"heartbeat.interval.ms" = "500"
+[topics.routing]
+name = "{t0}"
+format = "{r}"
+{ir}
+[topics.feedback]
+name = "{t1}"
+format = "{f}"
+{if_}
+[topics.tickets]
+name = "{t2}"
+format = "{t}"
+{it}
+[postgres]
+url = "{db}"
+max_connections = 4
+{extra}
+"#,
+            brokers = self.brokers,
+            group = format!("g-{}", self.topics[0]),
+            t0 = self.topics[0],
+            t1 = self.topics[1],
+            t2 = self.topics[2],
+            ir = ids(r),
+            if_ = ids(f),
+            it = ids(t),
+            db = self.db_url,
+        );
+        let path = self.dir.path().join("tierwatch.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+
+    /// Messages committed per topic, as recorded in the store's offsets.
+    pub async fn committed(&self, topic: &str) -> i64 {
+        let exists: bool =
+            sqlx::query("SELECT to_regclass('tw_offsets') IS NOT NULL").fetch_one(&self.pool).await.unwrap().get(0);
+        if !exists {
+            return 0;
+        }
+        sqlx::query("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM tw_offsets WHERE topic = $1")
+            .bind(topic)
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+            .get(0)
+    }
+
+    /// Wait until the store's offsets show `counts[i]` messages of topic i.
+    pub async fn wait_committed(&self, counts: [i64; 3], daemon: &mut Daemon, timeout: Duration) {
+        let start = Instant::now();
+        loop {
+            let mut got = [0i64; 3];
+            for i in 0..3 {
+                got[i] = self.committed(&self.topics[i]).await;
+            }
+            if got == counts {
+                return;
+            }
+            if let Some(status) = daemon.child.try_wait().unwrap() {
+                panic!("daemon exited ({status}) before committing {counts:?} (got {got:?})\n{}", daemon.log_tail());
+            }
+            if start.elapsed() > timeout {
+                panic!("timed out waiting for {counts:?}, committed {got:?}\n{}", daemon.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+pub async fn create_topics(brokers: &str, topics: &[String], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        ClientConfig::new().set("bootstrap.servers", brokers).create().expect("admin client");
+    let new: Vec<NewTopic> = topics.iter().map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1))).collect();
+    let res = admin.create_topics(&new, &AdminOptions::new()).await.expect("create topics");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
+/// Stable partition of a key, the same on all three topics (co-partitioning).
+pub fn partition_of(key: &str) -> i32 {
+    (key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % PARTITIONS as u32) as i32
+}
+
+pub fn key_of(ev: &Event) -> String {
+    match ev {
+        Event::Decision(d) => d.conversation_id.clone(),
+        Event::Feedback(f) => f.conversation_id.clone(),
+        Event::Ticket(t) => t.conversation_id.clone().unwrap_or_else(|| t.ticket_id.clone()),
+    }
+}
+
+/// Produce one event to topic `idx` in the given wire format, keyed and co-partitioned.
+pub async fn send(p: &FutureProducer, topic: &str, ev: &Event, format: WireFormat) {
+    let key = key_of(ev);
+    let bytes = encode(ev, format, 7);
+    send_raw(p, topic, &key, Some(&bytes)).await;
+}
+
+pub async fn send_raw(p: &FutureProducer, topic: &str, key: &str, payload: Option<&[u8]>) {
+    let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key).partition(partition_of(key));
+    if let Some(b) = payload {
+        rec = rec.payload(b);
+    }
+    p.send(rec, Duration::from_secs(10)).await.map_err(|(e, _)| e).expect("produce");
+}
+
+/// The daemon as a child process.
+pub struct Daemon {
+    pub child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &PathBuf, log_name: &str) -> Daemon {
+        let log = config.with_file_name(format!("{log_name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
+            .args(["run", "--config"])
+            .arg(config)
+            .env("TIERWATCH_LOG", "info,librdkafka=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(file))
+            .spawn()
+            .expect("spawn tierwatch");
+        Daemon { child, log }
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        let pid = self.child.id() as i32;
+        unsafe_kill(pid, "TERM");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "daemon exit status {status}\n{}", self.log_tail());
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                let _ = self.child.kill();
+                panic!("daemon did not stop on SIGTERM\n{}", self.log_tail());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// kill -9: no chance to finish anything.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn unsafe_kill(pid: i32, sig: &str) {
+    let _ = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+}
+
+pub fn write_file(path: &PathBuf, text: &str) {
+    let mut f = std::fs::File::create(path).unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
