@@ -156,19 +156,22 @@ fn approx(a: f64, b: f64) -> bool {
 async fn exact_numbers_across_formats_out_of_order_and_restart() {
     let env = Env::new("exact").await;
     let d = day0();
+    let port = free_port();
     let cfg = env.config(
         ["avro", "json", "confluent"],
-        r#"
+        &format!(
+            r#"
 [limits]
 max_payload_bytes = 4096
 [pricing]
-ticket_cost_usd_per_channel = { email = 6.0 }
+ticket_cost_usd_per_channel = {{ email = 6.0 }}
 [batch]
 max_events = 50
 max_wait_ms = 50
 [http]
-listen = ""
-"#,
+listen = "127.0.0.1:{port}"
+"#
+        ),
     );
     let p = env.producer();
     let mut sent = [0i64; 3];
@@ -236,6 +239,25 @@ listen = ""
 
     let mut daemon = Daemon::start(&cfg, "phase1");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(90)).await;
+    // Rejects are counted by topic and reason on /metrics, next to the dead-letter rows.
+    let (status, metrics) = http_get(port, "/metrics");
+    assert!(status.contains("200"), "{status}");
+    let counter = |topic: &str, reason: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("tierwatch_events_rejected_total{")
+                    && l.contains(&format!("topic=\"{topic}\""))
+                    && l.contains(&format!("reason=\"{reason}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(counter(&env.topics[0], "decode_error"), 1.0, "{metrics}");
+    assert_eq!(counter(&env.topics[2], "unknown_schema_id"), 1.0);
+    assert_eq!(counter(&env.topics[1], "decode_error"), 0.0, "series exist at zero");
+    assert!(http_get(port, "/readyz").0.contains("200"));
     daemon.stop();
 
     let reasons: Vec<(String, String, i64)> =
@@ -430,25 +452,19 @@ listen = ""
     assert_eq!(orphans, 0, "every outcome found its decision");
 }
 
-/// A bulk stream with simple structure, so the expected totals are plain counts; the daemon is
-/// killed with SIGKILL twice in the middle and restarted, and must end with exactly those totals.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn exactly_once_across_kill9() {
-    let env = Env::new("kill").await;
+/// A bulk stream with simple structure, so the expected totals are plain counts:
+/// per tier [decisions, conversations, thumbs_down, failed_deflections, attributed tickets].
+fn bulk(conversations: usize) -> (Vec<Event>, BTreeMap<String, [i64; 5]>, i64) {
     let d = day0();
-    let cfg =
-        env.config(["avro", "avro", "avro"], "[batch]\nmax_events = 150\nmax_wait_ms = 20\n[http]\nlisten = \"\"\n");
-    let p = env.producer();
-    let mut sent = [0i64; 3];
-    let mut expect: BTreeMap<&str, [i64; 5]> = BTreeMap::new(); // decisions, convs, thumbs_down, failed, tickets
-    let conversations = 1500;
+    let mut expect: BTreeMap<String, [i64; 5]> = BTreeMap::new();
     let mut events = Vec::new();
+    let mut tickets = 0;
     for i in 0..conversations {
         let c = format!("bulk-{i}");
         let tier = if i % 3 == 0 { "capable" } else { "cheap" };
         let turns = 1 + (i % 3) as i32;
         let start = d + (i % 20) as i64 * H;
-        let e = expect.entry(tier).or_default();
+        let e = expect.entry(tier.to_string()).or_default();
         e[0] += turns as i64;
         e[1] += 1;
         for k in 0..turns {
@@ -459,56 +475,58 @@ async fn exactly_once_across_kill9() {
             e[2] += 1;
         }
         if i % 5 == 0 {
-            events.push(ticket(
-                &format!("t-{i}"),
-                &format!("T{i}"),
-                Some(&c),
-                start + 2 * H,
-                TicketStatus::Opened,
-                "support",
-                "chat",
-                None,
-            ));
+            let (id, tid) = (format!("t-{i}"), format!("T{i}"));
+            events.push(ticket(&id, &tid, Some(&c), start + 2 * H, TicketStatus::Opened, "support", "chat", None));
             e[3] += 1;
             e[4] += 1;
+            tickets += 1;
         }
         if i % 11 == 0 {
             // A producer retry of the first decision.
             events.push(decision(&format!("d-{i}-0"), &c, 0, start, tier));
         }
     }
-    for ev in &events {
-        let i = topic_idx(ev);
-        send(&p, &env.topics[i], ev, WireFormat::Avro).await;
-        sent[i] += 1;
-    }
-    let total: i64 = sent.iter().sum();
+    (events, expect, tickets)
+}
 
-    for round in 0..2 {
-        let mut daemon = Daemon::start(&cfg, &format!("kill{round}"));
-        // Let it commit part of the stream, then kill it without warning.
-        let target = total * (round + 1) / 3;
-        let start = std::time::Instant::now();
-        loop {
-            let mut done = 0;
-            for t in &env.topics {
-                done += env.committed(t).await;
+async fn produce_bulk(env: &Env, events: &[Event]) -> [i64; 3] {
+    let p = env.producer();
+    let mut sent = [0i64; 3];
+    let items: Vec<_> = events
+        .iter()
+        .map(|ev| {
+            let i = topic_idx(ev);
+            sent[i] += 1;
+            (env.topics[i].clone(), ev.clone(), WireFormat::Avro)
+        })
+        .collect();
+    send_all(&p, &items).await;
+    sent
+}
+
+async fn committed_total(env: &Env) -> i64 {
+    let mut done = 0;
+    for t in &env.topics {
+        done += env.committed(t).await;
+    }
+    done
+}
+
+/// Wait until the store holds at least `target` committed messages.
+async fn wait_progress(env: &Env, target: i64, daemons: &mut [&mut Daemon]) {
+    let start = std::time::Instant::now();
+    while committed_total(env).await < target {
+        for d in daemons.iter_mut() {
+            if let Some(s) = d.child.try_wait().unwrap() {
+                panic!("daemon exited {s}\n{}", d.log_tail());
             }
-            if done >= target {
-                break;
-            }
-            assert!(start.elapsed() < Duration::from_secs(120), "no progress\n{}", daemon.log_tail());
-            if let Some(s) = daemon.child.try_wait().unwrap() {
-                panic!("daemon exited {s}\n{}", daemon.log_tail());
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        daemon.kill9();
+        assert!(start.elapsed() < Duration::from_secs(120), "no progress\n{}", daemons[0].log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let mut daemon = Daemon::start(&cfg, "final");
-    env.wait_committed(sent, &mut daemon, Duration::from_secs(120)).await;
-    daemon.stop();
+}
 
+async fn assert_bulk_totals(env: &Env, expect: &BTreeMap<String, [i64; 5]>, tickets: i64, what: &str) {
     let rows = sqlx::query(
         "SELECT tier, SUM(decisions)::bigint, SUM(conversations)::bigint, SUM(thumbs_down)::bigint, \
          SUM(failed_deflections)::bigint, SUM(attributed_tickets)::bigint FROM tier_quality_daily GROUP BY tier ORDER BY tier",
@@ -518,12 +536,95 @@ async fn exactly_once_across_kill9() {
     .unwrap();
     let got: BTreeMap<String, [i64; 5]> =
         rows.into_iter().map(|r| (r.get(0), [r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)])).collect();
-    let expect: BTreeMap<String, [i64; 5]> = expect.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
-    assert_eq!(got, expect, "totals after two kill -9 restarts");
-    let tickets: i64 = sqlx::query("SELECT SUM(tickets_opened)::bigint FROM human_volume_daily")
+    assert_eq!(&got, expect, "{what}");
+    let opened: i64 = sqlx::query("SELECT SUM(tickets_opened)::bigint FROM human_volume_daily")
         .fetch_one(&env.pool)
         .await
         .unwrap()
         .get(0);
-    assert_eq!(tickets, (0..conversations).filter(|i| i % 5 == 0).count() as i64);
+    assert_eq!(opened, tickets, "{what}");
+    let dead: i64 = sqlx::query("SELECT COUNT(*) FROM dead_letters").fetch_one(&env.pool).await.unwrap().get(0);
+    assert_eq!(dead, 0, "{what}");
+}
+
+/// The daemon is killed with SIGKILL twice in the middle of a stream and restarted; it must end
+/// with exactly the totals of the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_kill9() {
+    let env = Env::new("kill").await;
+    let cfg =
+        env.config(["avro", "avro", "avro"], "[batch]\nmax_events = 150\nmax_wait_ms = 20\n[http]\nlisten = \"\"\n");
+    let (events, expect, tickets) = bulk(1500);
+    let sent = produce_bulk(&env, &events).await;
+    let total: i64 = sent.iter().sum();
+    for round in 0..2 {
+        let mut daemon = Daemon::start(&cfg, &format!("kill{round}"));
+        // Let it commit part of the stream, then kill it without warning.
+        wait_progress(&env, total * (round + 1) / 3, &mut [&mut daemon]).await;
+        daemon.kill9();
+    }
+    let mut daemon = Daemon::start(&cfg, "final");
+    env.wait_committed(sent, &mut daemon, Duration::from_secs(120)).await;
+    daemon.stop();
+    assert_bulk_totals(&env, &expect, tickets, "totals after two kill -9 restarts").await;
+}
+
+/// Two instances in one consumer group: the second joins while the first owns every partition
+/// (rebalance), both then consume, then the first is killed and the second takes its partitions
+/// over once the session times out (another rebalance). Totals must be exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exactly_once_across_rebalances() {
+    let env = Env::new("rebal").await;
+    let cfg =
+        env.config(["avro", "avro", "avro"], "[batch]\nmax_events = 100\nmax_wait_ms = 20\n[http]\nlisten = \"\"\n");
+    let (events, expect, tickets) = bulk(1500);
+    let third = events.len() / 3;
+    let mut sent = produce_bulk(&env, &events[..third]).await;
+    let mut a = Daemon::start(&cfg, "a");
+    env.wait_committed(sent, &mut a, Duration::from_secs(60)).await;
+    let mut b = Daemon::start(&cfg, "b");
+    wait_log(&mut b, "assigned").await;
+    let more = produce_bulk(&env, &events[third..2 * third]).await;
+    (0..3).for_each(|i| sent[i] += more[i]);
+    env.wait_committed(sent, &mut b, Duration::from_secs(60)).await;
+    assert!(a.log().matches("assigned").count() >= 2, "a was rebalanced when b joined\n{}", a.log_tail());
+    a.kill9();
+    let rest = produce_bulk(&env, &events[2 * third..]).await;
+    (0..3).for_each(|i| sent[i] += rest[i]);
+    env.wait_committed(sent, &mut b, Duration::from_secs(120)).await;
+    assert!(b.log().matches("assigned").count() >= 2, "b took over a's partitions\n{}", b.log_tail());
+    b.stop();
+    assert_bulk_totals(&env, &expect, tickets, "totals after a join and a crash in the group").await;
+}
+
+async fn wait_log(d: &mut Daemon, needle: &str) {
+    let start = std::time::Instant::now();
+    while !d.log().contains(needle) {
+        assert!(start.elapsed() < Duration::from_secs(60), "no '{needle}' in log\n{}", d.log_tail());
+        if let Some(s) = d.child.try_wait().unwrap() {
+            panic!("daemon exited {s}\n{}", d.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refuses_topics_that_are_not_copartitioned() {
+    let env = Env::new("copart").await;
+    let other = format!("{}-x", env.topics[2]);
+    create_topics(&env.brokers, &[other.clone()], PARTITIONS + 1).await;
+    let cfg = env.config(["avro", "avro", "avro"], "[http]\nlisten = \"\"\n");
+    let text =
+        std::fs::read_to_string(&cfg).unwrap().replace(&format!("\"{}\"", env.topics[2]), &format!("\"{other}\""));
+    std::fs::write(&cfg, text).unwrap();
+    let mut daemon = Daemon::start(&cfg, "copart");
+    let status = loop {
+        if let Some(s) = daemon.child.try_wait().unwrap() {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(!status.success());
+    let log = daemon.log_tail();
+    assert!(log.contains("not co-partitioned") && log.contains(&other) && log.contains(": 4"), "{log}");
 }

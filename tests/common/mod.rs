@@ -179,6 +179,38 @@ pub async fn send(p: &FutureProducer, topic: &str, ev: &Event, format: WireForma
     send_raw(p, topic, &key, Some(&bytes)).await;
 }
 
+/// Produce many events without waiting for each delivery (order per partition is kept by the
+/// idempotent producer); returns once all are acknowledged.
+pub async fn send_all(p: &FutureProducer, items: &[(String, Event, WireFormat)]) {
+    let mut pending = Vec::with_capacity(items.len());
+    for (topic, ev, format) in items {
+        let key = key_of(ev);
+        let bytes = encode(ev, *format, 7);
+        let rec: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(topic).key(key.as_str()).partition(partition_of(&key)).payload(bytes.as_slice());
+        let mut rec = rec;
+        loop {
+            match p.send_result(rec) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                    r,
+                )) => {
+                    rec = r;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+                Err((e, _)) => panic!("produce: {e}"),
+            }
+        }
+    }
+    for f in pending {
+        f.await.expect("delivery future").map_err(|(e, _)| e).expect("delivered");
+    }
+}
+
 pub async fn send_raw(p: &FutureProducer, topic: &str, key: &str, payload: Option<&[u8]>) {
     let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic).key(key).partition(partition_of(key));
     if let Some(b) = payload {
@@ -232,6 +264,10 @@ impl Daemon {
         let _ = self.child.wait();
     }
 
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
     pub fn log_tail(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let lines: Vec<&str> = text.lines().collect();
@@ -253,4 +289,21 @@ fn unsafe_kill(pid: i32, sig: &str) {
 pub fn write_file(path: &PathBuf, text: &str) {
     let mut f = std::fs::File::create(path).unwrap();
     f.write_all(text.as_bytes()).unwrap();
+}
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GET a path from a local HTTP server; returns (status line, body).
+pub fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    stream.read_to_string(&mut text).unwrap();
+    let status = text.lines().next().unwrap_or_default().to_string();
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    (status, body)
 }
