@@ -12,7 +12,7 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::config::{Config, Dimension};
 use crate::event::{Feedback, FeedbackKind, RoutingDecision, SupportTicket, TicketStatus};
-use crate::metrics::{day_start, hour_start, nano_usd, Deltas, Dims, OrphanKind};
+use crate::metrics::{day_start, hour_start, nano_usd, Deltas, Dims, Grain, OrphanKind};
 
 pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, WaitingResolved};
 
@@ -225,20 +225,15 @@ impl PartitionJoin {
             },
         };
         let escalated = d.escalated as i64;
-        out.quality_one(crate::metrics::Grain::Hour, d.ts, &dims, |q| {
-            q.decisions += 1;
-            q.conversations += new_in_hour as i64;
-            q.escalations += escalated;
-            q.cost_nusd += cost;
-            q.capable_cost_nusd += capable_cost;
-        });
-        out.quality_one(crate::metrics::Grain::Day, d.ts, &dims, |q| {
-            q.decisions += 1;
-            q.conversations += new_in_day as i64;
-            q.escalations += escalated;
-            q.cost_nusd += cost;
-            q.capable_cost_nusd += capable_cost;
-        });
+        for (grain, new_conversation) in [(Grain::Hour, new_in_hour), (Grain::Day, new_in_day)] {
+            out.quality_one(grain, d.ts, &dims, |q| {
+                q.decisions += 1;
+                q.conversations += new_conversation as i64;
+                q.escalations += escalated;
+                q.cost_nusd += cost;
+                q.capable_cost_nusd += capable_cost;
+            });
+        }
         out.latency(d.ts, &dims, d.latency_ms);
         if new_in_tier_day {
             *out.tier_day.entry((day, dims.tier.clone())).or_default() += 1;

@@ -81,20 +81,7 @@ impl Harness {
         let mut acc = QualityDelta::default();
         for (k, v) in &self.out.quality {
             if k.grain == grain && k.bucket_ms == grain.bucket(ts) && k.dims.tier == tier {
-                acc.decisions += v.decisions;
-                acc.conversations += v.conversations;
-                acc.thumbs_up += v.thumbs_up;
-                acc.thumbs_down += v.thumbs_down;
-                acc.csat_n += v.csat_n;
-                acc.csat_sum += v.csat_sum;
-                acc.reviews_n += v.reviews_n;
-                acc.reviews_wrong += v.reviews_wrong;
-                acc.failed_deflections += v.failed_deflections;
-                acc.escalations += v.escalations;
-                acc.cost_nusd += v.cost_nusd;
-                acc.capable_cost_nusd += v.capable_cost_nusd;
-                acc.attributed_tickets += v.attributed_tickets;
-                acc.attributed_human_cost_nusd += v.attributed_human_cost_nusd;
+                acc.add(v);
             }
         }
         acc
@@ -103,11 +90,7 @@ impl Harness {
         let mut acc = HumanDelta::default();
         for (k, v) in &self.out.human {
             if k.day_ms == day_start(day) {
-                acc.tickets_opened += v.tickets_opened;
-                acc.attributed_tickets += v.attributed_tickets;
-                acc.unattributed_tickets += v.unattributed_tickets;
-                acc.tickets_resolved += v.tickets_resolved;
-                acc.human_cost_nusd += v.human_cost_nusd;
+                acc.add(v);
             }
         }
         acc

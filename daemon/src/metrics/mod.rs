@@ -97,6 +97,25 @@ pub struct QualityDelta {
     pub attributed_human_cost_nusd: i64,
 }
 
+impl QualityDelta {
+    pub fn add(&mut self, v: &QualityDelta) {
+        self.decisions += v.decisions;
+        self.conversations += v.conversations;
+        self.thumbs_up += v.thumbs_up;
+        self.thumbs_down += v.thumbs_down;
+        self.csat_n += v.csat_n;
+        self.csat_sum += v.csat_sum;
+        self.reviews_n += v.reviews_n;
+        self.reviews_wrong += v.reviews_wrong;
+        self.failed_deflections += v.failed_deflections;
+        self.escalations += v.escalations;
+        self.cost_nusd += v.cost_nusd;
+        self.capable_cost_nusd += v.capable_cost_nusd;
+        self.attributed_tickets += v.attributed_tickets;
+        self.attributed_human_cost_nusd += v.attributed_human_cost_nusd;
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HumanKey {
     pub day_ms: i64,
@@ -112,6 +131,16 @@ pub struct HumanDelta {
     pub unattributed_tickets: i64,
     pub tickets_resolved: i64,
     pub human_cost_nusd: i64,
+}
+
+impl HumanDelta {
+    pub fn add(&mut self, v: &HumanDelta) {
+        self.tickets_opened += v.tickets_opened;
+        self.attributed_tickets += v.attributed_tickets;
+        self.unattributed_tickets += v.unattributed_tickets;
+        self.tickets_resolved += v.tickets_resolved;
+        self.human_cost_nusd += v.human_cost_nusd;
+    }
 }
 
 /// Why an outcome could not be joined; each kind is counted per day in `tw_orphans`.
@@ -188,21 +217,7 @@ impl Deltas {
     /// Add another batch's deltas into this one.
     pub fn merge(&mut self, other: &Deltas) {
         for (k, v) in &other.quality {
-            let q = self.quality.entry(k.clone()).or_default();
-            q.decisions += v.decisions;
-            q.conversations += v.conversations;
-            q.thumbs_up += v.thumbs_up;
-            q.thumbs_down += v.thumbs_down;
-            q.csat_n += v.csat_n;
-            q.csat_sum += v.csat_sum;
-            q.reviews_n += v.reviews_n;
-            q.reviews_wrong += v.reviews_wrong;
-            q.failed_deflections += v.failed_deflections;
-            q.escalations += v.escalations;
-            q.cost_nusd += v.cost_nusd;
-            q.capable_cost_nusd += v.capable_cost_nusd;
-            q.attributed_tickets += v.attributed_tickets;
-            q.attributed_human_cost_nusd += v.attributed_human_cost_nusd;
+            self.quality.entry(k.clone()).or_default().add(v);
         }
         for (k, v) in &other.latency {
             *self.latency.entry(k.clone()).or_default() += v;
@@ -211,12 +226,7 @@ impl Deltas {
             *self.tier_day.entry(k.clone()).or_default() += v;
         }
         for (k, v) in &other.human {
-            let h = self.human.entry(k.clone()).or_default();
-            h.tickets_opened += v.tickets_opened;
-            h.attributed_tickets += v.attributed_tickets;
-            h.unattributed_tickets += v.unattributed_tickets;
-            h.tickets_resolved += v.tickets_resolved;
-            h.human_cost_nusd += v.human_cost_nusd;
+            self.human.entry(k.clone()).or_default().add(v);
         }
         for (k, v) in &other.orphans {
             *self.orphans.entry(*k).or_default() += v;

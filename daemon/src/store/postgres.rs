@@ -376,25 +376,36 @@ async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 const DAY_OF_MS: &str = "(to_timestamp(d::double precision / 1000) AT TIME ZONE 'UTC')::date";
 
 async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.deltas.tier_day.is_empty() {
+    let rows = b.deltas.tier_day.iter().map(|((d, t), n)| (*d, t.clone(), *n)).collect();
+    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", rows).await
+}
+
+/// Add `(day ms, label, n)` rows into a `(day, label) → counter` table.
+async fn upsert_day_counter(
+    tx: &mut Tx<'_>,
+    table: &str,
+    label: &str,
+    counter: &str,
+    mut rows: Vec<(i64, String, i64)>,
+) -> anyhow::Result<()> {
+    if rows.is_empty() {
         return Ok(());
     }
-    let mut rows: Vec<_> = b.deltas.tier_day.iter().collect();
     rows.sort();
-    let days: Vec<i64> = rows.iter().map(|((d, _), _)| *d).collect();
-    let tiers: Vec<String> = rows.iter().map(|((_, t), _)| t.clone()).collect();
-    let n: Vec<i64> = rows.iter().map(|(_, n)| **n).collect();
+    let days: Vec<i64> = rows.iter().map(|r| r.0).collect();
+    let labels: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+    let n: Vec<i64> = rows.iter().map(|r| r.2).collect();
     sqlx::query(&format!(
-        "INSERT INTO tw_agg_tier_day AS a (day, tier, ai_conversations) \
-         SELECT {DAY_OF_MS}, t, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, t, n) \
-         ON CONFLICT (day, tier) DO UPDATE SET ai_conversations = a.ai_conversations + excluded.ai_conversations"
+        "INSERT INTO {table} AS a (day, {label}, {counter}) \
+         SELECT {DAY_OF_MS}, l, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, l, n) \
+         ON CONFLICT (day, {label}) DO UPDATE SET {counter} = a.{counter} + excluded.{counter}"
     ))
     .bind(days)
-    .bind(tiers)
+    .bind(labels)
     .bind(n)
     .execute(&mut **tx)
     .await
-    .context("writing tw_agg_tier_day")?;
+    .with_context(|| format!("writing {table}"))?;
     Ok(())
 }
 
@@ -447,26 +458,8 @@ async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 }
 
 async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.deltas.orphans.is_empty() {
-        return Ok(());
-    }
-    let mut rows: Vec<_> = b.deltas.orphans.iter().collect();
-    rows.sort();
-    let days: Vec<i64> = rows.iter().map(|((d, _), _)| *d).collect();
-    let kinds: Vec<String> = rows.iter().map(|((_, k), _)| k.as_str().to_string()).collect();
-    let n: Vec<i64> = rows.iter().map(|(_, n)| **n).collect();
-    sqlx::query(&format!(
-        "INSERT INTO tw_orphans AS a (day, kind, count) \
-         SELECT {DAY_OF_MS}, k, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, k, n) \
-         ON CONFLICT (day, kind) DO UPDATE SET count = a.count + excluded.count"
-    ))
-    .bind(days)
-    .bind(kinds)
-    .bind(n)
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_orphans")?;
-    Ok(())
+    let rows = b.deltas.orphans.iter().map(|((d, k), n)| (*d, k.as_str().to_string(), *n)).collect();
+    upsert_day_counter(tx, "tw_orphans", "kind", "count", rows).await
 }
 
 async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {

@@ -1,0 +1,169 @@
+//! End-to-end throughput: a real broker to committed Postgres state, next to a bare rdkafka
+//! consumer that merely counts the same messages, in the same run (SPEC §8).
+//!
+//! Needs the services: `bash scripts/services.sh start && . .tw-services/env`, then
+//! `cargo bench --bench e2e` (events: `TW_BENCH_EVENTS`, default 300000).
+//! Under `cargo test` this target does nothing (it is a benchmark, not a test).
+
+#[path = "../../tests/common/mod.rs"]
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tierwatch::decode::WireFormat;
+use tierwatch::event::*;
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let n: usize = std::env::var("TW_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    rt.block_on(run(n));
+}
+
+fn events(n: usize) -> Vec<(usize, Event)> {
+    let day = 1_767_571_200_000i64; // 2026-01-05T00:00Z
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0usize;
+    while out.len() < n {
+        let c = format!("conv-{i}");
+        let start = day + (i as i64 % (14 * 24)) * 3_600_000;
+        let tier = if i % 3 == 0 { "capable" } else { "cheap" };
+        for k in 0..2 {
+            out.push((
+                0,
+                Event::Decision(RoutingDecision {
+                    event_id: format!("d-{i}-{k}"),
+                    conversation_id: c.clone(),
+                    turn: k,
+                    ts: start + k as i64 * 60_000,
+                    segment: Some(["smb", "enterprise", "consumer"][i % 3].into()),
+                    query_text: Some("where is my charge from? it says ACME*SVC 14.99".into()),
+                    router: RouterKind::PreRoute,
+                    classifier_version: "clf-2026-01".into(),
+                    intent: Some("billing".into()),
+                    confidence: (i % 1000) as f64 / 1000.0,
+                    threshold: Some(0.6),
+                    tier: tier.into(),
+                    model: if tier == "cheap" { "small-1".into() } else { "large-1".into() },
+                    escalated: false,
+                    latency_ms: 100.0 + (i % 900) as f64,
+                    input_tokens: 220,
+                    output_tokens: 140,
+                    cost_usd: 0.0004,
+                    capable_cost_usd: Some(0.0016),
+                }),
+            ));
+        }
+        if i % 4 == 0 {
+            out.push((
+                1,
+                Event::Feedback(Feedback {
+                    event_id: format!("f-{i}"),
+                    conversation_id: c.clone(),
+                    turn: Some(1),
+                    ts: start + 5 * 60_000,
+                    kind: if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
+                    score: None,
+                    source: Some("widget".into()),
+                }),
+            ));
+        }
+        if i % 10 == 0 {
+            out.push((
+                2,
+                Event::Ticket(SupportTicket {
+                    event_id: format!("t-{i}"),
+                    ticket_id: format!("T{i}"),
+                    conversation_id: Some(c.clone()),
+                    ts: start + 3 * 3_600_000,
+                    status: TicketStatus::Opened,
+                    cost_center: "support".into(),
+                    channel: "phone".into(),
+                    handle_minutes: None,
+                    cost_usd: None,
+                    reason: Some("billing".into()),
+                }),
+            ));
+        }
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+async fn run(n: usize) {
+    let env = Env::new("bench").await;
+    let evs = events(n);
+    let mut sent = [0i64; 3];
+    let items: Vec<_> = evs
+        .into_iter()
+        .map(|(i, ev)| {
+            sent[i] += 1;
+            (env.topics[i].clone(), ev, WireFormat::Avro)
+        })
+        .collect();
+    let t = Instant::now();
+    send_all(&env.producer(), &items).await;
+    println!("produced {n} events in {:.2}s", t.elapsed().as_secs_f64());
+    drop(items);
+
+    // Bare consumer: count the messages, nothing else.
+    let bare = {
+        let brokers = env.brokers.clone();
+        let topics = env.topics.clone();
+        tokio::task::spawn_blocking(move || {
+            let c: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &brokers)
+                .set("group.id", format!("bare-{}", topics[0]))
+                .set("auto.offset.reset", "earliest")
+                .set("enable.auto.commit", "false")
+                .create()
+                .unwrap();
+            let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
+            c.subscribe(&refs).unwrap();
+            let mut count = 0usize;
+            let mut first: Option<Instant> = None;
+            while count < n {
+                if let Some(Ok(_)) = c.poll(Duration::from_millis(100)) {
+                    first.get_or_insert_with(Instant::now);
+                    count += 1;
+                }
+            }
+            first.map(|f| f.elapsed()).unwrap_or_default()
+        })
+        .await
+        .unwrap()
+    };
+    let bare_rate = n as f64 / bare.as_secs_f64();
+    println!(
+        "bare rdkafka consumer: {n} messages in {:.2}s = {:.0} msg/s (from first message)",
+        bare.as_secs_f64(),
+        bare_rate
+    );
+
+    let cfg = env.config(["avro", "avro", "avro"], "[http]\nlisten = \"\"\n");
+    let t = Instant::now();
+    let mut daemon = Daemon::start(&cfg, "bench");
+    // Time from the first commit, so startup (migrations, group join) is reported apart.
+    while env.committed(&env.topics[0]).await == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let startup = t.elapsed();
+    let t1 = Instant::now();
+    env.wait_committed(sent, &mut daemon, Duration::from_secs(1800)).await;
+    let run = t1.elapsed();
+    daemon.stop();
+    let rate = n as f64 / run.as_secs_f64();
+    println!(
+        "tierwatch end to end: {n} events committed in {:.2}s after a {:.2}s start = {:.0} events/s; {:.0}% of the bare consumer",
+        run.as_secs_f64(),
+        startup.as_secs_f64(),
+        rate,
+        100.0 * rate / bare_rate
+    );
+}
