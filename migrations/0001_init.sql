@@ -110,7 +110,7 @@ COMMENT ON TABLE tw_agg_quality IS
     'Additive per-cohort counters (grain h = hour start, d = day start, UTC), upserted with col = col + excluded.col. Outcomes are credited to the cohort of the decision they are attributed to, not to their own time.';
 
 CREATE TABLE tw_agg_latency (
-    grain               text        NOT NULL CHECK (grain IN ('h', 'd')),
+    grain               text        NOT NULL CHECK (grain = 'h'),
     bucket              timestamptz NOT NULL,
     tier                text        NOT NULL,
     model               text        NOT NULL,
@@ -123,7 +123,7 @@ CREATE TABLE tw_agg_latency (
     PRIMARY KEY (grain, bucket, tier, model, classifier_version, router, segment, intent, bin)
 );
 COMMENT ON TABLE tw_agg_latency IS
-    'Mergeable log histogram of turn latency: bin = floor(ln(max(L_ms, 0.001)) / ln(1.01)), representative value exp((bin + 0.5) * ln(1.01)) ms, <= 0.5% relative error. Counts add across partitions, so percentiles are exact on the binned values.';
+    'Mergeable log histogram of turn latency per hour bucket (days are summed from hours in tw_quality_base): bin = floor(ln(max(L_ms, 0.001)) / ln(1.01)), representative value exp((bin + 0.5) * ln(1.01)) ms, <= 0.5% relative error. Counts add across partitions, so percentiles are exact on the binned values.';
 
 CREATE TABLE tw_agg_tier_day (
     day              date   NOT NULL,
@@ -224,7 +224,19 @@ COMMENT ON COLUMN tw_clock.baseline_tier IS
 ------------------------------------------------------------------------------
 
 CREATE VIEW tw_quality_base AS
-WITH lat_cum AS (
+WITH lat_src AS (
+    -- The daemon stores hourly bins only; a day's histogram is the sum of its hours' bins
+    -- (histograms merge by adding counts), which halves the rows written per batch.
+    SELECT grain, bucket, tier, model, classifier_version, router, segment, intent, bin, count
+    FROM tw_agg_latency
+    UNION ALL
+    SELECT 'd', (date_trunc('day', bucket AT TIME ZONE 'UTC')) AT TIME ZONE 'UTC',
+           tier, model, classifier_version, router, segment, intent, bin, SUM(count)
+    FROM tw_agg_latency
+    WHERE grain = 'h'
+    GROUP BY 2, tier, model, classifier_version, router, segment, intent, bin
+),
+lat_cum AS (
     SELECT grain, bucket, tier, model, classifier_version, router, segment, intent, bin,
            SUM(count) OVER (
                PARTITION BY grain, bucket, tier, model, classifier_version, router, segment, intent
@@ -233,7 +245,7 @@ WITH lat_cum AS (
            CAST(SUM(count) OVER (
                PARTITION BY grain, bucket, tier, model, classifier_version, router, segment, intent)
                AS bigint) AS n
-    FROM tw_agg_latency
+    FROM lat_src
 ),
 lat AS (
     -- Nearest rank: the smallest bin whose cumulative count reaches ceil(q*N).

@@ -258,7 +258,7 @@ listen = "127.0.0.1:{port}"
     assert_eq!(counter(&env.topics[2], "unknown_schema_id"), 1.0);
     assert_eq!(counter(&env.topics[1], "decode_error"), 0.0, "series exist at zero");
     assert!(http_get(port, "/readyz").0.contains("200"));
-    daemon.stop();
+    let _ = daemon.stop();
 
     let reasons: Vec<(String, String, i64)> =
         sqlx::query("SELECT topic, reason, COUNT(*) FROM dead_letters GROUP BY 1, 2 ORDER BY 1, 2")
@@ -321,7 +321,7 @@ listen = "127.0.0.1:{port}"
     }
     let mut daemon = Daemon::start(&cfg, "phase2");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(90)).await;
-    daemon.stop();
+    let _ = daemon.stop();
 
     // ---- The hand computation. ----
     let hourly = quality(&env.pool, "tier_quality_hourly").await;
@@ -565,7 +565,7 @@ async fn exactly_once_across_kill9() {
     }
     let mut daemon = Daemon::start(&cfg, "final");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(120)).await;
-    daemon.stop();
+    let _ = daemon.stop();
     assert_bulk_totals(&env, &expect, tickets, "totals after two kill -9 restarts").await;
 }
 
@@ -593,7 +593,7 @@ async fn exactly_once_across_rebalances() {
     (0..3).for_each(|i| sent[i] += rest[i]);
     env.wait_committed(sent, &mut b, Duration::from_secs(120)).await;
     assert!(b.log().matches("assigned").count() >= 2, "b took over a's partitions\n{}", b.log_tail());
-    b.stop();
+    let _ = b.stop();
     assert_bulk_totals(&env, &expect, tickets, "totals after a join and a crash in the group").await;
 }
 

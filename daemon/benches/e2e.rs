@@ -31,7 +31,8 @@ fn events(n: usize) -> Vec<(usize, Event)> {
     let mut i = 0usize;
     while out.len() < n {
         let c = format!("conv-{i}");
-        let start = day + (i as i64 % (14 * 24)) * 3_600_000;
+        // Traffic moves forward in time as in a live stream or a replay: one conversation / 20 s.
+        let start = day + i as i64 * 20_000;
         let tier = if i % 3 == 0 { "capable" } else { "cheap" };
         for k in 0..2 {
             out.push((
@@ -157,7 +158,10 @@ async fn run(n: usize) {
     let t1 = Instant::now();
     env.wait_committed(sent, &mut daemon, Duration::from_secs(1800)).await;
     let run = t1.elapsed();
-    daemon.stop();
+    let log = daemon.stop();
+    for line in log.lines().filter(|l| l.contains("pipeline stopped") || (l.contains("batch written") && std::env::var("TW_BENCH_VERBOSE").is_ok())) {
+        println!("daemon: {}", line.trim());
+    }
     let rate = n as f64 / run.as_secs_f64();
     println!(
         "tierwatch end to end: {n} events committed in {:.2}s after a {:.2}s start = {:.0} events/s; {:.0}% of the bare consumer",

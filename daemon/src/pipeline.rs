@@ -91,6 +91,10 @@ pub struct RunStats {
     pub messages: u64,
     pub rejected: u64,
     pub batches: u64,
+    /// Time spent decoding and joining (the in-process hot path).
+    pub apply: Duration,
+    /// Time spent in store commits (including retries).
+    pub commit: Duration,
 }
 
 impl<S: Store + 'static> Pipeline<S> {
@@ -167,14 +171,20 @@ impl<S: Store + 'static> Pipeline<S> {
             if !batch.is_empty() || last_idle_check.elapsed() >= IDLE_CHECK {
                 last_idle_check = Instant::now();
                 let had_messages = !batch.is_empty();
-                let (messages, rejected) = self.process(consumer, std::mem::take(&mut batch))?;
+                let (messages, rejected) = self.process(consumer, std::mem::take(&mut batch), &mut stats)?;
                 stats.messages += messages;
                 stats.rejected += rejected;
                 stats.batches += had_messages as u64;
             }
             self.publish_gauges();
         }
-        tracing::info!(messages = stats.messages, batches = stats.batches, "pipeline stopped");
+        tracing::info!(
+            messages = stats.messages,
+            batches = stats.batches,
+            apply_s = stats.apply.as_secs_f64(),
+            commit_s = stats.commit.as_secs_f64(),
+            "pipeline stopped"
+        );
         Ok(stats)
     }
 
@@ -219,7 +229,8 @@ impl<S: Store + 'static> Pipeline<S> {
     }
 
     /// Apply a batch and commit it. Returns (messages applied, messages rejected).
-    fn process(&mut self, consumer: &TwConsumer<S>, batch: Vec<Polled>) -> anyhow::Result<(u64, u64)> {
+    fn process(&mut self, consumer: &TwConsumer<S>, batch: Vec<Polled>, stats: &mut RunStats) -> anyhow::Result<(u64, u64)> {
+        let started = Instant::now();
         let mut per_part: BTreeMap<i32, PartWork> = BTreeMap::new();
         let mut counters = JoinCounters::default();
         for m in batch {
@@ -285,7 +296,11 @@ impl<S: Store + 'static> Pipeline<S> {
             o.join.sweep(&self.settings, &mut work.deltas, false);
             work.state = o.join.take_dirty();
         }
-        self.commit(consumer, per_part, counters)
+        let applied = Instant::now();
+        stats.apply += applied - started;
+        let result = self.commit(consumer, per_part, counters);
+        stats.commit += applied.elapsed();
+        result
     }
 
     fn commit(

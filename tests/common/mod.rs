@@ -232,7 +232,7 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
             .args(["run", "--config"])
             .arg(config)
-            .env("TIERWATCH_LOG", "info,librdkafka=warn")
+            .env("TIERWATCH_LOG", std::env::var("TW_DAEMON_LOG").unwrap_or_else(|_| "info,librdkafka=warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
             .spawn()
@@ -240,15 +240,15 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    /// SIGTERM and wait for a clean exit.
-    pub fn stop(mut self) {
+    /// SIGTERM and wait for a clean exit; returns the daemon's log.
+    pub fn stop(mut self) -> String {
         let pid = self.child.id() as i32;
         unsafe_kill(pid, "TERM");
         let start = Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 assert!(status.success(), "daemon exit status {status}\n{}", self.log_tail());
-                return;
+                return self.log();
             }
             if start.elapsed() > Duration::from_secs(30) {
                 let _ = self.child.kill();

@@ -171,7 +171,7 @@ impl OrphanKind {
 #[derive(Debug, Default, Clone)]
 pub struct Deltas {
     pub quality: HashMap<QualityKey, QualityDelta>,
-    /// (grain, bucket, dims, latency bin) → count.
+    /// (hour bucket, dims, latency bin) → count.
     pub latency: HashMap<(QualityKey, i32), i64>,
     /// (day, tier) → distinct new conversations.
     pub tier_day: HashMap<(i64, String), i64>,
@@ -201,12 +201,10 @@ impl Deltas {
         f(self.quality.entry(key).or_default());
     }
 
+    /// Record a turn's latency in its hour's histogram (days are summed from hours in SQL).
     pub fn latency(&mut self, ts_ms: i64, dims: &Dims, latency_ms: f64) {
-        let bin = latency_bin(latency_ms);
-        for grain in [Grain::Hour, Grain::Day] {
-            let key = QualityKey { grain, bucket_ms: grain.bucket(ts_ms), dims: dims.clone() };
-            *self.latency.entry((key, bin)).or_default() += 1;
-        }
+        let key = QualityKey { grain: Grain::Hour, bucket_ms: hour_start(ts_ms), dims: dims.clone() };
+        *self.latency.entry((key, latency_bin(latency_ms))).or_default() += 1;
     }
 
     pub fn human(&mut self, day_ms: i64, cost_center: &str, channel: &str, f: impl FnOnce(&mut HumanDelta)) {

@@ -141,15 +141,27 @@ impl Store for PgStore {
                 }
             }
         }
+        let t = std::time::Instant::now();
         write_offsets(&mut tx, batch).await?;
         write_state(&mut tx, batch).await?;
+        let t_state = t.elapsed();
         write_quality(&mut tx, batch).await?;
         write_latency(&mut tx, batch).await?;
         write_tier_day(&mut tx, batch).await?;
         write_human(&mut tx, batch).await?;
         write_orphans(&mut tx, batch).await?;
         write_dead_letters(&mut tx, batch).await?;
+        let t_aggs = t.elapsed();
         tx.commit().await.context("committing the batch")?;
+        tracing::debug!(
+            state_ms = t_state.as_secs_f64() * 1e3,
+            aggregates_ms = (t_aggs - t_state).as_secs_f64() * 1e3,
+            commit_ms = (t.elapsed() - t_aggs).as_secs_f64() * 1e3,
+            state_rows = batch.partitions.iter().map(|p| p.state.len()).sum::<usize>(),
+            quality_rows = batch.deltas.quality.len(),
+            latency_rows = batch.deltas.latency.len(),
+            "batch written"
+        );
         Ok(CommitOutcome::Committed(generations))
     }
 }

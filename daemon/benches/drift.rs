@@ -1,0 +1,2 @@
+//! Placeholder replaced by the drift statistics benchmark.
+fn main() {}
