@@ -11,6 +11,9 @@
 #   env               print the env file
 #   restart-kafka     stop + start the broker on the same port and data dir
 #   restart-postgres  stop + start Postgres on the same port and data dir
+#   kafka-down / kafka-up, postgres-down / postgres-up
+#                     the two halves of a restart, for fault tests that need
+#                     the server gone for a while (same port, same data)
 #
 # Environment:
 #   TIERWATCH_CACHE   cache root for the Kafka jars (default ~/.cache/tierwatch)
@@ -447,6 +450,11 @@ cmd_restart_postgres() {
     pg_launch
 }
 
+cmd_postgres_down() { load_env || die "not started (no $ENV_FILE)"; pg_stop_process; }
+cmd_postgres_up() { load_env || die "not started (no $ENV_FILE)"; pg_running || pg_launch; }
+cmd_kafka_down() { load_env || die "not started (no $ENV_FILE)"; kafka_stop_process; }
+cmd_kafka_up() { load_env || die "not started (no $ENV_FILE)"; kafka_running || kafka_launch; }
+
 main() {
     local cmd="${1:-}"
     case "$cmd" in
@@ -457,6 +465,10 @@ main() {
         env) cmd_env ;;
         restart-kafka) lock; cmd_restart_kafka ;;
         restart-postgres) lock; cmd_restart_postgres ;;
+        postgres-down) lock; cmd_postgres_down ;;
+        postgres-up) lock; cmd_postgres_up ;;
+        kafka-down) lock; cmd_kafka_down ;;
+        kafka-up) lock; cmd_kafka_up ;;
         *)
             sed -n '2,/^set -euo/{/^#/s/^# \{0,1\}//p}' "$0" >&2
             exit 2

@@ -159,7 +159,9 @@ async fn run(n: usize) {
     env.wait_committed(sent, &mut daemon, Duration::from_secs(1800)).await;
     let run = t1.elapsed();
     let log = daemon.stop();
-    for line in log.lines().filter(|l| l.contains("pipeline stopped") || (l.contains("batch written") && std::env::var("TW_BENCH_VERBOSE").is_ok())) {
+    for line in log.lines().filter(|l| {
+        l.contains("pipeline stopped") || (l.contains("batch written") && std::env::var("TW_BENCH_VERBOSE").is_ok())
+    }) {
         println!("daemon: {}", line.trim());
     }
     let rate = n as f64 / run.as_secs_f64();

@@ -28,6 +28,8 @@ use crate::telemetry::Telemetry;
 
 /// How often partitions without new messages re-evaluate their watermark.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// How long a high watermark asked from the broker is trusted.
+const ASK_HIGH_EVERY: Duration = Duration::from_secs(5);
 
 /// A message copied out of librdkafka's buffers.
 struct Polled {
@@ -47,13 +49,22 @@ struct Owned {
     /// Max event time seen per topic, and whether that topic-partition is caught up.
     topic_max_ts: [Option<i64>; 3],
     at_eof: [bool; 3],
+    /// High watermarks asked from the broker where librdkafka had none cached.
+    asked_high: [Option<(Instant, i64)>; 3],
 }
 
 impl Owned {
     fn from_snapshot(s: PartitionSnapshot, topics: &[String; 3]) -> anyhow::Result<Self> {
         let join = PartitionJoin::restore(s.entries, s.watermark_ms)?;
         let next = [0, 1, 2].map(|i| s.offsets.get(&topics[i]).copied());
-        Ok(Self { join, generation: s.generation, next, topic_max_ts: [None; 3], at_eof: [false; 3] })
+        Ok(Self {
+            join,
+            generation: s.generation,
+            next,
+            topic_max_ts: [None; 3],
+            at_eof: [false; 3],
+            asked_high: [None; 3],
+        })
     }
 
     /// Event-time watermark: the slowest topic that still has data to deliver holds it back, so a
@@ -178,6 +189,9 @@ impl<S: Store + 'static> Pipeline<S> {
             }
             self.publish_gauges();
         }
+        // A last pass for partitions whose watermark moved since the final batch (e.g. the other
+        // topics caught up), so a graceful stop leaves no releasable outcome waiting.
+        self.process(consumer, Vec::new(), &mut stats)?;
         tracing::info!(
             messages = stats.messages,
             batches = stats.batches,
@@ -193,10 +207,22 @@ impl<S: Store + 'static> Pipeline<S> {
     fn refresh_caught_up(&mut self, consumer: &TwConsumer<S>, partition: i32) {
         let Some(o) = self.owned.get_mut(&partition) else { return };
         for (i, topic) in self.topics.iter().enumerate() {
-            o.at_eof[i] = match cached_high_watermark(consumer, topic, partition) {
+            // librdkafka only caches a high watermark once it has fetched the partition, which
+            // for an empty one may take long; ask the broker then (at most every few seconds),
+            // since an unknown high watermark holds the partition's event time back.
+            let high = cached_high_watermark(consumer, topic, partition).or_else(|| {
+                let fresh = o.asked_high[i].is_some_and(|(at, _)| at.elapsed() < ASK_HIGH_EVERY);
+                if !fresh {
+                    let asked = consumer.fetch_watermarks(topic, partition, Duration::from_millis(500)).ok();
+                    o.asked_high[i] = asked.map(|(_, h)| (Instant::now(), h));
+                }
+                o.asked_high[i].map(|(_, h)| h)
+            });
+            o.at_eof[i] = match high {
                 Some(high) => o.next[i].unwrap_or(0) >= high,
                 None => false,
             };
+            tracing::trace!(topic, partition, ?high, next = ?o.next[i], max_ts = ?o.topic_max_ts[i], "caught up check");
         }
     }
 

@@ -59,6 +59,12 @@ impl Env {
         Env { brokers, admin_url, db_url, pool, topics, dir: tempfile::tempdir().unwrap() }
     }
 
+    /// A fresh pool after the server restarted (the old one is closed).
+    pub async fn reconnect(mut self) -> Env {
+        self.pool = PgPoolOptions::new().max_connections(4).connect(&self.db_url).await.expect("reconnect test db");
+        self
+    }
+
     /// Write a config file for the daemon; `extra` is appended TOML.
     pub fn config(&self, formats: [&str; 3], extra: &str) -> PathBuf {
         let [r, f, t] = formats;

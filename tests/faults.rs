@@ -1,0 +1,145 @@
+//! Fault injection against the real services: Postgres goes away mid-stream, then the broker
+//! restarts. The daemon must keep retrying, lose nothing and count nothing twice.
+//!
+//! Its own test binary, so no other test shares the servers while they are down (cargo runs test
+//! binaries one after another).
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use sqlx::Row;
+use tierwatch::decode::WireFormat;
+use tierwatch::event::*;
+
+const H: i64 = 3_600_000;
+
+fn services(cmd: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+    let status = Command::new("bash").arg(script).arg(cmd).status().expect("run services.sh");
+    assert!(status.success(), "services.sh {cmd} failed");
+}
+
+fn decision(i: usize, k: i32, at: i64) -> Event {
+    let tier = if i % 2 == 0 { "cheap" } else { "capable" };
+    Event::Decision(RoutingDecision {
+        event_id: format!("d-{i}-{k}"),
+        conversation_id: format!("c-{i}"),
+        turn: k,
+        ts: at,
+        segment: None,
+        query_text: None,
+        router: RouterKind::Cascade,
+        classifier_version: "head-1".into(),
+        intent: None,
+        confidence: 0.7,
+        threshold: Some(0.5),
+        tier: tier.into(),
+        model: tier.into(),
+        escalated: k == 1,
+        latency_ms: 50.0,
+        input_tokens: 10,
+        output_tokens: 10,
+        cost_usd: 0.001,
+        capable_cost_usd: Some(0.002),
+    })
+}
+
+fn part(range: std::ops::Range<usize>, topics: &[String; 3]) -> Vec<(String, Event, WireFormat)> {
+    let d = 1_767_571_200_000i64;
+    let mut out = vec![];
+    for i in range {
+        let at = d + (i as i64) * 60_000;
+        out.push((topics[0].clone(), decision(i, 0, at), WireFormat::Avro));
+        out.push((topics[0].clone(), decision(i, 1, at + 1000), WireFormat::Avro));
+        if i % 3 == 0 {
+            out.push((
+                topics[2].clone(),
+                Event::Ticket(SupportTicket {
+                    event_id: format!("t-{i}"),
+                    ticket_id: format!("T{i}"),
+                    conversation_id: Some(format!("c-{i}")),
+                    ts: at + H,
+                    status: TicketStatus::Opened,
+                    cost_center: "support".into(),
+                    channel: "chat".into(),
+                    handle_minutes: None,
+                    cost_usd: None,
+                    reason: None,
+                }),
+                WireFormat::Avro,
+            ));
+        }
+    }
+    out
+}
+
+fn counts(items: &[(String, Event, WireFormat)], topics: &[String; 3]) -> [i64; 3] {
+    let mut c = [0i64; 3];
+    for (t, _, _) in items {
+        c[topics.iter().position(|x| x == t).unwrap()] += 1;
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_database_and_broker_restarts() {
+    let env = Env::new("faults").await;
+    let cfg =
+        env.config(["avro", "avro", "avro"], "[batch]\nmax_events = 200\nmax_wait_ms = 20\n[http]\nlisten = \"\"\n");
+    let p = env.producer();
+    let n = 900usize;
+    let first = part(0..n / 3, &env.topics);
+    send_all(&p, &first).await;
+    let mut sent = counts(&first, &env.topics);
+    let mut daemon = Daemon::start(&cfg, "faults");
+    env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
+
+    // Postgres goes down while a new part of the stream arrives.
+    env.pool.close().await;
+    services("postgres-down");
+    let second = part(n / 3..2 * n / 3, &env.topics);
+    send_all(&p, &second).await;
+    let wait = std::time::Instant::now();
+    while !daemon.log().contains("commit failed; retrying") {
+        assert!(wait.elapsed() < Duration::from_secs(60), "no failed commit seen\n{}", daemon.log_tail());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon must survive a database outage");
+    services("postgres-up");
+    let env = env.reconnect().await;
+    (0..3).for_each(|i| sent[i] += counts(&second, &env.topics)[i]);
+    env.wait_committed(sent, &mut daemon, Duration::from_secs(90)).await;
+
+    // The broker restarts; the last part is produced after it is back.
+    services("restart-kafka");
+    let p = env.producer();
+    let third = part(2 * n / 3..n, &env.topics);
+    send_all(&p, &third).await;
+    (0..3).for_each(|i| sent[i] += counts(&third, &env.topics)[i]);
+    env.wait_committed(sent, &mut daemon, Duration::from_secs(120)).await;
+    let log = daemon.stop();
+    std::fs::write(std::env::temp_dir().join("tierwatch-faults-last.log"), &log).unwrap();
+
+    let rows = sqlx::query(
+        "SELECT tier, SUM(decisions)::bigint, SUM(conversations)::bigint, SUM(escalations)::bigint, \
+         SUM(failed_deflections)::bigint FROM tier_quality_daily GROUP BY tier ORDER BY tier",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let got: Vec<(String, i64, i64, i64, i64)> =
+        rows.into_iter().map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))).collect();
+    let per_tier = (n / 2) as i64;
+    let failed = |parity: usize| (0..n).filter(|i| i % 3 == 0 && i % 2 == parity).count() as i64;
+    assert_eq!(
+        got,
+        vec![
+            ("capable".to_string(), 2 * per_tier, per_tier, per_tier, failed(1)),
+            ("cheap".to_string(), 2 * per_tier, per_tier, per_tier, failed(0)),
+        ]
+    );
+}
