@@ -153,6 +153,8 @@ impl<S: Store + 'static> Pipeline<S> {
         let mut stats = RunStats::default();
         let mut batch: Vec<Polled> = Vec::with_capacity(self.max_events);
         let mut last_idle_check = Instant::now();
+        // Subscribed and able to commit: ready, until a commit fails (see `commit`).
+        self.telemetry.set_ready(true);
         while !self.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + self.max_wait;
             while batch.len() < self.max_events {
