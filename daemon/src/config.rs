@@ -57,6 +57,34 @@ pub struct Config {
     /// HTTP endpoint for /metrics, /healthz and /readyz.
     #[serde(default)]
     pub http: HttpConfig,
+    /// Confidence drift evaluation and its alert thresholds (SPEC §4.3, §5).
+    #[serde(default)]
+    pub drift: crate::drift::DriftConfig,
+    /// Alert delivery.
+    #[serde(default)]
+    pub alerts: AlertsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// Webhooks that receive every alert transition (firing, escalated, resolved).
+    #[serde(default)]
+    pub webhooks: Vec<crate::alert::WebhookConfig>,
+    /// Notifications queued per webhook; beyond it they are dropped and counted, so a slow or dead
+    /// endpoint never slows anything else.
+    #[serde(default = "default_alert_queue")]
+    pub queue_capacity: usize,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self { webhooks: vec![], queue_capacity: default_alert_queue() }
+    }
+}
+
+fn default_alert_queue() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -491,6 +519,17 @@ impl Config {
         }
         if self.batch.max_wait_ms == 0 {
             return Err(invalid("batch.max_wait_ms", "must be ≥ 1"));
+        }
+        if let Some((key, reason)) = self.drift.problems().into_iter().next() {
+            return Err(invalid(&key, reason));
+        }
+        for (i, w) in self.alerts.webhooks.iter().enumerate() {
+            if let Err(e) = w.validate() {
+                return Err(invalid(&format!("alerts.webhooks[{i}]"), e.to_string()));
+            }
+        }
+        if self.alerts.queue_capacity == 0 {
+            return Err(invalid("alerts.queue_capacity", "must be ≥ 1"));
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid("http.listen", "must be an `ip:port` socket address or empty"));

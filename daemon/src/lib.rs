@@ -5,13 +5,16 @@
 //! conversation) → [`metrics`] (additive deltas) → [`store`] (Postgres, one transaction per batch
 //! with the offsets). [`pipeline`] drives the loop; [`http`] serves /metrics, /healthz, /readyz.
 
+pub mod alert;
 pub mod config;
 pub mod decode;
+pub mod drift;
 pub mod event;
 pub mod http;
 pub mod join;
 pub mod metrics;
 pub mod pipeline;
 pub mod source;
+pub mod stats;
 pub mod store;
 pub mod telemetry;

@@ -41,6 +41,23 @@ enum Command {
         #[arg(long, short, env = "TIERWATCH_CONFIG")]
         config: PathBuf,
     },
+    /// Drift references.
+    Reference {
+        #[command(subcommand)]
+        command: ReferenceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReferenceCommand {
+    /// Build a compact reference histogram from training-time confidences (one value per line,
+    /// or CSV with the confidence in the first column).
+    Build {
+        #[arg(long, short)]
+        input: PathBuf,
+        #[arg(long, short)]
+        output: PathBuf,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -56,6 +73,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Run { config } => load(&config).and_then(run),
         Command::Migrate { config } => load(&config).and_then(migrate),
+        Command::Reference { command: ReferenceCommand::Build { input, output } } => build_reference(&input, &output),
         Command::CheckConfig { config } => load(&config).and_then(|c| {
             println!("{}", effective_config_json(&c)?);
             eprintln!("configuration OK");
@@ -77,6 +95,13 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn effective_config_json(c: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(c)?)
+}
+
+fn build_reference(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {
+    let hist = tierwatch::drift::reference::load(input)?;
+    tierwatch::drift::reference::write(output, &hist)?;
+    eprintln!("reference of {} confidences written to {}", hist.total(), output.display());
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -118,6 +143,21 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
+    let evaluator = {
+        let webhooks = if cfg.alerts.webhooks.is_empty() {
+            None
+        } else {
+            let _guard = rt.enter();
+            Some(tierwatch::alert::WebhookSink::start(cfg.alerts.webhooks.clone(), cfg.alerts.queue_capacity)?)
+        };
+        let ev = tierwatch::drift::evaluator::Evaluator::new(
+            store.pool().clone(),
+            cfg.drift.clone(),
+            telemetry.clone(),
+            webhooks,
+        );
+        rt.spawn(ev.run(shutdown.clone()))
+    };
     {
         let shutdown = shutdown.clone();
         rt.spawn(async move {
@@ -128,14 +168,17 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     }
     // The consumer and its rebalance callback block on the store: keep them off the runtime.
     let handle = rt.handle().clone();
+    let pipeline_shutdown = shutdown.clone();
     let worker = std::thread::Builder::new().name("tierwatch-pipeline".into()).spawn(move || {
         let consumer = tierwatch::source::kafka::create_consumer(&cfg, store.clone(), handle.clone())?;
-        let mut pipeline = Pipeline::new(&cfg, store, handle, telemetry, shutdown);
+        let mut pipeline = Pipeline::new(&cfg, store, handle, telemetry, pipeline_shutdown);
         let stats = pipeline.run(&consumer)?;
         drop(consumer);
         anyhow::Ok(stats)
     })?;
     let stats = worker.join().map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
+    shutdown.store(true, Ordering::Relaxed);
+    let _ = rt.block_on(evaluator);
     tracing::info!(messages = stats.messages, rejected = stats.rejected, batches = stats.batches, "stopped");
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())

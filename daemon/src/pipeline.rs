@@ -257,7 +257,12 @@ impl<S: Store + 'static> Pipeline<S> {
     }
 
     /// Apply a batch and commit it. Returns (messages applied, messages rejected).
-    fn process(&mut self, consumer: &TwConsumer<S>, batch: Vec<Polled>, stats: &mut RunStats) -> anyhow::Result<(u64, u64)> {
+    fn process(
+        &mut self,
+        consumer: &TwConsumer<S>,
+        batch: Vec<Polled>,
+        stats: &mut RunStats,
+    ) -> anyhow::Result<(u64, u64)> {
         let started = Instant::now();
         let mut per_part: BTreeMap<i32, PartWork> = BTreeMap::new();
         let mut counters = JoinCounters::default();
@@ -383,6 +388,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 watermark_ms: owned.join.watermark_ms(),
                 state: work.state.clone(),
                 offsets: work.offsets.iter().map(|(i, o)| (self.topics[*i].clone(), *o)).collect(),
+                conf: work.deltas.conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
             });
             batch.deltas.merge(&work.deltas);
             batch.dead_letters.extend(work.dead_letters.iter().cloned());

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::decode::RejectReason;
 
@@ -39,6 +39,11 @@ pub struct Telemetry {
     pub assigned_partitions: IntGauge,
     /// `tierwatch_watermark_seconds`: minimum event-time watermark over owned partitions.
     pub watermark_seconds: IntGauge,
+    /// `tierwatch_alert_firing{kind,subject}`: 1 while an alert episode is firing.
+    alert_firing: IntGaugeVec,
+    /// `tierwatch_drift_missing_reference{classifier_version}`: 1 while a classifier version has
+    /// traffic but no reference (never silently compared with another version's).
+    missing_reference: IntGaugeVec,
     ready: AtomicBool,
 }
 
@@ -64,6 +69,16 @@ impl Telemetry {
             &["kind"],
         )
         .expect("static metric definition");
+        let alert_firing = IntGaugeVec::new(
+            Opts::new("tierwatch_alert_firing", "1 while an alert episode is firing, by kind and subject"),
+            &["kind", "subject"],
+        )
+        .expect("static metric definition");
+        let missing_reference = IntGaugeVec::new(
+            Opts::new("tierwatch_drift_missing_reference", "1 while a classifier version has no drift reference"),
+            &["classifier_version"],
+        )
+        .expect("static metric definition");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
         let t = Telemetry {
@@ -83,6 +98,8 @@ impl Telemetry {
             pending_outcomes: gauge("tierwatch_pending_outcomes", "Outcomes waiting for their decision"),
             assigned_partitions: gauge("tierwatch_assigned_partitions", "Partitions owned by this instance"),
             watermark_seconds: gauge("tierwatch_watermark_seconds", "Min event-time watermark over owned partitions"),
+            alert_firing,
+            missing_reference,
             consumed,
             consumed_cache: Default::default(),
             rejected,
@@ -105,6 +122,8 @@ impl Telemetry {
             Box::new(t.pending_outcomes.clone()),
             Box::new(t.assigned_partitions.clone()),
             Box::new(t.watermark_seconds.clone()),
+            Box::new(t.alert_firing.clone()),
+            Box::new(t.missing_reference.clone()),
         ];
         for c in collectors {
             t.registry.register(c).expect("unique metric names");
@@ -141,6 +160,18 @@ impl Telemetry {
         for (kind, n) in counts {
             self.orphans.with_label_values(&[kind]).inc_by(*n as u64);
         }
+    }
+
+    pub fn set_alert_firing(&self, kind: &str, subject: &str, firing: bool) {
+        self.alert_firing.with_label_values(&[kind, subject]).set(firing as i64);
+    }
+
+    pub fn drift_missing_reference(&self, classifier_version: &str) {
+        let g = self.missing_reference.with_label_values(&[classifier_version]);
+        if g.get() == 0 {
+            tracing::warn!(classifier_version, "classifier version has traffic but no drift reference yet");
+        }
+        g.set(1);
     }
 
     pub fn set_ready(&self, ready: bool) {

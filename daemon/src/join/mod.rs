@@ -11,8 +11,8 @@ mod state;
 use std::collections::{BTreeSet, HashMap, HashSet};
 
 use crate::config::{Config, Dimension};
-use crate::event::{Feedback, FeedbackKind, RoutingDecision, SupportTicket, TicketStatus};
-use crate::metrics::{day_start, hour_start, nano_usd, Deltas, Dims, Grain, OrphanKind};
+use crate::event::{Feedback, FeedbackKind, RouterKind, RoutingDecision, SupportTicket, TicketStatus};
+use crate::metrics::{day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, Grain, OrphanKind, Signal};
 
 pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, WaitingResolved};
 
@@ -235,6 +235,30 @@ impl PartitionJoin {
             });
         }
         out.latency(d.ts, &dims, d.latency_ms);
+        let signal = match d.router {
+            RouterKind::PreRoute => Signal::RouterConfidence,
+            RouterKind::Cascade => Signal::CascadeSelfConfidence,
+        };
+        let drift_day = (
+            day,
+            xxhash_rust::xxh3::xxh3_64(format!("{}\u{1f}{}", d.classifier_version, d.router.as_str()).as_bytes()),
+        );
+        let new_drift_conversation = !conv.drift_days.contains(&drift_day);
+        if new_drift_conversation {
+            conv.drift_days.push(drift_day);
+        }
+        out.confidence(
+            ConfKey {
+                hour_ms: hour,
+                signal,
+                classifier_version: d.classifier_version.clone(),
+                router: d.router.as_str().to_string(),
+            },
+            d.confidence,
+            new_drift_conversation,
+            d.tier != s.capable_tier,
+            d.threshold,
+        );
         if new_in_tier_day {
             *out.tier_day.entry((day, dims.tier.clone())).or_default() += 1;
         }

@@ -21,6 +21,10 @@ pub struct ConvState {
     /// Outcomes that arrived before the turn they belong to.
     #[serde(default, rename = "p")]
     pub pending: Vec<PendingOutcome>,
+    /// (UTC day, hash of classifier version + router) already counted as a conversation in the
+    /// drift histograms' effective sample size.
+    #[serde(default, rename = "dd")]
+    pub drift_days: Vec<(i64, u64)>,
 }
 
 impl ConvState {

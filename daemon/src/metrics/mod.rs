@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::stats::hist::ConfHist;
+
 pub const HOUR_MS: i64 = 3_600_000;
 pub const DAY_MS: i64 = 86_400_000;
 
@@ -167,6 +169,65 @@ impl OrphanKind {
     }
 }
 
+/// A confidence signal tracked for drift (SPEC §4.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Signal {
+    /// PRE_ROUTE: the router classifier's probability that the query is simple.
+    RouterConfidence,
+    /// CASCADE: the cheap model's self-rated confidence.
+    CascadeSelfConfidence,
+    /// The rescorer's p_complex (once the rescorer exists).
+    RescoreScore,
+}
+
+impl Signal {
+    pub const ALL: [Signal; 3] = [Signal::RouterConfidence, Signal::CascadeSelfConfidence, Signal::RescoreScore];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Signal::RouterConfidence => "router_confidence",
+            Signal::CascadeSelfConfidence => "cascade_self_confidence",
+            Signal::RescoreScore => "rescore_score",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Signal> {
+        Signal::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// One confidence histogram row: hour bucket × signal × classifier version × router kind.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConfKey {
+    pub hour_ms: i64,
+    pub signal: Signal,
+    pub classifier_version: String,
+    pub router: String,
+}
+
+/// What a batch adds to one confidence histogram row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConfDelta {
+    pub hist: ConfHist,
+    /// Conversations whose first turn of the UTC day (for this version and router) is here: the
+    /// effective sample size of significance tests.
+    pub conversations: i64,
+    /// Decisions routed to a tier other than the capable one.
+    pub routed_cheap: i64,
+    pub threshold_sum: f64,
+    pub threshold_n: i64,
+}
+
+impl ConfDelta {
+    pub fn add(&mut self, v: &ConfDelta) {
+        self.hist.merge(&v.hist);
+        self.conversations += v.conversations;
+        self.routed_cheap += v.routed_cheap;
+        self.threshold_sum += v.threshold_sum;
+        self.threshold_n += v.threshold_n;
+    }
+}
+
 /// Everything one batch adds to the aggregates.
 #[derive(Debug, Default, Clone)]
 pub struct Deltas {
@@ -178,6 +239,9 @@ pub struct Deltas {
     pub human: HashMap<HumanKey, HumanDelta>,
     /// (day, kind) → count.
     pub orphans: HashMap<(i64, OrphanKind), i64>,
+    /// Confidence histograms. Stored per partition (read-modify-write by the partition's owner),
+    /// so [`Deltas::merge`] leaves them out.
+    pub conf: HashMap<ConfKey, ConfDelta>,
 }
 
 impl Deltas {
@@ -187,6 +251,26 @@ impl Deltas {
             && self.tier_day.is_empty()
             && self.human.is_empty()
             && self.orphans.is_empty()
+            && self.conf.is_empty()
+    }
+
+    /// Record one decision's confidence.
+    pub fn confidence(
+        &mut self,
+        key: ConfKey,
+        value: f64,
+        new_conversation: bool,
+        routed_cheap: bool,
+        threshold: Option<f64>,
+    ) {
+        let c = self.conf.entry(key).or_default();
+        c.hist.record(value);
+        c.conversations += new_conversation as i64;
+        c.routed_cheap += routed_cheap as i64;
+        if let Some(t) = threshold {
+            c.threshold_sum += t;
+            c.threshold_n += 1;
+        }
     }
 
     /// Apply `f` to the quality row of both grains (hour and day) for a turn at `ts_ms`.

@@ -5,7 +5,7 @@ pub mod postgres;
 
 use std::collections::HashMap;
 
-use crate::metrics::Deltas;
+use crate::metrics::{ConfDelta, ConfKey, Deltas};
 
 /// A rejected message, kept with enough context to find and replay it.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,6 +45,8 @@ pub struct PartitionCommit {
     pub state: Vec<(String, Option<Vec<u8>>)>,
     /// (topic, next offset).
     pub offsets: Vec<(String, i64)>,
+    /// Confidence histogram deltas of this partition, merged into its stored rows.
+    pub conf: Vec<(ConfKey, ConfDelta)>,
 }
 
 /// One atomic unit of effect: state, offsets, aggregate deltas, dead letters.

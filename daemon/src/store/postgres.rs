@@ -9,6 +9,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
+use crate::metrics::{ConfDelta, ConfKey};
+use crate::stats::hist::ConfHist;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -151,6 +153,7 @@ impl Store for PgStore {
         write_human(&mut tx, batch).await?;
         write_orphans(&mut tx, batch).await?;
         write_dead_letters(&mut tx, batch).await?;
+        write_conf(&mut tx, batch).await?;
         let t_aggs = t.elapsed();
         tx.commit().await.context("committing the batch")?;
         tracing::debug!(
@@ -472,6 +475,78 @@ async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     let rows = b.deltas.orphans.iter().map(|((d, k), n)| (*d, k.as_str().to_string(), *n)).collect();
     upsert_day_counter(tx, "tw_orphans", "kind", "count", rows).await
+}
+
+/// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
+/// owner writes them (the generation fence above holds), so read-modify-write is safe.
+async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let mut rows: Vec<(i32, &ConfKey, ConfDelta)> = vec![];
+    for p in &b.partitions {
+        for (k, v) in &p.conf {
+            rows.push((p.partition, k, v.clone()));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let hours: Vec<i64> = rows.iter().map(|r| r.1.hour_ms).collect();
+    let parts: Vec<i32> = rows.iter().map(|r| r.0).collect();
+    let signals: Vec<String> = rows.iter().map(|r| r.1.signal.as_str().to_string()).collect();
+    let cvs: Vec<String> = rows.iter().map(|r| r.1.classifier_version.clone()).collect();
+    let routers: Vec<String> = rows.iter().map(|r| r.1.router.clone()).collect();
+    let existing = sqlx::query(
+        "SELECT u.i, t.conversations, t.routed_cheap, t.threshold_sum, t.threshold_n, t.hist \
+         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(h, p, s, cv, r, i) \
+         JOIN tw_conf_hist t ON t.hour = to_timestamp(u.h::double precision / 1000) AND t.partition = u.p \
+           AND t.signal = u.s AND t.classifier_version = u.cv AND t.router = u.r",
+    )
+    .bind(&hours)
+    .bind(&parts)
+    .bind(&signals)
+    .bind(&cvs)
+    .bind(&routers)
+    .fetch_all(&mut **tx)
+    .await
+    .context("reading tw_conf_hist")?;
+    for r in existing {
+        let i: i64 = r.try_get(0)?;
+        let Some(row) = usize::try_from(i - 1).ok().and_then(|i| rows.get_mut(i)) else { continue };
+        let stored = ConfDelta {
+            hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(5)?).context("stored histogram does not decode")?,
+            conversations: r.try_get(1)?,
+            routed_cheap: r.try_get(2)?,
+            threshold_sum: r.try_get(3)?,
+            threshold_n: r.try_get(4)?,
+        };
+        row.2.add(&stored);
+    }
+    sqlx::query(
+        "INSERT INTO tw_conf_hist AS a (hour, partition, signal, classifier_version, router, n, conversations, \
+           routed_cheap, threshold_sum, threshold_n, hist, updated_at) \
+         SELECT to_timestamp(h::double precision / 1000), p, s, cv, r, n, c, rc, ts, tn, hist, now() \
+         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], \
+           $8::bigint[], $9::float8[], $10::bigint[], $11::bytea[]) AS u(h, p, s, cv, r, n, c, rc, ts, tn, hist) \
+         ON CONFLICT (hour, partition, signal, classifier_version, router) DO UPDATE SET \
+           n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
+           threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
+           updated_at = now()",
+    )
+    .bind(&hours)
+    .bind(&parts)
+    .bind(&signals)
+    .bind(&cvs)
+    .bind(&routers)
+    .bind(rows.iter().map(|r| r.2.hist.total() as i64).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.conversations).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.routed_cheap).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.threshold_sum).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.threshold_n).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.2.hist.to_bytes()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_conf_hist")?;
+    Ok(())
 }
 
 async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {

@@ -1,0 +1,232 @@
+//! Confidence drift end to end through the real broker and Postgres: a classifier whose
+//! confidence distribution shifts for a week raises one critical alert that resolves after it
+//! shifts back; a stream with no shift raises none; the values in `confidence_drift_daily` equal
+//! the statistics of the samples that were sent.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, NaiveDate, Utc};
+use common::*;
+use sqlx::Row;
+use tierwatch::decode::WireFormat;
+use tierwatch::event::*;
+use tierwatch::stats::hist::ConfHist;
+use tierwatch::stats::ks::ks_statistic;
+
+const DAY: i64 = 86_400_000;
+const DAYS: i64 = 30;
+
+fn day0() -> i64 {
+    NaiveDate::from_ymd_opt(2026, 2, 2).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
+}
+
+/// A smooth, skewed confidence distribution, sampled by low-discrepancy points so every day of
+/// the same shape is close to the reference (no false alarm) while a shift is unmistakable.
+fn confidence(u: f64, shift: f64) -> f64 {
+    let v = 0.35 + 0.6 * u.powf(0.7) - shift;
+    (v.clamp(0.0, 1.0) * 1e4).round() / 1e4
+}
+
+fn frac(x: f64) -> f64 {
+    x - x.floor()
+}
+
+struct Stream {
+    events: Vec<Event>,
+    /// (version, day) → confidences sent
+    sent: BTreeMap<(String, i64), Vec<f64>>,
+}
+
+/// `per_day` conversations per day and version; a third of them have two turns.
+fn stream(versions: &[(&str, fn(i64) -> f64)], per_day: usize) -> Stream {
+    let mut events = vec![];
+    let mut sent: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
+    for (cv, shift_of_day) in versions {
+        for day in 0..DAYS {
+            for i in 0..per_day {
+                let conv = format!("{cv}-{day}-{i}");
+                let turns = if i % 3 == 0 { 2 } else { 1 };
+                for k in 0..turns {
+                    let u = frac((i * 2 + k) as f64 * 0.618_033_988_749_895 + day as f64 * 0.137);
+                    let c = confidence(u, shift_of_day(day));
+                    sent.entry((cv.to_string(), day)).or_default().push(c);
+                    let at = day0() + day * DAY + (i as i64 * DAY / per_day as i64) + k as i64 * 30_000;
+                    events.push(Event::Decision(RoutingDecision {
+                        event_id: format!("d-{conv}-{k}"),
+                        conversation_id: conv.clone(),
+                        turn: k as i32,
+                        ts: at,
+                        segment: None,
+                        query_text: None,
+                        router: RouterKind::PreRoute,
+                        classifier_version: cv.to_string(),
+                        intent: None,
+                        confidence: c,
+                        threshold: Some(0.6),
+                        tier: if c >= 0.6 { "cheap".into() } else { "capable".into() },
+                        model: "m".into(),
+                        escalated: false,
+                        latency_ms: 10.0,
+                        input_tokens: 1,
+                        output_tokens: 1,
+                        cost_usd: 0.0,
+                        capable_cost_usd: Some(0.0),
+                    }));
+                }
+            }
+        }
+    }
+    // Time order, as a gateway would emit them.
+    events.sort_by_key(|e| e.ts());
+    Stream { events, sent }
+}
+
+async fn run(env: &Env, s: &Stream, extra: &str) -> Daemon {
+    let cfg = env.config(
+        ["avro", "avro", "avro"],
+        &format!("[http]\nlisten = \"\"\n[drift]\nevaluate_every_seconds = 1\n{extra}"),
+    );
+    let items: Vec<_> = s.events.iter().map(|e| (env.topics[0].clone(), e.clone(), WireFormat::Avro)).collect();
+    send_all(&env.producer(), &items).await;
+    let mut daemon = Daemon::start(&cfg, "drift");
+    env.wait_committed([items.len() as i64, 0, 0], &mut daemon, Duration::from_secs(180)).await;
+    daemon
+}
+
+/// Wait until the evaluator has seen every committed decision of the complete days.
+async fn wait_evaluated(env: &Env, daemon: &mut Daemon, cv: &str, expect_n: i64) {
+    let start = Instant::now();
+    loop {
+        let n: Option<i64> = sqlx::query_scalar(
+            "SELECT SUM(n)::bigint FROM confidence_drift_daily WHERE classifier_version = $1 AND \"window\" = '1d'",
+        )
+        .bind(cv)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap_or(None);
+        if n == Some(expect_n) {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "evaluator never caught up ({n:?} of {expect_n})\n{}",
+            daemon.log_tail()
+        );
+        if let Some(st) = daemon.child.try_wait().unwrap() {
+            panic!("daemon exited {st}\n{}", daemon.log_tail());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn day_date(day: i64) -> NaiveDate {
+    DateTime::<Utc>::from_timestamp_millis(day0() + day * DAY).unwrap().date_naive()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_quiet() {
+    let env = Env::new("drift").await;
+    // "shift": 0.15 lower confidences on days 14..=20; "ctrl": never shifted, reference from its
+    // own first 7 days.
+    fn shifted(day: i64) -> f64 {
+        if (14..=20).contains(&day) {
+            0.15
+        } else {
+            0.0
+        }
+    }
+    fn none(_: i64) -> f64 {
+        0.0
+    }
+    let s = stream(&[("shift", shifted), ("ctrl", none)], 700);
+    // Training-time reference of "shift" from a file (one value per line).
+    let ref_path = env.dir.path().join("shift-ref.txt");
+    let ref_values: Vec<f64> = (0..20_000).map(|j| confidence(frac(j as f64 * 0.618_033_988_749_895), 0.0)).collect();
+    std::fs::write(&ref_path, ref_values.iter().map(|v| format!("{v}\n")).collect::<String>()).unwrap();
+    let extra = format!("[drift.reference_files]\nshift = \"{}\"\n", ref_path.display());
+    let mut daemon = run(&env, &s, &extra).await;
+    // The watermark reaches the last decision of day 29: days 0..=28 are complete.
+    let complete = |cv: &str| -> i64 {
+        (0..DAYS - 1).map(|d| s.sent.get(&(cv.to_string(), d)).map_or(0, |v| v.len() as i64)).sum()
+    };
+    wait_evaluated(&env, &mut daemon, "shift", complete("shift")).await;
+    wait_evaluated(&env, &mut daemon, "ctrl", complete("ctrl")).await;
+    let _ = daemon.stop();
+
+    // D equals the KS statistic of exactly the samples sent that day against the reference.
+    let reference = ConfHist::from_values(ref_values.iter().copied());
+    let rows = sqlx::query(
+        "SELECT day, n, ks_d, ks_p, psi, status FROM confidence_drift_daily \
+         WHERE classifier_version = 'shift' AND \"window\" = '1d' ORDER BY day",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(rows.len() as i64, DAYS - 1);
+    let mut statuses = vec![];
+    for (day, r) in rows.iter().enumerate() {
+        let day = day as i64;
+        assert_eq!(r.get::<NaiveDate, _>(0), day_date(day));
+        let values = &s.sent[&("shift".to_string(), day)];
+        assert_eq!(r.get::<i64, _>(1), values.len() as i64);
+        let want = ks_statistic(&reference, &ConfHist::from_values(values.iter().copied())).unwrap();
+        let got: f64 = r.get(2);
+        assert!((got - want).abs() < 1e-12, "day {day}: D {got} vs {want}");
+        statuses.push(r.get::<String, _>(5));
+    }
+    for (day, st) in statuses.iter().enumerate() {
+        let expect = if (14..=20).contains(&day) { "critical" } else { "ok" };
+        assert_eq!(st, expect, "day {day} daily status; all: {statuses:?}");
+    }
+
+    let alerts =
+        sqlx::query("SELECT kind, subject, severity, state, fired_at, resolved_at FROM alerts ORDER BY fired_at")
+            .fetch_all(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        alerts.len(),
+        1,
+        "exactly one episode in all: {:?}",
+        alerts.iter().map(|r| r.get::<String, _>(1)).collect::<Vec<_>>()
+    );
+    let a = &alerts[0];
+    assert_eq!(a.get::<String, _>(0), "confidence_drift");
+    assert!(a.get::<String, _>(1).contains("classifier_version=shift"));
+    assert_eq!(a.get::<String, _>(2), "critical");
+    assert_eq!(a.get::<String, _>(3), "resolved");
+    // Critical after 2 consecutive evaluations: days 14 and 15, so at the end of day 15.
+    assert_eq!(a.get::<DateTime<Utc>, _>(4).timestamp_millis(), day0() + 16 * DAY);
+    // Resolved after 2 clean evaluations, where a day is clean when its daily AND its 7-day
+    // window are: compute that day from the stored statuses.
+    let week = sqlx::query("SELECT status FROM confidence_drift_daily WHERE classifier_version = 'shift' AND \"window\" = '7d' ORDER BY day")
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+    let clean: Vec<bool> =
+        (0..statuses.len()).map(|d| statuses[d] == "ok" && week[d].get::<String, _>(0) == "ok").collect();
+    let resolved_day = (16..clean.len()).find(|&d| clean[d] && clean[d - 1]).expect("clean again");
+    assert!(resolved_day > 21, "the 7-day window remembers the shifted week");
+    assert_eq!(
+        a.get::<Option<DateTime<Utc>>, _>(5).unwrap().timestamp_millis(),
+        day0() + (resolved_day as i64 + 1) * DAY
+    );
+
+    // The control version took its first 7 days as reference and never alarmed.
+    let src: String = sqlx::query_scalar("SELECT source FROM tw_references WHERE classifier_version = 'ctrl'")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(src, format!("baseline:{}..{}", day_date(0), day_date(6)));
+    let loud: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM confidence_drift_daily WHERE classifier_version = 'ctrl' AND status NOT IN ('ok')",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(loud, 0);
+}
