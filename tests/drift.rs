@@ -230,3 +230,104 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
     .unwrap();
     assert_eq!(loud, 0);
 }
+
+/// The cheap tier's failed-deflection rate doubles from day 20 while the capable tier's stays:
+/// the per-tier rule fires after two consecutive mature days; the pooled (aggregate) signal, if it
+/// fires at all, fires later; the capable tier stays quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_tier_quality_regression_leads_the_aggregate_signal() {
+    let env = Env::new("quality").await;
+    let per_day = 400;
+    let mut items = vec![];
+    let mut counts = [0i64; 3];
+    for day in 0..DAYS {
+        for tier in ["cheap", "capable"] {
+            for i in 0..per_day {
+                let conv = format!("{tier}-{day}-{i}");
+                let at = day0() + day * DAY + (i as i64 * DAY / per_day as i64);
+                items.push((
+                    env.topics[0].clone(),
+                    Event::Decision(RoutingDecision {
+                        event_id: format!("d-{conv}"),
+                        conversation_id: conv.clone(),
+                        turn: 0,
+                        ts: at,
+                        segment: None,
+                        query_text: None,
+                        router: RouterKind::PreRoute,
+                        classifier_version: "q".into(),
+                        intent: None,
+                        confidence: 0.7,
+                        threshold: Some(0.6),
+                        tier: tier.into(),
+                        model: tier.into(),
+                        escalated: false,
+                        latency_ms: 10.0,
+                        input_tokens: 1,
+                        output_tokens: 1,
+                        cost_usd: 0.001,
+                        capable_cost_usd: Some(0.004),
+                    }),
+                    WireFormat::Avro,
+                ));
+                counts[0] += 1;
+                let every = if tier == "cheap" && day >= 20 { 10 } else { 20 };
+                if i % every == 0 {
+                    items.push((
+                        env.topics[2].clone(),
+                        Event::Ticket(SupportTicket {
+                            event_id: format!("t-{conv}"),
+                            ticket_id: format!("T-{conv}"),
+                            conversation_id: Some(conv.clone()),
+                            ts: at + 6 * 3_600_000,
+                            status: TicketStatus::Opened,
+                            cost_center: "support".into(),
+                            channel: "phone".into(),
+                            handle_minutes: None,
+                            cost_usd: None,
+                            reason: None,
+                        }),
+                        WireFormat::Avro,
+                    ));
+                    counts[2] += 1;
+                }
+            }
+        }
+    }
+    items.sort_by_key(|(_, e, _)| e.ts());
+    send_all(&env.producer(), &items).await;
+    let cfg = env.config(["avro", "avro", "avro"], "[http]\nlisten = \"\"\n[drift]\nevaluate_every_seconds = 1\n");
+    let mut daemon = Daemon::start(&cfg, "quality");
+    env.wait_committed(counts, &mut daemon, Duration::from_secs(180)).await;
+    // Mature days: day end + 72 h ≤ the watermark (day 29 + 6 h) → days 0..=25.
+    let start = Instant::now();
+    let fired = loop {
+        let row: Option<(DateTime<Utc>, String)> = sqlx::query_as(
+            "SELECT fired_at, state FROM alerts WHERE kind = 'tier_quality_regression' \
+             AND subject = 'tier=cheap metric=failed_deflection_rate'",
+        )
+        .fetch_optional(&env.pool)
+        .await
+        .unwrap();
+        if let Some(r) = row {
+            break r;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no per-tier alert\n{}", daemon.log_tail());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    // Give the evaluator one more pass, then stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = daemon.stop();
+    assert_eq!(fired.1, "firing");
+    assert_eq!(fired.0.timestamp_millis(), day0() + 22 * DAY, "days 20 and 21 regressed → fires at the end of day 21");
+    let others: Vec<(String, String, DateTime<Utc>)> = sqlx::query_as(
+        "SELECT kind, subject, fired_at FROM alerts WHERE subject <> 'tier=cheap metric=failed_deflection_rate'",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    for (kind, subject, at) in &others {
+        assert_eq!(kind, "aggregate_quality_regression", "only the pooled signal may also fire: {subject}");
+        assert!(at.timestamp_millis() > fired.0.timestamp_millis(), "the per-tier view leads the aggregate");
+    }
+}

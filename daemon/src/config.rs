@@ -75,11 +75,14 @@ pub struct AlertsConfig {
     /// endpoint never slows anything else.
     #[serde(default = "default_alert_queue")]
     pub queue_capacity: usize,
+    /// Tier quality regression rule (SPEC §5).
+    #[serde(default)]
+    pub quality: crate::alert::quality::QualityRuleConfig,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        Self { webhooks: vec![], queue_capacity: default_alert_queue() }
+        Self { webhooks: vec![], queue_capacity: default_alert_queue(), quality: Default::default() }
     }
 }
 
@@ -527,6 +530,22 @@ impl Config {
             if let Err(e) = w.validate() {
                 return Err(invalid(&format!("alerts.webhooks[{i}]"), e.to_string()));
             }
+        }
+        let q = &self.alerts.quality;
+        if q.baseline_from.is_some() != q.baseline_to.is_some() || q.baseline_from > q.baseline_to {
+            return Err(invalid(
+                "alerts.quality.baseline_to",
+                "set both baseline dates, the second not before the first",
+            ));
+        }
+        if !(q.alpha > 0.0 && q.alpha < 1.0) {
+            return Err(invalid("alerts.quality.alpha", "must be in (0, 1)"));
+        }
+        if !(q.min_relative_increase >= 0.0 && q.min_relative_increase.is_finite()) {
+            return Err(invalid("alerts.quality.min_relative_increase", "must be ≥ 0"));
+        }
+        if q.baseline_days == 0 || q.fire_after == 0 || q.resolve_after == 0 {
+            return Err(invalid("alerts.quality", "baseline_days, fire_after and resolve_after must be ≥ 1"));
         }
         if self.alerts.queue_capacity == 0 {
             return Err(invalid("alerts.queue_capacity", "must be ≥ 1"));

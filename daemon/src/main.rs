@@ -153,6 +153,8 @@ fn run(cfg: Config) -> anyhow::Result<()> {
         let ev = tierwatch::drift::evaluator::Evaluator::new(
             store.pool().clone(),
             cfg.drift.clone(),
+            cfg.alerts.quality.clone(),
+            cfg.attribution.window_ms(),
             telemetry.clone(),
             webhooks,
         );

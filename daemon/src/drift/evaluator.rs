@@ -15,6 +15,9 @@ use anyhow::Context;
 use sqlx::{PgPool, Row};
 
 use super::{evaluate, DriftConfig, DriftRow, Reference, Status, Window};
+use crate::alert::quality::{
+    evaluations, tests_count, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS, KIND as QUALITY_KIND,
+};
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
 use crate::stats::hist::ConfHist;
@@ -37,6 +40,8 @@ pub fn subject_label(s: &Subject) -> String {
 pub struct Evaluator {
     pool: PgPool,
     cfg: DriftConfig,
+    quality: QualityRuleConfig,
+    window_ms: i64,
     telemetry: Arc<Telemetry>,
     webhooks: Option<WebhookSink>,
 }
@@ -51,8 +56,15 @@ pub struct PassSummary {
 }
 
 impl Evaluator {
-    pub fn new(pool: PgPool, cfg: DriftConfig, telemetry: Arc<Telemetry>, webhooks: Option<WebhookSink>) -> Self {
-        Self { pool, cfg, telemetry, webhooks }
+    pub fn new(
+        pool: PgPool,
+        cfg: DriftConfig,
+        quality: QualityRuleConfig,
+        attribution_window_ms: i64,
+        telemetry: Arc<Telemetry>,
+        webhooks: Option<WebhookSink>,
+    ) -> Self {
+        Self { pool, cfg, quality, window_ms: attribution_window_ms, telemetry, webhooks }
     }
 
     /// Evaluate every `evaluate_every_seconds` until `shutdown`.
@@ -109,7 +121,63 @@ impl Evaluator {
         }
         self.write_rows(&rows).await?;
         let (firing, notified) = self.update_alerts(&rows).await?;
-        Ok(PassSummary { ran: true, rows: rows.values().map(|d| d.len()).sum(), firing, notified })
+        let (q_firing, q_notified) = self.quality_pass(wm).await?;
+        Ok(PassSummary {
+            ran: true,
+            rows: rows.values().map(|d| d.len()).sum(),
+            firing: firing + q_firing,
+            notified: notified + q_notified,
+        })
+    }
+
+    /// Tier quality regression over mature cohort days, per tier and for all tiers pooled.
+    async fn quality_pass(&self, wm: i64) -> anyhow::Result<(usize, usize)> {
+        let rows = sqlx::query(
+            "SELECT (EXTRACT(EPOCH FROM q.bucket) * 1000)::bigint AS b, q.tier, SUM(q.thumbs_down)::bigint, \
+               SUM(q.decisions)::bigint, SUM(q.failed_deflections)::bigint, SUM(q.reviews_wrong)::bigint, \
+               SUM(q.reviews_n)::bigint, COALESCE(MAX(t.ai_conversations), 0)::bigint \
+             FROM tw_agg_quality q LEFT JOIN tw_agg_tier_day t \
+               ON t.day = (q.bucket AT TIME ZONE 'UTC')::date AND t.tier = q.tier \
+             WHERE q.grain = 'd' GROUP BY 1, 2",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .context("reading daily tier quality")?;
+        let mut per_tier: BTreeMap<String, BTreeMap<i64, DayCounts>> = BTreeMap::new();
+        for r in rows {
+            let bucket: i64 = r.try_get(0)?;
+            // Mature cohorts only: ticket rates rise until the attribution window has passed.
+            if bucket + DAY_MS + self.window_ms > wm {
+                continue;
+            }
+            let day = bucket.div_euclid(DAY_MS);
+            let get = |i: usize| -> anyhow::Result<u64> { Ok(r.try_get::<i64, _>(i)?.max(0) as u64) };
+            let c = DayCounts {
+                thumbs_down: get(2)?,
+                decisions: get(3)?,
+                failed_deflections: get(4)?,
+                reviews_wrong: get(5)?,
+                reviews_n: get(6)?,
+                conversations: get(7)?,
+            };
+            per_tier.entry(r.try_get(1)?).or_default().insert(day, c);
+            per_tier.entry(ALL_TIERS.to_string()).or_default().entry(day).or_default().add(&c);
+        }
+        let tests = tests_count(per_tier.len());
+        let h = self.quality.hysteresis();
+        let (mut firing, mut notified) = (0, 0);
+        for (tier, days) in &per_tier {
+            let kind = if tier == ALL_TIERS { AGGREGATE_KIND } else { QUALITY_KIND };
+            for (metric, evals) in evaluations(&self.quality, days, tests) {
+                let subject = format!("tier={tier} metric={}", metric.as_str());
+                let eps = episodes(kind, &subject, &evals, &h);
+                let is_firing = eps.iter().any(|e| e.state == AlertState::Firing);
+                firing += is_firing as usize;
+                self.telemetry.set_alert_firing(kind, &subject, is_firing);
+                notified += self.store_episodes(kind, &subject, &eps).await?;
+            }
+        }
+        Ok((firing, notified))
     }
 
     /// Merge the hourly per-partition histograms into one window per subject and day.

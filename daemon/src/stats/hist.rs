@@ -10,7 +10,8 @@
 //!   bucketing error to reason about, unlike a log-bucketed or sketch histogram.
 //! * **Small enough.** 10001 × 8 bytes ≈ 80 KB in memory per live histogram, whatever the number
 //!   of samples; merging is one vector add. At rest it is stored sparsely ([`ConfHist::to_bytes`]):
-//!   a day's histogram of a real classifier (a few thousand distinct values) takes a few KB.
+//!   at most ~50 KB, 27 KB for a 10M-sample day spread over 9888 grid points, far less for a
+//!   classifier that uses few distinct values.
 //! * **Fast.** KS and PSI are one pass over 10001 bins: O(10⁴), independent of n (a 10M-sample
 //!   day costs the same as a 1k-sample one).
 //!

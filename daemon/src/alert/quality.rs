@@ -1,0 +1,261 @@
+//! Tier quality regression (SPEC §5): a tier's thumbs-down, failed-deflection or review-error
+//! rate on mature cohorts, daily and rolling 7 days, against the same tier's baseline window —
+//! one-sided two-proportion test, Bonferroni-corrected over everything tested, and at least a
+//! relative effect. The same rule on all tiers pooled is the "aggregate quality signal" a
+//! single-model dashboard would have shown; it is computed for comparison, so the per-tier view's
+//! lead is measured, not claimed. Pure: counts in, evaluations out.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::{Evaluation, Severity};
+use crate::metrics::DAY_MS;
+use crate::stats::{bonferroni, two_proportion_one_sided};
+
+pub const KIND: &str = "tier_quality_regression";
+pub const AGGREGATE_KIND: &str = "aggregate_quality_regression";
+/// The pseudo-tier of the pooled comparison.
+pub const ALL_TIERS: &str = "all";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QualityRuleConfig {
+    /// First day (UTC) of the baseline window; with `baseline_to`. Default: each tier's first
+    /// `baseline_days` mature days.
+    pub baseline_from: Option<chrono::NaiveDate>,
+    /// Last day (inclusive) of the baseline window.
+    pub baseline_to: Option<chrono::NaiveDate>,
+    /// Mature days that form the default baseline.
+    #[serde(default = "d_baseline_days")]
+    pub baseline_days: u32,
+    /// Family-wise significance level, split (Bonferroni) over tiers × metrics × windows.
+    #[serde(default = "d_alpha")]
+    pub alpha: f64,
+    /// Minimum relative increase over the baseline rate (0.2 = +20%).
+    #[serde(default = "d_rel")]
+    pub min_relative_increase: f64,
+    /// Consecutive regressed evaluations before the alert fires.
+    #[serde(default = "d_after")]
+    pub fire_after: u32,
+    /// Consecutive clean evaluations before it resolves.
+    #[serde(default = "d_after")]
+    pub resolve_after: u32,
+}
+
+fn d_baseline_days() -> u32 {
+    14
+}
+fn d_alpha() -> f64 {
+    0.001
+}
+fn d_rel() -> f64 {
+    0.2
+}
+fn d_after() -> u32 {
+    2
+}
+
+impl Default for QualityRuleConfig {
+    fn default() -> Self {
+        Self {
+            baseline_from: None,
+            baseline_to: None,
+            baseline_days: d_baseline_days(),
+            alpha: d_alpha(),
+            min_relative_increase: d_rel(),
+            fire_after: d_after(),
+            resolve_after: d_after(),
+        }
+    }
+}
+
+impl QualityRuleConfig {
+    pub fn hysteresis(&self) -> super::Hysteresis {
+        // A regression is one severity: it "fires" through the critical streak.
+        super::Hysteresis {
+            warning_after: u32::MAX,
+            critical_after: self.fire_after,
+            resolve_after: self.resolve_after,
+        }
+    }
+}
+
+/// One tier's (or all tiers') counts for one mature cohort day.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct DayCounts {
+    pub thumbs_down: u64,
+    pub decisions: u64,
+    pub failed_deflections: u64,
+    pub conversations: u64,
+    pub reviews_wrong: u64,
+    pub reviews_n: u64,
+}
+
+impl DayCounts {
+    pub fn add(&mut self, o: &DayCounts) {
+        self.thumbs_down += o.thumbs_down;
+        self.decisions += o.decisions;
+        self.failed_deflections += o.failed_deflections;
+        self.conversations += o.conversations;
+        self.reviews_wrong += o.reviews_wrong;
+        self.reviews_n += o.reviews_n;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Metric {
+    ThumbsDownRate,
+    FailedDeflectionRate,
+    ReviewErrorRate,
+}
+
+impl Metric {
+    pub const ALL: [Metric; 3] = [Metric::ThumbsDownRate, Metric::FailedDeflectionRate, Metric::ReviewErrorRate];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Metric::ThumbsDownRate => "thumbs_down_rate",
+            Metric::FailedDeflectionRate => "failed_deflection_rate",
+            Metric::ReviewErrorRate => "review_error_rate",
+        }
+    }
+
+    /// (events, trials), events capped at trials (a decision can collect several thumbs-down).
+    fn of(self, c: &DayCounts) -> (u64, u64) {
+        let (x, n) = match self {
+            Metric::ThumbsDownRate => (c.thumbs_down, c.decisions),
+            Metric::FailedDeflectionRate => (c.failed_deflections, c.conversations),
+            Metric::ReviewErrorRate => (c.reviews_wrong, c.reviews_n),
+        };
+        (x.min(n), n)
+    }
+}
+
+/// Number of tests a pass makes (for Bonferroni): tiers × metrics × 2 windows.
+pub fn tests_count(tiers: usize) -> usize {
+    tiers * Metric::ALL.len() * 2
+}
+
+/// Evaluations per metric for one tier. `days` holds the tier's mature cohort days (UTC day
+/// index → counts); `tests` is the Bonferroni family size.
+pub fn evaluations(
+    cfg: &QualityRuleConfig,
+    days: &BTreeMap<i64, DayCounts>,
+    tests: usize,
+) -> BTreeMap<Metric, Vec<Evaluation>> {
+    let mut out: BTreeMap<Metric, Vec<Evaluation>> = BTreeMap::new();
+    let Some((base_first, base_last)) = baseline_range(cfg, days) else { return out };
+    let mut baseline = DayCounts::default();
+    for (_, c) in days.range(base_first..=base_last) {
+        baseline.add(c);
+    }
+    let level_alpha = bonferroni(cfg.alpha, tests);
+    for (&day, today) in days.range(base_last + 1..) {
+        let mut week = DayCounts::default();
+        for (_, c) in days.range((day - 6).max(base_last + 1)..=day) {
+            week.add(c);
+        }
+        for m in Metric::ALL {
+            let (bx, bn) = m.of(&baseline);
+            let base_rate = if bn > 0 { bx as f64 / bn as f64 } else { f64::NAN };
+            let bar = base_rate * (1.0 + cfg.min_relative_increase);
+            let judge = |c: &DayCounts| -> Option<(bool, f64)> {
+                let (x, n) = m.of(c);
+                let test = two_proportion_one_sided(x, n, bx, bn)?;
+                let rate = x as f64 / n as f64;
+                Some((test.p_value < level_alpha && rate >= bar && rate > base_rate, rate))
+            };
+            let results: Vec<(bool, f64)> = [judge(today), judge(&week)].into_iter().flatten().collect();
+            if results.is_empty() {
+                continue; // nothing to decide on this day (no trials)
+            }
+            let regressed = results.iter().any(|r| r.0);
+            let value = results.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+            out.entry(m).or_default().push(Evaluation {
+                window_start_ms: day * DAY_MS,
+                window_end_ms: (day + 1) * DAY_MS,
+                level: regressed.then_some(Severity::Critical),
+                value,
+                threshold: bar,
+            });
+        }
+    }
+    out
+}
+
+fn baseline_range(cfg: &QualityRuleConfig, days: &BTreeMap<i64, DayCounts>) -> Option<(i64, i64)> {
+    match (cfg.baseline_from, cfg.baseline_to) {
+        (Some(a), Some(b)) => {
+            let idx = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map(|t| t.and_utc().timestamp_millis() / DAY_MS);
+            Some((idx(a)?, idx(b)?))
+        }
+        _ => {
+            let first: Vec<i64> = days.keys().take(cfg.baseline_days as usize).copied().collect();
+            if first.len() < cfg.baseline_days as usize {
+                return None; // baseline still filling
+            }
+            Some((*first.first()?, *first.last()?))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn steady(days: std::ops::Range<i64>, fd_per_1000: u64) -> BTreeMap<i64, DayCounts> {
+        days.map(|d| {
+            (
+                d,
+                DayCounts {
+                    thumbs_down: 3,
+                    decisions: 1000,
+                    failed_deflections: fd_per_1000,
+                    conversations: 1000,
+                    reviews_wrong: 0,
+                    reviews_n: 0,
+                },
+            )
+        })
+        .collect()
+    }
+
+    #[test]
+    fn no_evaluation_until_the_baseline_is_complete() {
+        let cfg = QualityRuleConfig::default();
+        assert!(evaluations(&cfg, &steady(0..14, 50), 6).is_empty());
+        assert_eq!(evaluations(&cfg, &steady(0..15, 50), 6)[&Metric::FailedDeflectionRate].len(), 1);
+    }
+
+    #[test]
+    fn a_doubled_failed_deflection_rate_regresses_and_noise_does_not() {
+        let cfg = QualityRuleConfig::default();
+        let mut days = steady(0..20, 50);
+        for d in 20..25 {
+            days.insert(d, DayCounts { failed_deflections: 100, ..days[&0] });
+        }
+        let ev = &evaluations(&cfg, &days, 12)[&Metric::FailedDeflectionRate];
+        // Days 14..=19 are clean, 20..=24 regressed.
+        let levels: Vec<bool> = ev.iter().map(|e| e.level.is_some()).collect();
+        assert_eq!(levels, [vec![false; 6], vec![true; 5]].concat());
+        // +10% relative on the same volume is below the +20% bar even over a week.
+        let mut mild = steady(0..20, 50);
+        for d in 20..25 {
+            mild.insert(d, DayCounts { failed_deflections: 55, ..mild[&0] });
+        }
+        assert!(evaluations(&cfg, &mild, 12)[&Metric::FailedDeflectionRate].iter().all(|e| e.level.is_none()));
+    }
+
+    #[test]
+    fn configured_baseline_dates_and_empty_metrics() {
+        let cfg = QualityRuleConfig {
+            baseline_from: chrono::NaiveDate::from_ymd_opt(1970, 1, 1),
+            baseline_to: chrono::NaiveDate::from_ymd_opt(1970, 1, 3),
+            ..Default::default()
+        };
+        let ev = evaluations(&cfg, &steady(0..6, 50), 6);
+        assert_eq!(ev[&Metric::FailedDeflectionRate].len(), 3);
+        assert!(!ev.contains_key(&Metric::ReviewErrorRate), "no reviews: nothing to evaluate");
+    }
+}
