@@ -545,6 +545,15 @@ async fn assert_bulk_totals(env: &Env, expect: &BTreeMap<String, [i64; 5]>, tick
     assert_eq!(opened, tickets, "{what}");
     let dead: i64 = sqlx::query("SELECT COUNT(*) FROM dead_letters").fetch_one(&env.pool).await.unwrap().get(0);
     assert_eq!(dead, 0, "{what}");
+    // The confidence histograms (drift) are committed with the same transaction: exactly once too.
+    let (hist_n, hist_conv): (i64, i64) =
+        sqlx::query_as("SELECT SUM(n)::bigint, SUM(conversations)::bigint FROM tw_conf_hist")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    let decisions: i64 = expect.values().map(|v| v[0]).sum();
+    let conversations: i64 = expect.values().map(|v| v[1]).sum();
+    assert_eq!((hist_n, hist_conv), (decisions, conversations), "{what}: confidence histograms");
 }
 
 /// The daemon is killed with SIGKILL twice in the middle of a stream and restarted; it must end

@@ -259,7 +259,10 @@ impl Evaluator {
                     Some((hist.total(), hist, format!("file:{path}")))
                 }
                 _ => {
-                    let end = first + i64::from(self.cfg.baseline_days) - 1;
+                    let (first, end) = match self.cfg.reference_windows.get(&cv) {
+                        Some(r) => r.days(),
+                        None => (first, first + i64::from(self.cfg.baseline_days) - 1),
+                    };
                     if end > last_day {
                         tracing::info!(classifier_version = %cv, signal = signal.as_str(), "no reference yet: baseline window still filling");
                         None

@@ -52,6 +52,10 @@ pub struct DriftConfig {
     /// `tierwatch reference build`). Versions without a file use their first `baseline_days`.
     #[serde(default)]
     pub reference_files: BTreeMap<String, String>,
+    /// Baseline date ranges of the stream per classifier version, used instead of the first
+    /// `baseline_days`: `"clf-2026-01" = { from = "2026-01-05", to = "2026-01-11" }` (UTC, inclusive).
+    #[serde(default)]
+    pub reference_windows: BTreeMap<String, DateRange>,
     /// Days (complete UTC days, starting with the first day a version is seen) that form the
     /// reference of a classifier version that has no reference file.
     #[serde(default = "d_baseline_days")]
@@ -126,6 +130,7 @@ impl Default for DriftConfig {
             psi_bins: d_bins(),
             psi_floor: d_floor(),
             reference_files: BTreeMap::new(),
+            reference_windows: BTreeMap::new(),
             baseline_days: d_baseline_days(),
             evaluate_every_seconds: d_every(),
             warning_after: d_warn_after(),
@@ -161,11 +166,32 @@ impl DriftConfig {
         check("psi_bins", (2..=100).contains(&self.psi_bins), "must be in 2..=100");
         check("psi_floor", self.psi_floor > 0.0 && self.psi_floor < 0.1, "must be in (0, 0.1)");
         check("baseline_days", self.baseline_days >= 1, "must be ≥ 1");
+        for (cv, r) in &self.reference_windows {
+            check(&format!("reference_windows.{cv}"), r.from <= r.to, "`to` is before `from`");
+        }
         check("evaluate_every_seconds", self.evaluate_every_seconds >= 1, "must be ≥ 1");
         check("warning_after", self.warning_after >= 1, "must be ≥ 1");
         check("critical_after", self.critical_after >= 1, "must be ≥ 1");
         check("resolve_after", self.resolve_after >= 1, "must be ≥ 1");
         out
+    }
+}
+
+/// An inclusive range of UTC days.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DateRange {
+    pub from: chrono::NaiveDate,
+    pub to: chrono::NaiveDate,
+}
+
+impl DateRange {
+    /// (first, last) UTC day index.
+    pub fn days(&self) -> (i64, i64) {
+        let idx = |d: chrono::NaiveDate| {
+            d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()).div_euclid(crate::metrics::DAY_MS)
+        };
+        (idx(self.from), idx(self.to))
     }
 }
 
