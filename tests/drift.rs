@@ -7,6 +7,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate, Utc};
@@ -147,7 +148,26 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
     let ref_path = env.dir.path().join("shift-ref.txt");
     let ref_values: Vec<f64> = (0..20_000).map(|j| confidence(frac(j as f64 * 0.618_033_988_749_895), 0.0)).collect();
     std::fs::write(&ref_path, ref_values.iter().map(|v| format!("{v}\n")).collect::<String>()).unwrap();
-    let extra = format!("[drift.reference_files]\nshift = \"{}\"\n", ref_path.display());
+    // A webhook receiver (Alertmanager format) on loopback.
+    let received = Arc::new(Mutex::new(Vec::<serde_json::Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/api/v2/alerts",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let extra = format!(
+        "[drift.reference_files]\nshift = \"{}\"\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/api/v2/alerts\"\nformat = \"alertmanager\"\n",
+        ref_path.display()
+    );
     let mut daemon = run(&env, &s, &extra).await;
     // The watermark reaches the last decision of day 29: days 0..=28 are complete.
     let complete = |cv: &str| -> i64 {
@@ -155,7 +175,31 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
     };
     wait_evaluated(&env, &mut daemon, "shift", complete("shift")).await;
     wait_evaluated(&env, &mut daemon, "ctrl", complete("ctrl")).await;
+    // A few more passes must not repeat a notification.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     let _ = daemon.stop();
+    // The webhook got the episode's firing and its resolution, once each.
+    let posts = received.lock().unwrap().clone();
+    let mut seen: Vec<(String, String, bool)> = vec![];
+    for post in &posts {
+        for a in post.as_array().unwrap() {
+            let labels = &a["labels"];
+            seen.push((
+                labels["alertname"].as_str().unwrap_or_default().to_string(),
+                labels["severity"].as_str().unwrap_or_default().to_string(),
+                a.get("endsAt").and_then(|e| e.as_str()).is_some_and(|e| !e.is_empty()),
+            ));
+            assert!(labels["subject"].as_str().unwrap_or_default().contains("classifier_version=shift"), "{post}");
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            ("confidence_drift".to_string(), "critical".to_string(), false),
+            ("confidence_drift".to_string(), "critical".to_string(), true)
+        ],
+        "{posts:#?}"
+    );
 
     // Every row equals the scipy oracle's figures for exactly the samples sent
     // (tools/oracle/drift_scenario.py → daemon/tests/fixtures/drift_scenario.json).
