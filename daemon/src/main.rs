@@ -173,9 +173,12 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     let pipeline_shutdown = shutdown.clone();
     let worker = std::thread::Builder::new().name("tierwatch-pipeline".into()).spawn(move || {
         let consumer = tierwatch::source::kafka::create_consumer(&cfg, store.clone(), handle.clone())?;
+        let topics =
+            [cfg.topics.routing.name.clone(), cfg.topics.feedback.name.clone(), cfg.topics.tickets.name.clone()];
+        let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics);
         let mut pipeline = Pipeline::new(&cfg, store, handle, telemetry, pipeline_shutdown);
-        let stats = pipeline.run(&consumer)?;
-        drop(consumer);
+        let stats = pipeline.run(&mut source)?;
+        drop(source);
         anyhow::Ok(stats)
     })?;
     let stats = worker.join().map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;

@@ -12,33 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::Message;
-use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
-
 use crate::config::Config;
 use crate::decode::{Decoder, DecoderConfig};
 use crate::event::{Event, Stream};
 use crate::join::{JoinCounters, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
-use crate::source::kafka::{RebalanceEvent, TwConsumer};
+use crate::source::{Polled, RebalanceEvent, Source};
 use crate::store::{CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, Store};
 use crate::telemetry::Telemetry;
 
 /// How often partitions without new messages re-evaluate their watermark.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
-/// How long a high watermark asked from the broker is trusted.
-const ASK_HIGH_EVERY: Duration = Duration::from_secs(5);
-
-/// A message copied out of librdkafka's buffers.
-struct Polled {
-    topic_idx: usize,
-    partition: i32,
-    offset: i64,
-    payload: Option<Vec<u8>>,
-    broker_ts: Option<i64>,
-}
 
 /// One owned partition: its join state and where each topic stands.
 struct Owned {
@@ -49,22 +33,13 @@ struct Owned {
     /// Max event time seen per topic, and whether that topic-partition is caught up.
     topic_max_ts: [Option<i64>; 3],
     at_eof: [bool; 3],
-    /// High watermarks asked from the broker where librdkafka had none cached.
-    asked_high: [Option<(Instant, i64)>; 3],
 }
 
 impl Owned {
     fn from_snapshot(s: PartitionSnapshot, topics: &[String; 3]) -> anyhow::Result<Self> {
         let join = PartitionJoin::restore(s.entries, s.watermark_ms)?;
         let next = [0, 1, 2].map(|i| s.offsets.get(&topics[i]).copied());
-        Ok(Self {
-            join,
-            generation: s.generation,
-            next,
-            topic_max_ts: [None; 3],
-            at_eof: [false; 3],
-            asked_high: [None; 3],
-        })
+        Ok(Self { join, generation: s.generation, next, topic_max_ts: [None; 3], at_eof: [false; 3] })
     }
 
     /// Event-time watermark: the slowest topic that still has data to deliver holds it back, so a
@@ -144,12 +119,8 @@ impl<S: Store + 'static> Pipeline<S> {
         }
     }
 
-    fn topic_idx(&self, topic: &str) -> Option<usize> {
-        self.topics.iter().position(|t| t == topic)
-    }
-
     /// Run until the shutdown flag is set; the batch in flight is committed before returning.
-    pub fn run(&mut self, consumer: &TwConsumer<S>) -> anyhow::Result<RunStats> {
+    pub fn run(&mut self, source: &mut dyn Source) -> anyhow::Result<RunStats> {
         let mut stats = RunStats::default();
         let mut batch: Vec<Polled> = Vec::with_capacity(self.max_events);
         let mut last_idle_check = Instant::now();
@@ -162,38 +133,32 @@ impl<S: Store + 'static> Pipeline<S> {
                 if now >= deadline || self.shutdown.load(Ordering::Relaxed) {
                     break;
                 }
-                let polled = consumer.poll(deadline - now);
-                self.handle_rebalances(consumer, &mut batch);
+                let polled = source.poll(deadline - now);
+                self.handle_rebalances(source, &mut batch);
                 match polled {
+                    Some(m) => batch.push(m),
+                    None if source.finished() => break,
                     None => {}
-                    Some(Ok(m)) => {
-                        let Some(topic_idx) = self.topic_idx(m.topic()) else { continue };
-                        batch.push(Polled {
-                            topic_idx,
-                            partition: m.partition(),
-                            offset: m.offset(),
-                            payload: m.payload().map(<[u8]>::to_vec),
-                            broker_ts: m.timestamp().to_millis(),
-                        });
-                    }
-                    Some(Err(KafkaError::PartitionEOF(_))) => {}
-                    Some(Err(e)) => tracing::warn!(error = %e, "consumer error"),
                 }
             }
-            self.handle_rebalances(consumer, &mut batch);
+            self.handle_rebalances(source, &mut batch);
+            let finished = batch.is_empty() && source.finished();
             if !batch.is_empty() || last_idle_check.elapsed() >= IDLE_CHECK {
                 last_idle_check = Instant::now();
                 let had_messages = !batch.is_empty();
-                let (messages, rejected) = self.process(consumer, std::mem::take(&mut batch), &mut stats)?;
+                let (messages, rejected) = self.process(source, std::mem::take(&mut batch), &mut stats)?;
                 stats.messages += messages;
                 stats.rejected += rejected;
                 stats.batches += had_messages as u64;
             }
             self.publish_gauges();
+            if finished {
+                break;
+            }
         }
         // A last pass for partitions whose watermark moved since the final batch (e.g. the other
         // topics caught up), so a graceful stop leaves no releasable outcome waiting.
-        self.process(consumer, Vec::new(), &mut stats)?;
+        self.process(source, Vec::new(), &mut stats)?;
         tracing::info!(
             messages = stats.messages,
             batches = stats.batches,
@@ -204,32 +169,22 @@ impl<S: Store + 'static> Pipeline<S> {
         Ok(stats)
     }
 
-    /// Whether each topic of a partition is caught up, from the high watermarks librdkafka
-    /// cached with its last fetch (no network call). Unknown counts as not caught up.
-    fn refresh_caught_up(&mut self, consumer: &TwConsumer<S>, partition: i32) {
+    /// Whether each topic of a partition is caught up (its next offset reached the source's
+    /// high watermark). Unknown counts as not caught up.
+    fn refresh_caught_up(&mut self, source: &mut dyn Source, partition: i32) {
         let Some(o) = self.owned.get_mut(&partition) else { return };
-        for (i, topic) in self.topics.iter().enumerate() {
-            // librdkafka only caches a high watermark once it has fetched the partition, which
-            // for an empty one may take long; ask the broker then (at most every few seconds),
-            // since an unknown high watermark holds the partition's event time back.
-            let high = cached_high_watermark(consumer, topic, partition).or_else(|| {
-                let fresh = o.asked_high[i].is_some_and(|(at, _)| at.elapsed() < ASK_HIGH_EVERY);
-                if !fresh {
-                    let asked = consumer.fetch_watermarks(topic, partition, Duration::from_millis(500)).ok();
-                    o.asked_high[i] = asked.map(|(_, h)| (Instant::now(), h));
-                }
-                o.asked_high[i].map(|(_, h)| h)
-            });
+        for i in 0..3 {
+            let high = source.high_watermark(i, partition);
             o.at_eof[i] = match high {
                 Some(high) => o.next[i].unwrap_or(0) >= high,
                 None => false,
             };
-            tracing::trace!(topic, partition, ?high, next = ?o.next[i], max_ts = ?o.topic_max_ts[i], "caught up check");
+            tracing::trace!(topic = %self.topics[i], partition, ?high, next = ?o.next[i], max_ts = ?o.topic_max_ts[i], "caught up check");
         }
     }
 
-    fn handle_rebalances(&mut self, consumer: &TwConsumer<S>, batch: &mut Vec<Polled>) {
-        for ev in consumer.context().take_events() {
+    fn handle_rebalances(&mut self, source: &mut dyn Source, batch: &mut Vec<Polled>) {
+        for ev in source.take_events() {
             match ev {
                 RebalanceEvent::Assigned(snaps) => {
                     for s in snaps {
@@ -259,7 +214,7 @@ impl<S: Store + 'static> Pipeline<S> {
     /// Apply a batch and commit it. Returns (messages applied, messages rejected).
     fn process(
         &mut self,
-        consumer: &TwConsumer<S>,
+        source: &mut dyn Source,
         batch: Vec<Polled>,
         stats: &mut RunStats,
     ) -> anyhow::Result<(u64, u64)> {
@@ -315,7 +270,7 @@ impl<S: Store + 'static> Pipeline<S> {
         // releases waiting outcomes and expires state even when no message arrives.
         let owned: Vec<i32> = self.owned.keys().copied().collect();
         for p in owned {
-            self.refresh_caught_up(consumer, p);
+            self.refresh_caught_up(source, p);
             let Some(o) = self.owned.get_mut(&p) else { continue };
             let advances = o.effective_watermark().is_some_and(|wm| wm > o.join.watermark_ms());
             if !advances && !per_part.contains_key(&p) {
@@ -331,14 +286,14 @@ impl<S: Store + 'static> Pipeline<S> {
         }
         let applied = Instant::now();
         stats.apply += applied - started;
-        let result = self.commit(consumer, per_part, counters);
+        let result = self.commit(source, per_part, counters);
         stats.commit += applied.elapsed();
         result
     }
 
     fn commit(
         &mut self,
-        consumer: &TwConsumer<S>,
+        source: &mut dyn Source,
         mut per_part: BTreeMap<i32, PartWork>,
         counters: JoinCounters,
     ) -> anyhow::Result<(u64, u64)> {
@@ -357,14 +312,14 @@ impl<S: Store + 'static> Pipeline<S> {
                         }
                     }
                     self.telemetry.set_ready(true);
-                    let result = self.after_commit(consumer, &per_part, &batch, &counters);
+                    let result = self.after_commit(source, &per_part, &batch, &counters);
                     return Ok(result);
                 }
                 Ok(CommitOutcome::Fenced(p)) => {
                     self.telemetry.fenced.inc();
                     tracing::warn!(partition = p, "partition was committed by another owner; reloading it");
                     per_part.remove(&p);
-                    self.reload(consumer, p);
+                    self.reload(source, p);
                 }
                 Err(e) => {
                     self.telemetry.commit_failures.inc();
@@ -398,14 +353,14 @@ impl<S: Store + 'static> Pipeline<S> {
 
     fn after_commit(
         &self,
-        consumer: &TwConsumer<S>,
+        source: &mut dyn Source,
         per_part: &BTreeMap<i32, PartWork>,
         batch: &CommitBatch,
         counters: &JoinCounters,
     ) -> (u64, u64) {
         let t = &self.telemetry;
         let mut messages = 0;
-        let mut tpl = TopicPartitionList::new();
+        let mut positions = vec![];
         for (p, work) in per_part {
             for (i, n) in work.messages.iter().enumerate() {
                 if *n > 0 {
@@ -414,7 +369,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 }
             }
             for (i, o) in &work.offsets {
-                let _ = tpl.add_partition_offset(&self.topics[*i], *p, Offset::Offset(*o));
+                positions.push((*i, *p, *o));
             }
         }
         for d in &batch.dead_letters {
@@ -429,16 +384,12 @@ impl<S: Store + 'static> Pipeline<S> {
         t.cost_unknown.inc_by(counters.cost_unknown);
         t.feedback_without_score.inc_by(counters.feedback_without_score);
         t.batches.inc();
-        if tpl.count() > 0 {
-            if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-                tracing::debug!(error = %e, "Kafka offset commit (lag visibility only) failed");
-            }
-        }
+        source.committed(&positions);
         (messages, batch.dead_letters.len() as u64)
     }
 
     /// Drop a partition's in-memory state, reload it from the store and re-read from there.
-    fn reload(&mut self, consumer: &TwConsumer<S>, partition: i32) {
+    fn reload(&mut self, source: &mut dyn Source, partition: i32) {
         self.owned.remove(&partition);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         let snap = match self.runtime.block_on(self.store.load_partition(partition, &topics)) {
@@ -449,12 +400,10 @@ impl<S: Store + 'static> Pipeline<S> {
             }
         };
         for (i, topic) in self.topics.iter().enumerate() {
-            let offset = snap.offsets.get(topic).map(|o| Offset::Offset(*o)).unwrap_or(Offset::Beginning);
-            if let Err(e) = consumer.seek(topic, partition, offset, Duration::from_secs(5)) {
-                tracing::error!(topic, partition, error = %e, "seek after reload failed; partition idle until reassigned");
+            if let Err(e) = source.seek(i, partition, snap.offsets.get(topic).copied()) {
+                tracing::error!(topic, partition, error = %format!("{e:#}"), "seek after reload failed; partition idle until reassigned");
                 return;
             }
-            let _ = i;
         }
         match Owned::from_snapshot(snap, &self.topics) {
             Ok(o) => {
@@ -482,23 +431,4 @@ struct PartWork {
     offsets: BTreeMap<usize, i64>,
     messages: [u64; 3],
     dead_letters: Vec<DeadLetter>,
-}
-
-/// librdkafka's cached high watermark of a topic-partition (`rd_kafka_get_watermark_offsets`,
-/// which rust-rdkafka does not wrap); None while unknown.
-fn cached_high_watermark<S: Store + 'static>(consumer: &TwConsumer<S>, topic: &str, partition: i32) -> Option<i64> {
-    let topic = std::ffi::CString::new(topic).ok()?;
-    let (mut low, mut high) = (-1i64, -1i64);
-    // SAFETY: the client pointer is valid for the consumer's lifetime; the call only reads
-    // librdkafka's cached state and writes the two out-parameters.
-    let err = unsafe {
-        rdkafka::bindings::rd_kafka_get_watermark_offsets(
-            consumer.client().native_ptr(),
-            topic.as_ptr(),
-            partition,
-            &mut low,
-            &mut high,
-        )
-    };
-    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }

@@ -18,17 +18,15 @@ use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::ClientContext;
 
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rdkafka::consumer::CommitMode;
+use rdkafka::message::Message;
+
+use super::{Polled, RebalanceEvent, Source};
 use crate::config::Config;
 use crate::store::{PartitionSnapshot, Store};
-
-/// What happened during a rebalance, handed from the callback to the pipeline loop.
-#[derive(Debug)]
-pub enum RebalanceEvent {
-    /// Newly owned partitions, each with its snapshot loaded in the callback.
-    Assigned(Vec<PartitionSnapshot>),
-    /// Partitions no longer owned: their in-memory state and unprocessed messages are dropped.
-    Revoked(Vec<i32>),
-}
 
 pub struct SourceContext<S: Store + 'static> {
     store: Arc<S>,
@@ -188,4 +186,107 @@ pub fn check_copartitioned<C: Consumer<X>, X: ConsumerContext>(consumer: &C, top
         );
     }
     Ok(())
+}
+
+/// How long a high watermark asked from the broker is trusted.
+const ASK_HIGH_EVERY: Duration = Duration::from_secs(5);
+
+/// The Kafka consumer as a pipeline [`Source`].
+pub struct KafkaSource<S: Store + 'static> {
+    consumer: TwConsumer<S>,
+    topics: [String; 3],
+    /// High watermarks asked from the broker where librdkafka had none cached.
+    asked_high: HashMap<(usize, i32), (Instant, i64)>,
+}
+
+impl<S: Store + 'static> KafkaSource<S> {
+    pub fn new(consumer: TwConsumer<S>, topics: [String; 3]) -> Self {
+        Self { consumer, topics, asked_high: HashMap::new() }
+    }
+}
+
+impl<S: Store + 'static> Source for KafkaSource<S> {
+    fn poll(&mut self, timeout: Duration) -> Option<Polled> {
+        match self.consumer.poll(timeout)? {
+            Ok(m) => {
+                let topic_idx = self.topics.iter().position(|t| t == m.topic())?;
+                Some(Polled {
+                    topic_idx,
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    payload: m.payload().map(<[u8]>::to_vec),
+                    broker_ts: m.timestamp().to_millis(),
+                })
+            }
+            Err(rdkafka::error::KafkaError::PartitionEOF(_)) => None,
+            Err(e) => {
+                tracing::warn!(error = %e, "consumer error");
+                None
+            }
+        }
+    }
+
+    fn take_events(&mut self) -> Vec<RebalanceEvent> {
+        self.consumer.context().take_events()
+    }
+
+    fn high_watermark(&mut self, topic_idx: usize, partition: i32) -> Option<i64> {
+        let topic = &self.topics[topic_idx];
+        if let Some(h) = cached_high_watermark(&self.consumer, topic, partition) {
+            return Some(h);
+        }
+        // librdkafka only caches a high watermark once it has fetched the partition, which for an
+        // empty one may take long; ask the broker then (at most every few seconds), since an
+        // unknown high watermark holds the partition's event time back.
+        let key = (topic_idx, partition);
+        let fresh = self.asked_high.get(&key).is_some_and(|(at, _)| at.elapsed() < ASK_HIGH_EVERY);
+        if !fresh {
+            match self.consumer.fetch_watermarks(topic, partition, Duration::from_millis(500)) {
+                Ok((_, h)) => {
+                    self.asked_high.insert(key, (Instant::now(), h));
+                }
+                Err(_) => {
+                    self.asked_high.remove(&key);
+                }
+            }
+        }
+        self.asked_high.get(&key).map(|(_, h)| *h)
+    }
+
+    fn committed(&mut self, positions: &[(usize, i32, i64)]) {
+        let mut tpl = TopicPartitionList::new();
+        for (i, p, o) in positions {
+            let _ = tpl.add_partition_offset(&self.topics[*i], *p, Offset::Offset(*o));
+        }
+        if tpl.count() > 0 {
+            if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                tracing::debug!(error = %e, "Kafka offset commit (lag visibility only) failed");
+            }
+        }
+    }
+
+    fn seek(&mut self, topic_idx: usize, partition: i32, offset: Option<i64>) -> anyhow::Result<()> {
+        let offset = offset.map(Offset::Offset).unwrap_or(Offset::Beginning);
+        self.consumer.seek(&self.topics[topic_idx], partition, offset, Duration::from_secs(5))?;
+        Ok(())
+    }
+}
+
+/// librdkafka's cached high watermark of a topic-partition (`rd_kafka_get_watermark_offsets`,
+/// which rust-rdkafka does not wrap); None while unknown.
+fn cached_high_watermark<S: Store + 'static>(consumer: &TwConsumer<S>, topic: &str, partition: i32) -> Option<i64> {
+    let topic = std::ffi::CString::new(topic).ok()?;
+    let (mut low, mut high) = (-1i64, -1i64);
+    // SAFETY: the client pointer is valid for the consumer's lifetime; the call only reads
+    // librdkafka's cached state and writes the two out-parameters.
+    let err = unsafe {
+        rdkafka::bindings::rd_kafka_get_watermark_offsets(
+            consumer.client().native_ptr(),
+            topic.as_ptr(),
+            partition,
+            &mut low,
+            &mut high,
+        )
+    };
+    (err == rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0).then_some(high)
 }
