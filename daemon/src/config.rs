@@ -29,8 +29,9 @@ fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Kafka connection and consumer-group settings.
-    pub kafka: KafkaConfig,
+    /// Kafka connection and consumer-group settings (required by `run`; `replay` reads files).
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
     /// The three input topics and their wire formats.
     #[serde(default)]
     pub topics: TopicsConfig,
@@ -104,6 +105,36 @@ pub struct KafkaConfig {
     /// Extra librdkafka properties passed through verbatim (e.g. security settings).
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.brokers.trim().is_empty() {
+            return Err(invalid("kafka.brokers", "must name at least one broker"));
+        }
+        if self.group_id.trim().is_empty() {
+            return Err(invalid("kafka.group_id", "must not be empty"));
+        }
+        if !matches!(self.auto_offset_reset.as_str(), "earliest" | "latest") {
+            return Err(invalid("kafka.auto_offset_reset", "must be `earliest` or `latest`"));
+        }
+        for key in ["enable.auto.commit", "group.id", "partition.assignment.strategy"] {
+            if self.properties.contains_key(key) {
+                return Err(invalid(
+                    &format!("kafka.properties.{key}"),
+                    "is managed by tierwatch (offsets live in Postgres; partitions must be co-assigned)",
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    /// The Kafka section, which `run` needs.
+    pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
+        self.kafka.as_ref().ok_or_else(|| invalid("kafka", "is required to consume from Kafka (`tierwatch run`)"))
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -412,22 +443,8 @@ impl Config {
     }
 
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.kafka.brokers.trim().is_empty() {
-            return Err(invalid("kafka.brokers", "must name at least one broker"));
-        }
-        if self.kafka.group_id.trim().is_empty() {
-            return Err(invalid("kafka.group_id", "must not be empty"));
-        }
-        if !matches!(self.kafka.auto_offset_reset.as_str(), "earliest" | "latest") {
-            return Err(invalid("kafka.auto_offset_reset", "must be `earliest` or `latest`"));
-        }
-        for key in ["enable.auto.commit", "group.id", "partition.assignment.strategy"] {
-            if self.kafka.properties.contains_key(key) {
-                return Err(invalid(
-                    &format!("kafka.properties.{key}"),
-                    "is managed by tierwatch (offsets live in Postgres; partitions must be co-assigned)",
-                ));
-            }
+        if let Some(kafka) = &self.kafka {
+            kafka.validate()?;
         }
         let names = [
             ("topics.routing", &self.topics.routing),

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::decode::{Decoder, DecoderConfig};
+use crate::decode::{Decoder, DecoderConfig, WireFormat};
 use crate::event::{Event, Stream};
 use crate::join::{JoinCounters, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
@@ -92,15 +92,30 @@ impl<S: Store + 'static> Pipeline<S> {
         shutdown: Arc<AtomicBool>,
     ) -> Self {
         let t = &cfg.topics;
-        let topics = [t.routing.name.clone(), t.feedback.name.clone(), t.tickets.name.clone()];
-        let streams = [(Stream::Routing, &t.routing), (Stream::Feedback, &t.feedback), (Stream::Tickets, &t.tickets)];
-        let decoders = streams.map(|(stream, tc)| {
-            let mut dc = DecoderConfig::new(stream, tc.format);
-            dc.confluent_schema_ids = tc.schema_ids.clone();
+        let inputs =
+            [&t.routing, &t.feedback, &t.tickets].map(|tc| (tc.name.clone(), tc.format, tc.schema_ids.clone()));
+        Self::with_inputs(cfg, inputs, store, runtime, telemetry, shutdown)
+    }
+
+    /// A pipeline over explicit inputs: (topic name, wire format, Confluent schema ids) of the
+    /// routing, feedback and tickets streams (the replay source names its files this way).
+    pub fn with_inputs(
+        cfg: &Config,
+        inputs: [(String, WireFormat, Vec<u32>); 3],
+        store: Arc<S>,
+        runtime: tokio::runtime::Handle,
+        telemetry: Arc<Telemetry>,
+        shutdown: Arc<AtomicBool>,
+    ) -> Self {
+        let streams = [Stream::Routing, Stream::Feedback, Stream::Tickets];
+        let decoders = [0, 1, 2].map(|i| {
+            let mut dc = DecoderConfig::new(streams[i], inputs[i].1);
+            dc.confluent_schema_ids = inputs[i].2.clone();
             dc.max_payload_bytes = cfg.limits.max_payload_bytes;
             dc.max_future_ms = (cfg.limits.max_future_hours * 3_600_000.0).round() as i64;
             Decoder::new(dc)
         });
+        let topics = inputs.map(|i| i.0);
         for topic in &topics {
             telemetry.init_topic(topic);
         }

@@ -135,20 +135,21 @@ pub fn create_consumer<S: Store + 'static>(
 ) -> anyhow::Result<TwConsumer<S>> {
     let topics =
         vec![cfg.topics.routing.name.clone(), cfg.topics.feedback.name.clone(), cfg.topics.tickets.name.clone()];
-    let reset = if cfg.kafka.auto_offset_reset == "latest" { Offset::End } else { Offset::Beginning };
+    let kafka = cfg.kafka()?;
+    let reset = if kafka.auto_offset_reset == "latest" { Offset::End } else { Offset::Beginning };
     let ctx =
         SourceContext { store, runtime, topics: topics.clone(), auto_offset_reset: reset, events: Mutex::new(vec![]) };
     let mut cc = ClientConfig::new();
-    cc.set("bootstrap.servers", &cfg.kafka.brokers)
-        .set("group.id", &cfg.kafka.group_id)
+    cc.set("bootstrap.servers", &kafka.brokers)
+        .set("group.id", &kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+        .set("auto.offset.reset", &kafka.auto_offset_reset)
         .set("enable.partition.eof", "false")
         // range assigns partition p of every topic to the same member: the join needs that.
         .set("partition.assignment.strategy", "range")
         .set("client.id", "tierwatch");
-    for (k, v) in &cfg.kafka.properties {
+    for (k, v) in &kafka.properties {
         cc.set(k, v);
     }
     let consumer: TwConsumer<S> = cc.create_with_context(ctx).context("creating the Kafka consumer")?;
