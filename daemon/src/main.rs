@@ -189,7 +189,7 @@ fn replay(cfg: Config, paths: [&PathBuf; 3], progress: bool) -> anyhow::Result<(
     // Bring the drift rows and alerts up to date with what was replayed.
     let summary = rt.block_on(
         tierwatch::drift::evaluator::Evaluator::new(
-            store.pool().clone(),
+            Arc::new(tierwatch::store::postgres_eval::PgEvalStore::new(store.clone())),
             cfg.drift.clone(),
             cfg.alerts.quality.clone(),
             cfg.attribution.window_ms(),
@@ -232,7 +232,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             Some(tierwatch::alert::WebhookSink::start(cfg.alerts.webhooks.clone(), cfg.alerts.queue_capacity)?)
         };
         let ev = tierwatch::drift::evaluator::Evaluator::new(
-            store.pool().clone(),
+            Arc::new(tierwatch::store::postgres_eval::PgEvalStore::new(store.clone())),
             cfg.drift.clone(),
             cfg.alerts.quality.clone(),
             cfg.attribution.window_ms(),

@@ -11,9 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
-use sqlx::{PgPool, Row};
-
 use super::{evaluate, DriftConfig, DriftRow, Reference, Status, Window};
 use crate::alert::quality::{
     evaluations, tests_count, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS, KIND as QUALITY_KIND,
@@ -24,8 +21,6 @@ use crate::stats::hist::ConfHist;
 use crate::stats::psi::PsiBins;
 use crate::telemetry::Telemetry;
 
-/// Arbitrary but fixed: the advisory lock key of the evaluator ("twdr").
-const LOCK_KEY: i64 = 0x7477_6472;
 /// Days of history re-evaluated on every pass.
 const LOOKBACK_DAYS: i64 = 60;
 pub const DRIFT_KIND: &str = "confidence_drift";
@@ -37,8 +32,8 @@ pub fn subject_label(s: &Subject) -> String {
     format!("classifier_version={} router={} signal={}", s.0, s.1, s.2.as_str())
 }
 
-pub struct Evaluator {
-    pool: PgPool,
+pub struct Evaluator<E: EvalStore> {
+    store: Arc<E>,
     cfg: DriftConfig,
     quality: QualityRuleConfig,
     window_ms: i64,
@@ -55,16 +50,67 @@ pub struct PassSummary {
     pub notified: usize,
 }
 
-impl Evaluator {
+/// A stored reference row.
+#[derive(Debug, Clone)]
+pub struct StoredReference {
+    pub classifier_version: String,
+    pub signal: Signal,
+    pub source: String,
+    pub n_eff: u64,
+    pub hist: ConfHist,
+    pub psi_edges: Vec<u16>,
+}
+
+/// One recorded hour of one subject (merged over nothing yet: one row per partition).
+#[derive(Debug, Clone)]
+pub struct ConfRow {
+    pub hour_ms: i64,
+    pub subject: Subject,
+    pub window: Window,
+}
+
+/// One day's drift row to store.
+#[derive(Debug, Clone)]
+pub struct DriftRecord<'a> {
+    pub day_ms: i64,
+    pub subject: &'a Subject,
+    pub window: &'static str,
+    pub row: &'a DriftRow,
+}
+
+/// The storage the evaluator needs (Postgres in production, SQLite embedded).
+#[allow(async_fn_in_trait)]
+pub trait EvalStore: Send + Sync {
+    /// Become the one evaluating instance; false when another instance holds it.
+    async fn try_lock(&self) -> anyhow::Result<bool>;
+    async fn unlock(&self) -> anyhow::Result<()>;
+    /// Minimum event-time watermark over partitions that have seen data.
+    async fn global_watermark(&self) -> anyhow::Result<Option<i64>>;
+    /// Recorded confidence histograms with `from_ms ≤ hour < to_ms`.
+    async fn conf_rows(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<ConfRow>>;
+    async fn references(&self) -> anyhow::Result<Vec<StoredReference>>;
+    /// Freeze a reference (first writer wins).
+    async fn insert_reference(&self, r: &StoredReference) -> anyhow::Result<()>;
+    async fn write_drift(&self, rows: &[DriftRecord<'_>]) -> anyhow::Result<()>;
+    /// Per (day start ms, tier): summed daily quality counters and distinct conversations.
+    async fn daily_tier_counts(&self) -> anyhow::Result<Vec<(i64, String, DayCounts)>>;
+    /// Upsert an episode; returns the transition ("state:severity") last given to the webhooks.
+    async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>>;
+    async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()>;
+    /// Remove episodes of (kind, subject) that re-evaluation no longer produces.
+    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String]) -> anyhow::Result<()>;
+}
+
+impl<E: EvalStore> Evaluator<E> {
     pub fn new(
-        pool: PgPool,
+        store: Arc<E>,
         cfg: DriftConfig,
         quality: QualityRuleConfig,
         attribution_window_ms: i64,
         telemetry: Arc<Telemetry>,
         webhooks: Option<WebhookSink>,
     ) -> Self {
-        Self { pool, cfg, quality, window_ms: attribution_window_ms, telemetry, webhooks }
+        Self { store, cfg, quality, window_ms: attribution_window_ms, telemetry, webhooks }
     }
 
     /// Evaluate every `evaluate_every_seconds` until `shutdown`.
@@ -87,22 +133,18 @@ impl Evaluator {
 
     /// One pass, if this instance gets the lock.
     pub async fn pass(&self) -> anyhow::Result<PassSummary> {
-        let mut lock_conn = self.pool.acquire().await?;
-        let got: bool =
-            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *lock_conn).await?;
-        if !got {
+        if !self.store.try_lock().await? {
             return Ok(PassSummary::default());
         }
         let result = self.pass_locked().await;
-        let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut *lock_conn).await;
+        let _ = self.store.unlock().await;
         result
     }
 
     async fn pass_locked(&self) -> anyhow::Result<PassSummary> {
-        let wm: Option<i64> = sqlx::query_scalar("SELECT MIN(watermark_ms) FROM tw_partitions WHERE watermark_ms > 0")
-            .fetch_one(&self.pool)
-            .await?;
-        let Some(wm) = wm else { return Ok(PassSummary { ran: true, ..Default::default() }) };
+        let Some(wm) = self.store.global_watermark().await? else {
+            return Ok(PassSummary { ran: true, ..Default::default() });
+        };
         // Complete days only: the day's end is at or before the cluster-wide watermark.
         let last_day = wm.div_euclid(DAY_MS) - 1;
         let first_day = last_day - LOOKBACK_DAYS + 1;
@@ -132,35 +174,14 @@ impl Evaluator {
 
     /// Tier quality regression over mature cohort days, per tier and for all tiers pooled.
     async fn quality_pass(&self, wm: i64) -> anyhow::Result<(usize, usize)> {
-        let rows = sqlx::query(
-            "SELECT (EXTRACT(EPOCH FROM q.bucket) * 1000)::bigint AS b, q.tier, SUM(q.thumbs_down)::bigint, \
-               SUM(q.decisions)::bigint, SUM(q.failed_deflections)::bigint, SUM(q.reviews_wrong)::bigint, \
-               SUM(q.reviews_n)::bigint, COALESCE(MAX(t.ai_conversations), 0)::bigint \
-             FROM tw_agg_quality q LEFT JOIN tw_agg_tier_day t \
-               ON t.day = (q.bucket AT TIME ZONE 'UTC')::date AND t.tier = q.tier \
-             WHERE q.grain = 'd' GROUP BY 1, 2",
-        )
-        .fetch_all(&self.pool)
-        .await
-        .context("reading daily tier quality")?;
         let mut per_tier: BTreeMap<String, BTreeMap<i64, DayCounts>> = BTreeMap::new();
-        for r in rows {
-            let bucket: i64 = r.try_get(0)?;
+        for (bucket, tier, c) in self.store.daily_tier_counts().await? {
             // Mature cohorts only: ticket rates rise until the attribution window has passed.
             if bucket + DAY_MS + self.window_ms > wm {
                 continue;
             }
             let day = bucket.div_euclid(DAY_MS);
-            let get = |i: usize| -> anyhow::Result<u64> { Ok(r.try_get::<i64, _>(i)?.max(0) as u64) };
-            let c = DayCounts {
-                thumbs_down: get(2)?,
-                decisions: get(3)?,
-                failed_deflections: get(4)?,
-                reviews_wrong: get(5)?,
-                reviews_n: get(6)?,
-                conversations: get(7)?,
-            };
-            per_tier.entry(r.try_get(1)?).or_default().insert(day, c);
+            per_tier.entry(tier).or_default().insert(day, c);
             per_tier.entry(ALL_TIERS.to_string()).or_default().entry(day).or_default().add(&c);
         }
         let tests = tests_count(per_tier.len());
@@ -186,48 +207,21 @@ impl Evaluator {
         first_day: i64,
         last_day: i64,
     ) -> anyhow::Result<BTreeMap<Subject, BTreeMap<i64, Window>>> {
-        let rows = sqlx::query(
-            "SELECT (EXTRACT(EPOCH FROM hour) * 1000)::bigint, signal, classifier_version, router, conversations, \
-             routed_cheap, threshold_sum, threshold_n, hist FROM tw_conf_hist \
-             WHERE hour >= to_timestamp($1::double precision / 1000) AND hour < to_timestamp($2::double precision / 1000)",
-        )
-        .bind(first_day * DAY_MS)
-        .bind((last_day + 1) * DAY_MS)
-        .fetch_all(&self.pool)
-        .await
-        .context("reading tw_conf_hist")?;
         let mut out: BTreeMap<Subject, BTreeMap<i64, Window>> = BTreeMap::new();
-        for r in rows {
-            let hour: i64 = r.try_get(0)?;
-            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-            let subject = (r.try_get::<String, _>(2)?, r.try_get::<String, _>(3)?, signal);
-            let w = Window {
-                hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(8)?).context("stored histogram does not decode")?,
-                conversations: r.try_get::<i64, _>(4)?.max(0) as u64,
-                routed_cheap: r.try_get::<i64, _>(5)?.max(0) as u64,
-                threshold_sum: r.try_get(6)?,
-                threshold_n: r.try_get::<i64, _>(7)?.max(0) as u64,
-            };
-            out.entry(subject).or_default().entry(hour.div_euclid(DAY_MS)).or_default().add(&w);
+        for r in self.store.conf_rows(first_day * DAY_MS, (last_day + 1) * DAY_MS).await? {
+            out.entry(r.subject).or_default().entry(r.hour_ms.div_euclid(DAY_MS)).or_default().add(&r.window);
         }
         Ok(out)
     }
 
     async fn load_references(&self) -> anyhow::Result<HashMap<(String, Signal), Reference>> {
-        let rows = sqlx::query("SELECT classifier_version, signal, source, n_eff, hist, psi_edges FROM tw_references")
-            .fetch_all(&self.pool)
-            .await?;
         let mut out = HashMap::new();
-        for r in rows {
-            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-            let hist = ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(4)?).context("reference histogram")?;
-            let edges: Vec<i32> = r.try_get(5)?;
-            let bins = PsiBins::from_edges(edges.into_iter().map(|e| e.clamp(0, 10_000) as u16).collect())
-                .map_err(|e| anyhow::anyhow!("reference PSI edges: {e}"))?;
-            let n_eff: i64 = r.try_get(3)?;
+        for r in self.store.references().await? {
+            let bins =
+                PsiBins::from_edges(r.psi_edges.clone()).map_err(|e| anyhow::anyhow!("reference PSI edges: {e}"))?;
             out.insert(
-                (r.try_get(0)?, signal),
-                Reference { hist, n_eff: n_eff.max(1) as u64, bins, source: r.try_get(2)? },
+                (r.classifier_version.clone(), r.signal),
+                Reference { hist: r.hist, n_eff: r.n_eff.max(1), bins, source: r.source },
             );
         }
         Ok(out)
@@ -284,19 +278,16 @@ impl Evaluator {
             };
             let Some((n_eff, hist, source)) = built else { continue };
             let Some(bins) = PsiBins::from_reference(&hist, self.cfg.psi_bins) else { continue };
-            sqlx::query(
-                "INSERT INTO tw_references (classifier_version, signal, source, n, n_eff, hist, psi_edges) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-            )
-            .bind(&cv)
-            .bind(signal.as_str())
-            .bind(&source)
-            .bind(hist.total() as i64)
-            .bind(n_eff as i64)
-            .bind(hist.to_bytes())
-            .bind(bins.edges().iter().map(|e| i32::from(*e)).collect::<Vec<_>>())
-            .execute(&self.pool)
-            .await?;
+            self.store
+                .insert_reference(&StoredReference {
+                    classifier_version: cv.clone(),
+                    signal,
+                    source: source.clone(),
+                    n_eff,
+                    hist: hist.clone(),
+                    psi_edges: bins.edges().to_vec(),
+                })
+                .await?;
             tracing::info!(classifier_version = %cv, signal = signal.as_str(), %source, n = hist.total(), "reference frozen");
             refs.insert(key, Reference { hist, n_eff, bins, source });
         }
@@ -307,43 +298,13 @@ impl Evaluator {
         &self,
         rows: &BTreeMap<Subject, BTreeMap<(i64, &'static str), DriftRow>>,
     ) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        for ((cv, router, signal), by_day) in rows {
-            for ((day, window), r) in by_day {
-                sqlx::query(
-                    "INSERT INTO tw_drift_daily (day, classifier_version, router, signal, \"window\", n, n_eff, ref_n, \
-                       ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at) \
-                     VALUES ((to_timestamp($1::double precision / 1000) AT TIME ZONE 'UTC')::date, $2, $3, $4, $5, $6, \
-                       $7, $8, $9, $10, $11, $12, $13, $14, $15, now()) \
-                     ON CONFLICT (day, classifier_version, router, signal, \"window\") DO UPDATE SET \
-                       n = excluded.n, n_eff = excluded.n_eff, ref_n = excluded.ref_n, ks_d = excluded.ks_d, \
-                       ks_p = excluded.ks_p, psi = excluded.psi, psi_noise = excluded.psi_noise, \
-                       cheap_share_expected = excluded.cheap_share_expected, \
-                       cheap_share_observed = excluded.cheap_share_observed, status = excluded.status, \
-                       evaluated_at = now()",
-                )
-                .bind(day * DAY_MS)
-                .bind(cv)
-                .bind(router)
-                .bind(signal.as_str())
-                .bind(*window)
-                .bind(r.n as i64)
-                .bind(r.n_eff as i64)
-                .bind(r.ref_n as i64)
-                .bind(r.ks_d)
-                .bind(r.ks_p)
-                .bind(r.psi)
-                .bind(r.psi_noise)
-                .bind(r.cheap_share_expected)
-                .bind(r.cheap_share_observed)
-                .bind(r.status.as_str())
-                .execute(&mut *tx)
-                .await
-                .context("writing tw_drift_daily")?;
+        let mut out = vec![];
+        for (subject, by_day) in rows {
+            for ((day, window), row) in by_day {
+                out.push(DriftRecord { day_ms: day * DAY_MS, subject, window, row });
             }
         }
-        tx.commit().await?;
-        Ok(())
+        self.store.write_drift(&out).await
     }
 
     /// Episodes from the daily statuses → `tw_alerts`, the firing gauge and the webhooks.
@@ -374,51 +335,15 @@ impl Evaluator {
     /// the webhooks have not been given yet. Returns the notifications sent.
     pub async fn store_episodes(&self, kind: &str, subject: &str, eps: &[Episode]) -> anyhow::Result<usize> {
         let ids: Vec<String> = eps.iter().map(|e| e.id.clone()).collect();
-        sqlx::query("DELETE FROM tw_alerts WHERE kind = $1 AND subject = $2 AND NOT (id = ANY($3))")
-            .bind(kind)
-            .bind(subject)
-            .bind(&ids)
-            .execute(&self.pool)
-            .await?;
+        self.store.retain_episodes(kind, subject, &ids).await?;
         let mut sent = 0;
         for e in eps {
             let transition = format!("{}:{}", e.state.as_str(), e.severity.as_str());
-            let previous: Option<String> = sqlx::query_scalar(
-                "INSERT INTO tw_alerts AS a (id, kind, subject, severity, state, value, threshold, window_start, window_end, \
-                   fired_at, escalated_at, resolved_at, last_value, updated_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::double precision / 1000), \
-                   to_timestamp($9::double precision / 1000), to_timestamp($10::double precision / 1000), \
-                   to_timestamp($11::double precision / 1000), to_timestamp($12::double precision / 1000), $13, now()) \
-                 ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state, \
-                   value = excluded.value, threshold = excluded.threshold, window_start = excluded.window_start, \
-                   window_end = excluded.window_end, escalated_at = excluded.escalated_at, \
-                   resolved_at = excluded.resolved_at, last_value = excluded.last_value, updated_at = now() \
-                 RETURNING (SELECT notified FROM tw_alerts WHERE id = $1)",
-            )
-            .bind(&e.id)
-            .bind(kind)
-            .bind(subject)
-            .bind(e.severity.as_str())
-            .bind(e.state.as_str())
-            .bind(e.value)
-            .bind(e.threshold)
-            .bind(e.window_start_ms)
-            .bind(e.window_end_ms)
-            .bind(e.fired_window_end_ms)
-            .bind(e.escalated_window_end_ms)
-            .bind(e.resolved_window_end_ms)
-            .bind(e.last_value)
-            .fetch_one(&self.pool)
-            .await
-            .context("writing tw_alerts")?;
+            let previous = self.store.upsert_episode(kind, subject, e).await?;
             if previous.as_deref() == Some(transition.as_str()) {
                 continue;
             }
-            sqlx::query("UPDATE tw_alerts SET notified = $2 WHERE id = $1")
-                .bind(&e.id)
-                .bind(&transition)
-                .execute(&self.pool)
-                .await?;
+            self.store.mark_notified(&e.id, &transition).await?;
             tracing::warn!(
                 kind,
                 subject,

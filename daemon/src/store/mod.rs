@@ -2,6 +2,7 @@
 //! pipeline is testable without a database. The Postgres implementation is in [`postgres`].
 
 pub mod postgres;
+pub mod postgres_eval;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,250 @@
+//! The drift/alert evaluator's storage on Postgres. One instance evaluates at a time: a session
+//! advisory lock held on a dedicated connection for the duration of a pass.
+
+use anyhow::Context;
+use sqlx::pool::PoolConnection;
+use sqlx::{Postgres, Row};
+use tokio::sync::Mutex;
+
+use super::postgres::PgStore;
+use crate::alert::quality::DayCounts;
+use crate::alert::Episode;
+use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
+use crate::drift::Window;
+use crate::metrics::Signal;
+use crate::stats::hist::ConfHist;
+
+/// Arbitrary but fixed: the advisory lock key of the evaluator ("twdr").
+const LOCK_KEY: i64 = 0x7477_6472;
+
+/// Postgres [`EvalStore`]: the pool plus the connection that holds the advisory lock.
+pub struct PgEvalStore {
+    store: std::sync::Arc<PgStore>,
+    lock: Mutex<Option<PoolConnection<Postgres>>>,
+}
+
+impl PgEvalStore {
+    pub fn new(store: std::sync::Arc<PgStore>) -> Self {
+        Self { store, lock: Mutex::new(None) }
+    }
+}
+
+fn ms(col: &str) -> String {
+    format!("(EXTRACT(EPOCH FROM {col}) * 1000)::bigint")
+}
+
+impl EvalStore for PgEvalStore {
+    async fn try_lock(&self) -> anyhow::Result<bool> {
+        let mut conn = self.store.pool().acquire().await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut *conn).await?;
+        if got {
+            *self.lock.lock().await = Some(conn);
+        }
+        Ok(got)
+    }
+
+    async fn unlock(&self) -> anyhow::Result<()> {
+        if let Some(mut conn) = self.lock.lock().await.take() {
+            sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut *conn).await?;
+        }
+        Ok(())
+    }
+
+    async fn global_watermark(&self) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(watermark_ms) FROM tw_partitions WHERE watermark_ms > 0")
+            .fetch_one(self.store.pool())
+            .await?)
+    }
+
+    async fn conf_rows(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<ConfRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {}, signal, classifier_version, router, conversations, routed_cheap, threshold_sum, threshold_n, hist \
+             FROM tw_conf_hist WHERE hour >= to_timestamp($1::double precision / 1000) \
+             AND hour < to_timestamp($2::double precision / 1000)",
+            ms("hour")
+        ))
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading tw_conf_hist")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
+            out.push(ConfRow {
+                hour_ms: r.try_get(0)?,
+                subject: (r.try_get(2)?, r.try_get(3)?, signal),
+                window: Window {
+                    hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(8)?)
+                        .context("stored histogram does not decode")?,
+                    conversations: r.try_get::<i64, _>(4)?.max(0) as u64,
+                    routed_cheap: r.try_get::<i64, _>(5)?.max(0) as u64,
+                    threshold_sum: r.try_get(6)?,
+                    threshold_n: r.try_get::<i64, _>(7)?.max(0) as u64,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn references(&self) -> anyhow::Result<Vec<StoredReference>> {
+        let rows = sqlx::query("SELECT classifier_version, signal, source, n_eff, hist, psi_edges FROM tw_references")
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut out = vec![];
+        for r in rows {
+            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
+            let edges: Vec<i32> = r.try_get(5)?;
+            out.push(StoredReference {
+                classifier_version: r.try_get(0)?,
+                signal,
+                source: r.try_get(2)?,
+                n_eff: r.try_get::<i64, _>(3)?.max(1) as u64,
+                hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(4)?).context("reference histogram")?,
+                psi_edges: edges.into_iter().map(|e| e.clamp(0, 10_000) as u16).collect(),
+            });
+        }
+        Ok(out)
+    }
+
+    async fn insert_reference(&self, r: &StoredReference) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO tw_references (classifier_version, signal, source, n, n_eff, hist, psi_edges) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.classifier_version)
+        .bind(r.signal.as_str())
+        .bind(&r.source)
+        .bind(r.hist.total() as i64)
+        .bind(r.n_eff as i64)
+        .bind(r.hist.to_bytes())
+        .bind(r.psi_edges.iter().map(|e| i32::from(*e)).collect::<Vec<_>>())
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn write_drift(&self, rows: &[DriftRecord<'_>]) -> anyhow::Result<()> {
+        let mut tx = self.store.pool().begin().await?;
+        for rec in rows {
+            let (cv, router, signal) = rec.subject;
+            let r = rec.row;
+            sqlx::query(
+                "INSERT INTO tw_drift_daily (day, classifier_version, router, signal, \"window\", n, n_eff, ref_n, \
+                   ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at) \
+                 VALUES ((to_timestamp($1::double precision / 1000) AT TIME ZONE 'UTC')::date, $2, $3, $4, $5, $6, \
+                   $7, $8, $9, $10, $11, $12, $13, $14, $15, now()) \
+                 ON CONFLICT (day, classifier_version, router, signal, \"window\") DO UPDATE SET \
+                   n = excluded.n, n_eff = excluded.n_eff, ref_n = excluded.ref_n, ks_d = excluded.ks_d, \
+                   ks_p = excluded.ks_p, psi = excluded.psi, psi_noise = excluded.psi_noise, \
+                   cheap_share_expected = excluded.cheap_share_expected, \
+                   cheap_share_observed = excluded.cheap_share_observed, status = excluded.status, \
+                   evaluated_at = now()",
+            )
+            .bind(rec.day_ms)
+            .bind(cv)
+            .bind(router)
+            .bind(signal.as_str())
+            .bind(rec.window)
+            .bind(r.n as i64)
+            .bind(r.n_eff as i64)
+            .bind(r.ref_n as i64)
+            .bind(r.ks_d)
+            .bind(r.ks_p)
+            .bind(r.psi)
+            .bind(r.psi_noise)
+            .bind(r.cheap_share_expected)
+            .bind(r.cheap_share_observed)
+            .bind(r.status.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("writing tw_drift_daily")?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn daily_tier_counts(&self) -> anyhow::Result<Vec<(i64, String, DayCounts)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {} AS b, q.tier, SUM(q.thumbs_down)::bigint, SUM(q.decisions)::bigint, \
+               SUM(q.failed_deflections)::bigint, SUM(q.reviews_wrong)::bigint, SUM(q.reviews_n)::bigint, \
+               COALESCE(MAX(t.ai_conversations), 0)::bigint \
+             FROM tw_agg_quality q LEFT JOIN tw_agg_tier_day t \
+               ON t.day = (q.bucket AT TIME ZONE 'UTC')::date AND t.tier = q.tier \
+             WHERE q.grain = 'd' GROUP BY 1, 2",
+            ms("q.bucket")
+        ))
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading daily tier quality")?;
+        let mut out = vec![];
+        for r in rows {
+            let get = |i: usize| -> anyhow::Result<u64> { Ok(r.try_get::<i64, _>(i)?.max(0) as u64) };
+            out.push((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                DayCounts {
+                    thumbs_down: get(2)?,
+                    decisions: get(3)?,
+                    failed_deflections: get(4)?,
+                    reviews_wrong: get(5)?,
+                    reviews_n: get(6)?,
+                    conversations: get(7)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>> {
+        let previous: Option<String> = sqlx::query_scalar(
+            "INSERT INTO tw_alerts AS a (id, kind, subject, severity, state, value, threshold, window_start, window_end, \
+               fired_at, escalated_at, resolved_at, last_value, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::double precision / 1000), \
+               to_timestamp($9::double precision / 1000), to_timestamp($10::double precision / 1000), \
+               to_timestamp($11::double precision / 1000), to_timestamp($12::double precision / 1000), $13, now()) \
+             ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state, \
+               value = excluded.value, threshold = excluded.threshold, window_start = excluded.window_start, \
+               window_end = excluded.window_end, escalated_at = excluded.escalated_at, \
+               resolved_at = excluded.resolved_at, last_value = excluded.last_value, updated_at = now() \
+             RETURNING (SELECT notified FROM tw_alerts WHERE id = $1)",
+        )
+        .bind(&e.id)
+        .bind(kind)
+        .bind(subject)
+        .bind(e.severity.as_str())
+        .bind(e.state.as_str())
+        .bind(e.value)
+        .bind(e.threshold)
+        .bind(e.window_start_ms)
+        .bind(e.window_end_ms)
+        .bind(e.fired_window_end_ms)
+        .bind(e.escalated_window_end_ms)
+        .bind(e.resolved_window_end_ms)
+        .bind(e.last_value)
+        .fetch_one(self.store.pool())
+        .await
+        .context("writing tw_alerts")?;
+        Ok(previous)
+    }
+
+    async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE tw_alerts SET notified = $2 WHERE id = $1")
+            .bind(id)
+            .bind(transition)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String]) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM tw_alerts WHERE kind = $1 AND subject = $2 AND NOT (id = ANY($3))")
+            .bind(kind)
+            .bind(subject)
+            .bind(ids)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+}
