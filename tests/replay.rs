@@ -173,4 +173,35 @@ async fn replay_is_exact_resumable_and_format_independent() {
     std::fs::write(&cfg, format!("[postgres]\nurl = \"{}\"\n[http]\nlisten = \"\"\n", avro_env.db_url)).unwrap();
     replay(&cfg, &files);
     assert_eq!(totals(&avro_env).await, expect, "Avro container files give the same numbers");
+
+    // The embedded store: the same replay into SQLite gives the same view rows as Postgres.
+    let db = avro_env.dir.path().join("embedded.db");
+    let cfg = avro_env.dir.path().join("sqlite.toml");
+    std::fs::write(&cfg, format!("[sqlite]\npath = \"{}\"\n[http]\nlisten = \"\"\n", db.display())).unwrap();
+    replay(&cfg, &files);
+    let again = replay(&cfg, &files);
+    assert!(again.contains("replayed 0 records"), "{again}");
+    let lite = sqlx::sqlite::SqlitePoolOptions::new().connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let q = "SELECT tier, SUM(decisions), SUM(conversations), SUM(thumbs_down), SUM(failed_deflections) \
+             FROM tier_quality_daily GROUP BY tier ORDER BY tier";
+    let got: Vec<(String, i64, i64, i64, i64)> = sqlx::query(q)
+        .fetch_all(&lite)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect();
+    assert_eq!(got, expect, "SQLite");
+    let cols = "tier, ai_conversations, failed_deflections, deflected, inference_cost_usd, excess_human_cost_usd";
+    let pg: Vec<(String, i64, i64, i64, f64, f64)> =
+        sqlx::query_as(&format!("SELECT {cols} FROM deflection_daily ORDER BY day, tier"))
+            .fetch_all(&avro_env.pool)
+            .await
+            .unwrap();
+    let sq: Vec<(String, i64, i64, i64, f64, f64)> =
+        sqlx::query_as(&format!("SELECT {cols} FROM deflection_daily ORDER BY day, tier"))
+            .fetch_all(&lite)
+            .await
+            .unwrap();
+    assert_eq!(pg, sq, "deflection_daily on both stores");
 }

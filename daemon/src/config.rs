@@ -36,7 +36,12 @@ pub struct Config {
     #[serde(default)]
     pub topics: TopicsConfig,
     /// Where the metrics, join state and offsets live.
-    pub postgres: PostgresConfig,
+    #[serde(default)]
+    pub postgres: Option<PostgresConfig>,
+    /// The embedded store instead of Postgres (try it without servers): exactly one of
+    /// `[postgres]` and `[sqlite]`.
+    #[serde(default)]
+    pub sqlite: Option<SqliteConfig>,
     /// Join and attribution rules (SPEC §3).
     #[serde(default)]
     pub attribution: AttributionConfig,
@@ -179,6 +184,13 @@ pub struct PostgresConfig {
     /// Connection pool size.
     #[serde(default = "default_pool")]
     pub max_connections: u32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqliteConfig {
+    /// Database file (created if missing), e.g. `tierwatch.db`.
+    pub path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -468,11 +480,24 @@ impl Config {
         {
             return Err(invalid("topics", "the three topic names must differ"));
         }
-        if !url_is_postgres(&self.postgres.url) {
-            return Err(invalid("postgres.url", "must start with postgres:// or postgresql://"));
-        }
-        if self.postgres.max_connections < 2 {
-            return Err(invalid("postgres.max_connections", "must be at least 2"));
+        match (&self.postgres, &self.sqlite) {
+            (Some(pg), None) => {
+                if !url_is_postgres(&pg.url) {
+                    return Err(invalid("postgres.url", "must start with postgres:// or postgresql://"));
+                }
+                if pg.max_connections < 2 {
+                    return Err(invalid("postgres.max_connections", "must be at least 2"));
+                }
+            }
+            (None, Some(sq)) => {
+                if sq.path.trim().is_empty() {
+                    return Err(invalid("sqlite.path", "must name a file"));
+                }
+            }
+            (Some(_), Some(_)) => return Err(invalid("sqlite", "configure either [postgres] or [sqlite], not both")),
+            (None, None) => {
+                return Err(invalid("postgres", "a store is required: [postgres] url = … or [sqlite] path = …"))
+            }
         }
         let positive = [
             ("attribution.window_hours", self.attribution.window_hours),

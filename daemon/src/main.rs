@@ -7,8 +7,12 @@ use std::sync::Arc;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tierwatch::config::Config;
+use tierwatch::drift::evaluator::{EvalStore, Evaluator};
 use tierwatch::pipeline::Pipeline;
 use tierwatch::store::postgres::PgStore;
+use tierwatch::store::postgres_eval::PgEvalStore;
+use tierwatch::store::sqlite::SqliteStore;
+use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::{Store, ViewSettings};
 use tierwatch::telemetry::Telemetry;
 
@@ -130,35 +134,59 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 }
 
 fn migrate(cfg: Config) -> anyhow::Result<()> {
-    runtime()?.block_on(async {
-        let store = PgStore::connect(&cfg.postgres.url, cfg.postgres.max_connections).await?;
-        store.migrate().await?;
-        eprintln!("migrations applied");
-        Ok(())
-    })
+    let rt = runtime()?;
+    open_stores(&rt, &cfg)?;
+    eprintln!("migrations applied");
+    Ok(())
 }
 
-/// Connect, migrate and write the settings the views need.
-fn open_store(rt: &tokio::runtime::Runtime, cfg: &Config) -> anyhow::Result<Arc<PgStore>> {
+/// The configured store, connected, migrated, with the settings the views need written.
+enum Stores {
+    Postgres(Arc<PgStore>),
+    Sqlite(Arc<SqliteStore>),
+}
+
+fn open_stores(rt: &tokio::runtime::Runtime, cfg: &Config) -> anyhow::Result<Stores> {
+    let settings = ViewSettings {
+        attribution_window_ms: cfg.attribution.window_ms(),
+        baseline_from: cfg.ledger.baseline_from,
+        baseline_to: cfg.ledger.baseline_to,
+        baseline_tier: cfg.ledger.capable_tier.clone(),
+    };
     rt.block_on(async {
-        let store = PgStore::connect(&cfg.postgres.url, cfg.postgres.max_connections).await?;
-        store.migrate().await?;
-        store
-            .write_settings(&ViewSettings {
-                attribution_window_ms: cfg.attribution.window_ms(),
-                baseline_from: cfg.ledger.baseline_from,
-                baseline_to: cfg.ledger.baseline_to,
-                baseline_tier: cfg.ledger.capable_tier.clone(),
-            })
-            .await?;
-        anyhow::Ok(Arc::new(store))
+        if let Some(pg) = &cfg.postgres {
+            let store = PgStore::connect(&pg.url, pg.max_connections).await?;
+            store.migrate().await?;
+            store.write_settings(&settings).await?;
+            Ok(Stores::Postgres(Arc::new(store)))
+        } else if let Some(sq) = &cfg.sqlite {
+            let store = SqliteStore::open(&sq.path).await?;
+            store.migrate().await?;
+            store.write_settings(&settings).await?;
+            Ok(Stores::Sqlite(Arc::new(store)))
+        } else {
+            anyhow::bail!("no store configured")
+        }
     })
 }
 
 fn replay(cfg: Config, paths: [&PathBuf; 3], progress: bool) -> anyhow::Result<()> {
-    use tierwatch::source::files::{topic_of, FileSource};
     let rt = runtime()?;
-    let store = open_store(&rt, &cfg)?;
+    match open_stores(&rt, &cfg)? {
+        Stores::Postgres(s) => replay_with(rt, cfg, s.clone(), PgEvalStore::new(s), paths, progress),
+        Stores::Sqlite(s) => replay_with(rt, cfg, s.clone(), SqliteEvalStore::new(s), paths, progress),
+    }
+}
+
+fn replay_with<S: Store + 'static, E: EvalStore>(
+    rt: tokio::runtime::Runtime,
+    cfg: Config,
+    store: Arc<S>,
+    eval: E,
+    paths: [&PathBuf; 3],
+    progress: bool,
+) -> anyhow::Result<()> {
+    use tierwatch::source::files::{topic_of, FileSource};
     let topics = paths.map(|p| topic_of(p));
     let snapshot = rt.block_on(store.load_partition(0, &topics.iter().map(String::as_str).collect::<Vec<_>>()))?;
     let mut source = FileSource::open(paths.map(|p| p.as_path()), snapshot, progress)?;
@@ -174,30 +202,29 @@ fn replay(cfg: Config, paths: [&PathBuf; 3], progress: bool) -> anyhow::Result<(
             shutdown.store(true, Ordering::Relaxed);
         });
     }
-    let handle = rt.handle().clone();
-    let (worker_store, worker_telemetry) = (store.clone(), telemetry.clone());
     let started = std::time::Instant::now();
-    let stats = std::thread::Builder::new()
-        .name("tierwatch-replay".into())
-        .spawn(move || {
-            let mut pipeline = Pipeline::with_inputs(&cfg, inputs, worker_store, handle, worker_telemetry, shutdown);
-            pipeline.run(&mut source).map(|s| (s, cfg))
-        })?
-        .join()
-        .map_err(|_| anyhow::anyhow!("replay thread panicked"))?;
-    let (stats, cfg) = stats?;
+    // The pipeline blocks on the store: run it on its own thread, off the runtime.
+    let stats = std::thread::scope(|scope| {
+        let handle = rt.handle().clone();
+        let (store, telemetry, cfg) = (store.clone(), telemetry.clone(), &cfg);
+        scope
+            .spawn(move || {
+                let mut pipeline = Pipeline::with_inputs(cfg, inputs, store, handle, telemetry, shutdown);
+                pipeline.run(&mut source)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("replay thread panicked"))
+    })??;
     // Bring the drift rows and alerts up to date with what was replayed.
-    let summary = rt.block_on(
-        tierwatch::drift::evaluator::Evaluator::new(
-            Arc::new(tierwatch::store::postgres_eval::PgEvalStore::new(store.clone())),
-            cfg.drift.clone(),
-            cfg.alerts.quality.clone(),
-            cfg.attribution.window_ms(),
-            telemetry,
-            None,
-        )
-        .pass(),
-    )?;
+    let evaluator = Evaluator::new(
+        Arc::new(eval),
+        cfg.drift.clone(),
+        cfg.alerts.quality.clone(),
+        cfg.attribution.window_ms(),
+        telemetry,
+        None,
+    );
+    let summary = rt.block_on(evaluator.pass())?;
     eprintln!(
         "replayed {} records ({} rejected) in {:.1}s; drift rows {}, alerts firing {}",
         stats.messages,
@@ -212,9 +239,20 @@ fn replay(cfg: Config, paths: [&PathBuf; 3], progress: bool) -> anyhow::Result<(
 fn run(cfg: Config) -> anyhow::Result<()> {
     cfg.kafka()?;
     let rt = runtime()?;
+    match open_stores(&rt, &cfg)? {
+        Stores::Postgres(s) => run_with(rt, cfg, s.clone(), PgEvalStore::new(s)),
+        Stores::Sqlite(s) => run_with(rt, cfg, s.clone(), SqliteEvalStore::new(s)),
+    }
+}
+
+fn run_with<S: Store + 'static, E: EvalStore + 'static>(
+    rt: tokio::runtime::Runtime,
+    cfg: Config,
+    store: Arc<S>,
+    eval: E,
+) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
-    let store = open_store(&rt, &cfg)?;
     if !cfg.http.listen.is_empty() {
         let t = telemetry.clone();
         let listen = cfg.http.listen.clone();
@@ -224,23 +262,20 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             }
         });
     }
-    let evaluator = {
-        let webhooks = if cfg.alerts.webhooks.is_empty() {
-            None
-        } else {
-            let _guard = rt.enter();
-            Some(tierwatch::alert::WebhookSink::start(cfg.alerts.webhooks.clone(), cfg.alerts.queue_capacity)?)
-        };
-        let ev = tierwatch::drift::evaluator::Evaluator::new(
-            Arc::new(tierwatch::store::postgres_eval::PgEvalStore::new(store.clone())),
-            cfg.drift.clone(),
-            cfg.alerts.quality.clone(),
-            cfg.attribution.window_ms(),
-            telemetry.clone(),
-            webhooks,
-        );
-        rt.spawn(ev.run(shutdown.clone()))
+    let webhooks = if cfg.alerts.webhooks.is_empty() {
+        None
+    } else {
+        let _guard = rt.enter();
+        Some(tierwatch::alert::WebhookSink::start(cfg.alerts.webhooks.clone(), cfg.alerts.queue_capacity)?)
     };
+    let evaluator = Evaluator::new(
+        Arc::new(eval),
+        cfg.drift.clone(),
+        cfg.alerts.quality.clone(),
+        cfg.attribution.window_ms(),
+        telemetry.clone(),
+        webhooks,
+    );
     {
         let shutdown = shutdown.clone();
         rt.spawn(async move {
@@ -249,22 +284,36 @@ fn run(cfg: Config) -> anyhow::Result<()> {
             shutdown.store(true, Ordering::Relaxed);
         });
     }
-    // The consumer and its rebalance callback block on the store: keep them off the runtime.
     let handle = rt.handle().clone();
-    let pipeline_shutdown = shutdown.clone();
-    let worker = std::thread::Builder::new().name("tierwatch-pipeline".into()).spawn(move || {
-        let consumer = tierwatch::source::kafka::create_consumer(&cfg, store.clone(), handle.clone())?;
-        let topics =
-            [cfg.topics.routing.name.clone(), cfg.topics.feedback.name.clone(), cfg.topics.tickets.name.clone()];
-        let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics);
-        let mut pipeline = Pipeline::new(&cfg, store, handle, telemetry, pipeline_shutdown);
-        let stats = pipeline.run(&mut source)?;
-        drop(source);
-        anyhow::Ok(stats)
-    })?;
-    let stats = worker.join().map_err(|_| anyhow::anyhow!("pipeline thread panicked"))??;
-    shutdown.store(true, Ordering::Relaxed);
-    let _ = rt.block_on(evaluator);
+    let stats = std::thread::scope(|scope| {
+        // The evaluator: its own thread driving its future (store access is async but its heavy
+        // statistics go to the blocking pool).
+        let eval_handle = handle.clone();
+        let eval_shutdown = shutdown.clone();
+        let eval_thread = scope.spawn(move || eval_handle.block_on(evaluator.run(eval_shutdown)));
+        // The consumer and its rebalance callback block on the store: keep them off the runtime.
+        let pipeline_shutdown = shutdown.clone();
+        let (cfg, store, telemetry) = (&cfg, store.clone(), telemetry.clone());
+        let result = scope
+            .spawn(move || {
+                let consumer = tierwatch::source::kafka::create_consumer(cfg, store.clone(), handle.clone())?;
+                let topics = [
+                    cfg.topics.routing.name.clone(),
+                    cfg.topics.feedback.name.clone(),
+                    cfg.topics.tickets.name.clone(),
+                ];
+                let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics);
+                let mut pipeline = Pipeline::new(cfg, store, handle, telemetry, pipeline_shutdown);
+                let stats = pipeline.run(&mut source)?;
+                drop(source);
+                anyhow::Ok(stats)
+            })
+            .join()
+            .map_err(|_| anyhow::anyhow!("pipeline thread panicked"));
+        shutdown.store(true, Ordering::Relaxed);
+        let _ = eval_thread.join();
+        result
+    })??;
     tracing::info!(messages = stats.messages, rejected = stats.rejected, batches = stats.batches, "stopped");
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())

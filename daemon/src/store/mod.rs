@@ -3,6 +3,8 @@
 
 pub mod postgres;
 pub mod postgres_eval;
+pub mod sqlite;
+pub mod sqlite_eval;
 
 use std::collections::HashMap;
 

@@ -1,0 +1,485 @@
+//! Embedded SQLite store: the try-it-without-servers default (SPEC §1). Same tables, same
+//! views and the same commit semantics as [`super::postgres::PgStore`]; the schema lives in
+//! `migrations/sqlite/` (time as epoch-ms integers internally, ISO-8601 text in the views).
+//!
+//! SQLite has no `UNNEST`: a batch is written by looping over prepared statements inside one
+//! transaction (sqlx caches the prepared statement per connection, and with the database in
+//! process a row costs a few microseconds). SQLite allows one writer at a time; WAL lets readers
+//! (dashboards, the sqlite3 shell) run next to it, and `busy_timeout` makes a second writer wait
+//! instead of failing.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+
+use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
+use crate::metrics::{day_start, ConfDelta, ConfKey};
+use crate::stats::hist::ConfHist;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+
+/// How long a writer waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Open (creating it if missing) the database at `path_or_url`: a file path
+    /// (`tierwatch.db`, `/var/lib/tierwatch/tw.db`) or an sqlx URL (`sqlite://tw.db`,
+    /// `sqlite:tw.db?mode=rwc`, `sqlite::memory:`). WAL journal, `synchronous=NORMAL` (a commit
+    /// survives a process crash; a power loss can lose the last commits, never corrupt the file
+    /// or split a batch), and a busy timeout.
+    pub async fn open(path_or_url: &str) -> anyhow::Result<Self> {
+        let memory = path_or_url.contains(":memory:") || path_or_url.contains("mode=memory");
+        let opts = if path_or_url.starts_with("sqlite:") {
+            SqliteConnectOptions::from_str(path_or_url)
+                .with_context(|| format!("{path_or_url} is not a valid SQLite URL"))?
+        } else {
+            SqliteConnectOptions::new().filename(path_or_url)
+        };
+        let opts = opts
+            .create_if_missing(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Normal)
+            // No foreign keys in the schema; don't pay for the checks.
+            .foreign_keys(false);
+        // An in-memory database exists per connection: keep exactly one, and it has no WAL.
+        let (opts, max_connections) = if memory {
+            (opts.journal_mode(SqliteJournalMode::Memory), 1)
+        } else {
+            (opts.journal_mode(SqliteJournalMode::Wal), 4)
+        };
+        let pool = SqlitePoolOptions::new()
+            .max_connections(max_connections)
+            .min_connections(if memory { 1 } else { 0 })
+            // A memory database must never be dropped by the pool.
+            .idle_timeout(if memory { None } else { Some(Duration::from_secs(600)) })
+            .max_lifetime(if memory { None } else { Some(Duration::from_secs(1800)) })
+            .acquire_timeout(BUSY_TIMEOUT + Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .with_context(|| format!("opening the SQLite database {path_or_url}"))?;
+        Ok(Self { pool })
+    }
+
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+impl Store for SqliteStore {
+    async fn migrate(&self) -> anyhow::Result<()> {
+        MIGRATOR.run(&self.pool).await.context("applying SQLite migrations")?;
+        Ok(())
+    }
+
+    async fn write_settings(&self, s: &ViewSettings) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM tw_settings").execute(&mut *tx).await?;
+        let mut rows = vec![
+            ("attribution_window_ms", s.attribution_window_ms.to_string()),
+            ("baseline_tier", s.baseline_tier.clone()),
+        ];
+        if let (Some(a), Some(b)) = (s.baseline_from, s.baseline_to) {
+            rows.push(("baseline_from", a.to_string()));
+            rows.push(("baseline_to", b.to_string()));
+        }
+        for (k, v) in rows {
+            sqlx::query("INSERT INTO tw_settings(key, value) VALUES (?1, ?2)")
+                .bind(k)
+                .bind(v)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn load_partition(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot> {
+        // One transaction = one snapshot. It starts with a write (the INSERT), so it holds the
+        // write lock from the first statement: generation, offsets and state are consistent.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO tw_partitions(partition) VALUES (?1) ON CONFLICT DO NOTHING")
+            .bind(partition)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT generation, watermark_ms FROM tw_partitions WHERE partition = ?1")
+            .bind(partition)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut snap = PartitionSnapshot {
+            partition,
+            generation: row.try_get(0)?,
+            watermark_ms: row.try_get(1)?,
+            ..Default::default()
+        };
+        for topic in topics {
+            let row = sqlx::query("SELECT next_offset FROM tw_offsets WHERE partition = ?1 AND topic = ?2")
+                .bind(partition)
+                .bind(*topic)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = row {
+                snap.offsets.insert(topic.to_string(), r.try_get(0)?);
+            }
+        }
+        let rows = sqlx::query("SELECT key, state FROM tw_join_state WHERE partition = ?1")
+            .bind(partition)
+            .fetch_all(&mut *tx)
+            .await?;
+        snap.entries.reserve(rows.len());
+        for r in rows {
+            snap.entries.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        tx.commit().await?;
+        Ok(snap)
+    }
+
+    async fn commit(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome> {
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut generations = HashMap::new();
+        // Fence first (the first UPDATE takes SQLite's write lock, so nothing below races).
+        let mut parts: Vec<_> = batch.partitions.iter().collect();
+        parts.sort_by_key(|p| p.partition);
+        for p in &parts {
+            let row = sqlx::query(
+                "UPDATE tw_partitions SET generation = generation + 1, \
+                 watermark_ms = max(watermark_ms, ?3) \
+                 WHERE partition = ?1 AND generation = ?2 RETURNING generation",
+            )
+            .bind(p.partition)
+            .bind(p.expected_generation)
+            .bind(p.watermark_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(r) => {
+                    generations.insert(p.partition, r.try_get::<i64, _>(0)?);
+                }
+                None => {
+                    tx.rollback().await?;
+                    return Ok(CommitOutcome::Fenced(p.partition));
+                }
+            }
+        }
+        let t = std::time::Instant::now();
+        write_offsets(&mut tx, batch).await?;
+        write_state(&mut tx, batch).await?;
+        let t_state = t.elapsed();
+        write_quality(&mut tx, batch).await?;
+        write_latency(&mut tx, batch).await?;
+        write_tier_day(&mut tx, batch).await?;
+        write_human(&mut tx, batch).await?;
+        write_orphans(&mut tx, batch).await?;
+        write_dead_letters(&mut tx, batch).await?;
+        write_conf(&mut tx, batch).await?;
+        let t_aggs = t.elapsed();
+        tx.commit().await.context("committing the batch")?;
+        tracing::debug!(
+            state_ms = t_state.as_secs_f64() * 1e3,
+            aggregates_ms = (t_aggs - t_state).as_secs_f64() * 1e3,
+            commit_ms = (t.elapsed() - t_aggs).as_secs_f64() * 1e3,
+            state_rows = batch.partitions.iter().map(|p| p.state.len()).sum::<usize>(),
+            quality_rows = batch.deltas.quality.len(),
+            latency_rows = batch.deltas.latency.len(),
+            "batch written (sqlite)"
+        );
+        Ok(CommitOutcome::Committed(generations))
+    }
+}
+
+type Tx<'a> = Transaction<'a, Sqlite>;
+
+async fn write_offsets(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    for p in &b.partitions {
+        for (topic, offset) in &p.offsets {
+            sqlx::query(
+                "INSERT INTO tw_offsets(topic, partition, next_offset) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+            )
+            .bind(topic)
+            .bind(p.partition)
+            .bind(*offset)
+            .execute(&mut **tx)
+            .await
+            .context("writing offsets")?;
+        }
+    }
+    Ok(())
+}
+
+async fn write_state(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    // Upserts first, then deletes, as the Postgres store does.
+    for p in &b.partitions {
+        for (key, state) in &p.state {
+            if let Some(v) = state {
+                sqlx::query(
+                    "INSERT INTO tw_join_state(partition, key, state) VALUES (?1, ?2, ?3) \
+                     ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
+                )
+                .bind(p.partition)
+                .bind(key)
+                .bind(v.as_slice())
+                .execute(&mut **tx)
+                .await
+                .context("writing join state")?;
+            }
+        }
+    }
+    for p in &b.partitions {
+        for (key, state) in &p.state {
+            if state.is_none() {
+                sqlx::query("DELETE FROM tw_join_state WHERE partition = ?1 AND key = ?2")
+                    .bind(p.partition)
+                    .bind(key)
+                    .execute(&mut **tx)
+                    .await
+                    .context("deleting join state")?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn write_quality(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let mut rows: Vec<_> = b.deltas.quality.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0)); // primary-key order: B-tree locality
+    for (k, v) in rows {
+        let d = &k.dims;
+        sqlx::query(
+            "INSERT INTO tw_agg_quality (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
+               decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
+               escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) \
+             ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
+               decisions = decisions + excluded.decisions, \
+               conversations = conversations + excluded.conversations, \
+               thumbs_up = thumbs_up + excluded.thumbs_up, \
+               thumbs_down = thumbs_down + excluded.thumbs_down, \
+               csat_n = csat_n + excluded.csat_n, \
+               reviews_n = reviews_n + excluded.reviews_n, \
+               reviews_wrong = reviews_wrong + excluded.reviews_wrong, \
+               failed_deflections = failed_deflections + excluded.failed_deflections, \
+               escalations = escalations + excluded.escalations, \
+               cost_nusd = cost_nusd + excluded.cost_nusd, \
+               capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd, \
+               attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
+               attributed_human_cost_nusd = attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
+               csat_sum = csat_sum + excluded.csat_sum",
+        )
+        .bind(k.grain.as_str())
+        .bind(k.bucket_ms)
+        .bind(&d.tier)
+        .bind(&d.model)
+        .bind(&d.classifier_version)
+        .bind(&d.router)
+        .bind(&d.segment)
+        .bind(&d.intent)
+        .bind(v.decisions)
+        .bind(v.conversations)
+        .bind(v.thumbs_up)
+        .bind(v.thumbs_down)
+        .bind(v.csat_n)
+        .bind(v.reviews_n)
+        .bind(v.reviews_wrong)
+        .bind(v.failed_deflections)
+        .bind(v.escalations)
+        .bind(v.cost_nusd)
+        .bind(v.capable_cost_nusd)
+        .bind(v.attributed_tickets)
+        .bind(v.attributed_human_cost_nusd)
+        .bind(v.csat_sum)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_agg_quality")?;
+    }
+    Ok(())
+}
+
+async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let mut rows: Vec<_> = b.deltas.latency.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for ((k, bin), count) in rows {
+        let d = &k.dims;
+        sqlx::query(
+            "INSERT INTO tw_agg_latency (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
+               bin, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, bin) \
+             DO UPDATE SET count = count + excluded.count",
+        )
+        .bind(k.grain.as_str())
+        .bind(k.bucket_ms)
+        .bind(&d.tier)
+        .bind(&d.model)
+        .bind(&d.classifier_version)
+        .bind(&d.router)
+        .bind(&d.segment)
+        .bind(&d.intent)
+        .bind(*bin)
+        .bind(*count)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_agg_latency")?;
+    }
+    Ok(())
+}
+
+async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let rows = b.deltas.tier_day.iter().map(|((d, t), n)| (*d, t.clone(), *n)).collect();
+    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", rows).await
+}
+
+async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let rows = b.deltas.orphans.iter().map(|((d, k), n)| (*d, k.as_str().to_string(), *n)).collect();
+    upsert_day_counter(tx, "tw_orphans", "kind", "count", rows).await
+}
+
+/// Add `(ms in the day, label, n)` rows into a `(day_ms, label) → counter` table. The day is
+/// the UTC day containing the timestamp (as `(ms AT TIME ZONE 'UTC')::date` in Postgres).
+async fn upsert_day_counter(
+    tx: &mut Tx<'_>,
+    table: &str,
+    label: &str,
+    counter: &str,
+    mut rows: Vec<(i64, String, i64)>,
+) -> anyhow::Result<()> {
+    rows.sort();
+    let sql = format!(
+        "INSERT INTO {table} (day_ms, {label}, {counter}) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (day_ms, {label}) DO UPDATE SET {counter} = {counter} + excluded.{counter}"
+    );
+    for (ms, l, n) in rows {
+        sqlx::query(&sql)
+            .bind(day_start(ms))
+            .bind(l)
+            .bind(n)
+            .execute(&mut **tx)
+            .await
+            .with_context(|| format!("writing {table}"))?;
+    }
+    Ok(())
+}
+
+async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let mut rows: Vec<_> = b.deltas.human.iter().collect();
+    rows.sort_by(|a, b| a.0.cmp(b.0));
+    for (k, h) in rows {
+        sqlx::query(
+            "INSERT INTO tw_agg_human_day (day_ms, cost_center, channel, tickets_opened, attributed_tickets, \
+               unattributed_tickets, tickets_resolved, human_cost_nusd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             ON CONFLICT (day_ms, cost_center, channel) DO UPDATE SET \
+               tickets_opened = tickets_opened + excluded.tickets_opened, \
+               attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
+               unattributed_tickets = unattributed_tickets + excluded.unattributed_tickets, \
+               tickets_resolved = tickets_resolved + excluded.tickets_resolved, \
+               human_cost_nusd = human_cost_nusd + excluded.human_cost_nusd",
+        )
+        .bind(day_start(k.day_ms))
+        .bind(&k.cost_center)
+        .bind(&k.channel)
+        .bind(h.tickets_opened)
+        .bind(h.attributed_tickets)
+        .bind(h.unattributed_tickets)
+        .bind(h.tickets_resolved)
+        .bind(h.human_cost_nusd)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_agg_human_day")?;
+    }
+    Ok(())
+}
+
+/// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
+/// owner writes them (the generation fence above holds), so read-modify-write is safe.
+async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let mut rows: Vec<(i32, &ConfKey, &ConfDelta)> = vec![];
+    for p in &b.partitions {
+        for (k, v) in &p.conf {
+            rows.push((p.partition, k, v));
+        }
+    }
+    if rows.is_empty() {
+        return Ok(());
+    }
+    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for (partition, key, delta) in rows {
+        let stored = sqlx::query(
+            "SELECT conversations, routed_cheap, threshold_sum, threshold_n, hist FROM tw_conf_hist \
+             WHERE hour_ms = ?1 AND partition = ?2 AND signal = ?3 AND classifier_version = ?4 AND router = ?5",
+        )
+        .bind(key.hour_ms)
+        .bind(partition)
+        .bind(key.signal.as_str())
+        .bind(&key.classifier_version)
+        .bind(&key.router)
+        .fetch_optional(&mut **tx)
+        .await
+        .context("reading tw_conf_hist")?;
+        let mut merged = delta.clone();
+        if let Some(r) = stored {
+            let stored = ConfDelta {
+                hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(4)?).context("stored histogram does not decode")?,
+                conversations: r.try_get(0)?,
+                routed_cheap: r.try_get(1)?,
+                threshold_sum: r.try_get(2)?,
+                threshold_n: r.try_get(3)?,
+            };
+            merged.add(&stored);
+        }
+        let n = i64::try_from(merged.hist.total()).unwrap_or(i64::MAX);
+        sqlx::query(
+            "INSERT INTO tw_conf_hist (hour_ms, partition, signal, classifier_version, router, n, conversations, \
+               routed_cheap, threshold_sum, threshold_n, hist, updated_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
+             ON CONFLICT (hour_ms, partition, signal, classifier_version, router) DO UPDATE SET \
+               n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
+               threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
+               updated_at_ms = excluded.updated_at_ms",
+        )
+        .bind(key.hour_ms)
+        .bind(partition)
+        .bind(key.signal.as_str())
+        .bind(&key.classifier_version)
+        .bind(&key.router)
+        .bind(n)
+        .bind(merged.conversations)
+        .bind(merged.routed_cheap)
+        .bind(merged.threshold_sum)
+        .bind(merged.threshold_n)
+        .bind(merged.hist.to_bytes())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_conf_hist")?;
+    }
+    Ok(())
+}
+
+async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    for d in &b.dead_letters {
+        sqlx::query(
+            "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )
+        .bind(&d.topic)
+        .bind(d.partition)
+        .bind(d.offset)
+        .bind(d.reason)
+        .bind(&d.detail)
+        .bind(d.payload.as_deref())
+        // Same bound as the Postgres column (int).
+        .bind(i32::try_from(d.payload_len).unwrap_or(i32::MAX))
+        .bind(d.truncated)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_dead_letters")?;
+    }
+    Ok(())
+}

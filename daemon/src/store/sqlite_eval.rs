@@ -1,0 +1,238 @@
+//! The drift/alert evaluator's storage on the embedded SQLite store. One process owns an SQLite
+//! file, so the "one evaluating instance" lock is a local flag.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use sqlx::Row;
+
+use super::sqlite::SqliteStore;
+use crate::alert::quality::DayCounts;
+use crate::alert::Episode;
+use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
+use crate::drift::Window;
+use crate::metrics::Signal;
+use crate::stats::hist::ConfHist;
+
+pub struct SqliteEvalStore {
+    store: Arc<SqliteStore>,
+    busy: AtomicBool,
+}
+
+impl SqliteEvalStore {
+    pub fn new(store: Arc<SqliteStore>) -> Self {
+        Self { store, busy: AtomicBool::new(false) }
+    }
+}
+
+const NOW_MS: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
+
+impl EvalStore for SqliteEvalStore {
+    async fn try_lock(&self) -> anyhow::Result<bool> {
+        Ok(!self.busy.swap(true, Ordering::AcqRel))
+    }
+
+    async fn unlock(&self) -> anyhow::Result<()> {
+        self.busy.store(false, Ordering::Release);
+        Ok(())
+    }
+
+    async fn global_watermark(&self) -> anyhow::Result<Option<i64>> {
+        Ok(sqlx::query_scalar("SELECT MIN(watermark_ms) FROM tw_partitions WHERE watermark_ms > 0")
+            .fetch_one(self.store.pool())
+            .await?)
+    }
+
+    async fn conf_rows(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<ConfRow>> {
+        let rows = sqlx::query(
+            "SELECT hour_ms, signal, classifier_version, router, conversations, routed_cheap, threshold_sum, \
+             threshold_n, hist FROM tw_conf_hist WHERE hour_ms >= ? AND hour_ms < ?",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading tw_conf_hist")?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in rows {
+            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
+            out.push(ConfRow {
+                hour_ms: r.try_get(0)?,
+                subject: (r.try_get(2)?, r.try_get(3)?, signal),
+                window: Window {
+                    hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(8)?)
+                        .context("stored histogram does not decode")?,
+                    conversations: r.try_get::<i64, _>(4)?.max(0) as u64,
+                    routed_cheap: r.try_get::<i64, _>(5)?.max(0) as u64,
+                    threshold_sum: r.try_get(6)?,
+                    threshold_n: r.try_get::<i64, _>(7)?.max(0) as u64,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    async fn references(&self) -> anyhow::Result<Vec<StoredReference>> {
+        let rows = sqlx::query("SELECT classifier_version, signal, source, n_eff, hist, psi_edges FROM tw_references")
+            .fetch_all(self.store.pool())
+            .await?;
+        let mut out = vec![];
+        for r in rows {
+            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
+            let edges: Vec<u16> = serde_json::from_str(&r.try_get::<String, _>(5)?).context("reference PSI edges")?;
+            out.push(StoredReference {
+                classifier_version: r.try_get(0)?,
+                signal,
+                source: r.try_get(2)?,
+                n_eff: r.try_get::<i64, _>(3)?.max(1) as u64,
+                hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(4)?).context("reference histogram")?,
+                psi_edges: edges,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn insert_reference(&self, r: &StoredReference) -> anyhow::Result<()> {
+        sqlx::query(
+            "INSERT INTO tw_references (classifier_version, signal, source, n, n_eff, hist, psi_edges) \
+             VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r.classifier_version)
+        .bind(r.signal.as_str())
+        .bind(&r.source)
+        .bind(r.hist.total() as i64)
+        .bind(r.n_eff as i64)
+        .bind(r.hist.to_bytes())
+        .bind(serde_json::to_string(&r.psi_edges)?)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+
+    async fn write_drift(&self, rows: &[DriftRecord<'_>]) -> anyhow::Result<()> {
+        let mut tx = self.store.pool().begin().await?;
+        for rec in rows {
+            let (cv, router, signal) = rec.subject;
+            let r = rec.row;
+            sqlx::query(&format!(
+                "INSERT INTO tw_drift_daily (day_ms, classifier_version, router, signal, \"window\", n, n_eff, ref_n, \
+                   ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at_ms) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
+                 ON CONFLICT (day_ms, classifier_version, router, signal, \"window\") DO UPDATE SET \
+                   n = excluded.n, n_eff = excluded.n_eff, ref_n = excluded.ref_n, ks_d = excluded.ks_d, \
+                   ks_p = excluded.ks_p, psi = excluded.psi, psi_noise = excluded.psi_noise, \
+                   cheap_share_expected = excluded.cheap_share_expected, \
+                   cheap_share_observed = excluded.cheap_share_observed, status = excluded.status, \
+                   evaluated_at_ms = excluded.evaluated_at_ms"
+            ))
+            .bind(rec.day_ms)
+            .bind(cv)
+            .bind(router)
+            .bind(signal.as_str())
+            .bind(rec.window)
+            .bind(r.n as i64)
+            .bind(r.n_eff as i64)
+            .bind(r.ref_n as i64)
+            .bind(r.ks_d)
+            .bind(r.ks_p)
+            .bind(r.psi)
+            .bind(r.psi_noise)
+            .bind(r.cheap_share_expected)
+            .bind(r.cheap_share_observed)
+            .bind(r.status.as_str())
+            .execute(&mut *tx)
+            .await
+            .context("writing tw_drift_daily")?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn daily_tier_counts(&self) -> anyhow::Result<Vec<(i64, String, DayCounts)>> {
+        let rows = sqlx::query(
+            "SELECT q.bucket_ms, q.tier, SUM(q.thumbs_down), SUM(q.decisions), SUM(q.failed_deflections), \
+               SUM(q.reviews_wrong), SUM(q.reviews_n), COALESCE(MAX(t.ai_conversations), 0) \
+             FROM tw_agg_quality q LEFT JOIN tw_agg_tier_day t ON t.day_ms = q.bucket_ms AND t.tier = q.tier \
+             WHERE q.grain = 'd' GROUP BY 1, 2",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading daily tier quality")?;
+        let mut out = vec![];
+        for r in rows {
+            let get = |i: usize| -> anyhow::Result<u64> { Ok(r.try_get::<i64, _>(i)?.max(0) as u64) };
+            out.push((
+                r.try_get(0)?,
+                r.try_get(1)?,
+                DayCounts {
+                    thumbs_down: get(2)?,
+                    decisions: get(3)?,
+                    failed_deflections: get(4)?,
+                    reviews_wrong: get(5)?,
+                    reviews_n: get(6)?,
+                    conversations: get(7)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>> {
+        let mut tx = self.store.pool().begin().await?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT notified FROM tw_alerts WHERE id = ?")
+            .bind(&e.id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO tw_alerts (id, kind, subject, severity, state, value, threshold, window_start_ms, \
+               window_end_ms, fired_at_ms, escalated_at_ms, resolved_at_ms, last_value, updated_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
+             ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state, \
+               value = excluded.value, threshold = excluded.threshold, window_start_ms = excluded.window_start_ms, \
+               window_end_ms = excluded.window_end_ms, escalated_at_ms = excluded.escalated_at_ms, \
+               resolved_at_ms = excluded.resolved_at_ms, last_value = excluded.last_value, \
+               updated_at_ms = excluded.updated_at_ms"
+        ))
+        .bind(&e.id)
+        .bind(kind)
+        .bind(subject)
+        .bind(e.severity.as_str())
+        .bind(e.state.as_str())
+        .bind(e.value)
+        .bind(e.threshold)
+        .bind(e.window_start_ms)
+        .bind(e.window_end_ms)
+        .bind(e.fired_window_end_ms)
+        .bind(e.escalated_window_end_ms)
+        .bind(e.resolved_window_end_ms)
+        .bind(e.last_value)
+        .execute(&mut *tx)
+        .await
+        .context("writing tw_alerts")?;
+        tx.commit().await?;
+        Ok(previous)
+    }
+
+    async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE tw_alerts SET notified = ? WHERE id = ?")
+            .bind(transition)
+            .bind(id)
+            .execute(self.store.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String]) -> anyhow::Result<()> {
+        // SQLite has no arrays: pass the ids as a JSON array.
+        sqlx::query(
+            "DELETE FROM tw_alerts WHERE kind = ? AND subject = ? AND id NOT IN (SELECT value FROM json_each(?))",
+        )
+        .bind(kind)
+        .bind(subject)
+        .bind(serde_json::to_string(ids)?)
+        .execute(self.store.pool())
+        .await?;
+        Ok(())
+    }
+}
