@@ -111,7 +111,9 @@ fn bench(c: &mut Criterion) {
         }
         (join.open_conversations(), state_bytes)
     };
-    g.bench_function("decode_validate_join_aggregate", |b| b.iter_batched(|| (), |_| run(false), BatchSize::PerIteration));
+    g.bench_function("decode_validate_join_aggregate", |b| {
+        b.iter_batched(|| (), |_| run(false), BatchSize::PerIteration)
+    });
     g.bench_function("plus_state_serialization", |b| b.iter_batched(|| (), |_| run(true), BatchSize::PerIteration));
     g.finish();
 }
