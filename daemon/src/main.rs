@@ -63,6 +63,25 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Generate a reference scenario's three event streams (and its ground truth) into files,
+    /// deterministic for a seed; `tierwatch replay` feeds them through the pipeline.
+    Simulate {
+        /// postmortem (drift from week 3), control (no drift) or cascade.
+        #[arg(long, default_value = "postmortem")]
+        scenario: tierwatch::sim::Scenario,
+        #[arg(long, default_value_t = 140)]
+        days: u32,
+        #[arg(long, default_value_t = 1500)]
+        conversations_per_day: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory (created).
+        #[arg(long, short)]
+        out: PathBuf,
+        /// `jsonl` or `avro` (object container files).
+        #[arg(long, default_value = "jsonl")]
+        format: String,
+    },
     /// Drift references.
     Reference {
         #[command(subcommand)]
@@ -96,6 +115,9 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => load(&config).and_then(run),
         Command::Migrate { config } => load(&config).and_then(migrate),
         Command::Reference { command: ReferenceCommand::Build { input, output } } => build_reference(&input, &output),
+        Command::Simulate { scenario, days, conversations_per_day, seed, out, format } => {
+            simulate(scenario, days, conversations_per_day, seed, &out, &format)
+        }
         Command::Replay { config, routing, feedback, tickets, quiet } => {
             load(&config).and_then(|c| replay(c, [&routing, &feedback, &tickets], !quiet))
         }
@@ -120,6 +142,37 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 
 fn effective_config_json(c: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(c)?)
+}
+
+fn simulate(
+    scenario: tierwatch::sim::Scenario,
+    days: u32,
+    per_day: u32,
+    seed: u64,
+    out: &std::path::Path,
+    format: &str,
+) -> anyhow::Result<()> {
+    let mut cfg = tierwatch::sim::SimConfig::new(scenario);
+    cfg.days = days;
+    cfg.conversations_per_day = per_day;
+    cfg.seed = seed;
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    let started = std::time::Instant::now();
+    let summary = match format {
+        "jsonl" => tierwatch::sim::write_jsonl_days(out, &cfg)?,
+        "avro" => tierwatch::sim::write_avro_ocf_days(out, &cfg)?,
+        other => anyhow::bail!("--format must be `jsonl` or `avro`, not `{other}`"),
+    };
+    eprintln!(
+        "{scenario}: {} decisions, {} feedback, {} tickets ({} ground-truth rows) in {:.1}s → {}",
+        summary.decisions,
+        summary.feedback,
+        summary.tickets,
+        summary.truth,
+        started.elapsed().as_secs_f64(),
+        out.display()
+    );
+    Ok(())
 }
 
 fn build_reference(input: &std::path::Path, output: &std::path::Path) -> anyhow::Result<()> {

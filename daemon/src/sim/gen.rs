@@ -33,15 +33,17 @@ impl Reads {
 
 /// Query-type mix (simple, overt complex, hidden complex): established traffic and new cohort.
 pub(crate) const MIX_BASE: [f64; 3] = [0.65, 0.31, 0.04];
-pub(crate) const MIX_COHORT: [f64; 3] = [0.45, 0.25, 0.30];
+/// New cohort: overtly complex share; the hidden-complex share ramps (see [`super::Drift`]) and
+/// the rest is simple.
+const COHORT_COMPLEX: f64 = 0.17;
 
 /// PRE_ROUTE router: logit of P(simple) ~ N(mu, sd) by how the query reads, established vs
 /// new-product traffic (out of the router's training distribution: squeezed towards the middle).
 const ROUTER_BASE: [(f64, f64); 3] = [(2.0, 0.9), (-1.3, 1.1), (1.7, 0.9)];
-const ROUTER_COHORT: [(f64, f64); 3] = [(0.75, 0.6), (-0.2, 0.7), (0.85, 0.6)];
+const ROUTER_COHORT: [(f64, f64); 3] = [(0.25, 0.6), (-0.3, 0.7), (0.95, 0.55)];
 /// CASCADE: logit of the cheap model's self-confidence (confidently wrong on hidden complexity).
-const SELF_BASE: [(f64, f64); 3] = [(2.3, 0.8), (-0.3, 1.0), (2.0, 0.8)];
-const SELF_COHORT: [(f64, f64); 3] = [(1.7, 0.8), (0.2, 1.0), (1.9, 0.8)];
+const SELF_BASE: [(f64, f64); 3] = [(2.4, 0.8), (-1.2, 0.9), (1.9, 0.8)];
+const SELF_COHORT: [(f64, f64); 3] = [(1.8, 0.8), (-0.6, 1.0), (1.8, 0.8)];
 /// Turn-to-turn noise of the logit within a conversation.
 const TURN_SD: f64 = 0.5;
 
@@ -53,7 +55,7 @@ const FAIL_CAPABLE: [f64; 3] = [0.01, 0.07, 0.15];
 /// P(ticket) for an unresolved conversation (last answer failed), by true complexity kind.
 const TICKET_UNRESOLVED: [f64; 3] = [0.45, 0.50, 0.60];
 /// P(ticket) for a resolved conversation (human action needed anyway).
-const TICKET_RESOLVED: [f64; 3] = [0.012, 0.05, 0.05];
+const TICKET_RESOLVED: [f64; 3] = [0.012, 0.10, 0.10];
 /// Share of tickets the support system links to the AI conversation.
 const TICKET_LINKED: f64 = 0.92;
 
@@ -77,8 +79,8 @@ const LABEL_NONE: f64 = 0.03;
 
 /// Hourly traffic profile (UTC), relative.
 const HOURLY: [f64; 24] = [
-    2.0, 1.5, 1.0, 1.0, 1.0, 1.5, 2.5, 4.0, 6.0, 7.0, 7.5, 7.5, 7.0, 7.0, 7.0, 6.5, 6.0, 5.5, 5.0, 4.5, 4.0, 3.5,
-    3.0, 2.5,
+    2.0, 1.5, 1.0, 1.0, 1.0, 1.5, 2.5, 4.0, 6.0, 7.0, 7.5, 7.5, 7.0, 7.0, 7.0, 6.5, 6.0, 5.5, 5.0, 4.5, 4.0, 3.5, 3.0,
+    2.5,
 ];
 
 const SEGMENTS: [&str; 3] = ["consumer", "smb", "enterprise"];
@@ -163,17 +165,19 @@ impl<'a> Gen<'a> {
         }
     }
 
-    /// New-cohort share at `t` days after the start.
-    fn cohort_share(&self, t_days: f64) -> f64 {
+    /// New-cohort share and the cohort's query mix at `t` days after the start.
+    fn cohort(&self, t_days: f64) -> (f64, [f64; 3]) {
         match &self.cfg.drift {
-            None => 0.0,
+            None => (0.0, MIX_BASE),
             Some(d) => {
                 let since = t_days - f64::from(d.start_day);
                 if since <= 0.0 {
-                    0.0
-                } else {
-                    (d.per_week * since / 7.0).min(d.max_share)
+                    return (0.0, MIX_BASE);
                 }
+                let share = (d.per_week * since / 7.0).clamp(0.0, d.max_share);
+                let ramp = if d.hidden_ramp_weeks > 0.0 { (since / 7.0 / d.hidden_ramp_weeks).min(1.0) } else { 1.0 };
+                let hidden = (d.hidden_start + (d.hidden_end - d.hidden_start) * ramp).clamp(0.0, 1.0 - COHORT_COMPLEX);
+                (share, [1.0 - COHORT_COMPLEX - hidden, COHORT_COMPLEX, hidden])
             }
         }
     }
@@ -223,10 +227,10 @@ impl<'a> Gen<'a> {
 
         let tod = time_of_day(&mut tr);
         let start = self.day_start(day) + tod;
-        let share = self.cohort_share(f64::from(day) + tod as f64 / DAY as f64);
+        let (share, cohort_mix) = self.cohort(f64::from(day) + tod as f64 / DAY as f64);
         let cohort = tr.f64() < share;
         let c = usize::from(cohort);
-        let kind = match tr.weighted(if cohort { &MIX_COHORT } else { &MIX_BASE }) {
+        let kind = match tr.weighted(if cohort { &cohort_mix } else { &MIX_BASE }) {
             0 => Reads::Simple,
             1 => Reads::Complex,
             _ => Reads::Hidden,
@@ -303,13 +307,12 @@ impl<'a> Gen<'a> {
                 }
                 (r, _) => {
                     let follow = if r == Reads::Simple { FOLLOW_SIMPLE } else { FOLLOW_COMPLEX };
-                    let t =
-                        if tr.bool(0.6) { tr.pick(follow) } else { tr.pick(INTENTS[true_idx].templates) };
+                    let t = if tr.bool(0.6) { tr.pick(follow) } else { tr.pick(INTENTS[true_idx].templates) };
                     text::fill(&mut tr, t.copied().unwrap_or(""), cohort, &mut text_buf);
                     r
                 }
             };
-            let styled = text::style(&mut tr, &text_buf);
+            let styled = text::style(&mut tr, &text_buf, k == 0);
             let query = text::typos(&mut tr, styled, cfg.typo_rate);
             let redacted = tr.bool(cfg.redact_rate);
             if k > 0 {
@@ -324,23 +327,26 @@ impl<'a> Gen<'a> {
             let confidence = round4(sigmoid(logit));
             let label = self.label(&mut rr, reads, true_idx, surface_idx);
 
-            let ctx = if reads == Reads::Complex { rr.lognormal(1400.0, 0.4) } else { rr.lognormal(600.0, 0.35) };
-            let in_tok = (320.0 + query.len() as f64 / 4.0 + ctx + 220.0 * k as f64).round();
-            let out_cheap = if reads == Reads::Simple { rr.lognormal(130.0, 0.4) } else { rr.lognormal(190.0, 0.45) }
+            // An agent turn: system prompt and tool schemas, retrieved documents and tool
+            // results over a few model calls, the conversation so far.
+            let ctx = if reads == Reads::Complex { rr.lognormal(14_000.0, 0.4) } else { rr.lognormal(5_000.0, 0.35) };
+            let in_tok = (6_000.0 + query.len() as f64 / 4.0 + ctx + 1_500.0 * k as f64).round();
+            let out_cheap = if reads == Reads::Simple { rr.lognormal(220.0, 0.4) } else { rr.lognormal(320.0, 0.45) }
                 .round()
                 .max(8.0);
-            let out_capable = if reads == Reads::Complex { rr.lognormal(360.0, 0.4) } else { rr.lognormal(150.0, 0.4) }
+            let out_capable = if reads == Reads::Complex { rr.lognormal(650.0, 0.4) } else { rr.lognormal(260.0, 0.4) }
                 .round()
                 .max(8.0);
-            let lat_cheap = 180.0 + out_cheap * 5.0 * rr.lognormal(1.0, 0.2) + in_tok * 0.05;
-            let lat_capable = 450.0 + out_capable * 14.0 * rr.lognormal(1.0, 0.2) + in_tok * 0.15;
+            let lat_cheap = 300.0 + in_tok * 0.02 + out_cheap * 4.0 * rr.lognormal(1.0, 0.2);
+            let lat_capable = 700.0 + in_tok * 0.06 + out_capable * 10.0 * rr.lognormal(1.0, 0.2);
             let cost_capable = in_tok * CAPABLE_IN + out_capable * CAPABLE_OUT;
-            let cost_cheap = CHEAP_FACTOR * (in_tok * CAPABLE_IN + out_cheap * CAPABLE_OUT);
+            let cheap_as_capable = in_tok * CAPABLE_IN + out_cheap * CAPABLE_OUT;
+            let cost_cheap = CHEAP_FACTOR * cheap_as_capable;
 
             let cheap_tier = confidence >= thr;
             let (tier, model, escalated, latency, itok, otok, cost, capable_cost) = if cascade {
                 if cheap_tier {
-                    ("cheap", CHEAP_MODEL, false, lat_cheap, in_tok, out_cheap, cost_cheap, cost_capable)
+                    ("cheap", CHEAP_MODEL, false, lat_cheap, in_tok, out_cheap, cost_cheap, cheap_as_capable)
                 } else {
                     (
                         "capable",
@@ -354,7 +360,7 @@ impl<'a> Gen<'a> {
                     )
                 }
             } else if cheap_tier {
-                ("cheap", CHEAP_MODEL, false, lat_cheap, in_tok, out_cheap, cost_cheap, cost_capable)
+                ("cheap", CHEAP_MODEL, false, lat_cheap, in_tok, out_cheap, cost_cheap, cheap_as_capable)
             } else {
                 ("capable", CAPABLE_MODEL, false, lat_capable, in_tok, out_capable, cost_capable, cost_capable)
             };
@@ -457,8 +463,7 @@ impl<'a> Gen<'a> {
         let Some((last_truth, end, unresolved)) = last else { return };
         // --- conversation-level outcomes ---
         if rr.bool(CSAT_RATE) {
-            let weights: [f64; 5] =
-                if unresolved { [0.2, 0.2, 0.25, 0.2, 0.15] } else { [0.02, 0.03, 0.1, 0.3, 0.55] };
+            let weights: [f64; 5] = if unresolved { [0.2, 0.2, 0.25, 0.2, 0.15] } else { [0.02, 0.03, 0.1, 0.3, 0.55] };
             let score = 1 + rr.weighted(&weights);
             let fb = Feedback {
                 event_id: format!("{conversation_id}/f{seq}"),
@@ -477,8 +482,17 @@ impl<'a> Gen<'a> {
             let linked = rr.bool(TICKET_LINKED);
             let ticket_id = format!("TCK-{}-{day:03}-{idx:05}", self.tag);
             let conv = if linked { Some(conversation_id.clone()) } else { None };
-            let emitted =
-                self.ticket(&mut rr, day, idx, &mut seq, ticket_id.clone(), conv, end + delay, INTENTS[true_idx].topic, out);
+            let emitted = self.ticket(
+                &mut rr,
+                day,
+                idx,
+                &mut seq,
+                ticket_id.clone(),
+                conv,
+                end + delay,
+                INTENTS[true_idx].topic,
+                out,
+            );
             if emitted {
                 if let Some(t) = truth.get_mut(last_truth) {
                     t.ticket_id = Some(ticket_id);
@@ -500,8 +514,7 @@ impl<'a> Gen<'a> {
         };
         if rr.bool(LABEL_WRONG) {
             let topic = INTENTS[base].topic;
-            let same: Vec<usize> =
-                (0..INTENTS.len()).filter(|&i| INTENTS[i].topic == topic && i != base).collect();
+            let same: Vec<usize> = (0..INTENTS.len()).filter(|&i| INTENTS[i].topic == topic && i != base).collect();
             if let Some(&i) = rr.pick(&same) {
                 return Some(INTENTS[i].name.to_owned());
             }

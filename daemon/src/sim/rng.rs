@@ -41,7 +41,7 @@ impl Rng {
 
     /// An independent stream for `(seed, parts…)`.
     pub fn derive(seed: u64, parts: &[u64]) -> Self {
-        let mut h = mix64(seed ^ 0x5EED_0F_7113_57A7);
+        let mut h = mix64(seed ^ 0x005E_ED0F_7113_57A7);
         for (i, p) in parts.iter().enumerate() {
             h = mix64(h ^ mix64(p.wrapping_add((i as u64 + 1).wrapping_mul(0xA24B_AED4_963E_E407))));
         }

@@ -122,7 +122,7 @@ pub static INTENTS: &[Intent] = &[
             "What's the status of my order from {date}?",
             "Is my {item} on its way?",
             "Order {order} tracking",
-            "Can you check where my {item} is? Order {order}",
+            "Can you check on my {item} order? It's {order}",
         ],
     },
     Intent {
@@ -346,7 +346,7 @@ pub static INTENTS: &[Intent] = &[
             "My bill jumped from {amount} to {amount2} with no change in usage",
             "I'm being charged for {n2} seats but we only have {n}",
             "The invoice shows {country} tax but we're VAT exempt and sent the certificate",
-            "We were billed for {plan2} although we downgraded to {plan} last month",
+            "We downgraded to {plan} last month but were billed for {plan2} again",
         ],
     },
     Intent {
@@ -577,7 +577,7 @@ pub static FOLLOW_SIMPLE: &[&str] = &[
 /// Follow-up turns of a complex conversation.
 pub static FOLLOW_COMPLEX: &[&str] = &[
     "That doesn't answer my question",
-    "I already tried that, still getting {error}",
+    "I already tried that and it still doesn't work",
     "Can I talk to a human?",
     "What about the {amount} difference?",
     "So what are my options?",
@@ -596,9 +596,30 @@ pub fn intent_index(name: &str) -> Option<usize> {
 }
 
 const CITIES: &[&str] = &[
-    "Berlin", "Munich", "Hamburg", "Vienna", "Zurich", "Amsterdam", "Rotterdam", "Paris", "Lyon", "Madrid",
-    "Barcelona", "Milan", "Rome", "Lisbon", "Dublin", "London", "Manchester", "Leeds", "Copenhagen", "Stockholm",
-    "Oslo", "Warsaw", "Prague", "Brussels",
+    "Berlin",
+    "Munich",
+    "Hamburg",
+    "Vienna",
+    "Zurich",
+    "Amsterdam",
+    "Rotterdam",
+    "Paris",
+    "Lyon",
+    "Madrid",
+    "Barcelona",
+    "Milan",
+    "Rome",
+    "Lisbon",
+    "Dublin",
+    "London",
+    "Manchester",
+    "Leeds",
+    "Copenhagen",
+    "Stockholm",
+    "Oslo",
+    "Warsaw",
+    "Prague",
+    "Brussels",
 ];
 const COUNTRIES: &[&str] =
     &["Germany", "Austria", "France", "Spain", "Italy", "Ireland", "the UK", "Norway", "Poland", "Belgium", "Portugal"];
@@ -606,12 +627,36 @@ const WEEKDAYS: &[&str] =
     &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "tomorrow", "the weekend"];
 const HOLIDAYS: &[&str] = &["Easter", "Christmas", "New Year", "the bank holiday", "Whit Monday"];
 const MONTHS: &[&str] = &[
-    "January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November",
+    "January",
+    "February",
+    "March",
+    "April",
+    "May",
+    "June",
+    "July",
+    "August",
+    "September",
+    "October",
+    "November",
     "December",
 ];
 const ITEMS: &[&str] = &[
-    "blender", "running shoes", "desk lamp", "headphones", "coffee machine", "backpack", "phone case", "monitor",
-    "office chair", "rain jacket", "kettle", "keyboard", "air fryer", "yoga mat", "tent", "toaster",
+    "blender",
+    "running shoes",
+    "desk lamp",
+    "headphones",
+    "coffee machine",
+    "backpack",
+    "phone case",
+    "monitor",
+    "office chair",
+    "rain jacket",
+    "kettle",
+    "keyboard",
+    "air fryer",
+    "yoga mat",
+    "tent",
+    "toaster",
 ];
 const PLANS: &[&str] = &["Basic", "Plus", "Pro", "Business", "Family", "Team"];
 const APPS: &[&str] = &["Shopify", "Salesforce", "Zapier", "HubSpot", "Slack", "QuickBooks", "Xero", "WooCommerce"];
@@ -698,12 +743,18 @@ fn slot(rng: &mut Rng, name: &str, cohort: bool, out: &mut String) {
         "weekday" => push_pick(rng, WEEKDAYS, out),
         "holiday" => push_pick(rng, HOLIDAYS, out),
         "item" => push_pick(rng, ITEMS, out),
-        "plan" | "plan2" => {
-            if cohort && name == "plan" && rng.bool(0.85) {
+        "plan" => {
+            if cohort && rng.bool(0.85) {
                 out.push_str("FlexPay");
             } else {
                 push_pick(rng, PLANS, out);
             }
+        }
+        "plan2" => {
+            // A different plan than the `{plan}` already written (if any).
+            let used: Vec<&str> = PLANS.iter().copied().filter(|p| out.contains(p)).collect();
+            let free: Vec<&str> = PLANS.iter().copied().filter(|p| !used.contains(p)).collect();
+            push_pick(rng, &free, out);
         }
         "app" => push_pick(rng, APPS, out),
         "error" => push_pick(rng, ERRORS, out),
@@ -745,9 +796,10 @@ const PREFIXES: &[&str] =
 const SUFFIXES: &[&str] = &[" thanks", " thx", " please", " asap", "??", " :)", " - thank you", " !!"];
 
 /// Paraphrase styling: greeting / sign-off, casing, punctuation.
-pub fn style(rng: &mut Rng, text: &str) -> String {
+pub fn style(rng: &mut Rng, text: &str, first_turn: bool) -> String {
     let mut s = String::with_capacity(text.len() + 24);
-    let prefixed = rng.bool(0.22);
+    // Greetings open a conversation; the draw is made either way to keep streams aligned.
+    let prefixed = rng.bool(0.22) && first_turn;
     if prefixed {
         push_pick(rng, PREFIXES, &mut s);
     }
