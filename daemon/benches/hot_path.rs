@@ -3,6 +3,9 @@
 //!
 //! `cargo bench --bench hot_path`
 
+#[path = "support/traffic.rs"]
+mod traffic;
+
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use tierwatch::decode::{encode, Decoder, DecoderConfig, WireFormat};
 use tierwatch::event::*;
@@ -12,70 +15,8 @@ use tierwatch::metrics::Deltas;
 const N: usize = 50_000;
 const BATCH: usize = 5_000;
 
-/// Live-like traffic: two decisions per conversation, feedback on 1 in 4, a ticket on 1 in 10.
 fn payloads() -> Vec<(usize, Vec<u8>)> {
-    let day = 1_767_571_200_000i64;
-    let mut out = Vec::with_capacity(N);
-    let mut i = 0usize;
-    while out.len() < N {
-        let c = format!("conv-{i}");
-        let start = day + i as i64 * 20_000;
-        let tier = if i % 3 == 0 { "capable" } else { "cheap" };
-        for k in 0..2 {
-            let d = Event::Decision(RoutingDecision {
-                event_id: format!("d-{i}-{k}"),
-                conversation_id: c.clone(),
-                turn: k,
-                ts: start + k as i64 * 60_000,
-                segment: Some("smb".into()),
-                query_text: Some("where is my charge from? it says ACME*SVC 14.99".into()),
-                router: RouterKind::PreRoute,
-                classifier_version: "clf-2026-01".into(),
-                intent: Some("billing".into()),
-                confidence: (i % 1000) as f64 / 1000.0,
-                threshold: Some(0.6),
-                tier: tier.into(),
-                model: if tier == "cheap" { "small-1".into() } else { "large-1".into() },
-                escalated: false,
-                latency_ms: 100.0 + (i % 900) as f64,
-                input_tokens: 220,
-                output_tokens: 140,
-                cost_usd: 0.0004,
-                capable_cost_usd: Some(0.0016),
-            });
-            out.push((0, encode(&d, WireFormat::Avro, 0)));
-        }
-        if i % 4 == 0 {
-            let f = Event::Feedback(Feedback {
-                event_id: format!("f-{i}"),
-                conversation_id: c.clone(),
-                turn: Some(1),
-                ts: start + 5 * 60_000,
-                kind: FeedbackKind::ThumbsUp,
-                score: None,
-                source: None,
-            });
-            out.push((1, encode(&f, WireFormat::Avro, 0)));
-        }
-        if i % 10 == 0 {
-            let t = Event::Ticket(SupportTicket {
-                event_id: format!("t-{i}"),
-                ticket_id: format!("T{i}"),
-                conversation_id: Some(c.clone()),
-                ts: start + 3 * 3_600_000,
-                status: TicketStatus::Opened,
-                cost_center: "support".into(),
-                channel: "phone".into(),
-                handle_minutes: None,
-                cost_usd: None,
-                reason: None,
-            });
-            out.push((2, encode(&t, WireFormat::Avro, 0)));
-        }
-        i += 1;
-    }
-    out.truncate(N);
-    out
+    traffic::events(N).into_iter().map(|(i, ev)| (i, encode(&ev, WireFormat::Avro, 0))).collect()
 }
 
 fn bench(c: &mut Criterion) {
