@@ -93,6 +93,20 @@ pub struct DayCounts {
 }
 
 impl DayCounts {
+    /// From stored sums: thumbs_down, decisions, failed_deflections, reviews_wrong, reviews_n,
+    /// conversations (the column order both stores' queries use).
+    pub fn from_sums(s: [i64; 6]) -> DayCounts {
+        let c = |v: i64| v.max(0) as u64;
+        DayCounts {
+            thumbs_down: c(s[0]),
+            decisions: c(s[1]),
+            failed_deflections: c(s[2]),
+            reviews_wrong: c(s[3]),
+            reviews_n: c(s[4]),
+            conversations: c(s[5]),
+        }
+    }
+
     pub fn add(&mut self, o: &DayCounts) {
         self.thumbs_down += o.thumbs_down;
         self.decisions += o.decisions;

@@ -216,6 +216,19 @@ pub struct Window {
     pub threshold_n: u64,
 }
 
+impl From<crate::metrics::ConfDelta> for Window {
+    fn from(c: crate::metrics::ConfDelta) -> Self {
+        let count = |v: i64| v.max(0) as u64;
+        Window {
+            hist: c.hist,
+            conversations: count(c.conversations),
+            routed_cheap: count(c.routed_cheap),
+            threshold_sum: c.threshold_sum,
+            threshold_n: count(c.threshold_n),
+        }
+    }
+}
+
 impl Window {
     pub fn add(&mut self, o: &Window) {
         self.hist.merge(&o.hist);

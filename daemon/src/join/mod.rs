@@ -239,10 +239,10 @@ impl PartitionJoin {
             RouterKind::PreRoute => Signal::RouterConfidence,
             RouterKind::Cascade => Signal::CascadeSelfConfidence,
         };
-        let drift_day = (
-            day,
-            xxhash_rust::xxh3::xxh3_64(format!("{}\u{1f}{}", d.classifier_version, d.router.as_str()).as_bytes()),
-        );
+        // (version, router) hashed without building a string: this runs for every decision.
+        let version_router =
+            xxhash_rust::xxh3::xxh3_64_with_seed(d.classifier_version.as_bytes(), u64::from(d.router.index()));
+        let drift_day = (day, version_router);
         let new_drift_conversation = !conv.drift_days.contains(&drift_day);
         if new_drift_conversation {
             conv.drift_days.push(drift_day);

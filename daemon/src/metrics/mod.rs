@@ -219,6 +219,17 @@ pub struct ConfDelta {
 }
 
 impl ConfDelta {
+    /// A stored row's counters and serialized histogram (both stores keep the same columns).
+    pub fn from_stored(
+        conversations: i64,
+        routed_cheap: i64,
+        threshold_sum: f64,
+        threshold_n: i64,
+        hist: &[u8],
+    ) -> Result<ConfDelta, crate::stats::hist::HistError> {
+        Ok(ConfDelta { hist: ConfHist::from_bytes(hist)?, conversations, routed_cheap, threshold_sum, threshold_n })
+    }
+
     pub fn add(&mut self, v: &ConfDelta) {
         self.hist.merge(&v.hist);
         self.conversations += v.conversations;
@@ -313,6 +324,16 @@ impl Deltas {
         for (k, v) in &other.orphans {
             *self.orphans.entry(*k).or_default() += v;
         }
+    }
+
+    /// `(day, tier, new conversations)` rows of [`Deltas::tier_day`].
+    pub fn tier_day_rows(&self) -> Vec<(i64, String, i64)> {
+        self.tier_day.iter().map(|((d, t), n)| (*d, t.clone(), *n)).collect()
+    }
+
+    /// `(day, kind, count)` rows of [`Deltas::orphans`].
+    pub fn orphan_rows(&self) -> Vec<(i64, String, i64)> {
+        self.orphans.iter().map(|((d, k), n)| (*d, k.as_str().to_string(), *n)).collect()
     }
 
     pub fn orphan(&mut self, ts_ms: i64, kind: OrphanKind) {

@@ -60,6 +60,16 @@ pub struct CommitBatch {
     pub dead_letters: Vec<DeadLetter>,
 }
 
+impl CommitBatch {
+    /// Every partition's confidence-histogram deltas, sorted (the stores' lock order).
+    pub fn conf_rows(&self) -> Vec<(i32, &ConfKey, &ConfDelta)> {
+        let mut rows: Vec<_> =
+            self.partitions.iter().flat_map(|p| p.conf.iter().map(move |(k, v)| (p.partition, k, v))).collect();
+        rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        rows
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommitOutcome {
     /// Committed; the new generation of every partition in the batch.

@@ -10,7 +10,6 @@ use sqlx::{PgPool, Postgres, Row, Transaction};
 
 use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
 use crate::metrics::{ConfDelta, ConfKey};
-use crate::stats::hist::ConfHist;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
@@ -391,8 +390,7 @@ async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 const DAY_OF_MS: &str = "(to_timestamp(d::double precision / 1000) AT TIME ZONE 'UTC')::date";
 
 async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.deltas.tier_day.iter().map(|((d, t), n)| (*d, t.clone(), *n)).collect();
-    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", rows).await
+    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", b.deltas.tier_day_rows()).await
 }
 
 /// Add `(day ms, label, n)` rows into a `(day, label) → counter` table.
@@ -473,23 +471,17 @@ async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 }
 
 async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.deltas.orphans.iter().map(|((d, k), n)| (*d, k.as_str().to_string(), *n)).collect();
-    upsert_day_counter(tx, "tw_orphans", "kind", "count", rows).await
+    upsert_day_counter(tx, "tw_orphans", "kind", "count", b.deltas.orphan_rows()).await
 }
 
 /// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
 /// owner writes them (the generation fence above holds), so read-modify-write is safe.
 async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut rows: Vec<(i32, &ConfKey, ConfDelta)> = vec![];
-    for p in &b.partitions {
-        for (k, v) in &p.conf {
-            rows.push((p.partition, k, v.clone()));
-        }
-    }
+    let mut rows: Vec<(i32, &ConfKey, ConfDelta)> =
+        b.conf_rows().into_iter().map(|(p, k, v)| (p, k, v.clone())).collect();
     if rows.is_empty() {
         return Ok(());
     }
-    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let hours: Vec<i64> = rows.iter().map(|r| r.1.hour_ms).collect();
     let parts: Vec<i32> = rows.iter().map(|r| r.0).collect();
     let signals: Vec<String> = rows.iter().map(|r| r.1.signal.as_str().to_string()).collect();
@@ -512,13 +504,14 @@ async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     for r in existing {
         let i: i64 = r.try_get(0)?;
         let Some(row) = usize::try_from(i - 1).ok().and_then(|i| rows.get_mut(i)) else { continue };
-        let stored = ConfDelta {
-            hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(5)?).context("stored histogram does not decode")?,
-            conversations: r.try_get(1)?,
-            routed_cheap: r.try_get(2)?,
-            threshold_sum: r.try_get(3)?,
-            threshold_n: r.try_get(4)?,
-        };
+        let stored = ConfDelta::from_stored(
+            r.try_get(1)?,
+            r.try_get(2)?,
+            r.try_get(3)?,
+            r.try_get(4)?,
+            &r.try_get::<Vec<u8>, _>(5)?,
+        )
+        .context("stored histogram does not decode")?;
         row.2.add(&stored);
     }
     sqlx::query(

@@ -17,8 +17,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
-use crate::metrics::{day_start, ConfDelta, ConfKey};
-use crate::stats::hist::ConfHist;
+use crate::metrics::{day_start, ConfDelta};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
 
@@ -331,13 +330,11 @@ async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 }
 
 async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.deltas.tier_day.iter().map(|((d, t), n)| (*d, t.clone(), *n)).collect();
-    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", rows).await
+    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", b.deltas.tier_day_rows()).await
 }
 
 async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.deltas.orphans.iter().map(|((d, k), n)| (*d, k.as_str().to_string(), *n)).collect();
-    upsert_day_counter(tx, "tw_orphans", "kind", "count", rows).await
+    upsert_day_counter(tx, "tw_orphans", "kind", "count", b.deltas.orphan_rows()).await
 }
 
 /// Add `(ms in the day, label, n)` rows into a `(day_ms, label) → counter` table. The day is
@@ -398,16 +395,10 @@ async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 /// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
 /// owner writes them (the generation fence above holds), so read-modify-write is safe.
 async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut rows: Vec<(i32, &ConfKey, &ConfDelta)> = vec![];
-    for p in &b.partitions {
-        for (k, v) in &p.conf {
-            rows.push((p.partition, k, v));
-        }
-    }
+    let rows = b.conf_rows();
     if rows.is_empty() {
         return Ok(());
     }
-    rows.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
     let now_ms = chrono::Utc::now().timestamp_millis();
     for (partition, key, delta) in rows {
         let stored = sqlx::query(
@@ -424,13 +415,14 @@ async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
         .context("reading tw_conf_hist")?;
         let mut merged = delta.clone();
         if let Some(r) = stored {
-            let stored = ConfDelta {
-                hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(4)?).context("stored histogram does not decode")?,
-                conversations: r.try_get(0)?,
-                routed_cheap: r.try_get(1)?,
-                threshold_sum: r.try_get(2)?,
-                threshold_n: r.try_get(3)?,
-            };
+            let stored = ConfDelta::from_stored(
+                r.try_get(0)?,
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                &r.try_get::<Vec<u8>, _>(4)?,
+            )
+            .context("stored histogram does not decode")?;
             merged.add(&stored);
         }
         let n = i64::try_from(merged.hist.total()).unwrap_or(i64::MAX);

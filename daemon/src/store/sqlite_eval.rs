@@ -11,8 +11,7 @@ use super::sqlite::SqliteStore;
 use crate::alert::quality::DayCounts;
 use crate::alert::Episode;
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
-use crate::drift::Window;
-use crate::metrics::Signal;
+use crate::metrics::{ConfDelta, Signal};
 use crate::stats::hist::ConfHist;
 
 pub struct SqliteEvalStore {
@@ -60,14 +59,15 @@ impl EvalStore for SqliteEvalStore {
             out.push(ConfRow {
                 hour_ms: r.try_get(0)?,
                 subject: (r.try_get(2)?, r.try_get(3)?, signal),
-                window: Window {
-                    hist: ConfHist::from_bytes(&r.try_get::<Vec<u8>, _>(8)?)
-                        .context("stored histogram does not decode")?,
-                    conversations: r.try_get::<i64, _>(4)?.max(0) as u64,
-                    routed_cheap: r.try_get::<i64, _>(5)?.max(0) as u64,
-                    threshold_sum: r.try_get(6)?,
-                    threshold_n: r.try_get::<i64, _>(7)?.max(0) as u64,
-                },
+                window: ConfDelta::from_stored(
+                    r.try_get(4)?,
+                    r.try_get(5)?,
+                    r.try_get(6)?,
+                    r.try_get(7)?,
+                    &r.try_get::<Vec<u8>, _>(8)?,
+                )
+                .context("stored histogram does not decode")?
+                .into(),
             });
         }
         Ok(out)
@@ -161,19 +161,8 @@ impl EvalStore for SqliteEvalStore {
         .context("reading daily tier quality")?;
         let mut out = vec![];
         for r in rows {
-            let get = |i: usize| -> anyhow::Result<u64> { Ok(r.try_get::<i64, _>(i)?.max(0) as u64) };
-            out.push((
-                r.try_get(0)?,
-                r.try_get(1)?,
-                DayCounts {
-                    thumbs_down: get(2)?,
-                    decisions: get(3)?,
-                    failed_deflections: get(4)?,
-                    reviews_wrong: get(5)?,
-                    reviews_n: get(6)?,
-                    conversations: get(7)?,
-                },
-            ));
+            let sums = [r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?, r.try_get(7)?];
+            out.push((r.try_get(0)?, r.try_get(1)?, DayCounts::from_sums(sums)));
         }
         Ok(out)
     }
