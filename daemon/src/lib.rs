@@ -8,12 +8,14 @@
 pub mod alert;
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod drift;
 pub mod event;
 pub mod http;
 pub mod join;
 pub mod metrics;
 pub mod pipeline;
+pub mod replay;
 pub mod sim;
 pub mod source;
 pub mod stats;

@@ -82,6 +82,29 @@ enum Command {
         #[arg(long, default_value = "jsonl")]
         format: String,
     },
+    /// The post-mortem in a box, no servers needed: simulate the scenario (20 weeks by default),
+    /// run it through the pipeline into SQLite, print when each alert fired and the lead times, and
+    /// write a self-contained HTML report.
+    Demo {
+        /// postmortem (drift from week 3), control (no drift) or cascade.
+        #[arg(long, default_value = "postmortem")]
+        scenario: tierwatch::sim::Scenario,
+        #[arg(long, default_value_t = 140)]
+        days: u32,
+        #[arg(long, default_value_t = 1500)]
+        conversations_per_day: u32,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output directory: streams, reference, config, database and report.html.
+        #[arg(long, short, default_value = "tierwatch-demo")]
+        out: PathBuf,
+        /// Skip the HTML report.
+        #[arg(long)]
+        no_report: bool,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
     /// Drift references.
     Reference {
         #[command(subcommand)]
@@ -102,21 +125,38 @@ enum ReferenceCommand {
 }
 
 fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // The demo prints its own timeline; per-episode alert logs would bury it.
+    let default_filter = match cli.command {
+        Command::Demo { .. } => "error",
+        _ => "info,librdkafka=warn,rdkafka=warn,sqlx=warn",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TIERWATCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,librdkafka=warn,rdkafka=warn,sqlx=warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let cli = Cli::parse();
     let result = match cli.command {
         Command::Run { config } => load(&config).and_then(run),
         Command::Migrate { config } => load(&config).and_then(migrate),
         Command::Reference { command: ReferenceCommand::Build { input, output } } => build_reference(&input, &output),
         Command::Simulate { scenario, days, conversations_per_day, seed, out, format } => {
             simulate(scenario, days, conversations_per_day, seed, &out, &format)
+        }
+        Command::Demo { scenario, days, conversations_per_day, seed, out, no_report, quiet } => {
+            demo(tierwatch::demo::DemoOptions {
+                scenario,
+                days,
+                conversations_per_day,
+                seed,
+                out,
+                report: !no_report,
+                progress: !quiet,
+                ..Default::default()
+            })
         }
         Command::Replay { config, routing, feedback, tickets, quiet } => {
             load(&config).and_then(|c| replay(c, [&routing, &feedback, &tickets], !quiet))
@@ -171,6 +211,25 @@ fn simulate(
         summary.truth,
         started.elapsed().as_secs_f64(),
         out.display()
+    );
+    Ok(())
+}
+
+fn demo(opts: tierwatch::demo::DemoOptions) -> anyhow::Result<()> {
+    let o = tierwatch::demo::run(&opts)?;
+    println!("{}", o.timeline.render());
+    println!("Database (query the views):  {}", o.database.display());
+    println!("Configuration used:          {}", o.config.display());
+    if let Some(r) = &o.report {
+        println!("Report:                      {}", r.display());
+    }
+    println!(
+        "Took {:.1} s: simulate {:.1} s, pipeline + evaluation {:.1} s for {} records, report {:.1} s.",
+        o.total.as_secs_f64(),
+        o.simulate.as_secs_f64(),
+        o.replay.as_secs_f64(),
+        o.records,
+        o.report_time.as_secs_f64()
     );
     Ok(())
 }
@@ -239,14 +298,6 @@ fn replay_with<S: Store + 'static, E: EvalStore>(
     paths: [&PathBuf; 3],
     progress: bool,
 ) -> anyhow::Result<()> {
-    use tierwatch::source::files::{topic_of, FileSource};
-    let topics = paths.map(|p| topic_of(p));
-    let snapshot = rt.block_on(store.load_partition(0, &topics.iter().map(String::as_str).collect::<Vec<_>>()))?;
-    let mut source = FileSource::open(paths.map(|p| p.as_path()), snapshot, progress)?;
-    tracing::info!(files = %source.describe(), "replaying");
-    let formats = source.formats();
-    let inputs = [0, 1, 2].map(|i| (source.topics()[i].clone(), formats[i], vec![]));
-    let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
     {
         let shutdown = shutdown.clone();
@@ -256,35 +307,15 @@ fn replay_with<S: Store + 'static, E: EvalStore>(
         });
     }
     let started = std::time::Instant::now();
-    // The pipeline blocks on the store: run it on its own thread, off the runtime.
-    let stats = std::thread::scope(|scope| {
-        let handle = rt.handle().clone();
-        let (store, telemetry, cfg) = (store.clone(), telemetry.clone(), &cfg);
-        scope
-            .spawn(move || {
-                let mut pipeline = Pipeline::with_inputs(cfg, inputs, store, handle, telemetry, shutdown);
-                pipeline.run(&mut source)
-            })
-            .join()
-            .map_err(|_| anyhow::anyhow!("replay thread panicked"))
-    })??;
-    // Bring the drift rows and alerts up to date with what was replayed.
-    let evaluator = Evaluator::new(
-        Arc::new(eval),
-        cfg.drift.clone(),
-        cfg.alerts.quality.clone(),
-        cfg.attribution.window_ms(),
-        telemetry,
-        None,
-    );
-    let summary = rt.block_on(evaluator.pass())?;
+    let outcome =
+        tierwatch::replay::replay_files(&rt, &cfg, store, eval, paths.map(|p| p.as_path()), progress, shutdown)?;
     eprintln!(
         "replayed {} records ({} rejected) in {:.1}s; drift rows {}, alerts firing {}",
-        stats.messages,
-        stats.rejected,
+        outcome.stats.messages,
+        outcome.stats.rejected,
         started.elapsed().as_secs_f64(),
-        summary.rows,
-        summary.firing
+        outcome.evaluation.rows,
+        outcome.evaluation.firing
     );
     Ok(())
 }

@@ -21,8 +21,6 @@ use crate::stats::hist::ConfHist;
 use crate::stats::psi::PsiBins;
 use crate::telemetry::Telemetry;
 
-/// Days of history re-evaluated on every pass.
-const LOOKBACK_DAYS: i64 = 60;
 pub const DRIFT_KIND: &str = "confidence_drift";
 
 /// (classifier_version, router, signal)
@@ -97,8 +95,10 @@ pub trait EvalStore: Send + Sync {
     /// Upsert an episode; returns the transition ("state:severity") last given to the webhooks.
     async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>>;
     async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()>;
-    /// Remove episodes of (kind, subject) that re-evaluation no longer produces.
-    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String]) -> anyhow::Result<()>;
+    /// Remove episodes of (kind, subject) whose window starts at or after `since_ms` (the part of
+    /// history that was re-evaluated) and that re-evaluation no longer produces. Older episodes are
+    /// history and stay.
+    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String], since_ms: i64) -> anyhow::Result<()>;
 }
 
 impl<E: EvalStore> Evaluator<E> {
@@ -147,7 +147,7 @@ impl<E: EvalStore> Evaluator<E> {
         };
         // Complete days only: the day's end is at or before the cluster-wide watermark.
         let last_day = wm.div_euclid(DAY_MS) - 1;
-        let first_day = last_day - LOOKBACK_DAYS + 1;
+        let first_day = last_day - i64::from(self.cfg.lookback_days.max(1)) + 1;
         let days = self.load_days(first_day, last_day).await?;
         let mut references = self.load_references().await?;
         self.complete_references(&days, last_day, &mut references).await?;
@@ -162,7 +162,7 @@ impl<E: EvalStore> Evaluator<E> {
             }
         }
         self.write_rows(&rows).await?;
-        let (firing, notified) = self.update_alerts(&rows).await?;
+        let (firing, notified) = self.update_alerts(&rows, first_day * DAY_MS).await?;
         let (q_firing, q_notified) = self.quality_pass(wm).await?;
         Ok(PassSummary {
             ran: true,
@@ -195,7 +195,8 @@ impl<E: EvalStore> Evaluator<E> {
                 let is_firing = eps.iter().any(|e| e.state == AlertState::Firing);
                 firing += is_firing as usize;
                 self.telemetry.set_alert_firing(kind, &subject, is_firing);
-                notified += self.store_episodes(kind, &subject, &eps).await?;
+                // Quality is re-evaluated over all stored days: nothing is out of range.
+                notified += self.store_episodes(kind, &subject, &eps, i64::MIN).await?;
             }
         }
         Ok((firing, notified))
@@ -311,6 +312,7 @@ impl<E: EvalStore> Evaluator<E> {
     async fn update_alerts(
         &self,
         rows: &BTreeMap<Subject, BTreeMap<(i64, &'static str), DriftRow>>,
+        since_ms: i64,
     ) -> anyhow::Result<(usize, usize)> {
         let h = Hysteresis {
             warning_after: self.cfg.warning_after,
@@ -326,16 +328,22 @@ impl<E: EvalStore> Evaluator<E> {
             let is_firing = eps.iter().any(|e| e.state == AlertState::Firing);
             firing += is_firing as usize;
             self.telemetry.set_alert_firing(DRIFT_KIND, &label, is_firing);
-            notified += self.store_episodes(DRIFT_KIND, &label, &eps).await?;
+            notified += self.store_episodes(DRIFT_KIND, &label, &eps, since_ms).await?;
         }
         Ok((firing, notified))
     }
 
     /// Upsert episodes; drop stored ones that re-evaluation no longer produces; notify transitions
     /// the webhooks have not been given yet. Returns the notifications sent.
-    pub async fn store_episodes(&self, kind: &str, subject: &str, eps: &[Episode]) -> anyhow::Result<usize> {
+    pub async fn store_episodes(
+        &self,
+        kind: &str,
+        subject: &str,
+        eps: &[Episode],
+        since_ms: i64,
+    ) -> anyhow::Result<usize> {
         let ids: Vec<String> = eps.iter().map(|e| e.id.clone()).collect();
-        self.store.retain_episodes(kind, subject, &ids).await?;
+        self.store.retain_episodes(kind, subject, &ids, since_ms).await?;
         let mut sent = 0;
         for e in eps {
             let transition = format!("{}:{}", e.state.as_str(), e.severity.as_str());

@@ -63,6 +63,11 @@ pub struct DriftConfig {
     /// Seconds between evaluation passes.
     #[serde(default = "d_every")]
     pub evaluate_every_seconds: u64,
+    /// Complete days (back from the watermark) every pass re-evaluates from the stored histograms;
+    /// late data older than this no longer changes drift rows or alert episodes. A backfill or the
+    /// demo sets it to cover the whole replayed period.
+    #[serde(default = "d_lookback_days")]
+    pub lookback_days: u32,
     /// Hysteresis: consecutive warning evaluations before a warning fires.
     #[serde(default = "d_warn_after")]
     pub warning_after: u32,
@@ -107,6 +112,9 @@ fn d_baseline_days() -> u32 {
 fn d_every() -> u64 {
     30
 }
+fn d_lookback_days() -> u32 {
+    60
+}
 fn d_warn_after() -> u32 {
     3
 }
@@ -133,6 +141,7 @@ impl Default for DriftConfig {
             reference_windows: BTreeMap::new(),
             baseline_days: d_baseline_days(),
             evaluate_every_seconds: d_every(),
+            lookback_days: d_lookback_days(),
             warning_after: d_warn_after(),
             critical_after: d_crit_after(),
             resolve_after: d_resolve_after(),

@@ -227,13 +227,17 @@ impl EvalStore for PgEvalStore {
         Ok(())
     }
 
-    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String]) -> anyhow::Result<()> {
-        sqlx::query("DELETE FROM tw_alerts WHERE kind = $1 AND subject = $2 AND NOT (id = ANY($3))")
-            .bind(kind)
-            .bind(subject)
-            .bind(ids)
-            .execute(self.store.pool())
-            .await?;
+    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String], since_ms: i64) -> anyhow::Result<()> {
+        sqlx::query(
+            "DELETE FROM tw_alerts WHERE kind = $1 AND subject = $2 AND NOT (id = ANY($3)) \
+             AND window_start >= to_timestamp($4::float8 / 1000.0)",
+        )
+        .bind(kind)
+        .bind(subject)
+        .bind(ids)
+        .bind(since_ms.max(-62_135_596_800_000) as f64)
+        .execute(self.store.pool())
+        .await?;
         Ok(())
     }
 }

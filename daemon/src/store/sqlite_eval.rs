@@ -212,14 +212,16 @@ impl EvalStore for SqliteEvalStore {
         Ok(())
     }
 
-    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String]) -> anyhow::Result<()> {
+    async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String], since_ms: i64) -> anyhow::Result<()> {
         // SQLite has no arrays: pass the ids as a JSON array.
         sqlx::query(
-            "DELETE FROM tw_alerts WHERE kind = ? AND subject = ? AND id NOT IN (SELECT value FROM json_each(?))",
+            "DELETE FROM tw_alerts WHERE kind = ? AND subject = ? AND id NOT IN (SELECT value FROM json_each(?)) \
+             AND window_start_ms >= ?",
         )
         .bind(kind)
         .bind(subject)
         .bind(serde_json::to_string(ids)?)
+        .bind(since_ms)
         .execute(self.store.pool())
         .await?;
         Ok(())
