@@ -161,7 +161,8 @@ mod tests {
     #[test]
     fn defaults_validate_and_bad_values_name_the_key() {
         cfg().validate().unwrap();
-        let cases: [(&str, fn(&mut SamplerConfig)); 6] = [
+        type Breaks = fn(&mut SamplerConfig);
+        let cases: [(&str, Breaks); 6] = [
             ("rescore.sampler.base_rate", |c| c.base_rate = 0.0),
             ("rescore.sampler.base_rate", |c| c.base_rate = f64::NAN),
             ("rescore.sampler.low_margin_band", |c| c.low_margin_band = -0.1),
