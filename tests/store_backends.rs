@@ -19,10 +19,12 @@ use tierwatch::metrics::{
     QualityKey, Signal,
 };
 use tierwatch::stats::hist::ConfHist;
+use tierwatch::stats::WeightedProportion;
 use tierwatch::store::postgres::PgStore;
 use tierwatch::store::sqlite::SqliteStore;
 use tierwatch::store::{
-    CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, Store, ViewSettings,
+    CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreOutcome, RescoreResult,
+    RescoreSample, ReviewLabel, Store, ViewSettings,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -37,7 +39,7 @@ fn d0() -> i64 {
 const TOPICS: [&str; 3] = ["llm.routing-decisions", "llm.feedback", "support.tickets"];
 
 /// The public views of SPEC §6 that the migrations define.
-const VIEWS: [&str; 9] = [
+const VIEWS: [&str; 11] = [
     "tier_quality_hourly",
     "tier_quality_daily",
     "deflection_daily",
@@ -47,10 +49,14 @@ const VIEWS: [&str; 9] = [
     "orphans_daily",
     "confidence_drift_daily",
     "alerts",
+    "review_queue",
+    "rescore_estimates_daily",
 ];
 
 /// Columns holding a point in time (timestamptz in Postgres, ISO-8601 text in SQLite).
-const TIME_COLS: [&str; 10] = [
+const TIME_COLS: [&str; 12] = [
+    "ts",
+    "reviewed_at",
     "bucket",
     "matures_at",
     "received_at",
@@ -507,6 +513,7 @@ fn batch1(d0: i64) -> CommitBatch {
         partitions: vec![p1, p0], // out of order on purpose: the store fences in partition order
         deltas: d,
         dead_letters: vec![dead_letter(3, Some(&[0, 1, b'b', b'a', b'd']), true)],
+        ..Default::default()
     }
 }
 
@@ -552,7 +559,7 @@ fn batch2(d0: i64, g: i64) -> CommitBatch {
         ("c:conv3".into(), Some(b"z".to_vec())),
     ];
     p0.offsets = vec![(TOPICS[0].into(), 20), (TOPICS[1].into(), 9), (TOPICS[2].into(), 3)];
-    CommitBatch { partitions: vec![p0], deltas: d, dead_letters: vec![] }
+    CommitBatch { partitions: vec![p0], deltas: d, dead_letters: vec![], ..Default::default() }
 }
 
 /// A batch that must never land (it is always fenced): large, recognizable numbers everywhere.
@@ -576,7 +583,7 @@ fn poison(d0: i64, partitions: Vec<PartitionCommit>) -> CommitBatch {
             p
         })
         .collect();
-    CommitBatch { partitions, deltas: d, dead_letters: vec![dead_letter(999, None, false)] }
+    CommitBatch { partitions, deltas: d, dead_letters: vec![dead_letter(999, None, false)], ..Default::default() }
 }
 
 /// Batch 3 (both partitions): partition 1's watermark advances (day 0 matures), partition 0's
@@ -587,7 +594,12 @@ fn batch3(d0: i64, g0: i64, g1: i64) -> CommitBatch {
     let mut p1 = part(1, g1, d0 + 4 * DAY);
     p1.conf = vec![(conf_key(d0 + 11 * HOUR, Signal::CascadeSelfConfidence, "CASCADE"), conf(&[0.42], 1, 0, 0.0))];
     p1.offsets = vec![(TOPICS[0].into(), 8), (TOPICS[2].into(), 1)];
-    CommitBatch { partitions: vec![p0, p1], deltas: Deltas::default(), dead_letters: vec![dead_letter(4, None, false)] }
+    CommitBatch {
+        partitions: vec![p0, p1],
+        deltas: Deltas::default(),
+        dead_letters: vec![dead_letter(4, None, false)],
+        ..Default::default()
+    }
 }
 
 fn committed(o: CommitOutcome) -> HashMap<i32, i64> {
@@ -621,7 +633,8 @@ fn normalize(rows: &[Rec]) -> Vec<BTreeMap<String, Norm>> {
         .iter()
         .map(|r| {
             r.iter()
-                .filter(|(c, _)| c.as_str() != "received_at") // processing time: differs by design
+                // Processing time: differs by design.
+                .filter(|(c, _)| !["received_at", "scored_at", "inserted_at"].contains(&c.as_str()))
                 .map(|(c, v)| {
                     let n = match v {
                         Value::Null => Norm::Null,
@@ -782,6 +795,7 @@ async fn suite(store: &impl Store, db: &impl Inspect) -> Snapshot {
 
     db.seed_drift_and_alert(d0).await;
     check_views(be, db, d0).await;
+    rescore_suite(be, store, db, d0).await;
 
     // Reconfigure the baseline as a date range (day 0 only): pooled over all tiers.
     store
@@ -847,6 +861,262 @@ async fn suite(store: &impl Store, db: &impl Inspect) -> Snapshot {
         snap.insert(v.to_string(), normalize(&db.view(v).await));
     }
     snap
+}
+
+/// One sampled decision on partition 1, classifier v1, PRE_ROUTE, threshold 0.7.
+fn sample(id: &str, conv: &str, ts: i64, tier: &str, reason: &str, p: f64) -> RescoreSample {
+    RescoreSample {
+        event_id: id.into(),
+        conversation_id: conv.into(),
+        turn: 0,
+        partition: 1,
+        ts_ms: ts,
+        tier: tier.into(),
+        model: if tier == "cheap" { "small-1" } else { "large-1" }.into(),
+        classifier_version: "v1".into(),
+        router: "PRE_ROUTE".into(),
+        segment: if tier == "cheap" { "smb" } else { "" }.into(),
+        router_confidence: Some(0.75),
+        threshold: Some(0.7),
+        margin: Some(0.05),
+        ood_score: Some(0.3),
+        p,
+        w: 1.0 / p,
+        reason: reason.into(),
+        query_text: (id != "e9").then(|| format!("query of {id}")),
+        query_hash: Some(format!("h-{id}")),
+    }
+}
+
+fn scored(id: &str, p_complex: f64) -> RescoreResult {
+    RescoreResult {
+        event_id: id.into(),
+        outcome: RescoreOutcome::Scored { p_complex, model_version: "rs-1".into(), threshold: 0.5 },
+    }
+}
+
+/// The rescoring slice: samples committed with a batch (and replayed), rescores applied twice,
+/// a shed row, a cell with nothing scored, review labels, the rescore-score histogram, and the two
+/// views against hand-computed figures and `stats::weighted`.
+async fn rescore_suite(be: &str, store: &impl Store, db: &impl Inspect, d0: i64) {
+    let h10 = d0 + 10 * HOUR;
+    // Day 0, cheap: three base samples (w = 50; one will be shed), three low-margin (w = 10), one
+    // OOD sample that stays pending (its cell has no scored row). Day 0, capable: one base (w 50),
+    // one low_margin+ood (w 2). Day 1, cheap: one pending base sample without text.
+    let samples = vec![
+        sample("e1", "rc1", h10 + 1_001, "cheap", "base", 0.02),
+        sample("e2", "rc2", h10 + 2_002, "cheap", "base", 0.02),
+        sample("e3", "rc3", h10 + 3_003, "cheap", "base", 0.02),
+        sample("e4", "rc4", h10 + 4_004, "cheap", "low_margin", 0.1),
+        sample("e5", "rc5", h10 + 5_005, "cheap", "low_margin", 0.1),
+        sample("e5b", "rc5b", h10 + 5_500, "cheap", "low_margin", 0.1),
+        sample("e6", "rc6", h10 + 6_006, "cheap", "ood", 0.1),
+        sample("e7", "rc7", h10 + 7_007, "capable", "base", 0.02),
+        sample("e8", "rc8", h10 + 8_008, "capable", "low_margin+ood", 0.5),
+        sample("e9", "rc9", d0 + DAY + HOUR, "cheap", "base", 0.02),
+    ];
+    let g1 = store.load_partition(1, &TOPICS).await.unwrap().generation;
+    // A batch with only samples and a label (no deltas, no offsets) still commits.
+    let batch = CommitBatch {
+        partitions: vec![part(1, g1, 0)],
+        rescore_samples: samples.clone(),
+        // e1's conversation reviewed in the same batch as its sample: the label lands.
+        review_labels: vec![ReviewLabel {
+            conversation_id: "rc1".into(),
+            turn: 0,
+            addressed: true,
+            reviewed_ms: h10 + HOUR,
+        }],
+        ..Default::default()
+    };
+    assert!(!batch.is_empty(), "{be}");
+    committed(store.commit(&batch).await.unwrap());
+
+    let results = vec![
+        scored("e1", 0.9),
+        scored("e2", 0.2),
+        RescoreResult { event_id: "e3".into(), outcome: RescoreOutcome::Shed },
+        scored("e4", 0.6),
+        scored("e5", 0.1),
+        scored("e5b", 0.15),
+        scored("e7", 0.3),
+        scored("e8", 0.8),
+    ];
+    assert_eq!(store.apply_rescores(&results).await.unwrap(), 8, "{be}");
+    let queue_once = normalize(&db.view("review_queue").await);
+    let conf_once = db.conf_rows().await;
+    // Applying the same results again, or scoring the shed row, changes nothing.
+    assert_eq!(store.apply_rescores(&results).await.unwrap(), 0, "{be}: apply_rescores is idempotent");
+    assert_eq!(store.apply_rescores(&[scored("e3", 0.99)]).await.unwrap(), 0, "{be}: a shed row stays shed");
+    assert_eq!(db.conf_rows().await, conf_once, "{be}: no histogram change on re-apply");
+    assert!(store.apply_rescores(&[scored("e6", f64::NAN)]).await.is_err(), "{be}: a NaN score is refused");
+
+    // The rescore score lands once in the drift histograms: partition 1, the decisions' hour.
+    let rescore_rows: Vec<_> = conf_once.iter().filter(|r| r.signal == "rescore_score").cloned().collect();
+    let expected = vec![ConfRow {
+        hour_ms: h10,
+        partition: 1,
+        signal: "rescore_score".into(),
+        classifier_version: "v1".into(),
+        router: "PRE_ROUTE".into(),
+        n: 7,
+        conversations: 7,
+        routed_cheap: 5,
+        threshold_sum: 0.0,
+        threshold_n: 0,
+        hist: ConfHist::from_values([0.9, 0.2, 0.6, 0.1, 0.15, 0.3, 0.8]).to_bytes(),
+    }];
+    assert_eq!(rescore_rows, expected, "{be}: rescore_score histogram");
+
+    // A replayed batch (after a reload) inserts nothing and resets nothing; an older label does
+    // not overwrite a newer one, a newer one does, and a label for an unsampled turn is ignored.
+    let g1 = store.load_partition(1, &TOPICS).await.unwrap().generation;
+    let replay = CommitBatch {
+        partitions: vec![part(1, g1, 0)],
+        rescore_samples: samples.clone(),
+        review_labels: vec![
+            ReviewLabel { conversation_id: "rc1".into(), turn: 0, addressed: false, reviewed_ms: h10 + 30 * 60_000 },
+            ReviewLabel { conversation_id: "rc4".into(), turn: 0, addressed: false, reviewed_ms: h10 + 2 * HOUR },
+            ReviewLabel { conversation_id: "rc4".into(), turn: 1, addressed: true, reviewed_ms: h10 + 2 * HOUR },
+        ],
+        ..Default::default()
+    };
+    committed(store.commit(&replay).await.unwrap());
+    let queue = db.view("review_queue").await;
+    assert_eq!(queue.len(), 10, "{be}");
+    let v = "review_queue";
+    let r = find(be, v, &queue, &[("event_id", E::S("e1"))]);
+    check(
+        be,
+        v,
+        r,
+        &[
+            ("day", E::S("2024-03-04")),
+            ("ts", E::Ts(h10 + 1_001)),
+            ("conversation_id", E::S("rc1")),
+            ("turn", E::I(0)),
+            ("tier", E::S("cheap")),
+            ("segment", E::S("smb")),
+            ("inclusion_probability", E::F(0.02)),
+            ("weight", E::F(50.0)),
+            ("reason", E::S("base")),
+            ("query_text", E::S("query of e1")),
+            ("status", E::S("scored")),
+            ("p_complex", E::F(0.9)),
+            ("model_version", E::S("rs-1")),
+            ("rescore_threshold", E::F(0.5)),
+            ("suspected_misroute", E::B(true)),
+            ("review_addressed", E::B(true)),
+            ("reviewed_at", E::Ts(h10 + HOUR)),
+        ],
+    );
+    let r = find(be, v, &queue, &[("event_id", E::S("e4"))]);
+    check(be, v, r, &[("review_addressed", E::B(false)), ("reviewed_at", E::Ts(h10 + 2 * HOUR))]);
+    let r = find(be, v, &queue, &[("event_id", E::S("e3"))]);
+    check(be, v, r, &[("status", E::S("shed")), ("p_complex", E::Null), ("suspected_misroute", E::Null)]);
+    let r = find(be, v, &queue, &[("event_id", E::S("e7"))]);
+    check(be, v, r, &[("segment", E::Null), ("suspected_misroute", E::B(true))]); // capable, 0.3 < 0.5
+    let r = find(be, v, &queue, &[("event_id", E::S("e8"))]);
+    check(be, v, r, &[("suspected_misroute", E::B(false)), ("weight", E::F(2.0))]);
+    let r = find(be, v, &queue, &[("event_id", E::S("e9"))]);
+    check(be, v, r, &[("status", E::S("pending")), ("query_text", E::Null), ("review_addressed", E::Null)]);
+    // Apart from the labels, the replay changed nothing.
+    let strip = |rows: Vec<BTreeMap<String, Norm>>| -> Vec<BTreeMap<String, Norm>> {
+        rows.into_iter()
+            .map(|mut r| {
+                r.remove("review_addressed");
+                r.remove("reviewed_at");
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(normalize(&queue)), strip(queue_once), "{be}: a replayed batch changes no sample");
+
+    // Recovery: the pending rows, oldest first then by id; nothing was stored before the epoch.
+    let pending = store.pending_rescores(i64::MAX / 2, 10).await.unwrap();
+    assert_eq!(pending, vec![("e6".to_string(), Some("query of e6".to_string())), ("e9".to_string(), None)], "{be}");
+    assert_eq!(store.pending_rescores(i64::MAX / 2, 1).await.unwrap().len(), 1, "{be}");
+    assert!(store.pending_rescores(0, 10).await.unwrap().is_empty(), "{be}");
+
+    // ---- rescore_estimates_daily
+    let v = "rescore_estimates_daily";
+    let rows = db.view(v).await;
+    assert_eq!(rows.len(), 3, "{be}: {rows:?}");
+    // Day 0, cheap. Cells (day, tier, reason): base Σw = 150 of which scored 100 → factor 1.5
+    // (e1 y=1, e2 y=0: 75 each); low_margin 30/30 → factor 1 (e4 y=1, e5, e5b y=0: 10 each); ood
+    // has nothing scored, so its weight 10 cannot be carried (weight_sum 180 < sampled 190).
+    let mut acc = WeightedProportion::new();
+    for (w, y) in [(75.0, true), (75.0, false), (10.0, true), (10.0, false), (10.0, false)] {
+        acc.add(w, y).unwrap();
+    }
+    let (lo, hi) = acc.interval95().unwrap();
+    // Hand-computed: Σw = 180, Σw² = 2·75² + 3·10² = 11 550, Σwy = 85.
+    assert!((acc.rate().unwrap() - 85.0 / 180.0).abs() < 1e-15);
+    assert!((acc.n_eff().unwrap() - 180.0 * 180.0 / 11_550.0).abs() < 1e-12);
+    // The linearization size differs from Kish's here: R ≠ 1/2.
+    let r = 85.0 / 180.0;
+    let n_lin = r * (1.0 - r) / ((5725.0 * (1.0 - 2.0 * r) + r * r * 11_550.0) / (180.0 * 180.0));
+    assert!((acc.n_eff_interval().unwrap() - n_lin).abs() < 1e-9 && (n_lin - acc.n_eff().unwrap()).abs() > 0.01);
+    let row = find(be, v, &rows, &[("day", E::S("2024-03-04")), ("tier", E::S("cheap"))]);
+    check(
+        be,
+        v,
+        row,
+        &[
+            ("sampled", E::I(7)),
+            ("scored", E::I(5)),
+            ("pending", E::I(1)),
+            ("shed", E::I(1)),
+            ("weight_sum", E::F(180.0)),
+            ("sampled_weight", E::F(190.0)),
+            ("n_eff", E::F(180.0 * 180.0 / 11_550.0)),
+            ("n_eff_interval", E::F(n_lin)),
+            ("suspected_misroute_rate", E::F(85.0 / 180.0)),
+            // The SQL gives stats::weighted's numbers (to 1e-12, the suite's float tolerance).
+            ("suspected_misroute_rate_lo", E::F(lo)),
+            ("suspected_misroute_rate_hi", E::F(hi)),
+        ],
+    );
+    // Day 0, capable: over-routing (p_complex < θ) is the misroute; e7 (w 50) is one, e8 (w 2) not.
+    let mut acc = WeightedProportion::new();
+    acc.add(50.0, true).unwrap();
+    acc.add(2.0, false).unwrap();
+    let (lo, hi) = acc.interval95().unwrap();
+    let row = find(be, v, &rows, &[("day", E::S("2024-03-04")), ("tier", E::S("capable"))]);
+    check(
+        be,
+        v,
+        row,
+        &[
+            ("sampled", E::I(2)),
+            ("scored", E::I(2)),
+            ("pending", E::I(0)),
+            ("shed", E::I(0)),
+            ("weight_sum", E::F(52.0)),
+            ("n_eff", E::F(52.0 * 52.0 / 2504.0)),
+            ("suspected_misroute_rate", E::F(50.0 / 52.0)),
+            ("suspected_misroute_rate_lo", E::F(lo)),
+            ("suspected_misroute_rate_hi", E::F(hi)),
+        ],
+    );
+    // Day 1: sampled but nothing scored yet → no estimate.
+    let row = find(be, v, &rows, &[("day", E::S("2024-03-05")), ("tier", E::S("cheap"))]);
+    check(
+        be,
+        v,
+        row,
+        &[
+            ("sampled", E::I(1)),
+            ("scored", E::I(0)),
+            ("pending", E::I(1)),
+            ("weight_sum", E::F(0.0)),
+            ("sampled_weight", E::F(50.0)),
+            ("n_eff", E::Null),
+            ("suspected_misroute_rate", E::Null),
+            ("suspected_misroute_rate_lo", E::Null),
+            ("suspected_misroute_rate_hi", E::Null),
+        ],
+    );
 }
 
 /// Checks every public view after batches 1–3 (default baseline: the capable tier, same day).
@@ -1285,6 +1555,14 @@ fn expected_columns(view: &str) -> Vec<String> {
         "alerts" => "id kind subject severity state value threshold window_start window_end fired_at \
             escalated_at resolved_at last_value updated_at"
             .to_string(),
+        "review_queue" => "day ts event_id conversation_id turn tier model classifier_version router segment \
+            router_confidence threshold margin ood_score inclusion_probability weight reason query_text query_hash \
+            status p_complex model_version rescore_threshold scored_at suspected_misroute review_addressed \
+            reviewed_at inserted_at"
+            .to_string(),
+        "rescore_estimates_daily" => "day tier sampled scored pending shed weight_sum sampled_weight n_eff \
+            n_eff_interval suspected_misroute_rate suspected_misroute_rate_lo suspected_misroute_rate_hi"
+            .to_string(),
         other => panic!("unknown view {other}"),
     };
     cols.split_whitespace().map(String::from).collect()
@@ -1411,7 +1689,7 @@ fn big_batch(d0: i64, round: i64, generation: i64) -> CommitBatch {
             )
         })
         .collect();
-    CommitBatch { partitions: vec![p], deltas: d, dead_letters: vec![] }
+    CommitBatch { partitions: vec![p], deltas: d, dead_letters: vec![], ..Default::default() }
 }
 
 fn rows_in(b: &CommitBatch) -> usize {

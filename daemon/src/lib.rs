@@ -16,6 +16,7 @@ pub mod join;
 pub mod metrics;
 pub mod pipeline;
 pub mod replay;
+pub mod rescore;
 pub mod sim;
 pub mod source;
 pub mod stats;

@@ -8,6 +8,9 @@
 //!   Kolmogorov distribution behind it.
 //! * [`psi`]: PSI with reference-decile bins frozen when the reference is set, and its no-drift
 //!   noise level.
+//! * [`weighted`]: the mergeable weighted proportion (Hájek estimator, Kish and linearization
+//!   effective sizes, Wilson interval at a fractional effective size) of the rescoring slice
+//!   (SPEC §4.4); oracle: `tools/oracle/weighted_fixtures.py`.
 //! * This module: Wilson score intervals, the one-sided pooled two-proportion z test, Bonferroni.
 //!
 //! Checked against scipy by fixtures generated with `tools/oracle/stats_fixtures.py` (committed
@@ -17,6 +20,7 @@ pub mod hist;
 pub mod kolmogorov;
 pub mod ks;
 pub mod psi;
+pub mod weighted;
 
 #[cfg(test)]
 mod tests;
@@ -25,6 +29,7 @@ pub use hist::{ConfHist, HistError};
 pub use kolmogorov::{kstwo_cdf, kstwo_sf};
 pub use ks::{effective_size, ks_pvalue, ks_statistic, ks_two_sample, ks_two_sample_with_n_eff, KsResult};
 pub use psi::{psi, psi_noise, PsiBins, PsiError};
+pub use weighted::{wilson_at, WeightError, WeightedProportion};
 
 use statrs::function::erf::erfc;
 

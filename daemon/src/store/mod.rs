@@ -52,15 +52,90 @@ pub struct PartitionCommit {
     pub conf: Vec<(ConfKey, ConfDelta)>,
 }
 
-/// One atomic unit of effect: state, offsets, aggregate deltas, dead letters.
+/// A sampled decision for the rescoring slice (SPEC §4.4), stored in `tw_rescore_samples` as
+/// `pending` by the commit of the batch that carried the decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RescoreSample {
+    pub event_id: String,
+    pub conversation_id: String,
+    pub turn: i32,
+    /// Kafka partition of the decision: the rescore's histogram row goes to this partition's
+    /// `tw_conf_hist` rows, written under its fence.
+    pub partition: i32,
+    /// Decision time (event time), epoch ms.
+    pub ts_ms: i64,
+    pub tier: String,
+    pub model: String,
+    pub classifier_version: String,
+    pub router: String,
+    /// '' when the event had none.
+    pub segment: String,
+    pub router_confidence: Option<f64>,
+    pub threshold: Option<f64>,
+    pub margin: Option<f64>,
+    pub ood_score: Option<f64>,
+    /// Inclusion probability, in (0, 1].
+    pub p: f64,
+    /// `1/p`.
+    pub w: f64,
+    /// Sampler reason (`rescore::sampler::REASONS`).
+    pub reason: String,
+    /// `None` where redacted or not kept (privacy).
+    pub query_text: Option<String>,
+    pub query_hash: Option<String>,
+}
+
+/// A HUMAN_REVIEW label for a turn (score 1 → addressed). Applied to the turn's sample row if it
+/// has one (the latest review by `reviewed_ms` wins); a label for an unsampled turn changes nothing
+/// here (it still counts in the quality tables through the join).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReviewLabel {
+    pub conversation_id: String,
+    pub turn: i32,
+    pub addressed: bool,
+    /// Event time of the review, epoch ms.
+    pub reviewed_ms: i64,
+}
+
+/// What the rescorer did with a pending sample.
+#[derive(Debug, Clone, PartialEq)]
+pub enum RescoreOutcome {
+    /// Scored: `p_complex` is the probability the query needs the capable tier; `threshold` is θ.
+    Scored { p_complex: f64, model_version: String, threshold: f64 },
+    /// Dropped under load; the scored rows of the same (day, tier, reason) carry its weight.
+    Shed,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RescoreResult {
+    pub event_id: String,
+    pub outcome: RescoreOutcome,
+}
+
+/// One atomic unit of effect: state, offsets, aggregate deltas, dead letters, rescoring samples
+/// and review labels.
 #[derive(Debug, Clone, Default)]
 pub struct CommitBatch {
     pub partitions: Vec<PartitionCommit>,
     pub deltas: Deltas,
     pub dead_letters: Vec<DeadLetter>,
+    /// Inserted `ON CONFLICT DO NOTHING` (a replayed batch changes nothing).
+    pub rescore_samples: Vec<RescoreSample>,
+    /// Applied after the samples, so a label for a turn sampled in the same batch lands.
+    pub review_labels: Vec<ReviewLabel>,
 }
 
 impl CommitBatch {
+    /// Nothing to write but (possibly) offsets, state and fences: no aggregate delta, dead letter,
+    /// sample or review label. A batch with only samples is not empty and must be committed.
+    pub fn is_empty(&self) -> bool {
+        self.deltas.is_empty()
+            && self.partitions.iter().all(|p| p.conf.is_empty())
+            && self.dead_letters.is_empty()
+            && self.rescore_samples.is_empty()
+            && self.review_labels.is_empty()
+    }
+
     /// Every partition's confidence-histogram deltas, sorted (the stores' lock order).
     pub fn conf_rows(&self) -> Vec<(i32, &ConfKey, &ConfDelta)> {
         let mut rows: Vec<_> =
@@ -97,4 +172,66 @@ pub trait Store: Send + Sync {
     async fn load_partition(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot>;
     /// Commit a batch atomically, fenced on each partition's generation.
     async fn commit(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome>;
+    /// Store rescorer results. Only rows still `pending` change (applying a result twice, or after
+    /// a shed, changes nothing); each newly scored row's `p_complex` is merged into the drift
+    /// histograms (`Signal::RescoreScore`, the decision's hour, partition, classifier_version and
+    /// router; one conversation per row) in the same transaction. Returns the rows changed.
+    async fn apply_rescores(&self, results: &[RescoreResult]) -> anyhow::Result<u64>;
+    /// Samples still `pending` that were stored before `inserted_before_ms` (wall clock), oldest
+    /// first, at most `limit`: `(event_id, query_text)`, to re-queue after a restart.
+    async fn pending_rescores(
+        &self,
+        inserted_before_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(String, Option<String>)>>;
+}
+
+/// The drift-histogram deltas of newly scored samples, given as
+/// `(partition, decision ts_ms, classifier_version, router, p_complex, routed off the capable tier)`,
+/// grouped per partition in a [`CommitBatch`] so both stores merge them with their `write_conf`.
+/// Refuse results that would corrupt a stored number (p_complex outside [0, 1] or NaN, a
+/// non-finite θ) before anything is written.
+pub(crate) fn validate_rescores(results: &[RescoreResult]) -> anyhow::Result<()> {
+    for r in results {
+        if let RescoreOutcome::Scored { p_complex, threshold, .. } = &r.outcome {
+            if !((0.0..=1.0).contains(p_complex) && threshold.is_finite()) {
+                anyhow::bail!("rescore of {}: p_complex {p_complex} / threshold {threshold} out of range", r.event_id);
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn rescore_conf_rows(scored: &[(i32, i64, String, String, f64, bool)]) -> CommitBatch {
+    let mut by_part: std::collections::BTreeMap<i32, HashMap<ConfKey, ConfDelta>> = Default::default();
+    for (partition, ts_ms, cv, router, p_complex, cheap) in scored {
+        let key = ConfKey {
+            hour_ms: crate::metrics::hour_start(*ts_ms),
+            signal: crate::metrics::Signal::RescoreScore,
+            classifier_version: cv.clone(),
+            router: router.clone(),
+        };
+        let d = by_part.entry(*partition).or_default().entry(key).or_default();
+        // validate_rescores has checked p_complex ∈ [0, 1]; a value the histogram refuses is
+        // not counted at all rather than counted without its score.
+        if !d.hist.record(*p_complex) {
+            continue;
+        }
+        // Each scored sample is one decision and counted as one conversation: samples are sparse
+        // (a few % of traffic), so two samples of one conversation in an hour are rare, and the
+        // store cannot tell which sample is a conversation's first of the day.
+        d.conversations += 1;
+        d.routed_cheap += *cheap as i64;
+    }
+    CommitBatch {
+        partitions: by_part
+            .into_iter()
+            .map(|(partition, conf)| PartitionCommit {
+                partition,
+                conf: conf.into_iter().collect(),
+                ..Default::default()
+            })
+            .collect(),
+        ..Default::default()
+    }
 }

@@ -8,7 +8,10 @@ use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
+use super::{
+    rescore_conf_rows, validate_rescores, CommitBatch, CommitOutcome, PartitionSnapshot, RescoreOutcome, RescoreResult,
+    Store, ViewSettings,
+};
 use crate::metrics::{ConfDelta, ConfKey};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
@@ -153,6 +156,8 @@ impl Store for PgStore {
         write_orphans(&mut tx, batch).await?;
         write_dead_letters(&mut tx, batch).await?;
         write_conf(&mut tx, batch).await?;
+        write_rescore_samples(&mut tx, batch).await?;
+        write_review_labels(&mut tx, batch).await?;
         let t_aggs = t.elapsed();
         tx.commit().await.context("committing the batch")?;
         tracing::debug!(
@@ -165,6 +170,87 @@ impl Store for PgStore {
             "batch written"
         );
         Ok(CommitOutcome::Committed(generations))
+    }
+
+    async fn apply_rescores(&self, results: &[RescoreResult]) -> anyhow::Result<u64> {
+        validate_rescores(results)?;
+        if results.is_empty() {
+            return Ok(0);
+        }
+        let ids: Vec<String> = results.iter().map(|r| r.event_id.clone()).collect();
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        // Lock the partitions of the affected rows first, in partition order: the same lock order
+        // as `commit`, whose fence UPDATE holds these rows while it read-modify-writes the
+        // partition's histograms, so the merge below never interleaves with a commit's.
+        sqlx::query(
+            "SELECT partition FROM tw_partitions WHERE partition IN                (SELECT partition FROM tw_rescore_samples WHERE event_id = ANY($1) AND status = 'pending')              ORDER BY partition FOR UPDATE",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await
+        .context("locking partitions for rescores")?;
+        let (mut sid, mut sp, mut smv, mut sth) = (vec![], vec![], vec![], vec![]);
+        let mut shed = vec![];
+        for r in results {
+            match &r.outcome {
+                RescoreOutcome::Scored { p_complex, model_version, threshold } => {
+                    sid.push(r.event_id.clone());
+                    sp.push(*p_complex);
+                    smv.push(model_version.clone());
+                    sth.push(*threshold);
+                }
+                RescoreOutcome::Shed => shed.push(r.event_id.clone()),
+            }
+        }
+        let mut changed = 0u64;
+        let mut scored = vec![];
+        if !sid.is_empty() {
+            // `status = 'pending'` makes a second application (or one after a shed) a no-op.
+            let rows = sqlx::query(
+                "UPDATE tw_rescore_samples s SET status = 'scored', p_complex = u.p, model_version = u.mv,                    rescore_threshold = u.th, scored_at = now()                  FROM UNNEST($1::text[], $2::float8[], $3::text[], $4::float8[]) AS u(id, p, mv, th)                  WHERE s.event_id = u.id AND s.status = 'pending'                  RETURNING s.partition, (extract(epoch FROM s.ts) * 1000)::bigint, s.classifier_version, s.router,                    s.p_complex, s.tier <> (SELECT baseline_tier FROM tw_clock)",
+            )
+            .bind(&sid)
+            .bind(&sp)
+            .bind(&smv)
+            .bind(&sth)
+            .fetch_all(&mut *tx)
+            .await
+            .context("storing rescores")?;
+            for r in rows {
+                scored.push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?));
+            }
+            changed += scored.len() as u64;
+        }
+        if !shed.is_empty() {
+            let done = sqlx::query(
+                "UPDATE tw_rescore_samples SET status = 'shed' WHERE event_id = ANY($1) AND status = 'pending'",
+            )
+            .bind(&shed)
+            .execute(&mut *tx)
+            .await
+            .context("marking shed rescores")?;
+            changed += done.rows_affected();
+        }
+        write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
+        tx.commit().await.context("committing rescores")?;
+        Ok(changed)
+    }
+
+    async fn pending_rescores(
+        &self,
+        inserted_before_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT event_id, query_text FROM tw_rescore_samples              WHERE status = 'pending' AND inserted_at < to_timestamp($1::double precision / 1000)              ORDER BY inserted_at, event_id LIMIT $2",
+        )
+        // timestamptz spans about ±290 000 years; clamp so "everything" (i64::MAX) is not an error.
+        .bind(inserted_before_ms.clamp(-8_000_000_000_000_000, 8_000_000_000_000_000))
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading pending rescores")?;
+        rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 }
 
@@ -562,5 +648,76 @@ async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<
     .execute(&mut **tx)
     .await
     .context("writing tw_dead_letters")?;
+    Ok(())
+}
+
+/// Sampled decisions, inserted `pending`; an event already stored (a replayed batch) is left as it is.
+async fn write_rescore_samples(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    if b.rescore_samples.is_empty() {
+        return Ok(());
+    }
+    let mut rows: Vec<_> = b.rescore_samples.iter().collect();
+    rows.sort_by(|x, y| x.event_id.cmp(&y.event_id)); // stable lock order
+    let text = |f: fn(&super::RescoreSample) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
+    let opt = |f: fn(&super::RescoreSample) -> Option<f64>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts, tier, model, \
+           classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
+           query_text, query_hash) \
+         SELECT id, c, t, pa, to_timestamp(ts::double precision / 1000), ti, m, cv, r, sg, rc, th, mg, o, p, w, rs, qt, qh \
+         FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
+           $9::text[], $10::text[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[], \
+           $16::float8[], $17::text[], $18::text[], $19::text[]) \
+           AS u(id, c, t, pa, ts, ti, m, cv, r, sg, rc, th, mg, o, p, w, rs, qt, qh) \
+         ON CONFLICT (event_id) DO NOTHING",
+    )
+    .bind(text(|r| &r.event_id))
+    .bind(text(|r| &r.conversation_id))
+    .bind(rows.iter().map(|r| r.turn).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.partition).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+    .bind(text(|r| &r.tier))
+    .bind(text(|r| &r.model))
+    .bind(text(|r| &r.classifier_version))
+    .bind(text(|r| &r.router))
+    .bind(text(|r| &r.segment))
+    .bind(opt(|r| r.router_confidence))
+    .bind(opt(|r| r.threshold))
+    .bind(opt(|r| r.margin))
+    .bind(opt(|r| r.ood_score))
+    .bind(rows.iter().map(|r| r.p).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.w).collect::<Vec<_>>())
+    .bind(text(|r| &r.reason))
+    .bind(rows.iter().map(|r| r.query_text.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.query_hash.clone()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_rescore_samples")?;
+    Ok(())
+}
+
+/// HUMAN_REVIEW labels onto their turns' sample rows: the latest review wins (ties: "not
+/// addressed", the conservative reading), and an older label never overwrites a newer one, so
+/// replays and reordering give the same row.
+async fn write_review_labels(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let l = &b.review_labels;
+    if l.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE tw_rescore_samples s SET review_addressed = u.a, reviewed_at = to_timestamp(u.ms::double precision / 1000) \
+         FROM (SELECT DISTINCT ON (c, t) c, t, a, ms \
+               FROM UNNEST($1::text[], $2::int[], $3::bool[], $4::bigint[]) AS x(c, t, a, ms) \
+               ORDER BY c, t, ms DESC, a) u \
+         WHERE s.conversation_id = u.c AND s.turn = u.t \
+           AND (s.reviewed_at IS NULL OR s.reviewed_at <= to_timestamp(u.ms::double precision / 1000))",
+    )
+    .bind(l.iter().map(|x| x.conversation_id.clone()).collect::<Vec<_>>())
+    .bind(l.iter().map(|x| x.turn).collect::<Vec<_>>())
+    .bind(l.iter().map(|x| x.addressed).collect::<Vec<_>>())
+    .bind(l.iter().map(|x| x.reviewed_ms).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await
+    .context("writing review labels")?;
     Ok(())
 }

@@ -16,7 +16,10 @@ use anyhow::Context;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
-use super::{CommitBatch, CommitOutcome, PartitionSnapshot, Store, ViewSettings};
+use super::{
+    rescore_conf_rows, validate_rescores, CommitBatch, CommitOutcome, PartitionSnapshot, RescoreOutcome, RescoreResult,
+    Store, ViewSettings,
+};
 use crate::metrics::{day_start, ConfDelta};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
@@ -178,6 +181,8 @@ impl Store for SqliteStore {
         write_orphans(&mut tx, batch).await?;
         write_dead_letters(&mut tx, batch).await?;
         write_conf(&mut tx, batch).await?;
+        write_rescore_samples(&mut tx, batch).await?;
+        write_review_labels(&mut tx, batch).await?;
         let t_aggs = t.elapsed();
         tx.commit().await.context("committing the batch")?;
         tracing::debug!(
@@ -190,6 +195,82 @@ impl Store for SqliteStore {
             "batch written (sqlite)"
         );
         Ok(CommitOutcome::Committed(generations))
+    }
+
+    async fn apply_rescores(&self, results: &[RescoreResult]) -> anyhow::Result<u64> {
+        validate_rescores(results)?;
+        if results.is_empty() {
+            return Ok(0);
+        }
+        // The first UPDATE takes SQLite's single write lock, so no commit interleaves with the
+        // histogram read-modify-write below.
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let mut changed = 0u64;
+        let mut scored = vec![];
+        for r in results {
+            match &r.outcome {
+                RescoreOutcome::Scored { p_complex, model_version, threshold } => {
+                    // `status = 'pending'` makes a second application (or one after a shed) a no-op.
+                    let row = sqlx::query(
+                        "UPDATE tw_rescore_samples SET status = 'scored', p_complex = ?2, model_version = ?3, \
+                           rescore_threshold = ?4, scored_at_ms = ?5 \
+                         WHERE event_id = ?1 AND status = 'pending' \
+                         RETURNING partition, ts_ms, classifier_version, router, p_complex, \
+                           tier <> (SELECT baseline_tier FROM tw_clock)",
+                    )
+                    .bind(&r.event_id)
+                    .bind(*p_complex)
+                    .bind(model_version)
+                    .bind(*threshold)
+                    .bind(now_ms)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .context("storing a rescore")?;
+                    if let Some(row) = row {
+                        scored.push((
+                            row.try_get(0)?,
+                            row.try_get(1)?,
+                            row.try_get(2)?,
+                            row.try_get(3)?,
+                            row.try_get(4)?,
+                            row.try_get(5)?,
+                        ));
+                        changed += 1;
+                    }
+                }
+                RescoreOutcome::Shed => {
+                    let done = sqlx::query(
+                        "UPDATE tw_rescore_samples SET status = 'shed' WHERE event_id = ?1 AND status = 'pending'",
+                    )
+                    .bind(&r.event_id)
+                    .execute(&mut *tx)
+                    .await
+                    .context("marking a shed rescore")?;
+                    changed += done.rows_affected();
+                }
+            }
+        }
+        write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
+        tx.commit().await.context("committing rescores")?;
+        Ok(changed)
+    }
+
+    async fn pending_rescores(
+        &self,
+        inserted_before_ms: i64,
+        limit: i64,
+    ) -> anyhow::Result<Vec<(String, Option<String>)>> {
+        let rows = sqlx::query(
+            "SELECT event_id, query_text FROM tw_rescore_samples \
+             WHERE status = 'pending' AND inserted_at_ms < ?1 ORDER BY inserted_at_ms, event_id LIMIT ?2",
+        )
+        .bind(inserted_before_ms)
+        .bind(limit.max(0))
+        .fetch_all(&self.pool)
+        .await
+        .context("reading pending rescores")?;
+        rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 }
 
@@ -472,6 +553,67 @@ async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<
         .execute(&mut **tx)
         .await
         .context("writing tw_dead_letters")?;
+    }
+    Ok(())
+}
+
+/// Sampled decisions, inserted `pending`; an event already stored (a replayed batch) is left as it is.
+async fn write_rescore_samples(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    for r in &b.rescore_samples {
+        sqlx::query(
+            "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts_ms, tier, model, \
+               classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
+               query_text, query_hash, inserted_at_ms) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(&r.event_id)
+        .bind(&r.conversation_id)
+        .bind(r.turn)
+        .bind(r.partition)
+        .bind(r.ts_ms)
+        .bind(&r.tier)
+        .bind(&r.model)
+        .bind(&r.classifier_version)
+        .bind(&r.router)
+        .bind(&r.segment)
+        .bind(r.router_confidence)
+        .bind(r.threshold)
+        .bind(r.margin)
+        .bind(r.ood_score)
+        .bind(r.p)
+        .bind(r.w)
+        .bind(&r.reason)
+        .bind(r.query_text.as_deref())
+        .bind(r.query_hash.as_deref())
+        .bind(now_ms)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_rescore_samples")?;
+    }
+    Ok(())
+}
+
+/// HUMAN_REVIEW labels onto their turns' sample rows: the latest review wins (ties: "not
+/// addressed", as in the Postgres store), and an older label never overwrites a newer one.
+async fn write_review_labels(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let mut labels: Vec<_> = b.review_labels.iter().collect();
+    // Applied oldest first, "addressed" before "not addressed" at equal times, each only over an
+    // older-or-equal stored review: the survivor is the one the Postgres store picks.
+    labels.sort_by(|x, y| x.reviewed_ms.cmp(&y.reviewed_ms).then(y.addressed.cmp(&x.addressed)));
+    for l in labels {
+        sqlx::query(
+            "UPDATE tw_rescore_samples SET review_addressed = ?3, reviewed_at_ms = ?4 \
+             WHERE conversation_id = ?1 AND turn = ?2 AND (reviewed_at_ms IS NULL OR reviewed_at_ms <= ?4)",
+        )
+        .bind(&l.conversation_id)
+        .bind(l.turn)
+        .bind(l.addressed)
+        .bind(l.reviewed_ms)
+        .execute(&mut **tx)
+        .await
+        .context("writing review labels")?;
     }
     Ok(())
 }

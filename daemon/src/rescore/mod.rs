@@ -1,0 +1,3 @@
+//! Rescoring slice (SPEC §4.4): which decisions are sampled ([`sampler`]).
+
+pub mod sampler;
