@@ -14,6 +14,7 @@ pub mod http;
 pub mod join;
 pub mod metrics;
 pub mod pipeline;
+pub mod rescore;
 pub mod sim;
 pub mod source;
 pub mod stats;
