@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::decode::RejectReason;
 
@@ -44,7 +44,71 @@ pub struct Telemetry {
     /// `tierwatch_drift_missing_reference{classifier_version}`: 1 while a classifier version has
     /// traffic but no reference (never silently compared with another version's).
     missing_reference: IntGaugeVec,
+    /// `tierwatch_rescore_*`: the rescoring worker pool and its model reloads.
+    pub rescore: RescoreMetrics,
     ready: AtomicBool,
+}
+
+/// Metrics of the rescoring pool (`crate::rescore::pool`), handles resolved once.
+#[derive(Clone)]
+pub struct RescoreMetrics {
+    /// `tierwatch_rescore_shed_total`: jobs refused because the queue was full.
+    pub shed: IntCounter,
+    /// `tierwatch_rescore_scored_total`: jobs scored successfully (failed batches are logged).
+    pub scored: IntCounter,
+    /// `tierwatch_rescore_queue_depth`: jobs waiting for a worker.
+    pub queue_depth: IntGauge,
+    /// `tierwatch_rescore_model_reloads_total{result="ok"}`.
+    pub reloads_ok: IntCounter,
+    /// `tierwatch_rescore_model_reloads_total{result="error"}`: the old model kept serving.
+    pub reloads_error: IntCounter,
+    /// `tierwatch_rescore_batch_seconds`: featurize + inference time of one worker batch.
+    pub batch_seconds: Histogram,
+    reloads: IntCounterVec,
+}
+
+impl RescoreMetrics {
+    /// Unregistered metrics (registered by [`Telemetry::new`]; tests may use them bare).
+    pub fn new() -> Self {
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        let reloads = IntCounterVec::new(
+            Opts::new("tierwatch_rescore_model_reloads_total", "Rescorer model reloads, by result (ok, error)"),
+            &["result"],
+        )
+        .expect("static metric definition");
+        // Batches of 1–256 queries at tens of µs each: 50 µs … ~100 ms.
+        let buckets = prometheus::exponential_buckets(5e-5, 2.0, 12).expect("static buckets");
+        RescoreMetrics {
+            shed: counter("tierwatch_rescore_shed_total", "Rescore jobs shed because the queue was full"),
+            scored: counter("tierwatch_rescore_scored_total", "Rescore jobs scored"),
+            queue_depth: IntGauge::new("tierwatch_rescore_queue_depth", "Rescore jobs waiting for a worker")
+                .expect("static metric definition"),
+            reloads_ok: reloads.with_label_values(&["ok"]),
+            reloads_error: reloads.with_label_values(&["error"]),
+            batch_seconds: Histogram::with_opts(
+                HistogramOpts::new("tierwatch_rescore_batch_seconds", "Featurize + inference time of a rescore batch")
+                    .buckets(buckets),
+            )
+            .expect("static metric definition"),
+            reloads,
+        }
+    }
+
+    fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![
+            Box::new(self.shed.clone()),
+            Box::new(self.scored.clone()),
+            Box::new(self.queue_depth.clone()),
+            Box::new(self.reloads.clone()),
+            Box::new(self.batch_seconds.clone()),
+        ]
+    }
+}
+
+impl Default for RescoreMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 /// Resolved label handles, so the hot path does not take the vector's lock per event.
@@ -100,6 +164,7 @@ impl Telemetry {
             watermark_seconds: gauge("tierwatch_watermark_seconds", "Min event-time watermark over owned partitions"),
             alert_firing,
             missing_reference,
+            rescore: RescoreMetrics::new(),
             consumed,
             consumed_cache: Default::default(),
             rejected,
@@ -108,7 +173,7 @@ impl Telemetry {
             registry,
             ready: AtomicBool::new(false),
         };
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+        let mut collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
             Box::new(t.consumed.clone()),
             Box::new(t.rejected.clone()),
             Box::new(t.orphans.clone()),
@@ -125,6 +190,7 @@ impl Telemetry {
             Box::new(t.alert_firing.clone()),
             Box::new(t.missing_reference.clone()),
         ];
+        collectors.extend(t.rescore.collectors());
         for c in collectors {
             t.registry.register(c).expect("unique metric names");
         }
