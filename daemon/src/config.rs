@@ -69,6 +69,105 @@ pub struct Config {
     /// Alert delivery.
     #[serde(default)]
     pub alerts: AlertsConfig,
+    /// The rescoring slice (SPEC §4.4): sample, rescore with the ONNX model, weighted estimates.
+    /// Absent = no rescoring.
+    #[serde(default)]
+    pub rescore: Option<RescoreConfig>,
+}
+
+/// How much of a sampled query's text the review queue keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPrivacy {
+    /// The query text as received.
+    Full,
+    /// A keyed hash of the text (`hash_key`): equal queries can be grouped, not read.
+    Hashed,
+    /// Neither text nor hash.
+    None,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescoreConfig {
+    /// The ONNX model; its sidecar is the same path with `.json`. Reloaded when either file
+    /// changes (and on SIGHUP); a broken file is refused and the previous model keeps serving.
+    pub model_path: String,
+    /// Which decisions are sampled and with what probability.
+    #[serde(default)]
+    pub sampler: crate::rescore::sampler::SamplerConfig,
+    /// What `review_queue` keeps of the query text: `full`, `hashed` or `none`. The text needed
+    /// for scoring stays in memory only until it is scored.
+    #[serde(default = "default_privacy")]
+    pub store_text: TextPrivacy,
+    /// Key of the text hash when `store_text = "hashed"` (keep it secret: short queries are
+    /// guessable from an unkeyed hash).
+    #[serde(default)]
+    pub hash_key: String,
+    /// Rescoring worker threads (each scores whole batches on one core).
+    #[serde(default = "default_rescore_workers")]
+    pub workers: usize,
+    /// Sampled queries that may wait for a worker; beyond it they are shed (counted in
+    /// `tierwatch_rescore_shed_total`, and reweighted in the estimates) so ingestion never waits.
+    #[serde(default = "default_rescore_queue")]
+    pub queue_capacity: usize,
+    /// Queries per model run.
+    #[serde(default = "default_rescore_batch")]
+    pub batch_size: usize,
+    /// Seconds between checks of the model files for a change.
+    #[serde(default = "default_reload_poll")]
+    pub reload_poll_seconds: f64,
+    /// Samples still unscored this many seconds after they were committed (a crash, or another
+    /// instance that stopped) are rescored again if their text was stored, or marked shed.
+    #[serde(default = "default_recover_after")]
+    pub recover_after_seconds: f64,
+}
+
+fn default_privacy() -> TextPrivacy {
+    TextPrivacy::Full
+}
+fn default_rescore_workers() -> usize {
+    1
+}
+fn default_rescore_queue() -> usize {
+    4096
+}
+fn default_rescore_batch() -> usize {
+    64
+}
+fn default_reload_poll() -> f64 {
+    5.0
+}
+fn default_recover_after() -> f64 {
+    300.0
+}
+
+impl RescoreConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.model_path.trim().is_empty() {
+            return Err(invalid("rescore.model_path", "must name the ONNX model file"));
+        }
+        self.sampler.validate()?;
+        if self.store_text == TextPrivacy::Hashed && self.hash_key.is_empty() {
+            return Err(invalid("rescore.hash_key", "must be set when store_text = \"hashed\""));
+        }
+        if self.workers == 0 || self.workers > 64 {
+            return Err(invalid("rescore.workers", "must be between 1 and 64"));
+        }
+        if self.queue_capacity == 0 {
+            return Err(invalid("rescore.queue_capacity", "must be at least 1"));
+        }
+        if self.batch_size == 0 || self.batch_size > 4096 {
+            return Err(invalid("rescore.batch_size", "must be between 1 and 4096"));
+        }
+        if !(self.reload_poll_seconds.is_finite() && self.reload_poll_seconds > 0.0) {
+            return Err(invalid("rescore.reload_poll_seconds", "must be a positive number of seconds"));
+        }
+        if !(self.recover_after_seconds.is_finite() && self.recover_after_seconds > 0.0) {
+            return Err(invalid("rescore.recover_after_seconds", "must be a positive number of seconds"));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -457,6 +556,9 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         if let Some(kafka) = &self.kafka {
             kafka.validate()?;
+        }
+        if let Some(rescore) = &self.rescore {
+            rescore.validate()?;
         }
         let names = [
             ("topics.routing", &self.topics.routing),

@@ -387,10 +387,18 @@ fn run_with<S: Store + 'static, E: EvalStore + 'static>(
                     cfg.topics.tickets.name.clone(),
                 ];
                 let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics);
+                let rescoring = start_rescoring(cfg, store.clone(), &handle, &telemetry)?;
                 let mut pipeline = Pipeline::new(cfg, store, handle, telemetry, pipeline_shutdown);
-                let stats = pipeline.run(&mut source)?;
+                if let Some(r) = &rescoring {
+                    pipeline = pipeline.with_rescoring(r.clone());
+                }
+                let stats = pipeline.run(&mut source);
+                drop(pipeline);
                 drop(source);
-                anyhow::Ok(stats)
+                if let Some(r) = rescoring {
+                    tierwatch::rescore::runtime::Rescoring::finish_shared(r);
+                }
+                anyhow::Ok(stats?)
             })
             .join()
             .map_err(|_| anyhow::anyhow!("pipeline thread panicked"));
@@ -401,6 +409,38 @@ fn run_with<S: Store + 'static, E: EvalStore + 'static>(
     tracing::info!(messages = stats.messages, rejected = stats.rejected, batches = stats.batches, "stopped");
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(())
+}
+
+/// The rescoring slice if `[rescore]` is configured, with SIGHUP reloading its model.
+fn start_rescoring<S: Store + 'static>(
+    cfg: &Config,
+    store: Arc<S>,
+    handle: &tokio::runtime::Handle,
+    telemetry: &Arc<Telemetry>,
+) -> anyhow::Result<Option<Arc<tierwatch::rescore::runtime::Rescoring>>> {
+    let Some(rc) = &cfg.rescore else { return Ok(None) };
+    let r =
+        Arc::new(tierwatch::rescore::runtime::Rescoring::start(rc, store, handle.clone(), telemetry.rescore.clone())?);
+    #[cfg(unix)]
+    {
+        let weak = Arc::downgrade(&r);
+        let _guard = handle.enter();
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+            Ok(mut hup) => {
+                handle.spawn(async move {
+                    while hup.recv().await.is_some() {
+                        let Some(r) = weak.upgrade() else { break };
+                        // A broken file is refused and logged; the old model keeps serving.
+                        if let Err(e) = tokio::task::block_in_place(|| r.reload()) {
+                            tracing::error!(error = %format!("{e:#}"), "SIGHUP: rescorer reload refused");
+                        }
+                    }
+                });
+            }
+            Err(e) => tracing::warn!(error = %e, "no SIGHUP handler; the model still reloads when its file changes"),
+        }
+    }
+    Ok(Some(r))
 }
 
 async fn wait_for_signal() {

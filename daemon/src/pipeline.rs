@@ -17,8 +17,11 @@ use crate::decode::{Decoder, DecoderConfig, WireFormat};
 use crate::event::{Event, Stream};
 use crate::join::{JoinCounters, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
+use crate::rescore::runtime::{review_label, Rescoring};
 use crate::source::{Polled, RebalanceEvent, Source};
-use crate::store::{CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, Store};
+use crate::store::{
+    CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreSample, ReviewLabel, Store,
+};
 use crate::telemetry::Telemetry;
 
 /// How often partitions without new messages re-evaluate their watermark.
@@ -69,6 +72,8 @@ pub struct Pipeline<S: Store + 'static> {
     max_wait: Duration,
     owned: HashMap<i32, Owned>,
     shutdown: Arc<AtomicBool>,
+    /// The rescoring slice, when configured: samples ride in the batch, scoring happens after.
+    rescoring: Option<Arc<Rescoring>>,
 }
 
 /// Totals of a run, for logs and tests.
@@ -131,7 +136,14 @@ impl<S: Store + 'static> Pipeline<S> {
             max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
             owned: HashMap::new(),
             shutdown,
+            rescoring: None,
         }
+    }
+
+    /// Sample decisions for rescoring (SPEC §4.4).
+    pub fn with_rescoring(mut self, rescoring: Arc<Rescoring>) -> Self {
+        self.rescoring = Some(rescoring);
+        self
     }
 
     /// Run until the shutdown flag is set; the batch in flight is committed before returning.
@@ -253,10 +265,17 @@ impl<S: Store + 'static> Pipeline<S> {
                     *slot = Some(slot.map_or(ts, |t| t.max(ts)));
                     match &ev {
                         Event::Decision(d) => {
-                            owned.join.apply_decision(&self.settings, d, &mut work.deltas, &mut counters)
+                            owned.join.apply_decision(&self.settings, d, &mut work.deltas, &mut counters);
+                            if let Some(s) = self.rescoring.as_ref().and_then(|r| r.sample(d, m.partition)) {
+                                work.jobs.push((s.row.event_id.clone(), s.text));
+                                work.samples.push(s.row);
+                            }
                         }
                         Event::Feedback(f) => {
-                            owned.join.apply_feedback(&self.settings, f, &mut work.deltas, &mut counters)
+                            owned.join.apply_feedback(&self.settings, f, &mut work.deltas, &mut counters);
+                            if self.rescoring.is_some() {
+                                work.labels.extend(review_label(f));
+                            }
                         }
                         Event::Ticket(t) => owned.join.apply_ticket(&self.settings, t, &mut work.deltas, &mut counters),
                     }
@@ -362,6 +381,8 @@ impl<S: Store + 'static> Pipeline<S> {
             });
             batch.deltas.merge(&work.deltas);
             batch.dead_letters.extend(work.dead_letters.iter().cloned());
+            batch.rescore_samples.extend(work.samples.iter().cloned());
+            batch.review_labels.extend(work.labels.iter().cloned());
         }
         batch
     }
@@ -400,6 +421,11 @@ impl<S: Store + 'static> Pipeline<S> {
         t.feedback_without_score.inc_by(counters.feedback_without_score);
         t.batches.inc();
         source.committed(&positions);
+        if let Some(r) = &self.rescoring {
+            // Committed as pending: only now may they be scored (a score for an uncommitted row
+            // would have nothing to land on).
+            r.submit(per_part.values().flat_map(|w| w.jobs.iter().cloned()).collect());
+        }
         (messages, batch.dead_letters.len() as u64)
     }
 
@@ -446,4 +472,8 @@ struct PartWork {
     offsets: BTreeMap<usize, i64>,
     messages: [u64; 3],
     dead_letters: Vec<DeadLetter>,
+    /// Sampled decisions (committed with the batch) and their (event_id, text) to score after.
+    samples: Vec<RescoreSample>,
+    jobs: Vec<(String, String)>,
+    labels: Vec<ReviewLabel>,
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::drift::evaluator::{EvalStore, Evaluator, PassSummary};
 use crate::pipeline::{Pipeline, RunStats};
+use crate::rescore::runtime::Rescoring;
 use crate::source::files::{topic_of, FileSource};
 use crate::store::Store;
 use crate::telemetry::Telemetry;
@@ -40,12 +41,26 @@ pub fn replay_files<S: Store + 'static, E: EvalStore>(
     let formats = source.formats();
     let inputs = [0, 1, 2].map(|i| (source.topics()[i].clone(), formats[i], vec![]));
     let telemetry = Telemetry::new();
+    let rescoring = match &cfg.rescore {
+        Some(rc) => {
+            Some(Arc::new(Rescoring::start(rc, store.clone(), rt.handle().clone(), telemetry.rescore.clone())?))
+        }
+        None => None,
+    };
     let stats = std::thread::scope(|scope| {
         let handle = rt.handle().clone();
         let (store, telemetry) = (store.clone(), telemetry.clone());
         scope
             .spawn(move || {
                 let mut pipeline = Pipeline::with_inputs(cfg, inputs, store, handle, telemetry, shutdown);
+                if let Some(r) = rescoring {
+                    pipeline = pipeline.with_rescoring(r.clone());
+                    let stats = pipeline.run(&mut source);
+                    drop(pipeline);
+                    // Every sample scored and written before drift is evaluated.
+                    Rescoring::finish_shared(r);
+                    return stats;
+                }
                 pipeline.run(&mut source)
             })
             .join()
