@@ -209,8 +209,17 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
         assert!((r.get::<f64, _>(6) - lo).abs() < 1e-9 && (r.get::<f64, _>(7) - hi).abs() < 1e-9, "{day} {tier}");
         assert_eq!(r.get::<i64, _>(8), 0);
     }
-    // The cheap tier's misroute estimate is weighted: the oversampled low-margin slice does not
-    // dominate it as it dominates the plain share of the sample.
+    // What the misroute alert rule reads: the routed-down tier's rows, the same numbers.
+    let pg = std::sync::Arc::new(tierwatch::store::postgres::PgStore::connect(&env.db_url, 2).await.unwrap());
+    let eval = tierwatch::store::postgres_eval::PgEvalStore::new(pg);
+    let read = tierwatch::drift::evaluator::EvalStore::rescore_estimates(&eval, "capable").await.unwrap();
+    let cheap: Vec<_> = acc.iter().filter(|((_, t), _)| t != "capable").collect();
+    assert_eq!(read.len(), cheap.len());
+    for ((day_ms, tier, e), ((day, t), w)) in read.iter().zip(cheap) {
+        assert_eq!(*day_ms, day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis());
+        assert_eq!((tier, e.scored), (t, w.n));
+        assert!((e.rate - w.rate().unwrap()).abs() < 1e-12);
+    }
     let scored: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(n), 0)::bigint FROM tw_conf_hist WHERE signal = 'rescore_score'")
             .fetch_one(&env.pool)

@@ -183,11 +183,19 @@ pub struct AlertsConfig {
     /// Tier quality regression rule (SPEC §5).
     #[serde(default)]
     pub quality: crate::alert::quality::QualityRuleConfig,
+    /// Misroute-estimate rule on the rescorer's weighted estimates (SPEC §5; needs `[rescore]`).
+    #[serde(default)]
+    pub misroute: crate::alert::misroute::MisrouteRuleConfig,
 }
 
 impl Default for AlertsConfig {
     fn default() -> Self {
-        Self { webhooks: vec![], queue_capacity: default_alert_queue(), quality: Default::default() }
+        Self {
+            webhooks: vec![],
+            queue_capacity: default_alert_queue(),
+            quality: Default::default(),
+            misroute: Default::default(),
+        }
     }
 }
 
@@ -560,6 +568,7 @@ impl Config {
         if let Some(rescore) = &self.rescore {
             rescore.validate()?;
         }
+        self.alerts.misroute.validate()?;
         let names = [
             ("topics.routing", &self.topics.routing),
             ("topics.feedback", &self.topics.feedback),

@@ -359,7 +359,8 @@ fn run_with<S: Store + 'static, E: EvalStore + 'static>(
         cfg.attribution.window_ms(),
         telemetry.clone(),
         webhooks,
-    );
+    )
+    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier);
     {
         let shutdown = shutdown.clone();
         rt.spawn(async move {

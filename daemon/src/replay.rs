@@ -73,7 +73,8 @@ pub fn replay_files<S: Store + 'static, E: EvalStore>(
         cfg.attribution.window_ms(),
         telemetry,
         None,
-    );
+    )
+    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier);
     let evaluation = rt.block_on(evaluator.pass())?;
     Ok(ReplayOutcome { stats, evaluation })
 }

@@ -10,6 +10,7 @@
 //!   with retries and backoff that never slows ingestion.
 
 pub mod engine;
+pub mod misroute;
 pub mod quality;
 pub mod webhook;
 

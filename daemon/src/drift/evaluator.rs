@@ -15,6 +15,7 @@ use super::{evaluate, DriftConfig, DriftRow, Reference, Status, Window};
 use crate::alert::quality::{
     evaluations, tests_count, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS, KIND as QUALITY_KIND,
 };
+use crate::alert::misroute::{self, EstimateDay, MisrouteRuleConfig};
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
 use crate::stats::hist::ConfHist;
@@ -37,6 +38,9 @@ pub struct Evaluator<E: EvalStore> {
     window_ms: i64,
     telemetry: Arc<Telemetry>,
     webhooks: Option<WebhookSink>,
+    /// The misroute rule and the tier it does not apply to (the capable one).
+    misroute: MisrouteRuleConfig,
+    capable_tier: String,
 }
 
 /// What one pass did.
@@ -92,6 +96,9 @@ pub trait EvalStore: Send + Sync {
     async fn write_drift(&self, rows: &[DriftRecord<'_>]) -> anyhow::Result<()>;
     /// Per (day start ms, tier): summed daily quality counters and distinct conversations.
     async fn daily_tier_counts(&self) -> anyhow::Result<Vec<(i64, String, DayCounts)>>;
+    /// `rescore_estimates_daily` rows of the tiers other than `capable_tier`: (day start ms, tier,
+    /// estimate). Rows without a rate (nothing scored) are left out.
+    async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>>;
     /// Upsert an episode; returns the transition ("state:severity") last given to the webhooks.
     async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>>;
     async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()>;
@@ -110,7 +117,23 @@ impl<E: EvalStore> Evaluator<E> {
         telemetry: Arc<Telemetry>,
         webhooks: Option<WebhookSink>,
     ) -> Self {
-        Self { store, cfg, quality, window_ms: attribution_window_ms, telemetry, webhooks }
+        Self {
+            store,
+            cfg,
+            quality,
+            window_ms: attribution_window_ms,
+            telemetry,
+            webhooks,
+            misroute: MisrouteRuleConfig::default(),
+            capable_tier: "capable".into(),
+        }
+    }
+
+    /// The misroute-estimate rule's settings and the capable tier (`ledger.capable_tier`).
+    pub fn with_misroute(mut self, rule: MisrouteRuleConfig, capable_tier: &str) -> Self {
+        self.misroute = rule;
+        self.capable_tier = capable_tier.to_owned();
+        self
     }
 
     /// Evaluate every `evaluate_every_seconds` until `shutdown`.
@@ -164,12 +187,35 @@ impl<E: EvalStore> Evaluator<E> {
         self.write_rows(&rows).await?;
         let (firing, notified) = self.update_alerts(&rows, first_day * DAY_MS).await?;
         let (q_firing, q_notified) = self.quality_pass(wm).await?;
+        let (m_firing, m_notified) = self.misroute_pass(last_day).await?;
         Ok(PassSummary {
             ran: true,
             rows: rows.values().map(|d| d.len()).sum(),
-            firing: firing + q_firing,
-            notified: notified + q_notified,
+            firing: firing + q_firing + m_firing,
+            notified: notified + q_notified + m_notified,
         })
+    }
+
+    /// The rescorer's weighted misroute estimate of each routed-down tier, complete days only.
+    async fn misroute_pass(&self, last_day: i64) -> anyhow::Result<(usize, usize)> {
+        let mut per_tier: BTreeMap<String, BTreeMap<i64, EstimateDay>> = BTreeMap::new();
+        for (day_ms, tier, e) in self.store.rescore_estimates(&self.capable_tier).await? {
+            let day = day_ms.div_euclid(DAY_MS);
+            if day <= last_day {
+                per_tier.entry(tier).or_default().insert(day, e);
+            }
+        }
+        let h = self.misroute.hysteresis();
+        let (mut firing, mut notified) = (0, 0);
+        for (tier, days) in &per_tier {
+            let subject = format!("tier={tier}");
+            let eps = episodes(misroute::KIND, &subject, &misroute::evaluations(&self.misroute, days), &h);
+            let is_firing = eps.iter().any(|e| e.state == AlertState::Firing);
+            firing += is_firing as usize;
+            self.telemetry.set_alert_firing(misroute::KIND, &subject, is_firing);
+            notified += self.store_episodes(misroute::KIND, &subject, &eps, i64::MIN).await?;
+        }
+        Ok((firing, notified))
     }
 
     /// Tier quality regression over mature cohort days, per tier and for all tiers pooled.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use sqlx::Row;
 
 use super::sqlite::SqliteStore;
+use crate::alert::misroute::EstimateDay;
 use crate::alert::quality::DayCounts;
 use crate::alert::Episode;
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
@@ -163,6 +164,29 @@ impl EvalStore for SqliteEvalStore {
         for r in rows {
             let sums = [r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?, r.try_get(7)?];
             out.push((r.try_get(0)?, r.try_get(1)?, DayCounts::from_sums(sums)));
+        }
+        Ok(out)
+    }
+
+    async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>> {
+        let rows = sqlx::query(
+            "SELECT CAST(round((julianday(day) - 2440587.5) * 86400000.0) AS INTEGER), tier, scored, \
+               suspected_misroute_rate, suspected_misroute_rate_lo, suspected_misroute_rate_hi \
+             FROM rescore_estimates_daily WHERE tier <> ? AND suspected_misroute_rate IS NOT NULL",
+        )
+        .bind(capable_tier)
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading rescore_estimates_daily")?;
+        let mut out = vec![];
+        for r in rows {
+            let e = EstimateDay {
+                scored: r.try_get::<i64, _>(2)?.max(0) as u64,
+                rate: r.try_get(3)?,
+                lo: r.try_get(4)?,
+                hi: r.try_get(5)?,
+            };
+            out.push((r.try_get(0)?, r.try_get(1)?, e));
         }
         Ok(out)
     }
