@@ -61,7 +61,7 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        // One core scores ~115k queries/s at batch 64 (BENCHMARKS.md); 4096 queued jobs is well
+        // One core scores ~120k+ queries/s at batch 64 (BENCHMARKS.md); 4096 queued jobs is well
         // under 0.1 s of backlog, enough to absorb bursts without holding much memory.
         PoolConfig { workers: 1, queue_capacity: 4096, batch_size: 64 }
     }
