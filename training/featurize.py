@@ -41,7 +41,7 @@ DEFAULT_SPEC = {
     "hash": "xxh3_64",
     "word_seed": 0x7469657277617463,  # "tierwatc"
     "char_seed": 0x63686172677261,  # "chargra"
-    "dim": 1 << 14,
+    "dim": 1 << 12,
     "sign": "bit63",
     "transform": "l2",
 }

@@ -28,7 +28,7 @@ from sklearn.metrics import roc_auc_score
 
 import featurize as fz
 
-MODEL_VERSION = "rescorer-2026-11-lr1"
+MODEL_VERSION = "rescorer-2026-11-lr2"
 OOD_QUANTILES = 101
 
 
@@ -93,10 +93,15 @@ def youden_threshold(y, p):
 
 
 def export_onnx(coef, intercept, dim, path):
-    w = numpy_helper.from_array(coef.astype(np.float32).reshape(dim, 1), "W")
+    # Logistic regression as Mul + ReduceSum rather than MatMul: tract's MatMul packs the dense
+    # [batch, D] input into kernel panels on every run, which cost more than the arithmetic here
+    # (measured 2-6x slower; BENCHMARKS.md). Standard ops either way.
+    w = numpy_helper.from_array(coef.astype(np.float32).reshape(1, dim), "W")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
     b = numpy_helper.from_array(np.array([intercept], dtype=np.float32), "B")
     nodes = [
-        helper.make_node("MatMul", ["features", "W"], ["logit_w"]),
+        helper.make_node("Mul", ["features", "W"], ["weighted"]),
+        helper.make_node("ReduceSum", ["weighted", "axes"], ["logit_w"], keepdims=1),
         helper.make_node("Add", ["logit_w", "B"], ["logit"]),
         helper.make_node("Sigmoid", ["logit"], ["p_complex"]),
     ]
@@ -105,7 +110,7 @@ def export_onnx(coef, intercept, dim, path):
         "rescorer",
         [helper.make_tensor_value_info("features", TensorProto.FLOAT, ["batch", dim])],
         [helper.make_tensor_value_info("p_complex", TensorProto.FLOAT, ["batch", 1])],
-        initializer=[w, b],
+        initializer=[w, axes, b],
     )
     model = helper.make_model(
         graph, opset_imports=[helper.make_opsetid("", 13)], producer_name="tierwatch-train"

@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("rescore");
     g.sample_size(20);
-    for batch in [64usize, 256] {
+    for batch in [1usize, 8, 64, 256] {
         g.throughput(Throughput::Elements(refs.len() as u64));
         g.bench_function(format!("featurize+score/batch{batch}/4096q"), |b| {
             b.iter(|| {

@@ -14,9 +14,12 @@ use super::RescoreError;
 /// `format` of the sidecars this build reads.
 pub const SIDECAR_FORMAT: &str = "tierwatch-rescorer/1";
 
-/// Rows per tract run: bounds the dense input (rows × D × 4 bytes, 16 MiB at D = 2^14) however
-/// large a batch the caller passes.
-const MAX_ROWS_PER_RUN: usize = 256;
+/// Batch sizes the model is compiled for, largest first; a chunk of r rows runs on the smallest
+/// plan with B >= r, zero-padded. Concrete shapes let tract pick kernels and skip symbolic shape
+/// evaluation per run. Runs of 8 rows measured faster than runs of 64 (~145k against ~120k
+/// queries/s, BENCHMARKS.md): the dense input and tract's intermediate of the same size (8 × D ×
+/// 4 bytes = 128 KiB each at D = 2^12) stay in L2.
+const PLAN_ROWS: [usize; 2] = [8, 1];
 
 /// The JSON sidecar next to the ONNX file (`models/rescorer.json` for `models/rescorer.onnx`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,6 +110,22 @@ impl Ood {
 
 type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, TypedModel>;
 
+/// One optimised plan per entry of [`PLAN_ROWS`], same order.
+struct Plans(Vec<(usize, Plan)>);
+
+impl std::fmt::Debug for Plans {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(b, _)| b)).finish()
+    }
+}
+
+impl Plans {
+    /// The smallest plan that fits `rows` (≤ the largest batch size).
+    fn for_rows(&self, rows: usize) -> Option<&(usize, Plan)> {
+        self.0.iter().rev().find(|(b, _)| *b >= rows)
+    }
+}
+
 /// A loaded rescorer: featurizer, optimised tract plan, threshold and OOD reference. Immutable,
 /// `Send + Sync`; share it as `Arc<Rescorer>` (see [`super::ModelHandle`] for hot reload).
 #[derive(Debug)]
@@ -115,7 +134,7 @@ pub struct Rescorer {
     version: Arc<str>,
     threshold: f32,
     featurizer: Featurizer,
-    plan: Plan,
+    plans: Plans,
     ood: Ood,
 }
 
@@ -124,17 +143,12 @@ thread_local! {
     static BUF: RefCell<FeatureBuf> = RefCell::new(FeatureBuf::new());
 }
 
-fn with_buf<R>(f: impl FnOnce(&mut FeatureBuf) -> R) -> R {
-    let mut f = Some(f);
-    let r = BUF.try_with(|b| match b.try_borrow_mut() {
-        Ok(mut b) => f.take().map(|f| f(&mut b)),
-        Err(_) => None,
-    });
-    match (r, f) {
-        (Ok(Some(r)), _) => r,
-        // Thread-local being destroyed or already borrowed: a fresh buffer is correct, just slower.
-        (_, Some(f)) => f(&mut FeatureBuf::new()),
-        (Ok(None), None) | (Err(_), None) => unreachable!("closure consumed without a result"),
+fn with_buf<R>(mut f: impl FnMut(&mut FeatureBuf) -> R) -> R {
+    let done = BUF.try_with(|b| b.try_borrow_mut().ok().map(|mut b| f(&mut b)));
+    match done {
+        Ok(Some(r)) => r,
+        // Thread-local being destroyed, or already borrowed: a fresh buffer is correct, just slower.
+        _ => f(&mut FeatureBuf::new()),
     }
 }
 
@@ -161,14 +175,14 @@ impl Rescorer {
         }
         let featurizer = Featurizer::new(sidecar.featurizer.clone())?;
         let dim = featurizer.dim();
-        let plan = build_plan(&path, &sidecar, dim)?;
+        let plans = build_plans(&path, &sidecar, dim)?;
         let ood = Ood::new(&sidecar.ood, dim).map_err(sidecar_err)?;
         Ok(Rescorer {
             path,
             version: Arc::from(sidecar.model_version.as_str()),
             threshold: sidecar.threshold as f32,
             featurizer,
-            plan,
+            plans,
             ood,
         })
     }
@@ -204,35 +218,40 @@ impl Rescorer {
     }
 
     /// p_complex for each text, in order. Featurizes into dense rows and runs the model in chunks
-    /// of at most 256 rows.
+    /// of at most 8 rows (a row's score does not depend on the chunk it is in).
     pub fn score_batch<S: AsRef<str>>(&self, texts: &[S]) -> Result<Vec<f32>, RescoreError> {
         let mut out = Vec::with_capacity(texts.len());
         let dim = self.featurizer.dim();
         with_buf(|buf| {
-            for chunk in texts.chunks(MAX_ROWS_PER_RUN) {
-                let mut input = Tensor::zero::<f32>(&[chunk.len(), dim]).map_err(inference)?;
+            for chunk in texts.chunks(PLAN_ROWS[0]) {
+                let (rows, plan) = self
+                    .plans
+                    .for_rows(chunk.len())
+                    .ok_or_else(|| RescoreError::Inference(format!("no plan for {} rows", chunk.len())))?;
+                let mut input = Tensor::zero::<f32>(&[*rows, dim]).map_err(inference)?;
                 let data = input.as_slice_mut::<f32>().map_err(inference)?;
                 for (row, text) in data.chunks_exact_mut(dim).zip(chunk) {
                     self.featurizer.featurize(text.as_ref(), buf);
                     buf.scatter(row);
                 }
-                let result = self.plan.run(tvec!(input.into())).map_err(inference)?;
+                let result = plan.run(tvec!(input.into())).map_err(inference)?;
                 let scores = result
                     .first()
                     .ok_or_else(|| RescoreError::Inference("model returned no output".into()))?
                     .as_slice::<f32>()
                     .map_err(inference)?;
-                if scores.len() != chunk.len() {
+                if scores.len() != *rows {
                     return Err(RescoreError::Inference(format!(
-                        "model returned {} scores for {} rows",
-                        scores.len(),
-                        chunk.len()
+                        "model returned {} scores for {rows} rows",
+                        scores.len()
                     )));
                 }
-                out.extend_from_slice(scores);
+                // Padding rows (zero features) are dropped.
+                out.extend_from_slice(&scores[..chunk.len()]);
             }
-            Ok(out)
-        })
+            Ok(())
+        })?;
+        Ok(out)
     }
 }
 
@@ -240,8 +259,9 @@ fn inference(e: impl std::fmt::Display) -> RescoreError {
     RescoreError::Inference(format!("{e:#}"))
 }
 
-/// Parses, checks against the sidecar, optimises with a symbolic batch and makes runnable.
-fn build_plan(path: &Path, sidecar: &Sidecar, dim: usize) -> Result<Plan, RescoreError> {
+/// Parses, checks against the sidecar (with a symbolic batch), then optimises one runnable plan
+/// per batch size of [`PLAN_ROWS`].
+fn build_plans(path: &Path, sidecar: &Sidecar, dim: usize) -> Result<Plans, RescoreError> {
     let bytes = std::fs::read(path).map_err(|source| RescoreError::Io { path: path.to_path_buf(), source })?;
     let model_err = |e: TractError| RescoreError::Model { path: path.to_path_buf(), reason: format!("{e:#}") };
     let shape_err = |reason: String| RescoreError::Shape { path: path.to_path_buf(), reason };
@@ -276,7 +296,8 @@ fn build_plan(path: &Path, sidecar: &Sidecar, dim: usize) -> Result<Plan, Rescor
     let typed = model
         .with_input_fact(0, input_fact.into())
         .and_then(|m| m.with_output_fact(0, InferenceFact::default()))
-        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_typed())
+        .and_then(|m| m.into_decluttered())
         .map_err(|e| shape_err(format!("does not run on input [batch, {dim}]: {e:#}")))?;
     let out = typed.output_fact(0).map_err(model_err)?;
     let ok_shape = match out.shape.dims() {
@@ -287,7 +308,16 @@ fn build_plan(path: &Path, sidecar: &Sidecar, dim: usize) -> Result<Plan, Rescor
     if out.datum_type != f32::datum_type() || !ok_shape {
         return Err(shape_err(format!("output is {out:?}, expected f32 [batch, 1] or [batch]")));
     }
-    typed.into_runnable().map_err(model_err)
+    let mut plans = Vec::with_capacity(PLAN_ROWS.len());
+    for rows in PLAN_ROWS {
+        let plan = typed
+            .concretize_dims(&SymbolValues::default().with(&batch, rows as i64))
+            .and_then(|m| m.into_optimized())
+            .and_then(|m| m.into_runnable())
+            .map_err(model_err)?;
+        plans.push((rows, plan));
+    }
+    Ok(Plans(plans))
 }
 
 #[cfg(test)]
@@ -329,10 +359,10 @@ pub(crate) mod tests {
         assert!(p.iter().all(|p| (0.0..=1.0).contains(p)));
         assert!(p[1] > p[0], "{p:?}");
         assert!(r.score_batch::<&str>(&[]).unwrap().is_empty());
-        // Chunking over MAX_ROWS_PER_RUN gives the same scores as one row at a time.
+        // Chunking and padding give the same scores as one row at a time.
         let many: Vec<String> = (0..300).map(|i| format!("order {i} refund dispute")).collect();
         let all = r.score_batch(&many).unwrap();
-        for i in [0, 255, 256, 299] {
+        for i in [0, 7, 8, 63, 64, 299] {
             assert_eq!(all[i], r.score_batch(&[&many[i]]).unwrap()[0]);
         }
     }
@@ -363,10 +393,10 @@ pub(crate) mod tests {
     #[test]
     fn sidecar_with_wrong_dim_is_refused() {
         let dir = tempfile::tempdir().unwrap();
-        let p = copy_model(dir.path(), "m", |s| s["featurizer"]["dim"] = 4096.into());
+        let p = copy_model(dir.path(), "m", |s| s["featurizer"]["dim"] = 16384.into());
         let err = Rescorer::load(&p).unwrap_err();
         assert!(matches!(err, RescoreError::Shape { .. }), "{err}");
-        assert!(err.to_string().contains("input width is 16384, sidecar featurizer dim is 4096"), "{err}");
+        assert!(err.to_string().contains("input width is 4096, sidecar featurizer dim is 16384"), "{err}");
     }
 
     #[test]

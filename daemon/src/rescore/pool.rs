@@ -61,8 +61,8 @@ pub struct PoolConfig {
 
 impl Default for PoolConfig {
     fn default() -> Self {
-        // One core sustains ≥ 20k queries/s at batch 64 (BENCHMARKS.md); 4096 queued jobs is
-        // ~0.2 s of backlog, enough to absorb bursts without holding much memory.
+        // One core scores ~120k+ queries/s at batch 64 (BENCHMARKS.md); 4096 queued jobs is well
+        // under 0.1 s of backlog, enough to absorb bursts without holding much memory.
         PoolConfig { workers: 1, queue_capacity: 4096, batch_size: 64 }
     }
 }
