@@ -133,7 +133,10 @@ mod tests {
             (3, day(50, 0.5, 0.9)),    // too few scored: not judged
         ]);
         let e = evaluations(&cfg, &days);
-        assert_eq!(e.iter().map(|e| e.level).collect::<Vec<_>>(), vec![None, Some(Severity::Warning), Some(Severity::Critical)]);
+        assert_eq!(
+            e.iter().map(|e| e.level).collect::<Vec<_>>(),
+            vec![None, Some(Severity::Warning), Some(Severity::Critical)]
+        );
         assert_eq!(e[2].value, 0.22);
         assert_eq!(e[1].value, 0.25);
         assert_eq!(e[1].window_start_ms, DAY_MS);

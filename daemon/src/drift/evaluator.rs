@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::{evaluate, DriftConfig, DriftRow, Reference, Status, Window};
+use crate::alert::misroute::{self, EstimateDay, MisrouteRuleConfig};
 use crate::alert::quality::{
     evaluations, tests_count, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS, KIND as QUALITY_KIND,
 };
-use crate::alert::misroute::{self, EstimateDay, MisrouteRuleConfig};
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
 use crate::stats::hist::ConfHist;

@@ -191,7 +191,7 @@ impl EvalStore for PgEvalStore {
         let rows = sqlx::query(
             "SELECT (day - DATE '1970-01-01')::bigint * 86400000, tier, scored::bigint, \
                suspected_misroute_rate, suspected_misroute_rate_lo, suspected_misroute_rate_hi \
-             FROM rescore_estimates_daily WHERE tier <> $1 AND suspected_misroute_rate IS NOT NULL",
+             FROM rescore_estimates_daily WHERE tier <> $1 AND suspected_misroute_rate IS NOT NULL ORDER BY 1, 2",
         )
         .bind(capable_tier)
         .fetch_all(self.store.pool())

@@ -172,7 +172,7 @@ impl EvalStore for SqliteEvalStore {
         let rows = sqlx::query(
             "SELECT CAST(round((julianday(day) - 2440587.5) * 86400000.0) AS INTEGER), tier, scored, \
                suspected_misroute_rate, suspected_misroute_rate_lo, suspected_misroute_rate_hi \
-             FROM rescore_estimates_daily WHERE tier <> ? AND suspected_misroute_rate IS NOT NULL",
+             FROM rescore_estimates_daily WHERE tier <> ? AND suspected_misroute_rate IS NOT NULL ORDER BY 1, 2",
         )
         .bind(capable_tier)
         .fetch_all(self.store.pool())
