@@ -81,9 +81,9 @@ fn postmortem_drift_and_per_tier_alerts_lead_the_aggregate_signal() {
         t.alerts.iter().filter(|a| a.subject.contains("tier=capable")).collect::<Vec<_>>()
     );
 
-    // The report is one self-contained file with the seven charts and the timeline.
+    // The report is one self-contained file with the eight charts and the timeline.
     let html = std::fs::read_to_string(o.report.as_ref().unwrap()).unwrap();
-    assert_eq!(html.matches("<svg").count(), 7, "seven charts");
+    assert_eq!(html.matches("<svg").count(), 8, "eight charts");
     assert!(!html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"));
     assert!(html.contains("confidence_drift") && html.contains("aggregate_quality_regression"));
 

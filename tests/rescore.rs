@@ -219,6 +219,7 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
         assert_eq!(*day_ms, day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis());
         assert_eq!((tier, e.scored), (t, w.n));
         assert!((e.rate - w.rate().unwrap()).abs() < 1e-12);
+        assert!((e.weight_sum - w.sum_w).abs() < 1e-6 * w.sum_w && (e.n_eff - w.n_eff().unwrap()).abs() < 1e-6);
     }
     let scored: i64 =
         sqlx::query_scalar("SELECT COALESCE(SUM(n), 0)::bigint FROM tw_conf_hist WHERE signal = 'rescore_score'")

@@ -50,8 +50,19 @@ struct MoneyDay {
     tickets: u64,
 }
 
+/// One scored sample of the rescoring slice (from `review_queue`).
+#[derive(Debug, Clone, Copy)]
+struct ScoredSample {
+    day: usize,
+    /// The weight after the shed adjustment of its (day, tier, reason) cell.
+    weight: f64,
+    misroute: bool,
+}
+
 /// Everything the charts draw, read from the views.
 pub struct ReportData {
+    /// Scored samples of the routed-down tiers.
+    samples: Vec<ScoredSample>,
     start: NaiveDate,
     days: usize,
     tiers: BTreeMap<String, BTreeMap<usize, TierDay>>,
@@ -140,7 +151,39 @@ impl ReportData {
             e.tickets = r.try_get::<i64, _>(1)?.max(0) as u64;
             e.human_cost = r.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0);
         }
+        // The rescoring slice of the routed-down tiers. Shed rows' weight is carried by the scored
+        // rows of their (day, tier, reason) cell, as rescore_estimates_daily does.
+        let rows = sqlx::query(
+            "SELECT day, reason, status, weight, suspected_misroute FROM review_queue WHERE tier <> ?",
+        )
+        .bind(&cfg.ledger.capable_tier)
+        .fetch_all(pool)
+        .await?;
+        let mut cells: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
+        for r in &rows {
+            let c = cells.entry((r.try_get(0)?, r.try_get(1)?)).or_default();
+            let w: f64 = r.try_get(3)?;
+            c.0 += w;
+            if r.try_get::<String, _>(2)? == "scored" {
+                c.1 += w;
+            }
+        }
+        let mut samples = vec![];
+        for r in &rows {
+            if r.try_get::<String, _>(2)? != "scored" {
+                continue;
+            }
+            let (day, reason): (String, String) = (r.try_get(0)?, r.try_get(1)?);
+            let Some(d) = day_index(start, &day)? else { continue };
+            let (all, kept) = cells.get(&(day, reason)).copied().unwrap_or((1.0, 1.0));
+            samples.push(ScoredSample {
+                day: d,
+                weight: r.try_get::<f64, _>(3)? * all / kept,
+                misroute: r.try_get::<Option<bool>, _>(4)?.unwrap_or(false),
+            });
+        }
         Ok(ReportData {
+            samples,
             start,
             days: timeline.days as usize,
             tiers,
@@ -353,7 +396,42 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
         })?,
     ));
 
-    // 3. KS D per day, 1d and 7d windows, with thresholds.
+    // 3. The rescoring slice: weighted (Hájek) vs unweighted suspected-misroute share.
+    if !data.samples.is_empty() {
+        let (mut weighted, mut naive) = (vec![], vec![]);
+        for day in (TRAILING_DAYS - 1)..data.days {
+            let mut acc = crate::stats::weighted::WeightedProportion::new();
+            let (mut x, mut n) = (0u64, 0u64);
+            for s in data.samples.iter().filter(|s| s.day + TRAILING_DAYS > day && s.day <= day) {
+                if acc.add(s.weight, s.misroute).is_ok() {
+                    x += s.misroute as u64;
+                    n += 1;
+                }
+            }
+            if let (Some(r), Some((lo, hi))) = (acc.rate(), acc.interval95()) {
+                weighted.push((day as f64 + 1.0, r, lo, hi));
+            }
+            if let Some((lo, hi)) = wilson95(x, n) {
+                naive.push((day as f64 + 1.0, x as f64 / n as f64, lo, hi));
+            }
+        }
+        let top = y_max(weighted.iter().chain(&naive).map(|p| p.3 * 100.0), 5.0);
+        charts.push((
+            format!(
+                "The rescorer's second opinion on the routed-down tier: share of its decisions the rescorer judges \
+                 complex ({TRAILING_DAYS}-day trailing). Weighted (Hájek, w = 1/p, interval from the effective sample \
+                 size) it estimates the tier's population; the plain share of the sample over-weights the low-margin \
+                 and out-of-distribution queries the sampler oversamples, and is biased."
+            ),
+            svg_chart("Suspected misroutes in the cheap tier (%)", "% of decisions", 0.0..top, data, timeline, |c| {
+                rate_series(c, &weighted, 100.0, TIER_COLORS[1], "weighted estimate (population)")?;
+                line(c, &naive.iter().map(|p| (p.0, p.1 * 100.0)).collect::<Vec<_>>(), RGBColor(150, 150, 150), "unweighted share of the sample (biased)")?;
+                Ok(())
+            })?,
+        ));
+    }
+
+    // 4. KS D per day, 1d and 7d windows, with thresholds.
     let series = |window: &str, f: fn(&DriftDay) -> Option<f64>| -> Vec<(f64, f64)> {
         data.drift
             .get(window)

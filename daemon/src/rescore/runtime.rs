@@ -34,7 +34,10 @@ pub struct Sampled {
 }
 
 /// Results applied per store transaction at most.
-const WRITE_BATCH: usize = 1024;
+const WRITE_BATCH: usize = 4096;
+/// How long the writer lets results accumulate after the first one: one transaction per linger
+/// instead of one per trickle keeps it from competing with the pipeline's commits.
+const WRITE_LINGER: Duration = Duration::from_millis(250);
 
 /// The running rescoring slice: model, worker pool, result writer and recovery.
 pub struct Rescoring {
@@ -235,6 +238,9 @@ async fn write_results<S: Store>(
                     None => shed_open = false,
                 },
                 else => {}
+            }
+            if !buf.is_empty() && (scored_open || shed_open) {
+                tokio::time::sleep(WRITE_LINGER).await;
             }
         }
         while buf.len() < WRITE_BATCH {

@@ -190,7 +190,7 @@ impl EvalStore for PgEvalStore {
     async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>> {
         let rows = sqlx::query(
             "SELECT (day - DATE '1970-01-01')::bigint * 86400000, tier, scored::bigint, \
-               suspected_misroute_rate, suspected_misroute_rate_lo, suspected_misroute_rate_hi \
+               weight_sum, n_eff, suspected_misroute_rate \
              FROM rescore_estimates_daily WHERE tier <> $1 AND suspected_misroute_rate IS NOT NULL ORDER BY 1, 2",
         )
         .bind(capable_tier)
@@ -201,9 +201,9 @@ impl EvalStore for PgEvalStore {
         for r in rows {
             let e = EstimateDay {
                 scored: r.try_get::<i64, _>(2)?.max(0) as u64,
-                rate: r.try_get(3)?,
-                lo: r.try_get(4)?,
-                hi: r.try_get(5)?,
+                weight_sum: r.try_get(3)?,
+                n_eff: r.try_get(4)?,
+                rate: r.try_get(5)?,
             };
             out.push((r.try_get(0)?, r.try_get(1)?, e));
         }

@@ -171,7 +171,7 @@ impl EvalStore for SqliteEvalStore {
     async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>> {
         let rows = sqlx::query(
             "SELECT CAST(round((julianday(day) - 2440587.5) * 86400000.0) AS INTEGER), tier, scored, \
-               suspected_misroute_rate, suspected_misroute_rate_lo, suspected_misroute_rate_hi \
+               weight_sum, n_eff, suspected_misroute_rate \
              FROM rescore_estimates_daily WHERE tier <> ? AND suspected_misroute_rate IS NOT NULL ORDER BY 1, 2",
         )
         .bind(capable_tier)
@@ -182,9 +182,9 @@ impl EvalStore for SqliteEvalStore {
         for r in rows {
             let e = EstimateDay {
                 scored: r.try_get::<i64, _>(2)?.max(0) as u64,
-                rate: r.try_get(3)?,
-                lo: r.try_get(4)?,
-                hi: r.try_get(5)?,
+                weight_sum: r.try_get(3)?,
+                n_eff: r.try_get(4)?,
+                rate: r.try_get(5)?,
             };
             out.push((r.try_get(0)?, r.try_get(1)?, e));
         }
