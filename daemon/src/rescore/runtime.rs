@@ -125,11 +125,7 @@ impl Rescoring {
             ood_score = Some(v);
             v
         })?;
-        let (query_text, query_hash) = match self.cfg.store_text {
-            TextPrivacy::Full => (Some(text.to_owned()), None),
-            TextPrivacy::Hashed => (None, Some(keyed_hash(&self.cfg.hash_key, text))),
-            TextPrivacy::None => (None, None),
-        };
+        let (query_text, query_hash) = stored_text(self.cfg.store_text, &self.cfg.hash_key, text);
         Some(Sampled {
             row: RescoreSample {
                 event_id: d.event_id.clone(),
@@ -209,6 +205,15 @@ pub fn review_label(f: &Feedback) -> Option<ReviewLabel> {
         addressed: f.score? >= 0.5,
         reviewed_ms: f.ts,
     })
+}
+
+/// What the review queue keeps of a query: (text, keyed hash) per the privacy setting.
+fn stored_text(privacy: TextPrivacy, key: &str, text: &str) -> (Option<String>, Option<String>) {
+    match privacy {
+        TextPrivacy::Full => (Some(text.to_owned()), None),
+        TextPrivacy::Hashed => (None, Some(keyed_hash(key, text))),
+        TextPrivacy::None => (None, None),
+    }
 }
 
 fn keyed_hash(key: &str, text: &str) -> String {
@@ -339,10 +344,22 @@ mod tests {
     #[test]
     fn keyed_hash_depends_on_key_and_text() {
         let a = keyed_hash("k1", "where is my charge from?");
-        assert_eq!(a.len(), 64);
+        // Python: hmac.new(b"k1", b"where is my charge from?", hashlib.sha256).hexdigest()
+        assert_eq!(a, "fe745510e1ccb6e26536cdfdd71601d8ab3175b159b6540924c4c3ad6838e249");
         assert_eq!(a, keyed_hash("k1", "where is my charge from?"));
         assert_ne!(a, keyed_hash("k2", "where is my charge from?"));
         assert_ne!(a, keyed_hash("k1", "where is my charge from"));
+    }
+
+    #[test]
+    fn privacy_settings_keep_text_hash_or_nothing() {
+        let t = "refund for order 1234?";
+        assert_eq!(stored_text(TextPrivacy::Full, "k", t), (Some(t.to_owned()), None));
+        let (text, hash) = stored_text(TextPrivacy::Hashed, "k", t);
+        assert_eq!(text, None);
+        assert_eq!(hash, Some(keyed_hash("k", t)));
+        assert!(!hash.unwrap().contains("1234"));
+        assert_eq!(stored_text(TextPrivacy::None, "k", t), (None, None));
     }
 
     #[test]
