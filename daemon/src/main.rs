@@ -66,15 +66,8 @@ enum Command {
     /// Generate a reference scenario's three event streams (and its ground truth) into files,
     /// deterministic for a seed; `tierwatch replay` feeds them through the pipeline.
     Simulate {
-        /// postmortem (drift from week 3), control (no drift) or cascade.
-        #[arg(long, default_value = "postmortem")]
-        scenario: tierwatch::sim::Scenario,
-        #[arg(long, default_value_t = 140)]
-        days: u32,
-        #[arg(long, default_value_t = 1500)]
-        conversations_per_day: u32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        #[command(flatten)]
+        run: ScenarioArgs,
         /// Output directory (created).
         #[arg(long, short)]
         out: PathBuf,
@@ -86,15 +79,8 @@ enum Command {
     /// run it through the pipeline into SQLite, print when each alert fired and the lead times, and
     /// write a self-contained HTML report.
     Demo {
-        /// postmortem (drift from week 3), control (no drift) or cascade.
-        #[arg(long, default_value = "postmortem")]
-        scenario: tierwatch::sim::Scenario,
-        #[arg(long, default_value_t = 140)]
-        days: u32,
-        #[arg(long, default_value_t = 1500)]
-        conversations_per_day: u32,
-        #[arg(long, default_value_t = 42)]
-        seed: u64,
+        #[command(flatten)]
+        run: ScenarioArgs,
         /// Output directory: streams, reference, config, database and report.html.
         #[arg(long, short, default_value = "tierwatch-demo")]
         out: PathBuf,
@@ -110,6 +96,20 @@ enum Command {
         #[command(subcommand)]
         command: ReferenceCommand,
     },
+}
+
+/// Which simulated run: shared by `simulate` and `demo`.
+#[derive(clap::Args)]
+struct ScenarioArgs {
+    /// postmortem (drift from week 3), control (no drift) or cascade.
+    #[arg(long, default_value = "postmortem")]
+    scenario: tierwatch::sim::Scenario,
+    #[arg(long, default_value_t = 140)]
+    days: u32,
+    #[arg(long, default_value_t = 1500)]
+    conversations_per_day: u32,
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
 }
 
 #[derive(Subcommand)]
@@ -143,21 +143,19 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => load(&config).and_then(run),
         Command::Migrate { config } => load(&config).and_then(migrate),
         Command::Reference { command: ReferenceCommand::Build { input, output } } => build_reference(&input, &output),
-        Command::Simulate { scenario, days, conversations_per_day, seed, out, format } => {
-            simulate(scenario, days, conversations_per_day, seed, &out, &format)
+        Command::Simulate { run, out, format } => {
+            simulate(run.scenario, run.days, run.conversations_per_day, run.seed, &out, &format)
         }
-        Command::Demo { scenario, days, conversations_per_day, seed, out, no_report, quiet } => {
-            demo(tierwatch::demo::DemoOptions {
-                scenario,
-                days,
-                conversations_per_day,
-                seed,
-                out,
-                report: !no_report,
-                progress: !quiet,
-                ..Default::default()
-            })
-        }
+        Command::Demo { run, out, no_report, quiet } => demo(tierwatch::demo::DemoOptions {
+            scenario: run.scenario,
+            days: run.days,
+            conversations_per_day: run.conversations_per_day,
+            seed: run.seed,
+            out,
+            report: !no_report,
+            progress: !quiet,
+            ..Default::default()
+        }),
         Command::Replay { config, routing, feedback, tickets, quiet } => {
             load(&config).and_then(|c| replay(c, [&routing, &feedback, &tickets], !quiet))
         }

@@ -217,8 +217,7 @@ mod tests {
         // (0.24 here); pooled over the week they do not.
         let cfg = MisrouteRuleConfig::default();
         let rates = [0.11, 0.04, 0.14, 0.10, 0.07, 0.07, 0.04, 0.12, 0.07, 0.09, 0.07, 0.24, 0.13, 0.14];
-        let days: BTreeMap<i64, EstimateDay> =
-            rates.iter().enumerate().map(|(d, r)| (d as i64, day(90, *r))).collect();
+        let days: BTreeMap<i64, EstimateDay> = rates.iter().enumerate().map(|(d, r)| (d as i64, day(90, *r))).collect();
         let e = evaluations(&cfg, &days);
         assert!(e.len() >= 10);
         assert!(e.iter().all(|e| e.level.is_none()), "{e:?}");

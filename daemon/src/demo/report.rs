@@ -153,12 +153,11 @@ impl ReportData {
         }
         // The rescoring slice of the routed-down tiers. Shed rows' weight is carried by the scored
         // rows of their (day, tier, reason) cell, as rescore_estimates_daily does.
-        let rows = sqlx::query(
-            "SELECT day, reason, status, weight, suspected_misroute FROM review_queue WHERE tier <> ?",
-        )
-        .bind(&cfg.ledger.capable_tier)
-        .fetch_all(pool)
-        .await?;
+        let rows =
+            sqlx::query("SELECT day, reason, status, weight, suspected_misroute FROM review_queue WHERE tier <> ?")
+                .bind(&cfg.ledger.capable_tier)
+                .fetch_all(pool)
+                .await?;
         let mut cells: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
         for r in &rows {
             let c = cells.entry((r.try_get(0)?, r.try_get(1)?)).or_default();
@@ -293,18 +292,7 @@ fn svg_chart(
             .draw()
             .map_err(pe)?;
         draw(&mut chart)?;
-        for (x, label, color) in markers(timeline) {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x, y_range.start), (x, y_range.end)],
-                    6,
-                    4,
-                    ShapeStyle::from(&color).stroke_width(2),
-                ))
-                .map_err(pe)?
-                .label(format!("{label} ({})", x_fmt(&x)))
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        }
+        draw_markers(&mut chart, timeline, y_range, &x_fmt)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
@@ -316,6 +304,28 @@ fn svg_chart(
         root.present().map_err(pe)?;
     }
     Ok(svg)
+}
+
+/// The first firing of each headline rule as a dashed vertical line, labelled with its date.
+fn draw_markers<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, DB, CT>,
+    timeline: &Timeline,
+    y_range: std::ops::Range<f64>,
+    x_fmt: &dyn Fn(&f64) -> String,
+) -> anyhow::Result<()> {
+    for (x, label, color) in markers(timeline) {
+        chart
+            .draw_series(DashedLineSeries::new(
+                [(x, y_range.start), (x, y_range.end)],
+                6,
+                4,
+                ShapeStyle::from(&color).stroke_width(2),
+            ))
+            .map_err(pe)?
+            .label(format!("{label} ({})", x_fmt(&x)))
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
+    }
+    Ok(())
 }
 
 /// A rate line with its interval band.
@@ -425,7 +435,12 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
             ),
             svg_chart("Suspected misroutes in the cheap tier (%)", "% of decisions", 0.0..top, data, timeline, |c| {
                 rate_series(c, &weighted, 100.0, TIER_COLORS[1], "weighted estimate (population)")?;
-                line(c, &naive.iter().map(|p| (p.0, p.1 * 100.0)).collect::<Vec<_>>(), RGBColor(150, 150, 150), "unweighted share of the sample (biased)")?;
+                line(
+                    c,
+                    &naive.iter().map(|p| (p.0, p.1 * 100.0)).collect::<Vec<_>>(),
+                    RGBColor(150, 150, 150),
+                    "unweighted share of the sample (biased)",
+                )?;
                 Ok(())
             })?,
         ));
@@ -607,18 +622,7 @@ fn dual_chart(
             .map_err(pe)?
             .label("tickets opened per day (right)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], tc.stroke_width(2)));
-        for (x, label, color) in markers(timeline) {
-            chart
-                .draw_series(DashedLineSeries::new(
-                    [(x, left.start), (x, left.end)],
-                    6,
-                    4,
-                    ShapeStyle::from(&color).stroke_width(2),
-                ))
-                .map_err(pe)?
-                .label(label)
-                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
-        }
+        draw_markers(&mut chart, timeline, left.clone(), &x_fmt)?;
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerLeft)
