@@ -63,17 +63,28 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Generate a reference scenario's three event streams (and its ground truth) into files,
-    /// deterministic for a seed; `tierwatch replay` feeds them through the pipeline.
+    /// Generate a reference scenario's three event streams, deterministic for a seed: into files
+    /// (with the ground truth apart; `tierwatch replay` feeds them through the pipeline) or
+    /// straight to Kafka (keyed by conversation, onto co-partitioned topics).
     Simulate {
         #[command(flatten)]
         run: ScenarioArgs,
-        /// Output directory (created).
-        #[arg(long, short)]
-        out: PathBuf,
-        /// `jsonl` or `avro` (object container files).
+        /// Output directory (created). Required unless `--kafka` is given.
+        #[arg(long, short, required_unless_present = "kafka")]
+        out: Option<PathBuf>,
+        /// Files: `jsonl` or `avro` (object container files). Kafka: `avro`, `confluent` (schema
+        /// ids 1, 2, 3) or `json`.
         #[arg(long, default_value = "jsonl")]
         format: String,
+        /// Produce to this Kafka cluster (bootstrap servers) instead of writing files.
+        #[arg(long, conflicts_with = "out")]
+        kafka: Option<String>,
+        #[arg(long, default_value = "llm.routing-decisions")]
+        routing_topic: String,
+        #[arg(long, default_value = "llm.feedback")]
+        feedback_topic: String,
+        #[arg(long, default_value = "support.tickets")]
+        tickets_topic: String,
     },
     /// The post-mortem in a box, no servers needed: simulate the scenario (20 weeks by default),
     /// run it through the pipeline into SQLite, print when each alert fired and the lead times, and
@@ -143,8 +154,16 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => load(&config).and_then(run),
         Command::Migrate { config } => load(&config).and_then(migrate),
         Command::Reference { command: ReferenceCommand::Build { input, output } } => build_reference(&input, &output),
-        Command::Simulate { run, out, format } => {
-            simulate(run.scenario, run.days, run.conversations_per_day, run.seed, &out, &format)
+        Command::Simulate { run, out, format, kafka, routing_topic, feedback_topic, tickets_topic } => {
+            match (kafka, out) {
+                (Some(brokers), _) => {
+                    simulate_to_kafka(&run, brokers, [routing_topic, feedback_topic, tickets_topic], &format)
+                }
+                (None, Some(out)) => {
+                    simulate(run.scenario, run.days, run.conversations_per_day, run.seed, &out, &format)
+                }
+                (None, None) => Err(anyhow::anyhow!("give --out DIR or --kafka BROKERS")),
+            }
         }
         Command::Demo { run, out, no_report, quiet } => demo(tierwatch::demo::DemoOptions {
             scenario: run.scenario,
@@ -228,6 +247,32 @@ fn demo(opts: tierwatch::demo::DemoOptions) -> anyhow::Result<()> {
         o.replay.as_secs_f64(),
         o.records,
         o.report_time.as_secs_f64()
+    );
+    Ok(())
+}
+
+fn simulate_to_kafka(run: &ScenarioArgs, brokers: String, topics: [String; 3], format: &str) -> anyhow::Result<()> {
+    let mut cfg = tierwatch::sim::SimConfig::new(run.scenario);
+    cfg.days = run.days;
+    cfg.conversations_per_day = run.conversations_per_day;
+    cfg.seed = run.seed;
+    let format = match format {
+        "avro" | "jsonl" => tierwatch::decode::WireFormat::Avro,
+        "confluent" => tierwatch::decode::WireFormat::Confluent,
+        "json" => tierwatch::decode::WireFormat::Json,
+        other => anyhow::bail!("--format for Kafka must be `avro`, `confluent` or `json`, not `{other}`"),
+    };
+    let started = std::time::Instant::now();
+    let target = tierwatch::sim::kafka::KafkaTarget { brokers, topics, format };
+    let s = tierwatch::sim::kafka::produce(&cfg, &target)?;
+    eprintln!(
+        "{}: {} decisions, {} feedback, {} tickets produced and acknowledged in {:.1}s → {}",
+        run.scenario,
+        s.decisions,
+        s.feedback,
+        s.tickets,
+        started.elapsed().as_secs_f64(),
+        target.topics.join(", ")
     );
     Ok(())
 }

@@ -88,6 +88,7 @@
 //!   baseline rate ≈ $240/day by week 11, ≈ $450–600/day by weeks 16–19.
 
 mod gen;
+pub mod kafka;
 pub mod rng;
 pub mod text;
 mod write;
