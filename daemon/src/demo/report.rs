@@ -359,13 +359,16 @@ fn y_max(values: impl Iterator<Item = f64>, floor: f64) -> f64 {
     m * 1.12
 }
 
+/// A labelled series of (day, rate, lower, upper).
+type NamedRates = (String, Vec<(f64, f64, f64, f64)>);
+
 /// The whole report.
 pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> {
     let tier_names: Vec<&String> = data.tiers.keys().collect();
     let mut charts: Vec<(String, String)> = vec![];
 
     // 1. Failed-deflection rate per tier and pooled.
-    let failed: Vec<(String, Vec<(f64, f64, f64, f64)>)> = tier_names
+    let failed: Vec<NamedRates> = tier_names
         .iter()
         .map(|t| (t.to_string(), data.trailing(Some(t), |c| (c.failed, c.conversations))))
         .chain(std::iter::once(("all tiers pooled".to_owned(), data.trailing(None, |c| (c.failed, c.conversations)))))
@@ -387,7 +390,7 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
     ));
 
     // 2. Thumbs-down per 1,000 decisions.
-    let thumbs: Vec<(String, Vec<(f64, f64, f64, f64)>)> = tier_names
+    let thumbs: Vec<NamedRates> = tier_names
         .iter()
         .map(|t| (t.to_string(), data.trailing(Some(t), |c| (c.thumbs_down, c.decisions))))
         .chain(std::iter::once(("all tiers pooled".to_owned(), data.trailing(None, |c| (c.thumbs_down, c.decisions)))))

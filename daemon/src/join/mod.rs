@@ -160,9 +160,9 @@ impl PartitionJoin {
         let mut out = Vec::with_capacity(self.dirty.len());
         for key in self.dirty.drain() {
             let bytes = if let Some(id) = key.strip_prefix("c:") {
-                self.convs.get(id).map(|c| serde_json::to_vec(c))
+                self.convs.get(id).map(serde_json::to_vec)
             } else if let Some(id) = key.strip_prefix("t:") {
-                self.tickets.get(id).map(|t| serde_json::to_vec(t))
+                self.tickets.get(id).map(serde_json::to_vec)
             } else {
                 None
             };
