@@ -122,12 +122,16 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
         items.push((env.topics[idx].clone(), ev.clone(), WireFormat::Avro));
     }
     send_all(&env.producer(), &items).await;
+    // The daemon serves a copy, so the test can break and mend it under it.
+    let served = env.dir.path().join("rescorer.onnx");
+    std::fs::copy(model_path(), &served).unwrap();
+    std::fs::copy(model_path().replace(".onnx", ".json"), served.with_extension("json")).unwrap();
     let cfg = env.config(
         ["avro", "avro", "avro"],
         &format!(
             "[http]\nlisten = \"\"\n[rescore]\nmodel_path = \"{}\"\nstore_text = \"full\"\nqueue_capacity = 100000\n\
-             [rescore.sampler]\nbase_rate = {BASE_RATE}\n",
-            model_path()
+             reload_poll_seconds = 0.2\n[rescore.sampler]\nbase_rate = {BASE_RATE}\n",
+            served.display()
         ),
     );
     let mut daemon = Daemon::start(&cfg, "rescore");
@@ -149,6 +153,23 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
         assert!(start.elapsed() < Duration::from_secs(60), "{n} rows, {pending} unscored\n{}", daemon.log_tail());
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // A broken model file is refused, by the file watcher and on SIGHUP, and the daemon keeps
+    // serving the old model; the mended file is picked up again.
+    let wait_log = |daemon: &mut Daemon, needle: &str, times: usize| {
+        let start = Instant::now();
+        while daemon.log().matches(needle).count() < times {
+            assert!(daemon.child.try_wait().unwrap().is_none(), "daemon exited\n{}", daemon.log_tail());
+            assert!(start.elapsed() < Duration::from_secs(20), "no {needle:?}\n{}", daemon.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    std::fs::write(&served, b"this is not an ONNX model").unwrap();
+    wait_log(&mut daemon, "keeping the previous model", 1);
+    let hup = std::process::Command::new("kill").args(["-HUP", &daemon.child.id().to_string()]).status().unwrap();
+    assert!(hup.success());
+    wait_log(&mut daemon, "SIGHUP: rescorer reload refused", 1);
+    std::fs::copy(model_path(), &served).unwrap();
+    wait_log(&mut daemon, "rescorer model reloaded", 1);
     let log = daemon.stop();
 
     // review_queue: the same sample, the same weights and scores, the full text.
