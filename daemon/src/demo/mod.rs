@@ -192,7 +192,11 @@ impl Timeline {
         let line = |name: &str, a: Option<&AlertMark>, b: Option<&AlertMark>| match (a, b) {
             (Some(_), Some(_)) => {
                 let d = Self::lead_days(a, b).unwrap_or_default();
-                format!("  {name:<58} {d:>6.0} days = {:.1} weeks\n", d / 7.0)
+                if d >= 0.0 {
+                    format!("  {name:<58} {d:>6.0} days = {:.1} weeks\n", d / 7.0)
+                } else {
+                    format!("  {name:<58} no lead: it came {:.0} days later\n", -d)
+                }
             }
             (Some(_), None) => format!("  {name:<58} the later signal never fired within the run\n"),
             _ => format!("  {name:<58} n/a (the earlier signal did not fire)\n"),
