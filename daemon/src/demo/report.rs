@@ -113,8 +113,11 @@ impl ReportData {
         }
         let mut drift: BTreeMap<String, BTreeMap<usize, DriftDay>> = BTreeMap::new();
         let rows = sqlx::query(
+            // Evaluated windows only: a day below `drift.min_n` (e.g. the drain after the last
+            // simulated day) has a meaningless D.
             "SELECT day, \"window\", ks_d, psi, psi_noise, cheap_share_expected, cheap_share_observed \
-             FROM confidence_drift_daily WHERE signal = 'router_confidence' ORDER BY day",
+             FROM confidence_drift_daily \
+             WHERE signal = 'router_confidence' AND status IN ('ok', 'warning', 'critical') ORDER BY day",
         )
         .fetch_all(pool)
         .await?;
@@ -607,7 +610,7 @@ fn dual_chart(
             .draw()
             .map_err(pe)?;
         chart.configure_secondary_axes().y_desc("tickets opened per day").draw().map_err(pe)?;
-        let color = TIER_COLORS[1];
+        let color = TIER_COLORS[0];
         let band: Vec<(f64, f64)> = deflection
             .iter()
             .map(|p| (p.0, p.3 * 100.0))
