@@ -35,14 +35,7 @@ fn shed_samples_are_reweighted_not_lost() {
     let store = rt.block_on(async {
         let s = SqliteStore::open(&db.display().to_string()).await.unwrap();
         s.migrate().await.unwrap();
-        s.write_settings(&ViewSettings {
-            attribution_window_ms: cfg.attribution.window_ms(),
-            baseline_from: None,
-            baseline_to: None,
-            baseline_tier: "capable".into(),
-        })
-        .await
-        .unwrap();
+        s.write_settings(&ViewSettings::from_config(&cfg)).await.unwrap();
         Arc::new(s)
     });
     let files = ["routing_decisions.avro", "feedback.avro", "support_tickets.avro"].map(|f| dir.path().join(f));

@@ -302,12 +302,7 @@ enum Stores {
 }
 
 fn open_stores(rt: &tokio::runtime::Runtime, cfg: &Config) -> anyhow::Result<Stores> {
-    let settings = ViewSettings {
-        attribution_window_ms: cfg.attribution.window_ms(),
-        baseline_from: cfg.ledger.baseline_from,
-        baseline_to: cfg.ledger.baseline_to,
-        baseline_tier: cfg.ledger.capable_tier.clone(),
-    };
+    let settings = ViewSettings::from_config(cfg);
     rt.block_on(async {
         if let Some(pg) = &cfg.postgres {
             let store = PgStore::connect(&pg.url, pg.max_connections).await?;
@@ -433,16 +428,13 @@ fn run_with<S: Store + 'static, E: EvalStore + 'static>(
                 let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics);
                 let rescoring = start_rescoring(cfg, store.clone(), &handle, &telemetry)?;
                 let mut pipeline = Pipeline::new(cfg, store, handle, telemetry, pipeline_shutdown);
-                if let Some(r) = &rescoring {
-                    pipeline = pipeline.with_rescoring(r.clone());
-                }
-                let stats = pipeline.run(&mut source);
-                drop(pipeline);
-                drop(source);
                 if let Some(r) = rescoring {
-                    tierwatch::rescore::runtime::Rescoring::finish_shared(r);
+                    pipeline = pipeline.with_rescoring(r);
                 }
-                anyhow::Ok(stats?)
+                // Returns once every committed sample is scored (or shed) and written.
+                let stats = pipeline.run(&mut source)?;
+                drop(source);
+                anyhow::Ok(stats)
             })
             .join()
             .map_err(|_| anyhow::anyhow!("pipeline thread panicked"));
@@ -461,21 +453,19 @@ fn start_rescoring<S: Store + 'static>(
     store: Arc<S>,
     handle: &tokio::runtime::Handle,
     telemetry: &Arc<Telemetry>,
-) -> anyhow::Result<Option<Arc<tierwatch::rescore::runtime::Rescoring>>> {
+) -> anyhow::Result<Option<tierwatch::rescore::runtime::Rescoring>> {
     let Some(rc) = &cfg.rescore else { return Ok(None) };
-    let r =
-        Arc::new(tierwatch::rescore::runtime::Rescoring::start(rc, store, handle.clone(), telemetry.rescore.clone())?);
+    let r = tierwatch::rescore::runtime::Rescoring::start(rc, store, handle.clone(), telemetry.rescore.clone())?;
     #[cfg(unix)]
     {
-        let weak = Arc::downgrade(&r);
+        let model = r.model();
         let _guard = handle.enter();
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
             Ok(mut hup) => {
                 handle.spawn(async move {
                     while hup.recv().await.is_some() {
-                        let Some(r) = weak.upgrade() else { break };
                         // A broken file is refused and logged; the old model keeps serving.
-                        if let Err(e) = tokio::task::block_in_place(|| r.reload()) {
+                        if let Err(e) = tokio::task::block_in_place(|| model.reload()) {
                             tracing::error!(error = %format!("{e:#}"), "SIGHUP: rescorer reload refused");
                         }
                     }

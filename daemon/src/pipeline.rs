@@ -73,7 +73,7 @@ pub struct Pipeline<S: Store + 'static> {
     owned: HashMap<i32, Owned>,
     shutdown: Arc<AtomicBool>,
     /// The rescoring slice, when configured: samples ride in the batch, scoring happens after.
-    rescoring: Option<Arc<Rescoring>>,
+    rescoring: Option<Rescoring>,
 }
 
 /// Totals of a run, for logs and tests.
@@ -140,8 +140,9 @@ impl<S: Store + 'static> Pipeline<S> {
         }
     }
 
-    /// Sample decisions for rescoring (SPEC §4.4).
-    pub fn with_rescoring(mut self, rescoring: Arc<Rescoring>) -> Self {
+    /// Sample decisions for rescoring (SPEC §4.4). When `run` returns, every committed sample has
+    /// been scored (or shed) and written.
+    pub fn with_rescoring(mut self, rescoring: Rescoring) -> Self {
         self.rescoring = Some(rescoring);
         self
     }
@@ -186,6 +187,9 @@ impl<S: Store + 'static> Pipeline<S> {
         // A last pass for partitions whose watermark moved since the final batch (e.g. the other
         // topics caught up), so a graceful stop leaves no releasable outcome waiting.
         self.process(source, Vec::new(), &mut stats)?;
+        if let Some(r) = self.rescoring.take() {
+            r.finish();
+        }
         tracing::info!(
             messages = stats.messages,
             batches = stats.batches,

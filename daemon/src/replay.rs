@@ -41,26 +41,20 @@ pub fn replay_files<S: Store + 'static, E: EvalStore>(
     let formats = source.formats();
     let inputs = [0, 1, 2].map(|i| (source.topics()[i].clone(), formats[i], vec![]));
     let telemetry = Telemetry::new();
-    let rescoring = match &cfg.rescore {
-        Some(rc) => {
-            Some(Arc::new(Rescoring::start(rc, store.clone(), rt.handle().clone(), telemetry.rescore.clone())?))
-        }
-        None => None,
-    };
     let stats = std::thread::scope(|scope| {
         let handle = rt.handle().clone();
         let (store, telemetry) = (store.clone(), telemetry.clone());
         scope
             .spawn(move || {
+                let rescoring = match &cfg.rescore {
+                    Some(rc) => Some(Rescoring::start(rc, store.clone(), handle.clone(), telemetry.rescore.clone())?),
+                    None => None,
+                };
                 let mut pipeline = Pipeline::with_inputs(cfg, inputs, store, handle, telemetry, shutdown);
                 if let Some(r) = rescoring {
-                    pipeline = pipeline.with_rescoring(r.clone());
-                    let stats = pipeline.run(&mut source);
-                    drop(pipeline);
-                    // Every sample scored and written before drift is evaluated.
-                    Rescoring::finish_shared(r);
-                    return stats;
+                    pipeline = pipeline.with_rescoring(r);
                 }
+                // Returns once every sample is scored and written, before drift is evaluated.
                 pipeline.run(&mut source)
             })
             .join()

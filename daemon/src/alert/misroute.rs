@@ -112,11 +112,21 @@ pub struct EstimateDay {
     pub rate: f64,
 }
 
+/// A `rescore_estimates_daily` row as both stores read it: (day start ms, tier, scored, weight_sum,
+/// n_eff, suspected_misroute_rate).
+pub type EstimateRow = (i64, String, i64, f64, f64, f64);
+
+impl EstimateDay {
+    pub fn from_row((day_ms, tier, scored, weight_sum, n_eff, rate): EstimateRow) -> (i64, String, EstimateDay) {
+        (day_ms, tier, EstimateDay { scored: scored.max(0) as u64, weight_sum, n_eff, rate })
+    }
+}
+
 /// The rolling window the rule judges.
 pub const WINDOW_DAYS: i64 = 7;
 
 /// (scored, rate, lower, upper) of the 7-day window ending on `day`.
-fn window(days: &BTreeMap<i64, EstimateDay>, day: i64) -> Option<(u64, f64, f64, f64)> {
+pub fn window(days: &BTreeMap<i64, EstimateDay>, day: i64) -> Option<(u64, f64, f64, f64)> {
     let (mut scored, mut sw, mut swy, mut sw2) = (0u64, 0.0, 0.0, 0.0);
     for (_, e) in days.range(day - WINDOW_DAYS + 1..=day) {
         if !(e.weight_sum > 0.0 && e.n_eff > 0.0 && e.rate.is_finite()) {

@@ -332,14 +332,7 @@ fn replay_into(
     let store = rt.block_on(async {
         let store = SqliteStore::open(&sqlite.path).await?;
         store.migrate().await?;
-        store
-            .write_settings(&ViewSettings {
-                attribution_window_ms: cfg.attribution.window_ms(),
-                baseline_from: cfg.ledger.baseline_from,
-                baseline_to: cfg.ledger.baseline_to,
-                baseline_tier: cfg.ledger.capable_tier.clone(),
-            })
-            .await?;
+        store.write_settings(&ViewSettings::from_config(cfg)).await?;
         anyhow::Ok(Arc::new(store))
     })?;
     let outcome = crate::replay::replay_files(

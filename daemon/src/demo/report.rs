@@ -6,6 +6,7 @@
 //! `ledger_daily` and `alerts`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use chrono::NaiveDate;
 use plotters::coord::Shift;
@@ -13,11 +14,15 @@ use plotters::prelude::*;
 use sqlx::Row;
 
 use super::{AlertMark, Timeline};
+use crate::alert::misroute::EstimateDay;
 use crate::alert::quality::{AGGREGATE_KIND, KIND as QUALITY_KIND};
 use crate::config::Config;
+use crate::drift::evaluator::EvalStore;
 use crate::drift::evaluator::DRIFT_KIND;
+use crate::metrics::DAY_MS;
 use crate::stats::wilson95;
 use crate::store::sqlite::SqliteStore;
+use crate::store::sqlite_eval::SqliteEvalStore;
 
 /// Days pooled by the rate charts: daily rates at demo volume are too noisy to read.
 const TRAILING_DAYS: usize = 7;
@@ -50,19 +55,13 @@ struct MoneyDay {
     tickets: u64,
 }
 
-/// One scored sample of the rescoring slice (from `review_queue`).
-#[derive(Debug, Clone, Copy)]
-struct ScoredSample {
-    day: usize,
-    /// The weight after the shed adjustment of its (day, tier, reason) cell.
-    weight: f64,
-    misroute: bool,
-}
-
 /// Everything the charts draw, read from the views.
 pub struct ReportData {
-    /// Scored samples of the routed-down tiers.
-    samples: Vec<ScoredSample>,
+    /// `rescore_estimates_daily` of the routed-down tiers, by day index (what the misroute rule
+    /// judges).
+    misroute: BTreeMap<i64, EstimateDay>,
+    /// Per day index: (scored samples judged misrouted, scored samples), unweighted.
+    sample_share: BTreeMap<usize, (u64, u64)>,
     start: NaiveDate,
     days: usize,
     tiers: BTreeMap<String, BTreeMap<usize, TierDay>>,
@@ -85,7 +84,7 @@ fn day_index(start: NaiveDate, day: &str) -> anyhow::Result<Option<usize>> {
 }
 
 impl ReportData {
-    pub async fn load(store: &SqliteStore, cfg: &Config, timeline: &Timeline) -> anyhow::Result<ReportData> {
+    pub async fn load(store: &Arc<SqliteStore>, cfg: &Config, timeline: &Timeline) -> anyhow::Result<ReportData> {
         let pool = store.pool();
         let start = timeline.start;
         let mut tiers: BTreeMap<String, BTreeMap<usize, TierDay>> = BTreeMap::new();
@@ -154,38 +153,30 @@ impl ReportData {
             e.tickets = r.try_get::<i64, _>(1)?.max(0) as u64;
             e.human_cost = r.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0);
         }
-        // The rescoring slice of the routed-down tiers. Shed rows' weight is carried by the scored
-        // rows of their (day, tier, reason) cell, as rescore_estimates_daily does.
-        let rows =
-            sqlx::query("SELECT day, reason, status, weight, suspected_misroute FROM review_queue WHERE tier <> ?")
-                .bind(&cfg.ledger.capable_tier)
-                .fetch_all(pool)
-                .await?;
-        let mut cells: BTreeMap<(String, String), (f64, f64)> = BTreeMap::new();
-        for r in &rows {
-            let c = cells.entry((r.try_get(0)?, r.try_get(1)?)).or_default();
-            let w: f64 = r.try_get(3)?;
-            c.0 += w;
-            if r.try_get::<String, _>(2)? == "scored" {
-                c.1 += w;
-            }
+        // The rescoring slice of the routed-down tiers: the daily estimates as the alert rule reads
+        // them, and the plain (biased) share of the sample for comparison.
+        let eval = SqliteEvalStore::new(store.clone());
+        let start_day = start.and_hms_opt(0, 0, 0).map_or(0, |d| d.and_utc().timestamp_millis()).div_euclid(DAY_MS);
+        let mut misroute: BTreeMap<i64, EstimateDay> = BTreeMap::new();
+        for (day_ms, _tier, e) in eval.rescore_estimates(&cfg.ledger.capable_tier).await? {
+            // One routed-down tier in the demo; more would be pooled by the alert rule per tier.
+            misroute.insert(day_ms.div_euclid(DAY_MS) - start_day, e);
         }
-        let mut samples = vec![];
-        for r in &rows {
-            if r.try_get::<String, _>(2)? != "scored" {
-                continue;
-            }
-            let (day, reason): (String, String) = (r.try_get(0)?, r.try_get(1)?);
-            let Some(d) = day_index(start, &day)? else { continue };
-            let (all, kept) = cells.get(&(day, reason)).copied().unwrap_or((1.0, 1.0));
-            samples.push(ScoredSample {
-                day: d,
-                weight: r.try_get::<f64, _>(3)? * all / kept,
-                misroute: r.try_get::<Option<bool>, _>(4)?.unwrap_or(false),
-            });
+        let mut sample_share: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+        for r in sqlx::query(
+            "SELECT day, SUM(suspected_misroute), COUNT(*) FROM review_queue \
+             WHERE tier <> ? AND status = 'scored' GROUP BY day",
+        )
+        .bind(&cfg.ledger.capable_tier)
+        .fetch_all(pool)
+        .await?
+        {
+            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
+            sample_share.insert(d, (r.try_get::<i64, _>(1)?.max(0) as u64, r.try_get::<i64, _>(2)?.max(0) as u64));
         }
         Ok(ReportData {
-            samples,
+            misroute,
+            sample_share,
             start,
             days: timeline.days as usize,
             tiers,
@@ -413,20 +404,16 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
     ));
 
     // 3. The rescoring slice: weighted (Hájek) vs unweighted suspected-misroute share.
-    if !data.samples.is_empty() {
+    if !data.misroute.is_empty() {
         let (mut weighted, mut naive) = (vec![], vec![]);
         for day in (TRAILING_DAYS - 1)..data.days {
-            let mut acc = crate::stats::weighted::WeightedProportion::new();
-            let (mut x, mut n) = (0u64, 0u64);
-            for s in data.samples.iter().filter(|s| s.day + TRAILING_DAYS > day && s.day <= day) {
-                if acc.add(s.weight, s.misroute).is_ok() {
-                    x += s.misroute as u64;
-                    n += 1;
-                }
-            }
-            if let (Some(r), Some((lo, hi))) = (acc.rate(), acc.interval95()) {
+            if let Some((_, r, lo, hi)) = crate::alert::misroute::window(&data.misroute, day as i64) {
                 weighted.push((day as f64 + 1.0, r, lo, hi));
             }
+            let (x, n) = data
+                .sample_share
+                .range(day + 1 - TRAILING_DAYS..=day)
+                .fold((0, 0), |(x, n), (_, (dx, dn))| (x + dx, n + dn));
             if let Some((lo, hi)) = wilson95(x, n) {
                 naive.push((day as f64 + 1.0, x as f64 / n as f64, lo, hi));
             }
@@ -435,8 +422,8 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
         charts.push((
             format!(
                 "The rescorer's second opinion on the routed-down tier: share of its decisions the rescorer judges \
-                 complex ({TRAILING_DAYS}-day trailing). Weighted (Hájek, w = 1/p, interval from the effective sample \
-                 size) it estimates the tier's population; the plain share of the sample over-weights the low-margin \
+                 complex ({TRAILING_DAYS}-day trailing, the windows the misroute alert judges). Weighted (Hájek, \
+                 w = 1/p, interval from Kish's effective sample size) it estimates the tier's population; the plain share of the sample over-weights the low-margin \
                  and out-of-distribution queries the sampler oversamples, and is biased."
             ),
             svg_chart("Suspected misroutes in the cheap tier (%)", "% of decisions", 0.0..top, data, timeline, |c| {

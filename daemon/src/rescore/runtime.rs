@@ -107,11 +107,10 @@ impl Rescoring {
         })
     }
 
-    /// Reload the model now (SIGHUP). A broken file is refused; the previous model keeps serving.
-    pub fn reload(&self) -> anyhow::Result<()> {
-        let m = self.model.reload()?;
-        tracing::info!(version = %m.version(), "rescorer reloaded");
-        Ok(())
+    /// The served model, e.g. for a SIGHUP handler to reload it (a broken file is refused and
+    /// the previous model keeps serving).
+    pub fn model(&self) -> Arc<ModelHandle> {
+        self.model.clone()
     }
 
     /// Decide whether `d` (read from `partition`) is sampled. Decisions without query text are
@@ -158,17 +157,6 @@ impl Rescoring {
         for (event_id, text) in jobs {
             if let Err(job) = pool.try_submit(Job { text, payload: event_id }) {
                 let _ = shed.send(RescoreResult { event_id: job.payload, outcome: RescoreOutcome::Shed });
-            }
-        }
-    }
-
-    /// [`Rescoring::finish`] through the last `Arc` (the pipeline's is dropped by then; a SIGHUP
-    /// handler holds only a `Weak`).
-    pub fn finish_shared(this: Arc<Rescoring>) {
-        match Arc::try_unwrap(this) {
-            Ok(r) => r.finish(),
-            Err(_) => {
-                tracing::warn!("rescoring still shared at shutdown; queued samples stay pending (recovered on restart)")
             }
         }
     }

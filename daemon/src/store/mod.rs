@@ -162,6 +162,18 @@ pub struct ViewSettings {
     pub baseline_tier: String,
 }
 
+impl ViewSettings {
+    /// The settings a configuration implies (attribution window, ledger baseline).
+    pub fn from_config(cfg: &crate::config::Config) -> Self {
+        ViewSettings {
+            attribution_window_ms: cfg.attribution.window_ms(),
+            baseline_from: cfg.ledger.baseline_from,
+            baseline_to: cfg.ledger.baseline_to,
+            baseline_tier: cfg.ledger.capable_tier.clone(),
+        }
+    }
+}
+
 /// The storage the pipeline needs.
 #[allow(async_fn_in_trait)]
 pub trait Store: Send + Sync {

@@ -7,7 +7,7 @@ use sqlx::{Postgres, Row};
 use tokio::sync::Mutex;
 
 use super::postgres::PgStore;
-use crate::alert::misroute::EstimateDay;
+use crate::alert::misroute::{EstimateDay, EstimateRow};
 use crate::alert::quality::DayCounts;
 use crate::alert::Episode;
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
@@ -188,7 +188,7 @@ impl EvalStore for PgEvalStore {
     }
 
     async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, EstimateRow>(
             "SELECT (day - DATE '1970-01-01')::bigint * 86400000, tier, scored::bigint, \
                weight_sum, n_eff, suspected_misroute_rate \
              FROM rescore_estimates_daily WHERE tier <> $1 AND suspected_misroute_rate IS NOT NULL ORDER BY 1, 2",
@@ -197,17 +197,7 @@ impl EvalStore for PgEvalStore {
         .fetch_all(self.store.pool())
         .await
         .context("reading rescore_estimates_daily")?;
-        let mut out = vec![];
-        for r in rows {
-            let e = EstimateDay {
-                scored: r.try_get::<i64, _>(2)?.max(0) as u64,
-                weight_sum: r.try_get(3)?,
-                n_eff: r.try_get(4)?,
-                rate: r.try_get(5)?,
-            };
-            out.push((r.try_get(0)?, r.try_get(1)?, e));
-        }
-        Ok(out)
+        Ok(rows.into_iter().map(EstimateDay::from_row).collect())
     }
 
     async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>> {

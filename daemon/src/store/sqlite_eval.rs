@@ -8,7 +8,7 @@ use anyhow::Context;
 use sqlx::Row;
 
 use super::sqlite::SqliteStore;
-use crate::alert::misroute::EstimateDay;
+use crate::alert::misroute::{EstimateDay, EstimateRow};
 use crate::alert::quality::DayCounts;
 use crate::alert::Episode;
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
@@ -169,7 +169,7 @@ impl EvalStore for SqliteEvalStore {
     }
 
     async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>> {
-        let rows = sqlx::query(
+        let rows = sqlx::query_as::<_, EstimateRow>(
             "SELECT CAST(round((julianday(day) - 2440587.5) * 86400000.0) AS INTEGER), tier, scored, \
                weight_sum, n_eff, suspected_misroute_rate \
              FROM rescore_estimates_daily WHERE tier <> ? AND suspected_misroute_rate IS NOT NULL ORDER BY 1, 2",
@@ -178,17 +178,7 @@ impl EvalStore for SqliteEvalStore {
         .fetch_all(self.store.pool())
         .await
         .context("reading rescore_estimates_daily")?;
-        let mut out = vec![];
-        for r in rows {
-            let e = EstimateDay {
-                scored: r.try_get::<i64, _>(2)?.max(0) as u64,
-                weight_sum: r.try_get(3)?,
-                n_eff: r.try_get(4)?,
-                rate: r.try_get(5)?,
-            };
-            out.push((r.try_get(0)?, r.try_get(1)?, e));
-        }
-        Ok(out)
+        Ok(rows.into_iter().map(EstimateDay::from_row).collect())
     }
 
     async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>> {
