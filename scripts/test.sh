@@ -57,6 +57,18 @@ bash "$SERVICES" start >/dev/null
 . "${TW_SERVICES_DIR:-$REPO_ROOT/.tw-services}/env"
 phase "start took $(elapsed "$t")s (kafka $TIERWATCH_TEST_KAFKA_BROKERS, postgres $TIERWATCH_TEST_DATABASE_URL)"
 
+# A one-shot build gains nothing from incremental state; it only costs disk.
+if [ -n "${CI:-}" ]; then
+    export CARGO_INCREMENTAL=0
+fi
+TARGET_DIR="${CARGO_TARGET_DIR:-$REPO_ROOT/target}"
+disk_report() {
+    local target_size="absent"
+    [ -d "$TARGET_DIR" ] && target_size="$(du -sh "$TARGET_DIR" 2>/dev/null | cut -f1)"
+    phase "disk $1: $(df -h --output=avail "$REPO_ROOT" | tail -1 | tr -d ' ') free, target dir $target_size"
+}
+disk_report "before build"
+
 t=$(now)
 phase "cargo test --workspace --all-targets $*"
 set +e
@@ -64,4 +76,5 @@ cargo test --workspace --all-targets "$@"
 rc=$?
 set -e
 phase "tests took $(elapsed "$t")s, cargo exit status $rc"
+disk_report "after tests"
 exit "$rc"
