@@ -8,6 +8,7 @@
 //! `backends_agree` additionally compares the two backends' normalized views with each other.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, NaiveDate};
@@ -423,13 +424,17 @@ fn capable() -> Dims {
 /// The same delta at hour and day grain for a turn at `ts`.
 fn quality(d: &mut Deltas, ts: i64, dims: &Dims, q: QualityDelta) {
     for g in [Grain::Hour, Grain::Day] {
-        d.quality.entry(QualityKey { grain: g, bucket_ms: g.bucket(ts), dims: dims.clone() }).or_default().add(&q);
+        d.quality
+            .entry(QualityKey { grain: g, bucket_ms: g.bucket(ts), dims: Arc::new(dims.clone()) })
+            .or_default()
+            .add(&q);
     }
 }
 
 fn latencies(d: &mut Deltas, ts: i64, dims: &Dims, ms: &[f64]) {
+    let dims = Arc::new(dims.clone());
     for l in ms {
-        d.latency(ts, dims, *l);
+        d.latency(ts, &dims, *l);
     }
 }
 
@@ -1671,7 +1676,10 @@ fn big_batch(d0: i64, round: i64, generation: i64) -> CommitBatch {
             &dims,
             QualityDelta { decisions: 3, conversations: 2, cost_nusd: 1234, ..Default::default() },
         );
-        d.latency.insert((QualityKey { grain: Grain::Hour, bucket_ms: ts - ts % HOUR, dims }, (i % 700) as i32), 1);
+        d.latency.insert(
+            (QualityKey { grain: Grain::Hour, bucket_ms: ts - ts % HOUR, dims: Arc::new(dims) }, (i % 700) as i32),
+            1,
+        );
     }
     for i in 0..100i64 {
         d.human(d0 + (i % 5) * DAY, &format!("cc{}", i % 20), "phone", |h| h.tickets_opened += 1);

@@ -3,7 +3,10 @@
 //! Opens `TW_BENCH_CONVERSATIONS` (default 1,000,000) conversations in one `PartitionJoin`, two
 //! turns each (the shared benchmark traffic, decisions only, all within the attribution window so
 //! nothing expires), and prints the resident-set growth per conversation. Deltas are drained every
-//! 10k decisions, as the pipeline's commits do, so only the join state stays.
+//! 20k decisions, as the pipeline's commits do, so only the join state stays.
+//!
+//! Conversation ids are `conv-<n>` (10–11 bytes); `TW_BENCH_ID_LEN=36` pads them to a UUID's
+//! length, which moves each id into the allocator's next size class.
 //!
 //! `cargo bench --bench join_memory`
 
@@ -23,6 +26,7 @@ fn rss_bytes() -> u64 {
 
 fn main() {
     let n: usize = std::env::var("TW_BENCH_CONVERSATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let id_len: usize = std::env::var("TW_BENCH_ID_LEN").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
     // Not under `cargo test --benches`: a million conversations is a benchmark, not a test.
     if std::env::args().any(|a| a == "--bench").then_some(()).is_none() {
         println!("join_memory: run with `cargo bench --bench join_memory`");
@@ -43,7 +47,13 @@ fn main() {
         let evs = traffic::events_from(opened, chunk.min(n - opened));
         for (_, ev) in &evs {
             if let tierwatch::event::Event::Decision(d) = ev {
-                join.apply_decision(&settings, d, &mut deltas, &mut counters);
+                if d.conversation_id.len() < id_len {
+                    let mut padded = d.clone();
+                    padded.conversation_id = format!("{:-<id_len$}", d.conversation_id);
+                    join.apply_decision(&settings, &padded, &mut deltas, &mut counters);
+                } else {
+                    join.apply_decision(&settings, d, &mut deltas, &mut counters);
+                }
             }
         }
         deltas = Deltas::default();
@@ -54,8 +64,9 @@ fn main() {
     let open = join.open_conversations();
     let per = (after.saturating_sub(before)) as f64 / open.max(1) as f64;
     println!(
-        "join_memory: {open} open conversations (2 turns each): RSS {:.1} MB → {:.1} MB, {per:.0} bytes per conversation \
+        "join_memory: {open} open conversations (2 turns each, ids of {} bytes): RSS {:.1} MB → {:.1} MB, {per:.0} bytes per conversation \
          (SPEC §8: ≤ 256)",
+        if id_len > 0 { id_len.to_string() } else { "10–11".to_string() },
         before as f64 / 1e6,
         after as f64 / 1e6
     );

@@ -9,10 +9,13 @@
 mod state;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::config::{Config, Dimension};
 use crate::event::{Feedback, FeedbackKind, RouterKind, RoutingDecision, SupportTicket, TicketStatus};
-use crate::metrics::{day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, Grain, OrphanKind, Signal};
+use crate::metrics::{
+    day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, FastMap, FastSet, Grain, OrphanKind, Signal,
+};
 
 pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, WaitingResolved};
 
@@ -101,21 +104,47 @@ pub fn ticket_key(ticket_id: &str) -> String {
 /// The join state of one partition (of all three co-partitioned topics).
 #[derive(Debug, Default)]
 pub struct PartitionJoin {
-    convs: HashMap<String, ConvState>,
-    tickets: HashMap<String, TicketState>,
+    /// Open conversations by id (boxed ids: 8 bytes less per entry than `String`).
+    convs: FastMap<Box<str>, ConvState>,
+    tickets: FastMap<String, TicketState>,
     /// State keys changed since the last [`PartitionJoin::take_dirty`].
-    dirty: HashSet<String>,
+    dirty: FastSet<String>,
     pending_count: usize,
     /// (ts, conversation) of outcomes whose attribution depends on every turn up to `ts` being
     /// known: released when the watermark passes them.
     due: BTreeSet<(i64, String)>,
     watermark_ms: i64,
     last_sweep_watermark_ms: i64,
+    /// Interned turn dimensions by a hash of their fields: a partition has a handful of distinct
+    /// combinations and millions of turns.
+    dims_pool: FastMap<u64, Arc<Dims>>,
 }
 
 /// Stable 64-bit hash of an event id, for duplicate detection (collision odds ~1e-19 per pair).
 fn event_hash(event_id: &str) -> u64 {
     xxhash_rust::xxh3::xxh3_64(event_id.as_bytes())
+}
+
+/// The conversation's state, created empty if it is not open (no id allocation when it is).
+fn open_conv<'a>(convs: &'a mut FastMap<Box<str>, ConvState>, cid: &str) -> &'a mut ConvState {
+    if !convs.contains_key(cid) {
+        convs.insert(cid.into(), ConvState::default());
+    }
+    convs.get_mut(cid).expect("inserted above when absent")
+}
+
+fn dims_fields(d: &Dims) -> [&str; 6] {
+    [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent]
+}
+
+/// Hash of a dims combination. 0xFF never occurs in UTF-8, so it separates fields unambiguously.
+fn dims_hash(fields: [&str; 6]) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    for f in fields {
+        h.update(f.as_bytes());
+        h.update(&[0xff]);
+    }
+    h.digest()
 }
 
 impl PartitionJoin {
@@ -128,14 +157,20 @@ impl PartitionJoin {
         let mut join = Self { watermark_ms, last_sweep_watermark_ms: watermark_ms, ..Self::default() };
         for (key, bytes) in entries {
             if let Some(id) = key.strip_prefix("c:") {
-                let conv: ConvState = serde_json::from_slice(&bytes)?;
-                join.pending_count += conv.pending.len();
-                for p in &conv.pending {
+                let mut conv: ConvState = serde_json::from_slice(&bytes)?;
+                join.pending_count += conv.pending().len();
+                for p in conv.pending() {
                     join.due.insert((p.ts(), id.to_string()));
                 }
-                join.convs.insert(id.to_string(), conv);
+                for t in conv.turns_mut() {
+                    t.dims = join.intern(&t.dims);
+                }
+                join.convs.insert(id.into(), conv);
             } else if let Some(id) = key.strip_prefix("t:") {
-                let t: TicketState = serde_json::from_slice(&bytes)?;
+                let mut t: TicketState = serde_json::from_slice(&bytes)?;
+                if let Some(Opened { attribution: Attribution::Turn { dims, .. }, .. }) = t.opened.as_mut() {
+                    *dims = join.intern(dims);
+                }
                 join.pending_count += t.waiting_resolved.len();
                 join.tickets.insert(id.to_string(), t);
             }
@@ -173,15 +208,46 @@ impl PartitionJoin {
         out
     }
 
-    fn dims_of(&self, s: &JoinSettings, d: &RoutingDecision) -> Dims {
-        let keep = |dim: Dimension, v: &str| if s.keep.contains(&dim) { v.to_string() } else { String::new() };
-        Dims {
-            tier: d.tier.clone(),
-            model: keep(Dimension::Model, &d.model),
-            classifier_version: keep(Dimension::ClassifierVersion, &d.classifier_version),
-            router: keep(Dimension::Router, d.router.as_str()),
-            segment: keep(Dimension::Segment, d.segment.as_deref().unwrap_or("")),
-            intent: keep(Dimension::Intent, d.intent.as_deref().unwrap_or("")),
+    /// The decision's kept dimensions, as the partition's shared copy (allocates only for a
+    /// combination not seen before).
+    fn dims_of(&mut self, s: &JoinSettings, d: &RoutingDecision) -> Arc<Dims> {
+        fn keep<'a>(s: &JoinSettings, dim: Dimension, v: &'a str) -> &'a str {
+            if s.keep.contains(&dim) {
+                v
+            } else {
+                ""
+            }
+        }
+        let fields = [
+            d.tier.as_str(),
+            keep(s, Dimension::Model, &d.model),
+            keep(s, Dimension::ClassifierVersion, &d.classifier_version),
+            keep(s, Dimension::Router, d.router.as_str()),
+            keep(s, Dimension::Segment, d.segment.as_deref().unwrap_or("")),
+            keep(s, Dimension::Intent, d.intent.as_deref().unwrap_or("")),
+        ];
+        let hash = dims_hash(fields);
+        if let Some(shared) = self.dims_pool.get(&hash) {
+            if dims_fields(shared) == fields {
+                return shared.clone();
+            }
+        }
+        let [tier, model, classifier_version, router, segment, intent] = fields.map(str::to_string);
+        let dims = Arc::new(Dims { tier, model, classifier_version, router, segment, intent });
+        // On a (astronomically unlikely) hash collision the first combination keeps the slot and
+        // the other is simply not shared.
+        self.dims_pool.entry(hash).or_insert_with(|| dims.clone());
+        dims
+    }
+
+    /// The shared copy of `dims` (used for state restored from storage).
+    fn intern(&mut self, dims: &Arc<Dims>) -> Arc<Dims> {
+        let hash = dims_hash(dims_fields(dims));
+        let shared = self.dims_pool.entry(hash).or_insert_with(|| dims.clone());
+        if **shared == **dims {
+            shared.clone()
+        } else {
+            dims.clone()
         }
     }
 
@@ -195,19 +261,18 @@ impl PartitionJoin {
     pub fn apply_decision(&mut self, s: &JoinSettings, d: &RoutingDecision, out: &mut Deltas, n: &mut JoinCounters) {
         let h = event_hash(&d.event_id);
         let dims = self.dims_of(s, d);
-        let conv = self.convs.entry(d.conversation_id.clone()).or_default();
-        if conv.seen.contains(&h) {
+        let conv = open_conv(&mut self.convs, &d.conversation_id);
+        if conv.has_seen(h) {
             n.duplicates += 1;
             return;
         }
-        conv.seen.push(h);
         n.decisions += 1;
-        self.dirty.insert(conv_key(&d.conversation_id));
 
         let (hour, day) = (hour_start(d.ts), day_start(d.ts));
-        let new_in_hour = !conv.turns.iter().any(|t| hour_start(t.ts) == hour && t.dims == dims);
-        let new_in_day = !conv.turns.iter().any(|t| day_start(t.ts) == day && t.dims == dims);
-        let new_in_tier_day = !conv.turns.iter().any(|t| day_start(t.ts) == day && t.dims.tier == dims.tier);
+        let turns = conv.turns();
+        let new_in_hour = !turns.iter().any(|t| hour_start(t.ts) == hour && t.dims == dims);
+        let new_in_day = !turns.iter().any(|t| day_start(t.ts) == day && t.dims == dims);
+        let new_in_tier_day = !turns.iter().any(|t| day_start(t.ts) == day && t.dims.tier == dims.tier);
 
         let cost = nano_usd(d.cost_usd);
         let capable_cost = match d.capable_cost_usd {
@@ -242,11 +307,7 @@ impl PartitionJoin {
         // (version, router) hashed without building a string: this runs for every decision.
         let version_router =
             xxhash_rust::xxh3::xxh3_64_with_seed(d.classifier_version.as_bytes(), u64::from(d.router.index()));
-        let drift_day = (day, version_router);
-        let new_drift_conversation = !conv.drift_days.contains(&drift_day);
-        if new_drift_conversation {
-            conv.drift_days.push(drift_day);
-        }
+        let new_drift_conversation = !conv.counted_for_drift(day, version_router);
         out.confidence(
             ConfKey {
                 hour_ms: hour,
@@ -262,11 +323,18 @@ impl PartitionJoin {
         if new_in_tier_day {
             *out.tier_day.entry((day, dims.tier.clone())).or_default() += 1;
         }
-        conv.turns.push(Turn { turn: d.turn, ts: d.ts, dims });
+        conv.push_turn(Turn {
+            turn: d.turn,
+            ts: d.ts,
+            dims,
+            event_hash: h,
+            drift_series: state::short_series(version_router),
+        });
+        self.dirty.insert(conv_key(&d.conversation_id));
 
         // Outcomes that arrived before this decision may now find their turn.
-        if !conv.pending.is_empty() {
-            let waiting = std::mem::take(&mut conv.pending);
+        if !conv.pending().is_empty() {
+            let waiting = conv.take_pending();
             self.pending_count -= waiting.len();
             for p in waiting {
                 self.attribute_pending(s, &d.conversation_id, p, out, n);
@@ -276,12 +344,12 @@ impl PartitionJoin {
 
     pub fn apply_feedback(&mut self, s: &JoinSettings, f: &Feedback, out: &mut Deltas, n: &mut JoinCounters) {
         let h = event_hash(&f.event_id);
-        let conv = self.convs.entry(f.conversation_id.clone()).or_default();
-        if conv.seen.contains(&h) {
+        let conv = open_conv(&mut self.convs, &f.conversation_id);
+        if conv.has_seen(h) {
             n.duplicates += 1;
             return;
         }
-        conv.seen.push(h);
+        conv.mark_seen(h);
         n.feedback += 1;
         self.dirty.insert(conv_key(&f.conversation_id));
         let pending = PendingOutcome::Feedback { turn: f.turn, ts: f.ts, kind: f.kind, score: f.score };
@@ -331,7 +399,7 @@ impl PartitionJoin {
             None => self.settle_ticket(&t.ticket_id, None, out),
             Some(cid) => {
                 let pending = PendingOutcome::Ticket { ticket_id: t.ticket_id.clone(), ts: t.ts };
-                self.convs.entry(cid.to_string()).or_default();
+                open_conv(&mut self.convs, cid);
                 self.dirty.insert(conv_key(cid));
                 self.attribute_pending(s, cid, pending, out, n);
             }
@@ -381,7 +449,7 @@ impl PartitionJoin {
     }
 
     /// Fix an OPENED ticket's attribution (to a turn, or none) and emit its effects.
-    fn settle_ticket(&mut self, ticket_id: &str, turn: Option<(&str, i64, Dims)>, out: &mut Deltas) {
+    fn settle_ticket(&mut self, ticket_id: &str, turn: Option<(&str, i64, Arc<Dims>)>, out: &mut Deltas) {
         self.dirty.insert(ticket_key(ticket_id));
         let Some(opened) = self.tickets.get_mut(ticket_id).and_then(|t| t.opened.as_mut()) else { return };
         if !matches!(opened.attribution, Attribution::Pending) {
@@ -398,8 +466,8 @@ impl PartitionJoin {
                 out.human(opened.day_ms, &opened.cost_center, &opened.channel, |h| h.attributed_tickets += 1);
                 // At most one failed deflection per conversation: the first attributed ticket.
                 let first = match self.convs.get_mut(cid) {
-                    Some(conv) if !conv.failed_deflection => {
-                        conv.failed_deflection = true;
+                    Some(conv) if !conv.failed_deflection() => {
+                        conv.set_failed_deflection();
                         true
                     }
                     _ => false,
@@ -438,7 +506,7 @@ impl PartitionJoin {
             match &p {
                 PendingOutcome::Feedback { turn, ts, kind, score } => {
                     let target = match turn {
-                        Some(k) => conv.turns.iter().find(|t| t.turn == *k),
+                        Some(k) => conv.turns().iter().find(|t| t.turn == *k),
                         None => conv.latest_turn_at_or_before(*ts).or_else(|| conv.latest_turn()),
                     };
                     if let Some(t) = target {
@@ -461,7 +529,7 @@ impl PartitionJoin {
             self.due.insert((p.ts(), cid.to_string()));
         }
         if let Some(conv) = self.convs.get_mut(cid) {
-            conv.pending.push(p);
+            conv.push_pending(p);
             self.pending_count += 1;
             self.dirty.insert(conv_key(cid));
         }
@@ -478,8 +546,8 @@ impl PartitionJoin {
                 break;
             }
             let Some((_, cid)) = self.due.pop_first() else { break };
-            let Some(conv) = self.convs.get_mut(&cid) else { continue };
-            let mut waiting = std::mem::take(&mut conv.pending);
+            let Some(conv) = self.convs.get_mut(cid.as_str()) else { continue };
+            let mut waiting = conv.take_pending();
             if waiting.is_empty() {
                 continue;
             }
@@ -507,11 +575,13 @@ impl PartitionJoin {
         let oldest = self
             .convs
             .iter()
-            .flat_map(|(cid, c)| c.pending.iter().enumerate().map(move |(i, p)| (p.ts(), cid.clone(), i)))
+            .flat_map(|(cid, c)| c.pending().iter().enumerate().map(move |(i, p)| (p.ts(), cid.clone(), i)))
             .min();
         if let Some((_, cid, i)) = oldest {
             if let Some(conv) = self.convs.get_mut(&cid) {
-                let p = conv.pending.remove(i);
+                let mut pending = conv.take_pending();
+                let p = pending.remove(i);
+                conv.set_pending(pending);
                 self.pending_count -= 1;
                 self.dirty.insert(conv_key(&cid));
                 self.expire_pending(p, OrphanKind::Evicted, out);
@@ -531,11 +601,11 @@ impl PartitionJoin {
         let mut expired: Vec<PendingOutcome> = Vec::new();
         let mut drop_convs = Vec::new();
         for (cid, conv) in self.convs.iter_mut() {
-            let before = conv.pending.len();
+            let before = conv.pending().len();
             let (keep, gone): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut conv.pending).into_iter().partition(|p| wm <= p.ts() + s.pending_ms);
-            conv.pending = keep;
-            if conv.pending.len() != before {
+                conv.take_pending().into_iter().partition(|p| wm <= p.ts() + s.pending_ms);
+            conv.set_pending(keep);
+            if conv.pending().len() != before {
                 self.dirty.insert(conv_key(cid));
             }
             expired.extend(gone);
@@ -543,7 +613,7 @@ impl PartitionJoin {
                 Some(t) => wm > t.ts + s.window_ms + s.grace_ms,
                 None => true,
             };
-            if done && conv.pending.is_empty() {
+            if done && conv.pending().is_empty() {
                 drop_convs.push(cid.clone());
             }
         }
@@ -556,7 +626,7 @@ impl PartitionJoin {
             self.expire_pending(p, kind, out);
         }
         for cid in drop_convs {
-            self.convs.remove(&cid);
+            self.convs.remove(&*cid);
             self.dirty.insert(conv_key(&cid));
         }
         let mut drop_tickets = Vec::new();
@@ -586,6 +656,8 @@ impl PartitionJoin {
             self.tickets.remove(&tid);
             self.dirty.insert(ticket_key(&tid));
         }
+        // Combinations no turn or ticket refers to any more (a retired model, say).
+        self.dims_pool.retain(|_, dims| Arc::strong_count(dims) > 1);
     }
 }
 
@@ -593,7 +665,7 @@ fn apply_feedback_effect(
     kind: FeedbackKind,
     score: Option<f64>,
     ts: i64,
-    dims: &Dims,
+    dims: &Arc<Dims>,
     out: &mut Deltas,
     n: &mut JoinCounters,
 ) {

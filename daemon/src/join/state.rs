@@ -1,33 +1,132 @@
 //! Persisted join state entries. Serialized as JSON into `tw_join_state` with the offsets, so a
 //! restart resumes the join exactly where the last commit left it.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::event::FeedbackKind;
 use crate::metrics::Dims;
 
 /// One conversation's turns and whatever waits for them.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+///
+/// A gateway keeps every conversation of the attribution window open (SPEC §8: ≤ 256 bytes each),
+/// and the common one has a few turns and nothing else. So the turns sit in one exact-size
+/// allocation that also carries each decision's event hash (duplicate detection) and drift series
+/// (the drift histograms' per-day conversation count), and everything rarer — feedback hashes,
+/// parked outcomes, entries of older state — sits behind one optional box.
+///
+/// Persisted as JSON in the same shape as before that split (`t`, `s`, `f`, `p`, `dd`), so state
+/// written by an older daemon restores unchanged.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(from = "ConvStateRepr")]
 pub struct ConvState {
-    /// Turns seen, in arrival order.
-    #[serde(default, rename = "t")]
-    pub turns: Vec<Turn>,
-    /// Hashes of the event ids applied to this conversation (decisions and feedback).
-    #[serde(default, rename = "s")]
-    pub seen: Vec<u64>,
+    turns: Box<[Turn]>,
+    rare: Option<Box<Rare>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Rare {
     /// Whether this conversation already produced its (single) failed deflection.
-    #[serde(default, rename = "f")]
-    pub failed_deflection: bool,
+    failed_deflection: bool,
+    /// Hashes of feedback event ids applied here (and, in older state, of decisions too).
+    seen: Vec<u64>,
     /// Outcomes that arrived before the turn they belong to.
-    #[serde(default, rename = "p")]
-    pub pending: Vec<PendingOutcome>,
-    /// (UTC day, hash of classifier version + router) already counted as a conversation in the
-    /// drift histograms' effective sample size.
-    #[serde(default, rename = "dd")]
-    pub drift_days: Vec<(i64, u64)>,
+    pending: Vec<PendingOutcome>,
+    /// (UTC day, drift series) counted before turns carried their series (older state only).
+    drift_days: Vec<(i64, u64)>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        !self.failed_deflection && self.seen.is_empty() && self.pending.is_empty() && self.drift_days.is_empty()
+    }
 }
 
 impl ConvState {
+    /// Turns seen, in arrival order.
+    pub fn turns(&self) -> &[Turn] {
+        &self.turns
+    }
+
+    pub fn turns_mut(&mut self) -> &mut [Turn] {
+        &mut self.turns
+    }
+
+    /// Append a turn. Conversations have few turns, so reallocating to the exact size each time
+    /// costs less than the spare capacity a `Vec` would keep for every open conversation.
+    pub fn push_turn(&mut self, turn: Turn) {
+        // Exact capacity: `Vec::push` would grow to 4 and the shrink back would leave a hole.
+        let mut turns = Vec::with_capacity(self.turns.len() + 1);
+        turns.extend(std::mem::take(&mut self.turns).into_vec());
+        turns.push(turn);
+        self.turns = turns.into_boxed_slice();
+    }
+
+    /// Whether an event with this id hash was already applied to the conversation.
+    pub fn has_seen(&self, event_hash: u64) -> bool {
+        self.turns.iter().any(|t| t.event_hash == event_hash && event_hash != 0)
+            || self.rare.as_ref().is_some_and(|r| r.seen.contains(&event_hash))
+    }
+
+    /// Remember a feedback event (decisions are remembered by their turn).
+    pub fn mark_seen(&mut self, event_hash: u64) {
+        self.rare_mut().seen.push(event_hash);
+    }
+
+    /// Whether the conversation was already counted on `day_ms` in this drift series (a hash of
+    /// classifier version and router, see [`Turn::drift_series`]).
+    pub fn counted_for_drift(&self, day_ms: i64, series: u64) -> bool {
+        let short = short_series(series);
+        self.turns.iter().any(|t| t.drift_series == short && crate::metrics::day_start(t.ts) == day_ms)
+            || self.rare.as_ref().is_some_and(|r| r.drift_days.contains(&(day_ms, series)))
+    }
+
+    /// Whether this conversation already produced its (single) failed deflection.
+    pub fn failed_deflection(&self) -> bool {
+        self.rare.as_ref().is_some_and(|r| r.failed_deflection)
+    }
+
+    pub fn set_failed_deflection(&mut self) {
+        self.rare_mut().failed_deflection = true;
+    }
+
+    /// Outcomes that arrived before the turn they belong to.
+    pub fn pending(&self) -> &[PendingOutcome] {
+        self.rare.as_ref().map_or(&[], |r| &r.pending)
+    }
+
+    pub fn push_pending(&mut self, p: PendingOutcome) {
+        self.rare_mut().pending.push(p);
+    }
+
+    pub fn take_pending(&mut self) -> Vec<PendingOutcome> {
+        let taken = self.rare.as_mut().map(|r| std::mem::take(&mut r.pending)).unwrap_or_default();
+        self.drop_empty_rare();
+        taken
+    }
+
+    pub fn set_pending(&mut self, pending: Vec<PendingOutcome>) {
+        if pending.is_empty() {
+            if let Some(r) = self.rare.as_mut() {
+                r.pending = pending;
+            }
+            self.drop_empty_rare();
+        } else {
+            self.rare_mut().pending = pending;
+        }
+    }
+
+    fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    fn drop_empty_rare(&mut self) {
+        if self.rare.as_ref().is_some_and(|r| r.is_empty()) {
+            self.rare = None;
+        }
+    }
+
     /// The latest turn with `ts ≤ at` (ties: the later-arriving one).
     pub fn latest_turn_at_or_before(&self, at: i64) -> Option<&Turn> {
         self.turns.iter().filter(|t| t.ts <= at).max_by_key(|t| (t.ts, t.turn))
@@ -38,14 +137,84 @@ impl ConvState {
     }
 }
 
+/// The persisted shape of [`ConvState`].
+#[derive(Deserialize)]
+struct ConvStateRepr {
+    #[serde(default, rename = "t")]
+    turns: Vec<Turn>,
+    #[serde(default, rename = "s")]
+    seen: Vec<u64>,
+    #[serde(default, rename = "f")]
+    failed_deflection: bool,
+    #[serde(default, rename = "p")]
+    pending: Vec<PendingOutcome>,
+    #[serde(default, rename = "dd")]
+    drift_days: Vec<(i64, u64)>,
+}
+
+impl From<ConvStateRepr> for ConvState {
+    fn from(r: ConvStateRepr) -> Self {
+        let rare =
+            Rare { failed_deflection: r.failed_deflection, seen: r.seen, pending: r.pending, drift_days: r.drift_days };
+        let mut state = ConvState { turns: r.turns.into_boxed_slice(), rare: Some(Box::new(rare)) };
+        state.drop_empty_rare();
+        state
+    }
+}
+
+/// Serialized through borrowed fields: a commit serializes every touched conversation, and
+/// `#[serde(into)]` would clone each one first.
+impl Serialize for ConvState {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            #[serde(rename = "t")]
+            turns: &'a [Turn],
+            #[serde(rename = "s", skip_serializing_if = "<[_]>::is_empty")]
+            seen: &'a [u64],
+            #[serde(rename = "f")]
+            failed_deflection: bool,
+            #[serde(rename = "p", skip_serializing_if = "<[_]>::is_empty")]
+            pending: &'a [PendingOutcome],
+            #[serde(rename = "dd", skip_serializing_if = "<[_]>::is_empty")]
+            drift_days: &'a [(i64, u64)],
+        }
+        let rare = self.rare.as_deref();
+        Borrowed {
+            turns: &self.turns,
+            seen: rare.map_or(&[], |r| &r.seen),
+            failed_deflection: self.failed_deflection(),
+            pending: rare.map_or(&[], |r| &r.pending),
+            drift_days: rare.map_or(&[], |r| &r.drift_days),
+        }
+        .serialize(serializer)
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Turn {
     #[serde(rename = "k")]
     pub turn: i32,
     #[serde(rename = "ts")]
     pub ts: i64,
+    /// Interned per partition: every turn with the same dimensions shares one copy.
     #[serde(rename = "d")]
-    pub dims: Dims,
+    pub dims: Arc<Dims>,
+    /// Hash of the decision's event id (0 in state written before turns carried it: those hashes
+    /// are in the conversation's `s` list).
+    #[serde(rename = "h", default)]
+    pub event_hash: u64,
+    /// The drift series this turn was counted in: the low 32 bits of the (classifier version,
+    /// router) hash, never 0 (0 marks older state, whose counts are in `dd`). 32 bits keep a turn at
+    /// 32 bytes; two series of one conversation on one day collide with odds 2⁻³², and then the
+    /// conversation is counted once instead of twice in an effective sample size.
+    #[serde(rename = "v", default)]
+    pub drift_series: u32,
+}
+
+/// The 32-bit form of a drift series hash stored in a [`Turn`].
+pub fn short_series(series: u64) -> u32 {
+    (series as u32).max(1)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -100,7 +269,7 @@ pub struct Opened {
 pub enum Attribution {
     Pending,
     Unattributed,
-    Turn { ts: i64, dims: Dims },
+    Turn { ts: i64, dims: Arc<Dims> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -296,7 +296,7 @@ fn state_survives_a_restore_round_trip() {
     assert_eq!(n.duplicates, 1);
     // …the waiting feedback still finds its decision…
     restored.apply_decision(&h.s, &decision("e9", "x", 0, T0, "cheap"), &mut out, &mut n);
-    let key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["x"].turns[0].dims.clone() };
+    let key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["x"].turns()[0].dims.clone() };
     assert_eq!(out.quality[&key].thumbs_up, 1);
     // …and the conversation's single failed deflection is remembered.
     restored.advance_watermark(T0 + 2 * HOUR_MS);
@@ -306,7 +306,7 @@ fn state_survives_a_restore_round_trip() {
         &mut out,
         &mut n,
     );
-    let c_key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["c"].turns[0].dims.clone() };
+    let c_key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["c"].turns()[0].dims.clone() };
     assert_eq!(out.quality[&c_key].failed_deflections, 0);
     assert_eq!(out.quality[&c_key].attributed_tickets, 1);
 }
@@ -389,4 +389,66 @@ fn waiting_outcomes_survive_restore_and_release_later() {
     j.release_due(&h.s, &mut out, &mut h.n);
     let fd: i64 = out.quality.iter().filter(|(k, _)| k.grain == Grain::Day).map(|(_, v)| v.failed_deflections).sum();
     assert_eq!(fd, 1);
+}
+
+/// Drift conversation counts (the histograms' effective sample size) by classifier version.
+fn drift_conversations(out: &Deltas, version: &str) -> i64 {
+    out.conf.iter().filter(|(k, _)| k.classifier_version == version).map(|(_, c)| c.conversations).sum()
+}
+
+#[test]
+fn drift_counts_a_conversation_once_per_day_and_series() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0 + HOUR_MS, "cheap"));
+    h.d(decision("e2", "c", 1, T0 + 5 * HOUR_MS, "capable"));
+    assert_eq!(drift_conversations(&h.out, "v1"), 1, "same day, same series: once");
+    h.d(decision("e3", "c", 2, T0 + DAY_MS + HOUR_MS, "cheap"));
+    assert_eq!(drift_conversations(&h.out, "v1"), 2, "a new day counts again");
+    let mut other = decision("e4", "c", 3, T0 + DAY_MS + 2 * HOUR_MS, "cheap");
+    other.classifier_version = "v2".into();
+    h.d(other);
+    assert_eq!(drift_conversations(&h.out, "v2"), 1, "another classifier version is another series");
+    assert_eq!(drift_conversations(&h.out, "v1"), 2);
+}
+
+#[test]
+fn turns_share_one_copy_of_their_dims_also_after_restore() {
+    let mut h = Harness::new();
+    for (i, conv) in ["a", "b", "c"].iter().enumerate() {
+        h.d(decision(&format!("e{i}"), conv, 0, T0 + i as i64, "cheap"));
+    }
+    let first = h.j.convs["a"].turns()[0].dims.clone();
+    assert!(Arc::ptr_eq(&first, &h.j.convs["c"].turns()[0].dims));
+    let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    let restored = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
+    let a = &restored.convs["a"].turns()[0].dims;
+    assert_eq!(**a, *first);
+    assert!(Arc::ptr_eq(a, &restored.convs["b"].turns()[0].dims));
+    assert_eq!(restored.dims_pool.len(), 1);
+}
+
+#[test]
+fn state_written_before_turns_carried_their_hashes_restores() {
+    // The persisted shape of an older daemon: decision hashes in `s`, drift days in `dd`, turns
+    // without `h`/`v`. Restoring it must keep duplicates out and counts single.
+    let d = decision("e1", "c", 0, T0 + HOUR_MS, "cheap");
+    let series = xxhash_rust::xxh3::xxh3_64_with_seed(d.classifier_version.as_bytes(), u64::from(d.router.index()));
+    let dims = serde_json::json!({"tier": "cheap", "model": "cheap-model", "classifier_version": "v1",
+        "router": "pre_route", "segment": "smb", "intent": ""});
+    let old = serde_json::json!({"t": [{"k": 0, "ts": T0 + HOUR_MS, "d": dims}], "s": [event_hash("e1")],
+        "f": true, "p": [], "dd": [[T0, series]]});
+    let entries = vec![(conv_key("c"), serde_json::to_vec(&old).unwrap())];
+    let mut j = PartitionJoin::restore(entries, T0 + HOUR_MS).unwrap();
+    let (s, mut out, mut n) = (JoinSettings::default(), Deltas::default(), JoinCounters::default());
+    j.apply_decision(&s, &d, &mut out, &mut n);
+    assert_eq!((n.duplicates, n.decisions), (1, 0));
+    j.apply_decision(&s, &decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"), &mut out, &mut n);
+    assert_eq!(n.decisions, 1);
+    assert_eq!(drift_conversations(&out, "v1"), 0, "already counted that day by the older daemon");
+    assert!(j.convs["c"].failed_deflection());
+    // Written back, the older entries survive next to the new turn's own hash.
+    let written: serde_json::Value = serde_json::from_slice(j.take_dirty()[0].1.as_ref().unwrap()).unwrap();
+    assert_eq!(written["s"], serde_json::json!([event_hash("e1")]));
+    assert_eq!(written["t"][1]["h"], serde_json::json!(event_hash("e2")));
+    assert_eq!(written["f"], serde_json::json!(true));
 }

@@ -5,6 +5,7 @@
 //! offsets. Money is kept in integer nano-USD so sums are exact and independent of order.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -73,11 +74,13 @@ pub struct Dims {
     pub intent: String,
 }
 
+/// A quality row's key. The dims are shared: every event of a turn's hour and day rows (and the
+/// join state's turns) point at one interned copy instead of cloning six strings per event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct QualityKey {
     pub grain: Grain,
     pub bucket_ms: i64,
-    pub dims: Dims,
+    pub dims: Arc<Dims>,
 }
 
 /// Additive counters of one quality row (SPEC §4.1).
@@ -239,20 +242,26 @@ impl ConfDelta {
     }
 }
 
+/// A hash map for the maps touched on every event (join state, batch deltas). SipHash, std's
+/// default, was the largest single cost of the hot path; foldhash is several times faster and
+/// still seeded per process, so crafted ids cannot pick collisions ahead of time.
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+pub type FastSet<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
 /// Everything one batch adds to the aggregates.
 #[derive(Debug, Default, Clone)]
 pub struct Deltas {
-    pub quality: HashMap<QualityKey, QualityDelta>,
+    pub quality: FastMap<QualityKey, QualityDelta>,
     /// (hour bucket, dims, latency bin) → count.
-    pub latency: HashMap<(QualityKey, i32), i64>,
+    pub latency: FastMap<(QualityKey, i32), i64>,
     /// (day, tier) → distinct new conversations.
-    pub tier_day: HashMap<(i64, String), i64>,
-    pub human: HashMap<HumanKey, HumanDelta>,
+    pub tier_day: FastMap<(i64, String), i64>,
+    pub human: FastMap<HumanKey, HumanDelta>,
     /// (day, kind) → count.
-    pub orphans: HashMap<(i64, OrphanKind), i64>,
+    pub orphans: FastMap<(i64, OrphanKind), i64>,
     /// Confidence histograms. Stored per partition (read-modify-write by the partition's owner),
     /// so [`Deltas::merge`] leaves them out.
-    pub conf: HashMap<ConfKey, ConfDelta>,
+    pub conf: FastMap<ConfKey, ConfDelta>,
 }
 
 impl Deltas {
@@ -285,19 +294,19 @@ impl Deltas {
     }
 
     /// Apply `f` to the quality row of both grains (hour and day) for a turn at `ts_ms`.
-    pub fn quality_both(&mut self, ts_ms: i64, dims: &Dims, f: impl Fn(&mut QualityDelta)) {
+    pub fn quality_both(&mut self, ts_ms: i64, dims: &Arc<Dims>, f: impl Fn(&mut QualityDelta)) {
         for grain in [Grain::Hour, Grain::Day] {
             self.quality_one(grain, ts_ms, dims, &f);
         }
     }
 
-    pub fn quality_one(&mut self, grain: Grain, ts_ms: i64, dims: &Dims, f: impl Fn(&mut QualityDelta)) {
+    pub fn quality_one(&mut self, grain: Grain, ts_ms: i64, dims: &Arc<Dims>, f: impl Fn(&mut QualityDelta)) {
         let key = QualityKey { grain, bucket_ms: grain.bucket(ts_ms), dims: dims.clone() };
         f(self.quality.entry(key).or_default());
     }
 
     /// Record a turn's latency in its hour's histogram (days are summed from hours in SQL).
-    pub fn latency(&mut self, ts_ms: i64, dims: &Dims, latency_ms: f64) {
+    pub fn latency(&mut self, ts_ms: i64, dims: &Arc<Dims>, latency_ms: f64) {
         let key = QualityKey { grain: Grain::Hour, bucket_ms: hour_start(ts_ms), dims: dims.clone() };
         *self.latency.entry((key, latency_bin(latency_ms))).or_default() += 1;
     }
