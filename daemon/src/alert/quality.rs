@@ -174,18 +174,19 @@ pub fn evaluations(
             let (bx, bn) = m.of(&baseline);
             let base_rate = if bn > 0 { bx as f64 / bn as f64 } else { f64::NAN };
             let bar = base_rate * (1.0 + cfg.min_relative_increase);
-            let judge = |c: &DayCounts| -> Option<(bool, f64)> {
+            let judge = |c: &DayCounts| -> Option<WindowVerdict> {
                 let (x, n) = m.of(c);
                 let test = two_proportion_one_sided(x, n, bx, bn)?;
                 let rate = x as f64 / n as f64;
-                Some((test.p_value < level_alpha && rate >= bar && rate > base_rate, rate))
+                let regressed = test.p_value < level_alpha && rate >= bar && rate > base_rate;
+                Some(WindowVerdict { regressed, rate, p_value: test.p_value })
             };
-            let results: Vec<(bool, f64)> = [judge(today), judge(&week)].into_iter().flatten().collect();
-            if results.is_empty() {
+            let (day_verdict, week_verdict) = (judge(today), judge(&week));
+            let Some(shown) = deciding_window(day_verdict, week_verdict) else {
                 continue; // nothing to decide on this day (no trials)
-            }
-            let regressed = results.iter().any(|r| r.0);
-            let value = results.iter().map(|r| r.1).fold(f64::MIN, f64::max);
+            };
+            let regressed = shown.regressed;
+            let value = shown.rate;
             out.entry(m).or_default().push(Evaluation {
                 window_start_ms: day * DAY_MS,
                 window_end_ms: (day + 1) * DAY_MS,
@@ -196,6 +197,22 @@ pub fn evaluations(
         }
     }
     out
+}
+
+/// One window's test against the baseline.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct WindowVerdict {
+    regressed: bool,
+    rate: f64,
+    p_value: f64,
+}
+
+/// The window whose rate an evaluation reports: the more significant regressed window when one
+/// regressed (so an alert shows the rate that fired it, not a two-review day's 0.5 next to the
+/// week that was the real evidence), else the 7-day window, else the day.
+fn deciding_window(day: Option<WindowVerdict>, week: Option<WindowVerdict>) -> Option<WindowVerdict> {
+    let regressed = [day, week].into_iter().flatten().filter(|v| v.regressed);
+    regressed.min_by(|a, b| a.p_value.total_cmp(&b.p_value)).or(week).or(day)
 }
 
 fn baseline_range(cfg: &QualityRuleConfig, days: &BTreeMap<i64, DayCounts>) -> Option<(i64, i64)> {
@@ -271,5 +288,31 @@ mod tests {
         let ev = evaluations(&cfg, &steady(0..6, 50), 6);
         assert_eq!(ev[&Metric::FailedDeflectionRate].len(), 3);
         assert!(!ev.contains_key(&Metric::ReviewErrorRate), "no reviews: nothing to evaluate");
+    }
+
+    #[test]
+    fn the_reported_value_is_the_deciding_windows_rate() {
+        let v = |regressed, rate, p_value| Some(WindowVerdict { regressed, rate, p_value });
+        let pick = |d, w| deciding_window(d, w).map(|x| x.rate);
+        assert_eq!(pick(v(true, 0.5, 1e-2), v(true, 0.36, 1e-6)), Some(0.36), "the more significant window");
+        assert_eq!(pick(v(true, 0.5, 1e-6), v(true, 0.36, 1e-2)), Some(0.5));
+        assert_eq!(pick(v(false, 0.5, 0.2), v(true, 0.36, 1e-6)), Some(0.36), "not a noisy day's rate");
+        assert_eq!(pick(v(false, 0.5, 0.2), v(false, 0.1, 0.3)), Some(0.1), "quiet: the week");
+        assert_eq!(pick(v(false, 0.5, 0.2), None), Some(0.5));
+        assert_eq!(pick(None, None), None);
+
+        // Reviews: a clean baseline, a bad week, then a day with 2 reviews of which 1 wrong.
+        let cfg = QualityRuleConfig::default();
+        let mut days = steady(0..14, 50);
+        for c in days.values_mut() {
+            (c.reviews_n, c.reviews_wrong) = (20, 1);
+        }
+        for d in 14..20 {
+            days.insert(d, DayCounts { reviews_n: 20, reviews_wrong: 8, ..days[&0] });
+        }
+        days.insert(20, DayCounts { reviews_n: 2, reviews_wrong: 1, ..days[&0] });
+        let last = evaluations(&cfg, &days, 12)[&Metric::ReviewErrorRate].last().unwrap().clone();
+        assert!(last.level.is_some(), "the week still regressed");
+        assert!((last.value - 49.0 / 122.0).abs() < 1e-12, "the week's rate, not the day's 0.5: {}", last.value);
     }
 }
