@@ -125,19 +125,6 @@ fn replay(cfg: &Path, files: &[std::path::PathBuf; 3]) -> String {
     stderr
 }
 
-async fn totals(env: &Env) -> Vec<(String, i64, i64, i64, i64)> {
-    sqlx::query(
-        "SELECT tier, SUM(decisions)::bigint, SUM(conversations)::bigint, SUM(thumbs_down)::bigint, \
-         SUM(failed_deflections)::bigint FROM tier_quality_daily GROUP BY tier ORDER BY tier",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap()
-    .into_iter()
-    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-    .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_is_exact_resumable_and_format_independent() {
     let evs = events();
@@ -159,20 +146,20 @@ async fn replay_is_exact_resumable_and_format_independent() {
     std::fs::write(&cfg, format!("[postgres]\nurl = \"{}\"\n[http]\nlisten = \"\"\n", json_env.db_url)).unwrap();
     let first = replay(&cfg, &files);
     assert!(first.contains(&format!("replayed {} records (1 rejected)", evs.len() + 1)), "{first}");
-    assert_eq!(totals(&json_env).await, expect);
+    assert_eq!(json_env.tier_totals().await, expect);
     let dead: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM dead_letters").fetch_one(&json_env.pool).await.unwrap();
     assert_eq!(dead, 1);
     // Again: nothing new is applied.
     let second = replay(&cfg, &files);
     assert!(second.contains("replayed 0 records"), "{second}");
-    assert_eq!(totals(&json_env).await, expect);
+    assert_eq!(json_env.tier_totals().await, expect);
 
     let avro_env = Env::new("replayavro").await;
     let files = write_avro(avro_env.dir.path(), &evs);
     let cfg = avro_env.dir.path().join("replay.toml");
     std::fs::write(&cfg, format!("[postgres]\nurl = \"{}\"\n[http]\nlisten = \"\"\n", avro_env.db_url)).unwrap();
     replay(&cfg, &files);
-    assert_eq!(totals(&avro_env).await, expect, "Avro container files give the same numbers");
+    assert_eq!(avro_env.tier_totals().await, expect, "Avro container files give the same numbers");
 
     // The embedded store: the same replay into SQLite gives the same view rows as Postgres.
     let db = avro_env.dir.path().join("embedded.db");

@@ -102,16 +102,7 @@ async fn simulated_streams_through_kafka_equal_the_replayed_files() {
     // Outcomes are released as the watermark passes them: wait for the last release.
     let start = Instant::now();
     loop {
-        let got: Vec<(String, i64, i64, i64, i64)> = sqlx::query(
-            "SELECT tier, SUM(decisions)::bigint, SUM(conversations)::bigint, SUM(thumbs_down)::bigint, \
-             SUM(failed_deflections)::bigint FROM tier_quality_daily GROUP BY tier ORDER BY tier",
-        )
-        .fetch_all(&env.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
-        .collect();
+        let got = env.tier_totals().await;
         if got == want {
             break;
         }

@@ -133,6 +133,21 @@ max_connections = 4
             .get(0)
     }
 
+    /// Per tier over all days of `tier_quality_daily`: (tier, decisions, conversations, thumbs
+    /// down, failed deflections).
+    pub async fn tier_totals(&self) -> Vec<(String, i64, i64, i64, i64)> {
+        sqlx::query(
+            "SELECT tier, SUM(decisions)::bigint, SUM(conversations)::bigint, SUM(thumbs_down)::bigint, \
+             SUM(failed_deflections)::bigint FROM tier_quality_daily GROUP BY tier ORDER BY tier",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+    }
+
     /// Wait until the store's offsets show `counts[i]` messages of topic i.
     pub async fn wait_committed(&self, counts: [i64; 3], daemon: &mut Daemon, timeout: Duration) {
         let start = Instant::now();

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use chrono::NaiveDate;
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use sqlx::Row;
@@ -218,6 +219,7 @@ impl ReportData {
 }
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
 
 fn pe<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing a chart: {e:?}")
@@ -256,48 +258,63 @@ fn svg_chart(
     y_range: std::ops::Range<f64>,
     data: &ReportData,
     timeline: &Timeline,
-    draw: impl FnOnce(
-        &mut ChartContext<
-            '_,
-            SVGBackend<'_>,
-            Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-        >,
-    ) -> anyhow::Result<()>,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
     let mut svg = String::new();
     {
         let root: Area<'_> = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(pe)?;
-        let start = data.start;
-        let x_fmt = move |x: &f64| (start + chrono::Days::new(x.max(0.0).round() as u64)).format("%b %d").to_string();
-        let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(64)
-            .build_cartesian_2d(0f64..data.days as f64, y_range.clone())
-            .map_err(pe)?;
-        chart
-            .configure_mesh()
-            .x_labels(20)
-            .x_label_formatter(&x_fmt)
-            .y_desc(y_desc)
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(pe)?;
+        let x_fmt = day_label(data.start);
+        let mut chart =
+            chart_builder(&root, title).build_cartesian_2d(0f64..data.days as f64, y_range.clone()).map_err(pe)?;
+        draw_mesh(&mut chart, &x_fmt, y_desc)?;
         draw(&mut chart)?;
         draw_markers(&mut chart, timeline, y_range, &x_fmt)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(pe)?;
+        draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present().map_err(pe)?;
     }
     Ok(svg)
+}
+
+/// Every chart's x axis is the day offset from the run's first day, labelled with its date.
+fn day_label(start: NaiveDate) -> impl Fn(&f64) -> String {
+    move |x: &f64| (start + chrono::Days::new(x.max(0.0).round() as u64)).format("%b %d").to_string()
+}
+
+/// The common frame of every chart: caption, margin and label areas.
+fn chart_builder<'a, 'b>(root: &'a Area<'b>, title: &str) -> ChartBuilder<'a, 'b, SVGBackend<'b>> {
+    let mut builder = ChartBuilder::on(root);
+    builder.caption(title, ("sans-serif", 17)).margin(12).x_label_area_size(32).y_label_area_size(64);
+    builder
+}
+
+fn draw_mesh<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    x_fmt: &dyn Fn(&f64) -> String,
+    y_desc: &str,
+) -> anyhow::Result<()> {
+    chart
+        .configure_mesh()
+        .x_labels(20)
+        .x_label_formatter(x_fmt)
+        .y_desc(y_desc)
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(pe)
+}
+
+fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
+    chart: &mut ChartContext<'a, DB, CT>,
+    position: SeriesLabelPosition,
+) -> anyhow::Result<()> {
+    chart
+        .configure_series_labels()
+        .position(position)
+        .background_style(WHITE.mix(0.85))
+        .border_style(RGBColor(200, 200, 200))
+        .label_font(("sans-serif", 12))
+        .draw()
+        .map_err(pe)
 }
 
 /// The first firing of each headline rule as a dashed vertical line, labelled with its date.
@@ -324,11 +341,7 @@ fn draw_markers<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
 
 /// A rate line with its interval band.
 fn rate_series(
-    chart: &mut ChartContext<
-        '_,
-        SVGBackend<'_>,
-        Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
-    >,
+    chart: &mut Chart<'_, '_>,
     points: &[(f64, f64, f64, f64)],
     scale: f64,
     color: RGBColor,
@@ -537,12 +550,6 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
     Ok(html(timeline, &charts))
 }
 
-type Chart<'a, 'b> = ChartContext<
-    'a,
-    SVGBackend<'b>,
-    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
->;
-
 fn line(c: &mut Chart<'_, '_>, pts: &[(f64, f64)], color: impl Into<ShapeStyle>, label: &str) -> anyhow::Result<()> {
     if pts.is_empty() {
         return Ok(());
@@ -577,25 +584,13 @@ fn dual_chart(
     {
         let root = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
         root.fill(&WHITE).map_err(pe)?;
-        let start = data.start;
-        let x_fmt = move |x: &f64| (start + chrono::Days::new(x.max(0.0).round() as u64)).format("%b %d").to_string();
-        let mut chart = ChartBuilder::on(&root)
-            .caption("Deflection rate vs human-handled volume", ("sans-serif", 17))
-            .margin(12)
-            .x_label_area_size(32)
-            .y_label_area_size(64)
+        let x_fmt = day_label(data.start);
+        let mut chart = chart_builder(&root, "Deflection rate vs human-handled volume")
             .right_y_label_area_size(64)
             .build_cartesian_2d(0f64..data.days as f64, left.clone())
             .map_err(pe)?
             .set_secondary_coord(0f64..data.days as f64, right);
-        chart
-            .configure_mesh()
-            .x_labels(20)
-            .x_label_formatter(&x_fmt)
-            .y_desc("AI deflection rate (%)")
-            .light_line_style(RGBColor(235, 235, 235))
-            .draw()
-            .map_err(pe)?;
+        draw_mesh(&mut chart, &x_fmt, "AI deflection rate (%)")?;
         chart.configure_secondary_axes().y_desc("tickets opened per day").draw().map_err(pe)?;
         let color = TIER_COLORS[0];
         let band: Vec<(f64, f64)> = deflection
@@ -616,14 +611,7 @@ fn dual_chart(
             .label("tickets opened per day (right)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], tc.stroke_width(2)));
         draw_markers(&mut chart, timeline, left.clone(), &x_fmt)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(200, 200, 200))
-            .label_font(("sans-serif", 12))
-            .draw()
-            .map_err(pe)?;
+        draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         root.present().map_err(pe)?;
     }
     Ok(svg)

@@ -325,6 +325,20 @@ mod tests {
         move |s| s["model_version"] = v.into()
     }
 
+    /// A pool scoring with a fresh copy of the model (version "v1"), its handle, metrics and the
+    /// receiver of its outcomes.
+    fn v1_pool(
+        dir: &std::path::Path,
+        config: PoolConfig,
+    ) -> (RescorePool<usize>, Arc<ModelHandle>, RescoreMetrics, tokio::sync::mpsc::UnboundedReceiver<Outcome<usize>>)
+    {
+        let metrics = RescoreMetrics::new();
+        let handle = ModelHandle::load(copy_model(dir, "m", version("v1")), metrics.clone()).unwrap();
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool = RescorePool::new(config, Arc::clone(&handle), tx, metrics.clone()).unwrap();
+        (pool, handle, metrics, rx)
+    }
+
     fn drain<T>(rx: &mut tokio::sync::mpsc::UnboundedReceiver<Outcome<T>>) -> Vec<Outcome<T>> {
         let mut v = Vec::new();
         while let Ok(o) = rx.try_recv() {
@@ -336,16 +350,8 @@ mod tests {
     #[test]
     fn scores_every_job_and_drains_on_shutdown() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = RescoreMetrics::new();
-        let handle = ModelHandle::load(copy_model(dir.path(), "m", version("v1")), metrics.clone()).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = RescorePool::new(
-            PoolConfig { workers: 2, queue_capacity: 1000, batch_size: 8 },
-            Arc::clone(&handle),
-            tx,
-            metrics.clone(),
-        )
-        .unwrap();
+        let (pool, handle, metrics, mut rx) =
+            v1_pool(dir.path(), PoolConfig { workers: 2, queue_capacity: 1000, batch_size: 8 });
         let texts = ["where is my order", "dispute a chargeback on invoice INV-1", ""];
         for i in 0..100usize {
             pool.try_submit(Job { text: texts[i % 3].to_string(), payload: i }).unwrap();
@@ -374,16 +380,8 @@ mod tests {
     #[test]
     fn sheds_when_the_queue_is_full() {
         let dir = tempfile::tempdir().unwrap();
-        let metrics = RescoreMetrics::new();
-        let handle = ModelHandle::load(copy_model(dir.path(), "m", version("v1")), metrics.clone()).unwrap();
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = RescorePool::new(
-            PoolConfig { workers: 1, queue_capacity: 2, batch_size: 1 },
-            Arc::clone(&handle),
-            tx,
-            metrics.clone(),
-        )
-        .unwrap();
+        let (pool, handle, metrics, mut rx) =
+            v1_pool(dir.path(), PoolConfig { workers: 1, queue_capacity: 2, batch_size: 1 });
         // Block the only worker: it takes a job, then waits for the model behind this write lock.
         let guard = handle.current.write().unwrap();
         pool.try_submit(Job { text: "a".into(), payload: 0 }).unwrap();
