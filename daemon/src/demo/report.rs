@@ -89,27 +89,24 @@ impl ReportData {
         let pool = store.pool();
         let start = timeline.start;
         let mut tiers: BTreeMap<String, BTreeMap<usize, TierDay>> = BTreeMap::new();
-        let rows = sqlx::query(
-            "SELECT day, tier, SUM(ai_conversations), SUM(failed_deflections) FROM deflection_daily GROUP BY day, tier",
-        )
-        .fetch_all(pool)
-        .await?;
-        for r in rows {
-            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-            let e = tiers.entry(r.try_get(1)?).or_default().entry(d).or_default();
-            e.conversations = r.try_get::<i64, _>(2)?.max(0) as u64;
-            e.failed = r.try_get::<i64, _>(3)?.max(0) as u64;
-        }
-        let rows = sqlx::query(
-            "SELECT day, tier, SUM(decisions), SUM(thumbs_down) FROM tier_quality_daily GROUP BY day, tier",
-        )
-        .fetch_all(pool)
-        .await?;
-        for r in rows {
-            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-            let e = tiers.entry(r.try_get(1)?).or_default().entry(d).or_default();
-            e.decisions = r.try_get::<i64, _>(2)?.max(0) as u64;
-            e.thumbs_down = r.try_get::<i64, _>(3)?.max(0) as u64;
+        // Two (count, trials) pairs per tier and day, from two views.
+        type SetPair = fn(&mut TierDay, u64, u64);
+        let sources: [(&str, SetPair); 2] = [
+            (
+                "SELECT day, tier, SUM(ai_conversations), SUM(failed_deflections) FROM deflection_daily GROUP BY day, tier",
+                |e, conversations, failed| (e.conversations, e.failed) = (conversations, failed),
+            ),
+            (
+                "SELECT day, tier, SUM(decisions), SUM(thumbs_down) FROM tier_quality_daily GROUP BY day, tier",
+                |e, decisions, thumbs_down| (e.decisions, e.thumbs_down) = (decisions, thumbs_down),
+            ),
+        ];
+        for (sql, set) in sources {
+            for r in sqlx::query(sql).fetch_all(pool).await? {
+                let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
+                let e = tiers.entry(r.try_get(1)?).or_default().entry(d).or_default();
+                set(e, r.try_get::<i64, _>(2)?.max(0) as u64, r.try_get::<i64, _>(3)?.max(0) as u64);
+            }
         }
         let mut drift: BTreeMap<String, BTreeMap<usize, DriftDay>> = BTreeMap::new();
         let rows = sqlx::query(
