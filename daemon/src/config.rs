@@ -22,7 +22,7 @@ pub enum ConfigError {
     Invalid { key: String, reason: String },
 }
 
-fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.to_string(), reason: reason.into() }
 }
 
@@ -60,6 +60,9 @@ pub struct Config {
     /// Batching of the consume → commit loop.
     #[serde(default)]
     pub batch: BatchConfig,
+    /// `[watermark]`: how each partition's event-time watermark follows its three topics.
+    #[serde(default)]
+    pub watermark: crate::progress::WatermarkConfig,
     /// HTTP endpoint for /metrics, /healthz and /readyz.
     #[serde(default)]
     pub http: HttpConfig,
@@ -569,6 +572,7 @@ impl Config {
             rescore.validate()?;
         }
         self.alerts.misroute.validate()?;
+        self.watermark.validate()?;
         let names = [
             ("topics.routing", &self.topics.routing),
             ("topics.feedback", &self.topics.feedback),

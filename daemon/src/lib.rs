@@ -15,6 +15,7 @@ pub mod http;
 pub mod join;
 pub mod metrics;
 pub mod pipeline;
+pub mod progress;
 pub mod replay;
 pub mod rescore;
 pub mod sim;

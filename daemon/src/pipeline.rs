@@ -17,6 +17,7 @@ use crate::decode::{Decoder, DecoderConfig, WireFormat};
 use crate::event::{Event, Stream};
 use crate::join::{JoinCounters, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
+use crate::progress::{TopicProgress, WatermarkConfig, PROGRESS_KEY};
 use crate::rescore::runtime::{review_label, Rescoring};
 use crate::source::{Polled, RebalanceEvent, Source};
 use crate::store::{
@@ -31,32 +32,16 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 struct Owned {
     join: PartitionJoin,
     generation: i64,
-    /// Next offset to apply, per topic index (None: nothing stored yet).
-    next: [Option<i64>; 3],
-    /// Max event time seen per topic, and whether that topic-partition is caught up.
-    topic_max_ts: [Option<i64>; 3],
-    at_eof: [bool; 3],
+    progress: TopicProgress,
 }
 
 impl Owned {
-    fn from_snapshot(s: PartitionSnapshot, topics: &[String; 3]) -> anyhow::Result<Self> {
-        let join = PartitionJoin::restore(s.entries, s.watermark_ms)?;
+    fn from_snapshot(mut s: PartitionSnapshot, topics: &[String; 3]) -> anyhow::Result<Self> {
+        let persisted = s.entries.iter().position(|(k, _)| k == PROGRESS_KEY).map(|i| s.entries.swap_remove(i).1);
         let next = [0, 1, 2].map(|i| s.offsets.get(&topics[i]).copied());
-        Ok(Self { join, generation: s.generation, next, topic_max_ts: [None; 3], at_eof: [false; 3] })
-    }
-
-    /// Event-time watermark: the slowest topic that still has data to deliver holds it back, so a
-    /// backlog of decisions is never overtaken by its own feedback and tickets (which would turn
-    /// them into false orphans). Caught-up topics do not hold it back.
-    fn effective_watermark(&self) -> Option<i64> {
-        let lagging: Vec<Option<i64>> = (0..3).filter(|&i| !self.at_eof[i]).map(|i| self.topic_max_ts[i]).collect();
-        if lagging.is_empty() {
-            self.topic_max_ts.iter().flatten().copied().max()
-        } else if lagging.iter().any(Option::is_none) {
-            None
-        } else {
-            lagging.into_iter().flatten().min()
-        }
+        let progress = TopicProgress::restore(next, topics, persisted.as_deref());
+        let join = PartitionJoin::restore(s.entries, s.watermark_ms)?;
+        Ok(Self { join, generation: s.generation, progress })
     }
 }
 
@@ -70,7 +55,10 @@ pub struct Pipeline<S: Store + 'static> {
     dead_letter_max_bytes: usize,
     max_events: usize,
     max_wait: Duration,
+    watermark: WatermarkConfig,
     owned: HashMap<i32, Owned>,
+    /// Polling time since the last `process`: how long quiet topic-partitions have been quiet.
+    listened: Duration,
     shutdown: Arc<AtomicBool>,
     /// The rescoring slice, when configured: samples ride in the batch, scoring happens after.
     rescoring: Option<Rescoring>,
@@ -134,7 +122,9 @@ impl<S: Store + 'static> Pipeline<S> {
             dead_letter_max_bytes: cfg.limits.dead_letter_max_bytes,
             max_events: cfg.batch.max_events,
             max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+            watermark: cfg.watermark.clone(),
             owned: HashMap::new(),
+            listened: Duration::ZERO,
             shutdown,
             rescoring: None,
         }
@@ -162,6 +152,7 @@ impl<S: Store + 'static> Pipeline<S> {
                     break;
                 }
                 let polled = source.poll(deadline - now);
+                self.listened += now.elapsed();
                 self.handle_rebalances(source, &mut batch);
                 match polled {
                     Some(m) => batch.push(m),
@@ -184,9 +175,16 @@ impl<S: Store + 'static> Pipeline<S> {
                 break;
             }
         }
-        // A last pass for partitions whose watermark moved since the final batch (e.g. the other
-        // topics caught up), so a graceful stop leaves no releasable outcome waiting.
-        self.process(source, Vec::new(), &mut stats)?;
+        // Last passes for partitions whose watermark moved since the final batch (e.g. the other
+        // topics caught up), so a graceful stop leaves no releasable outcome waiting. One pass moves
+        // a watermark by at most `watermark.max_advance_hours`, hence the loop; it ends because
+        // every pass moves some watermark forward toward a fixed candidate.
+        loop {
+            self.process(source, Vec::new(), &mut stats)?;
+            if !self.any_watermark_can_advance() {
+                break;
+            }
+        }
         if let Some(r) = self.rescoring.take() {
             r.finish();
         }
@@ -206,12 +204,13 @@ impl<S: Store + 'static> Pipeline<S> {
         let Some(o) = self.owned.get_mut(&partition) else { return };
         for i in 0..3 {
             let high = source.high_watermark(i, partition);
-            o.at_eof[i] = match high {
-                Some(high) => o.next[i].unwrap_or(0) >= high,
-                None => false,
-            };
-            tracing::trace!(topic = %self.topics[i], partition, ?high, next = ?o.next[i], max_ts = ?o.topic_max_ts[i], "caught up check");
+            o.progress.set_high_watermark(i, high);
+            tracing::trace!(topic = %self.topics[i], partition, ?high, next = ?o.progress.next(i), "caught up check");
         }
+    }
+
+    fn any_watermark_can_advance(&self) -> bool {
+        self.owned.values().any(|o| o.progress.next_watermark(o.join.watermark_ms(), &self.watermark).is_some())
     }
 
     fn handle_rebalances(&mut self, source: &mut dyn Source, batch: &mut Vec<Polled>) {
@@ -230,6 +229,12 @@ impl<S: Store + 'static> Pipeline<S> {
                                 self.owned.remove(&p);
                             }
                         }
+                    }
+                }
+                RebalanceEvent::StartResolved { partition, topic, offset } => {
+                    let idx = self.topics.iter().position(|t| *t == topic);
+                    if let (Some(o), Some(i)) = (self.owned.get_mut(&partition), idx) {
+                        o.progress.resolved_start(i, offset);
                     }
                 }
                 RebalanceEvent::Revoked(parts) => {
@@ -252,21 +257,22 @@ impl<S: Store + 'static> Pipeline<S> {
         let started = Instant::now();
         let mut per_part: BTreeMap<i32, PartWork> = BTreeMap::new();
         let mut counters = JoinCounters::default();
+        let listened = std::mem::take(&mut self.listened);
+        let mut delivered: HashMap<i32, [bool; 3]> = HashMap::new();
         for m in batch {
             let Some(owned) = self.owned.get_mut(&m.partition) else { continue };
+            delivered.entry(m.partition).or_default()[m.topic_idx] = true;
             // Below the stored position: already applied by an earlier commit.
-            if owned.next[m.topic_idx].is_some_and(|n| m.offset < n) {
+            if owned.progress.next(m.topic_idx).is_some_and(|n| m.offset < n) {
                 continue;
             }
-            owned.next[m.topic_idx] = Some(m.offset + 1);
+            owned.progress.consumed(m.topic_idx, m.offset);
             let work = per_part.entry(m.partition).or_default();
             work.offsets.insert(m.topic_idx, m.offset + 1);
             work.messages[m.topic_idx] += 1;
             match self.decoders[m.topic_idx].decode(m.payload.as_deref(), m.broker_ts) {
                 Ok(ev) => {
-                    let ts = ev.ts();
-                    let slot = &mut owned.topic_max_ts[m.topic_idx];
-                    *slot = Some(slot.map_or(ts, |t| t.max(ts)));
+                    owned.progress.saw_event_time(m.topic_idx, ev.ts());
                     match &ev {
                         Event::Decision(d) => {
                             owned.join.apply_decision(&self.settings, d, &mut work.deltas, &mut counters);
@@ -310,17 +316,26 @@ impl<S: Store + 'static> Pipeline<S> {
         for p in owned {
             self.refresh_caught_up(source, p);
             let Some(o) = self.owned.get_mut(&p) else { continue };
-            let advances = o.effective_watermark().is_some_and(|wm| wm > o.join.watermark_ms());
-            if !advances && !per_part.contains_key(&p) {
+            o.progress.listened(listened, delivered.get(&p).copied().unwrap_or_default());
+            let next_wm = o.progress.next_watermark(o.join.watermark_ms(), &self.watermark);
+            let unsaved_starts = o.progress.take_unsaved_starts();
+            if next_wm.is_none() && unsaved_starts.is_empty() && !per_part.contains_key(&p) {
                 continue;
             }
             let work = per_part.entry(p).or_default();
-            if let Some(wm) = o.effective_watermark() {
+            for (i, offset) in unsaved_starts {
+                work.offsets.entry(i).or_insert(offset);
+            }
+            if let Some(wm) = next_wm {
+                tracing::trace!(partition = p, watermark_ms = wm, "watermark advances");
                 o.join.advance_watermark(wm);
             }
             o.join.release_due(&self.settings, &mut work.deltas, &mut counters);
             o.join.sweep(&self.settings, &mut work.deltas, false);
             work.state = o.join.take_dirty();
+            if let Some(bytes) = o.progress.take_persisted(&self.topics) {
+                work.state.push((PROGRESS_KEY.to_string(), Some(bytes)));
+            }
         }
         let applied = Instant::now();
         stats.apply += applied - started;

@@ -69,6 +69,26 @@ impl<S: Store + 'static> SourceContext<S> {
     }
 }
 
+impl<S: Store + 'static> SourceContext<S> {
+    /// The concrete offset `auto_offset_reset` means for a topic-partition right now (the low or
+    /// the high watermark), so it can be stored: a symbolic `latest` resolved again after a
+    /// restart would skip what arrived in between. None when the broker does not answer; the
+    /// symbolic policy applies then and nothing is stored until a message is consumed.
+    fn resolve_start(&self, consumer: &BaseConsumer<Self>, topic: &str, partition: i32) -> Option<i64> {
+        match consumer.fetch_watermarks(topic, partition, Duration::from_secs(5)) {
+            Ok((low, high)) => {
+                let start = if self.auto_offset_reset == Offset::End { high } else { low };
+                tracing::info!(topic, partition, start, "no stored offset; starting at a resolved offset");
+                Some(start)
+            }
+            Err(e) => {
+                tracing::warn!(topic, partition, error = %e, "could not resolve the start offset; using the reset policy");
+                None
+            }
+        }
+    }
+}
+
 impl<S: Store + 'static> ClientContext for SourceContext<S> {}
 
 impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
@@ -81,18 +101,32 @@ impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
                 parts.dedup();
                 let snaps: Vec<PartitionSnapshot> = parts.iter().map(|p| self.load(*p)).collect();
                 let mut assign = TopicPartitionList::new();
+                let mut resolved = vec![];
                 for e in tpl.elements() {
                     let snap = snaps.iter().find(|s| s.partition == e.partition());
-                    let offset = snap
-                        .and_then(|s| s.offsets.get(e.topic()))
-                        .map(|o| Offset::Offset(*o))
-                        .unwrap_or(self.auto_offset_reset);
+                    let offset = match snap.and_then(|s| s.offsets.get(e.topic())) {
+                        Some(o) => Offset::Offset(*o),
+                        None => match self.resolve_start(consumer, e.topic(), e.partition()) {
+                            Some(o) => {
+                                resolved.push(RebalanceEvent::StartResolved {
+                                    partition: e.partition(),
+                                    topic: e.topic().to_string(),
+                                    offset: o,
+                                });
+                                Offset::Offset(o)
+                            }
+                            None => self.auto_offset_reset,
+                        },
+                    };
                     if let Err(err) = assign.add_partition_offset(e.topic(), e.partition(), offset) {
                         tracing::error!(%err, topic = e.topic(), partition = e.partition(), "bad offset");
                     }
                 }
                 tracing::info!(partitions = ?parts, "assigned");
                 self.push(RebalanceEvent::Assigned(snaps));
+                for ev in resolved {
+                    self.push(ev);
+                }
                 if let Err(e) = consumer.assign(&assign) {
                     tracing::error!(error = %e, "assign failed");
                 }

@@ -25,6 +25,11 @@ pub struct Polled {
 pub enum RebalanceEvent {
     /// Newly owned partitions, each with its snapshot loaded before reading resumed there.
     Assigned(Vec<PartitionSnapshot>),
+    /// A topic-partition of a newly assigned partition had no stored offset: the source starts
+    /// it at this concrete offset (resolved from `auto_offset_reset` against the broker's low or
+    /// high watermark), which the pipeline stores with its next commit. Storing it at once is
+    /// what keeps `latest` from skipping, after a restart, whatever arrived in between.
+    StartResolved { partition: i32, topic: String, offset: i64 },
     /// Partitions no longer owned: their in-memory state and unprocessed messages are dropped.
     Revoked(Vec<i32>),
 }

@@ -1,0 +1,310 @@
+//! Restarts at any point of a backlog change nothing: a finite multi-partition stream (ten event
+//! days of the post-mortem scenario, tickets running days past the last decision, the three topics
+//! consumed at their own pace) is read once by an uninterrupted daemon and once by a daemon that
+//! is stopped four times mid-backlog (SIGTERM and kill -9, alternating). Every public view must be
+//! equal, every partition's watermark must reach the last event, and no outcome may stay pending.
+//! A third read by two instances of one group, one killed mid-backlog, must give the same views.
+//!
+//! The failure this guards against: a topic read to its end before a restart (the small tickets
+//! topic, in seconds) used to be forgotten by the watermark after it, which then stopped at the
+//! decisions' last time and left the last days' tickets and feedback waiting forever.
+
+#[path = "common/mod.rs"]
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use sqlx::Row;
+
+/// Columns that record processing (wall-clock) time, not results.
+const WALL_CLOCK_COLUMNS: &[&str] = &["received_at", "evaluated_at", "updated_at", "created_at"];
+
+/// Outcomes that arrive days after the last decision (tickets and turn-less feedback about the
+/// last conversations): they are released only when the watermark follows the small topics past
+/// the decisions' last time.
+async fn produce_tail(env: &Env) {
+    use tierwatch::decode::WireFormat;
+    use tierwatch::event::*;
+    let mut sim = tierwatch::sim::SimConfig::new(tierwatch::sim::Scenario::Postmortem);
+    sim.days = 10;
+    let end = sim.day_start_ms(10);
+    let mut items = vec![];
+    for i in 0..30i64 {
+        let conv = format!("tail-{i}");
+        let at = end - 3_600_000 + i * 1000;
+        items.push((
+            env.topics[0].clone(),
+            Event::Decision(RoutingDecision {
+                event_id: format!("tail-d-{i}"),
+                conversation_id: conv.clone(),
+                turn: 0,
+                ts: at,
+                segment: None,
+                query_text: None,
+                router: RouterKind::PreRoute,
+                classifier_version: "tail-clf".into(),
+                intent: None,
+                confidence: 0.9,
+                threshold: Some(0.5),
+                tier: "cheap".into(),
+                model: "small".into(),
+                escalated: false,
+                latency_ms: 100.0,
+                input_tokens: 10,
+                output_tokens: 10,
+                cost_usd: 0.001,
+                capable_cost_usd: Some(0.004),
+            }),
+            WireFormat::Avro,
+        ));
+        items.push((
+            env.topics[1].clone(),
+            Event::Feedback(Feedback {
+                event_id: format!("tail-f-{i}"),
+                conversation_id: conv.clone(),
+                turn: None,
+                ts: at + 24 * 3_600_000,
+                kind: FeedbackKind::ThumbsDown,
+                score: None,
+                source: None,
+            }),
+            WireFormat::Avro,
+        ));
+        items.push((
+            env.topics[2].clone(),
+            Event::Ticket(SupportTicket {
+                event_id: format!("tail-t-{i}"),
+                ticket_id: format!("tail-T-{i}"),
+                conversation_id: Some(conv),
+                ts: at + (48 + i) * 3_600_000 / 2,
+                status: TicketStatus::Opened,
+                cost_center: "support".into(),
+                channel: "phone".into(),
+                handle_minutes: None,
+                cost_usd: None,
+                reason: None,
+            }),
+            WireFormat::Avro,
+        ));
+    }
+    send_all(&env.producer(), &items).await;
+}
+
+fn simulate_to(env: &Env) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
+        .args(["simulate", "--kafka", &env.brokers, "--format", "avro"])
+        .args(["--routing-topic", &env.topics[0], "--feedback-topic", &env.topics[1]])
+        .args(["--tickets-topic", &env.topics[2]])
+        .args(["--days", "10", "--conversations-per-day", "900", "--seed", "11"])
+        .output()
+        .expect("run tierwatch simulate");
+    assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// One run's database: a fresh database and consumer group over the same topics.
+struct Run {
+    pool: sqlx::PgPool,
+    config: std::path::PathBuf,
+    port: u16,
+}
+
+async fn new_run(env: &Env, name: &str) -> Run {
+    let db = unique(&format!("tw_{name}"));
+    sqlx::query(&format!("CREATE DATABASE {db}")).execute(&env.pool).await.expect("create database");
+    let db_url = format!("{}/{db}", &env.admin_url[..env.admin_url.rfind('/').expect("db url")]);
+    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&db_url).await.expect("connect");
+    let port = free_port();
+    // Small batches stretch the backlog over many commits, so the restarts land inside it.
+    let text = std::fs::read_to_string(env.config(["avro", "avro", "avro"], ""))
+        .expect("config")
+        .replace(&format!("group_id = \"g-{}\"", env.topics[0]), &format!("group_id = \"g-{name}-{}\"", env.topics[0]))
+        .replace(&env.db_url, &db_url)
+        // Small fetches interleave the topics (moderate cross-topic disorder): the small tickets
+        // and feedback topics are read to their end early, while the decisions still lag.
+        .replace("[kafka.properties]\n", "[kafka.properties]\n\"max.partition.fetch.bytes\" = \"32768\"\n")
+        + &format!("[batch]\nmax_events = 150\nmax_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n")
+        + "[drift]\nevaluate_every_seconds = 1\n";
+    let config = env.dir.path().join(format!("{name}.toml"));
+    std::fs::write(&config, text).expect("write config");
+    Run { pool, config, port }
+}
+
+async fn committed(run: &Run, topic: &str) -> i64 {
+    let exists: bool =
+        sqlx::query("SELECT to_regclass('tw_offsets') IS NOT NULL").fetch_one(&run.pool).await.unwrap().get(0);
+    if !exists {
+        return 0;
+    }
+    sqlx::query("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM tw_offsets WHERE topic = $1")
+        .bind(topic)
+        .fetch_one(&run.pool)
+        .await
+        .unwrap()
+        .get(0)
+}
+
+async fn high_watermarks(env: &Env) -> [i64; 3] {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer =
+        rdkafka::config::ClientConfig::new().set("bootstrap.servers", &env.brokers).create().expect("consumer");
+    let mut out = [0i64; 3];
+    for (i, t) in env.topics.iter().enumerate() {
+        for p in 0..PARTITIONS {
+            out[i] += consumer.fetch_watermarks(t, p, Duration::from_secs(10)).expect("watermarks").1;
+        }
+    }
+    out
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    // Not listening yet (the daemon is starting): unknown.
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    let (_, body) = http_get(port, "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+/// Wait until every message is committed and nothing waits: pending outcomes 0 and the
+/// watermarks stable.
+async fn wait_drained(run: &Run, env: &Env, daemon: &mut Daemon, want: [i64; 3]) {
+    let start = Instant::now();
+    let mut stable_since: Option<(Instant, Vec<i64>)> = None;
+    loop {
+        assert!(daemon.child.try_wait().unwrap().is_none(), "daemon exited\n{}", daemon.log_tail());
+        assert!(start.elapsed() < Duration::from_secs(180), "not drained in time\n{}", daemon.log_tail());
+        let mut got = [0i64; 3];
+        for i in 0..3 {
+            got[i] = committed(run, &env.topics[i]).await;
+        }
+        let pending = metric(run.port, "tierwatch_pending_outcomes");
+        let wms: Vec<i64> = sqlx::query_scalar("SELECT watermark_ms FROM tw_partitions ORDER BY partition")
+            .fetch_all(&run.pool)
+            .await
+            .unwrap_or_default();
+        if got == want && pending == Some(0.0) {
+            match &stable_since {
+                Some((at, w)) if *w == wms && at.elapsed() > Duration::from_secs(3) => return,
+                Some((_, w)) if *w == wms => {}
+                _ => stable_since = Some((Instant::now(), wms)),
+            }
+        } else {
+            stable_since = None;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every public view, rows as JSON text (wall-clock columns removed), sorted.
+async fn views(pool: &sqlx::PgPool) -> Vec<(String, Vec<String>)> {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT table_name::text FROM information_schema.views WHERE table_schema = 'public' \
+         AND table_name NOT LIKE 'tw\\_%' ORDER BY 1",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let drop: String = WALL_CLOCK_COLUMNS.iter().map(|c| format!(" - '{c}'")).collect();
+    let mut out = vec![];
+    for name in names {
+        let rows: Vec<String> =
+            sqlx::query_scalar(&format!("SELECT (to_jsonb(v){drop})::text AS j FROM {name} v ORDER BY j"))
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        out.push((name, rows));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarts_mid_backlog_change_no_view() {
+    let env = Env::new("restarts").await;
+    simulate_to(&env);
+    produce_tail(&env).await;
+    let want = high_watermarks(&env).await;
+    let total = want.iter().sum::<i64>();
+    assert!(total > 20_000, "a backlog worth restarting in: {want:?}");
+
+    // Reference: one uninterrupted run.
+    let reference = new_run(&env, "once").await;
+    let mut daemon = Daemon::start(&reference.config, "once");
+    wait_drained(&reference, &env, &mut daemon, want).await;
+    daemon.stop();
+
+    // The same stream with four stops inside the backlog.
+    let restarted = new_run(&env, "restarted").await;
+    let stops = [(0.15, "TERM"), (0.35, "KILL"), (0.60, "TERM"), (0.85, "KILL")];
+    let mut tickets_done_before_a_stop = false;
+    for (i, (fraction, how)) in stops.iter().enumerate() {
+        let mut daemon = Daemon::start(&restarted.config, &format!("restarted-{i}"));
+        let started = Instant::now();
+        loop {
+            let got = committed(&restarted, &env.topics[0]).await;
+            if got as f64 >= fraction * want[0] as f64 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "no progress\n{}", daemon.log_tail());
+            assert!(daemon.child.try_wait().unwrap().is_none(), "daemon exited\n{}", daemon.log_tail());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let mut at_stop = [0i64; 3];
+        for (t, topic) in env.topics.iter().enumerate() {
+            at_stop[t] = committed(&restarted, topic).await;
+        }
+        eprintln!("stop {i} ({how}): committed {at_stop:?} of {want:?}");
+        tickets_done_before_a_stop |= at_stop[2] == want[2] || at_stop[1] == want[1];
+        if *how == "TERM" {
+            daemon.stop();
+        } else {
+            daemon.kill9();
+        }
+    }
+    let mut daemon = Daemon::start(&restarted.config, "restarted-last");
+    wait_drained(&restarted, &env, &mut daemon, want).await;
+    daemon.stop();
+    // Not a requirement of the product, but what makes this test bite: some stop came after a
+    // topic had been read to its end while the decisions still had a backlog.
+    assert!(tickets_done_before_a_stop, "no stop landed after the tickets topic was drained; make the backlog larger");
+
+    // The same stream read by two instances of one group; one is killed mid-backlog and the
+    // survivor takes its partitions over (a rebalance, with the victim's state from the store).
+    let shared = new_run(&env, "rebalanced").await;
+    let second_port = free_port();
+    let second_config = env.dir.path().join("rebalanced-2.toml");
+    let text = std::fs::read_to_string(&shared.config).unwrap();
+    std::fs::write(&second_config, text.replace(&format!(":{}\"", shared.port), &format!(":{second_port}\""))).unwrap();
+    let mut survivor = Daemon::start(&shared.config, "rebalanced-1");
+    let victim = Daemon::start(&second_config, "rebalanced-2");
+    let started = Instant::now();
+    while (committed(&shared, &env.topics[0]).await as f64) < 0.4 * want[0] as f64 {
+        assert!(started.elapsed() < Duration::from_secs(120), "no progress\n{}", survivor.log_tail());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    victim.kill9();
+    wait_drained(&shared, &env, &mut survivor, want).await;
+    survivor.stop();
+
+    let a = views(&reference.pool).await;
+    assert!(a.iter().any(|(n, rows)| n == "tier_quality_daily" && !rows.is_empty()), "reference has data");
+    let clock = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, i64>("SELECT MIN(watermark_ms) FROM tw_partitions").fetch_one(&pool).await.unwrap()
+    };
+    let reference_clock = clock(reference.pool.clone()).await;
+    for (what, run) in [("restarts", &restarted), ("a rebalance", &shared)] {
+        let b = views(&run.pool).await;
+        assert_eq!(a.len(), b.len());
+        for ((name, ra), (_, rb)) in a.iter().zip(&b) {
+            let diff: Vec<_> = ra.iter().zip(rb).filter(|(x, y)| x != y).take(3).collect();
+            assert!(
+                ra == rb,
+                "view {name} differs after {what} ({} vs {} rows); first differences: {diff:#?}",
+                ra.len(),
+                rb.len()
+            );
+        }
+        // Every partition's watermark reached the same place: the stream's last event time.
+        assert_eq!(clock(run.pool.clone()).await, reference_clock, "watermark after {what}");
+    }
+}
