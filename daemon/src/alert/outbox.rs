@@ -45,6 +45,10 @@ pub fn webhook_key(url: &str, format: PayloadFormat) -> String {
 /// Storage of the outbox (Postgres and SQLite implement it next to their `EvalStore`). The futures
 /// are `Send`: the delivery tasks run on the tokio runtime.
 pub trait OutboxStore: Send + Sync + 'static {
+    /// Whether this instance is the one delivering `webhook`'s notifications (and re-posts); kept
+    /// until the instance goes away. With several instances on one database exactly one holds it
+    /// per webhook, so a transition is not posted once per instance.
+    fn outbox_lease(&self, webhook: &str) -> impl Future<Output = anyhow::Result<bool>> + Send;
     /// Up to `limit` undelivered rows of `webhook`, oldest first.
     fn outbox_pending(&self, webhook: &str, limit: i64) -> impl Future<Output = anyhow::Result<Vec<OutboxRow>>> + Send;
     /// Mark a row done: delivered (`rejected = false`) or refused for good (`rejected = true`, with

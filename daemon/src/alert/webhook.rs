@@ -654,6 +654,18 @@ impl<S: OutboxStore> Worker<S> {
                 next_prune = now + PRUNE_EVERY;
             }
             let mut wait = POLL;
+            let leased = self.store.outbox_lease(&self.key).await.unwrap_or_else(|e| {
+                tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "alert outbox lease check failed; will retry");
+                false
+            });
+            if !leased {
+                // Another instance delivers this webhook (or the store is away): look again later.
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    changed = self.stop.changed() => if changed.is_err() { break },
+                }
+                continue;
+            }
             match self.drain().await {
                 None => {
                     backoff = initial;
@@ -680,7 +692,8 @@ impl<S: OutboxStore> Worker<S> {
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = self.wake.notified(), if !backing_off => {}
-                _ = self.stop.changed() => {}
+                // Err: the sink was dropped without a shutdown.
+                changed = self.stop.changed() => if changed.is_err() { break },
             }
         }
     }
@@ -754,7 +767,8 @@ impl<S: OutboxStore> Worker<S> {
     async fn finish(&self, row: &OutboxRow, rejected: Option<String>) -> Option<Option<Duration>> {
         match self.store.outbox_done(row.id, rejected.is_some(), rejected.as_deref()).await {
             Ok(()) => {
-                if rejected.is_some() { &self.metrics.rejected } else { &self.metrics.delivered }.inc();
+                let counter = if rejected.is_some() { &self.metrics.rejected } else { &self.metrics.delivered };
+                counter.inc();
                 None
             }
             Err(e) => {

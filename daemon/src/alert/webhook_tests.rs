@@ -301,6 +301,10 @@ impl MemOutbox {
 }
 
 impl OutboxStore for MemOutbox {
+    async fn outbox_lease(&self, _webhook: &str) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
     async fn outbox_pending(&self, webhook: &str, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
         let rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
         Ok(rows

@@ -368,16 +368,24 @@ pub(crate) mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/rescorer.onnx")
     }
 
-    /// Copies the committed model and sidecar into `dir` as `NAME.onnx`/`NAME.json`, letting
-    /// `edit` change the sidecar.
+    /// Writes `bytes` to `path` by rename, as a deployment should, so a watcher never sees a
+    /// half-written file.
+    pub(crate) fn replace_file(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Copies the committed model and sidecar into `dir` as `NAME.onnx`/`NAME.json` (each
+    /// replaced by rename), letting `edit` change the sidecar.
     pub(crate) fn copy_model(dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
         let src = committed_model();
         let dst = dir.join(format!("{name}.onnx"));
-        std::fs::copy(&src, &dst).unwrap();
+        replace_file(&dst, &std::fs::read(&src).unwrap());
         let mut side: serde_json::Value =
             serde_json::from_slice(&std::fs::read(src.with_extension("json")).unwrap()).unwrap();
         edit(&mut side);
-        std::fs::write(dst.with_extension("json"), serde_json::to_vec(&side).unwrap()).unwrap();
+        replace_file(&dst.with_extension("json"), &serde_json::to_vec(&side).unwrap());
         dst
     }
 
@@ -448,7 +456,7 @@ pub(crate) mod tests {
             }),
             ..Default::default()
         };
-        std::fs::write(&dst, model.encode_to_vec()).unwrap();
+        replace_file(&dst, &model.encode_to_vec());
         dst
     }
 

@@ -332,7 +332,7 @@ fn work<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rescore::model::tests::{copy_model, write_affine_model};
+    use crate::rescore::model::tests::{copy_model, replace_file, write_affine_model};
 
     fn version(v: &'static str) -> impl FnOnce(&mut serde_json::Value) {
         move |s| s["model_version"] = v.into()
@@ -450,8 +450,8 @@ mod tests {
         let handle = ModelHandle::load(&path, metrics.clone()).unwrap();
         // The file is replaced by a model that answers 3.0 for everything.
         let bad = write_affine_model(dir.path(), "bad", 0.0, 3.0, false);
-        std::fs::copy(&bad, &path).unwrap();
-        std::fs::copy(bad.with_extension("json"), path.with_extension("json")).unwrap();
+        replace_file(&path, &std::fs::read(&bad).unwrap());
+        replace_file(&path.with_extension("json"), &std::fs::read(bad.with_extension("json")).unwrap());
         let err = handle.reload().unwrap_err();
         assert!(matches!(err, RescoreError::OutOfRange(_)), "{err}");
         assert_eq!(metrics.reloads_error.get(), 1);
@@ -512,7 +512,7 @@ mod tests {
         wait_for("reload to version-two", &|| &**handle.current().version() == "version-two");
 
         // A broken sidecar: one failed attempt, then no retry until the files change again.
-        std::fs::write(path.with_extension("json"), b"{ truncated").unwrap();
+        replace_file(&path.with_extension("json"), b"{ truncated");
         wait_for("failed reload", &|| metrics.reloads_error.get() == 1);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(metrics.reloads_error.get(), 1, "an unchanged broken file is not retried every poll");

@@ -1,6 +1,8 @@
 //! The drift/alert evaluator's storage on Postgres. One instance evaluates at a time: a session
 //! advisory lock held on a dedicated connection for the duration of a pass.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
@@ -18,15 +20,21 @@ use crate::stats::hist::ConfHist;
 /// Arbitrary but fixed: the advisory lock key of the evaluator ("twdr").
 const LOCK_KEY: i64 = 0x7477_6472;
 
-/// Postgres [`EvalStore`]: the pool plus the connection that holds the advisory lock.
+/// The high 32 bits of the advisory lock key of a webhook's outbox lease ("twob"); the low 32 bits
+/// are a hash of the webhook key.
+const LEASE_KEY_PREFIX: i64 = 0x7477_6f62;
+
+/// Postgres [`EvalStore`]: the pool plus the connection that holds the advisory lock, and the
+/// connections holding the outbox leases (session advisory locks, one per webhook).
 pub struct PgEvalStore {
     store: std::sync::Arc<PgStore>,
     lock: Mutex<Option<PoolConnection<Postgres>>>,
+    leases: Mutex<HashMap<String, PoolConnection<Postgres>>>,
 }
 
 impl PgEvalStore {
     pub fn new(store: std::sync::Arc<PgStore>) -> Self {
-        Self { store, lock: Mutex::new(None) }
+        Self { store, lock: Mutex::new(None), leases: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -279,6 +287,24 @@ impl EvalStore for PgEvalStore {
 }
 
 impl OutboxStore for PgEvalStore {
+    async fn outbox_lease(&self, webhook: &str) -> anyhow::Result<bool> {
+        let mut leases = self.leases.lock().await;
+        if let Some(conn) = leases.get_mut(webhook) {
+            // Still ours while its session lives.
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                return Ok(true);
+            }
+            leases.remove(webhook);
+        }
+        let key = (LEASE_KEY_PREFIX << 32) | i64::from(xxhash_rust::xxh3::xxh3_64(webhook.as_bytes()) as u32);
+        let mut conn = self.store.pool().acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        if got {
+            leases.insert(webhook.to_owned(), conn);
+        }
+        Ok(got)
+    }
+
     async fn outbox_pending(&self, webhook: &str, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, notification, attempts FROM tw_alert_outbox WHERE webhook = $1 AND NOT delivered \

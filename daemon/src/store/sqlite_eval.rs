@@ -259,6 +259,11 @@ impl EvalStore for SqliteEvalStore {
 }
 
 impl OutboxStore for SqliteEvalStore {
+    /// One process owns an SQLite file: always this one.
+    async fn outbox_lease(&self, _webhook: &str) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
     async fn outbox_pending(&self, webhook: &str, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
         let rows = sqlx::query(
             "SELECT id, notification, attempts FROM tw_alert_outbox WHERE webhook = ? AND delivered = 0 \
@@ -335,5 +340,65 @@ impl OutboxStore for SqliteEvalStore {
             });
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+
+    fn episode(state: AlertState) -> Episode {
+        Episode {
+            id: crate::alert::episode_id("confidence_drift", "cv=a", 86_400_000),
+            kind: "confidence_drift".into(),
+            subject: "cv=a".into(),
+            severity: Severity::Critical,
+            state,
+            fired_window_end_ms: 86_400_000,
+            escalated_window_end_ms: Some(86_400_000),
+            resolved_window_end_ms: (state == AlertState::Resolved).then_some(3 * 86_400_000),
+            window_start_ms: 0,
+            window_end_ms: 86_400_000,
+            value: 0.25,
+            threshold: 0.1,
+            last_value: 0.25,
+        }
+    }
+
+    /// The SQLite outbox: one row per webhook per new transition, written with the transition;
+    /// delivered in order; firing episodes read back as they were stored.
+    #[tokio::test]
+    async fn transitions_fill_the_outbox_once_and_firing_episodes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("o.db").to_str().unwrap()).await.unwrap());
+        store.migrate().await.unwrap();
+        let s = SqliteEvalStore::new(store);
+        let hooks = ["h1".to_string(), "h2".to_string()];
+        let firing = episode(AlertState::Firing);
+        assert!(s.upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}").await.unwrap());
+        // The same transition again (the next evaluation pass): nothing new.
+        assert!(!s.upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}").await.unwrap());
+        assert_eq!(s.firing_episodes().await.unwrap(), vec![firing.clone()]);
+        let resolved = episode(AlertState::Resolved);
+        assert!(s.upsert_episode("confidence_drift", "cv=a", &resolved, "resolved:critical", &hooks, "{\"n\":2}").await.unwrap());
+        assert!(s.firing_episodes().await.unwrap().is_empty());
+
+        let h1 = s.outbox_pending("h1", 10).await.unwrap();
+        assert_eq!(h1.iter().map(|r| r.notification.as_str()).collect::<Vec<_>>(), ["{\"n\":1}", "{\"n\":2}"]);
+        assert_eq!(s.outbox_pending("h2", 10).await.unwrap().len(), 2);
+        assert_eq!(s.outbox_pending("h1", 1).await.unwrap(), h1[..1]);
+        s.outbox_attempt_failed(h1[0].id, "connection refused").await.unwrap();
+        assert_eq!(s.outbox_pending("h1", 1).await.unwrap()[0].attempts, 1);
+        s.outbox_done(h1[0].id, false, None).await.unwrap();
+        s.outbox_done(h1[1].id, true, Some("HTTP 400")).await.unwrap();
+        assert!(s.outbox_pending("h1", 10).await.unwrap().is_empty());
+        assert_eq!(s.outbox_pending("h2", 10).await.unwrap().len(), 2, "each webhook has its own rows");
+        s.outbox_prune().await.unwrap();
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tw_alert_outbox WHERE delivered = 1")
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(kept, 2, "delivered rows are kept for a while");
     }
 }
