@@ -107,6 +107,8 @@ impl Drop for Alertmanager {
 }
 
 fn client() -> reqwest::Client {
+    // reqwest is built without a default TLS provider (as in the daemon): install ring's.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(5)).build().unwrap()
 }
 
