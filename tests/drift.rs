@@ -165,7 +165,7 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let extra = format!(
-        "[drift.reference_files]\nshift = \"{}\"\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/api/v2/alerts\"\nformat = \"alertmanager\"\n",
+        "[drift.reference_files]\nshift = \"{}\"\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/api/v2/alerts\"\nformat = \"alertmanager\"\nresend_interval_seconds = 3600\n",
         ref_path.display()
     );
     let mut daemon = run(&env, &s, &extra).await;
@@ -187,7 +187,12 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
             seen.push((
                 labels["alertname"].as_str().unwrap_or_default().to_string(),
                 labels["severity"].as_str().unwrap_or_default().to_string(),
-                a.get("endsAt").and_then(|e| e.as_str()).is_some_and(|e| !e.is_empty()),
+                // Resolved: endsAt in the past (the resolving window). Firing: endsAt ahead, until
+                // the next re-post (none here: the resend interval is an hour).
+                a.get("endsAt")
+                    .and_then(|e| e.as_str())
+                    .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+                    .is_some_and(|e| e < Utc::now()),
             ));
             assert!(labels["subject"].as_str().unwrap_or_default().contains("classifier_version=shift"), "{post}");
         }
