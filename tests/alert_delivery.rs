@@ -126,27 +126,8 @@ fn decisions(days: i64, shifted: std::ops::RangeInclusive<i64>) -> Vec<Event> {
         for i in 0..PER_DAY {
             let u = (i as f64 * 0.618_033_988_749_895 + day as f64 * 0.137).fract();
             let c = ((0.35 + 0.6 * u.powf(0.7) - shift).clamp(0.0, 1.0) * 1e4).round() / 1e4;
-            out.push(Event::Decision(RoutingDecision {
-                event_id: format!("d-{day}-{i}"),
-                conversation_id: format!("c-{day}-{i}"),
-                turn: 0,
-                ts: day0() + day * DAY + i * DAY / PER_DAY,
-                segment: None,
-                query_text: None,
-                router: RouterKind::PreRoute,
-                classifier_version: "shift".into(),
-                intent: None,
-                confidence: c,
-                threshold: Some(0.6),
-                tier: if c >= 0.6 { "cheap".into() } else { "capable".into() },
-                model: "m".into(),
-                escalated: false,
-                latency_ms: 10.0,
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_usd: 0.0,
-                capable_cost_usd: Some(0.0),
-            }));
+            let ts = day0() + day * DAY + i * DAY / PER_DAY;
+            out.push(decision(format!("d-{day}-{i}"), format!("c-{day}-{i}"), 0, ts, "shift", c));
         }
     }
     out

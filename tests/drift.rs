@@ -56,27 +56,7 @@ fn stream(versions: &[(&str, fn(i64) -> f64)], per_day: usize) -> Stream {
                     let c = confidence(u, shift_of_day(day));
                     sent.entry((cv.to_string(), day)).or_default().push(c);
                     let at = day0() + day * DAY + (i as i64 * DAY / per_day as i64) + k as i64 * 30_000;
-                    events.push(Event::Decision(RoutingDecision {
-                        event_id: format!("d-{conv}-{k}"),
-                        conversation_id: conv.clone(),
-                        turn: k as i32,
-                        ts: at,
-                        segment: None,
-                        query_text: None,
-                        router: RouterKind::PreRoute,
-                        classifier_version: cv.to_string(),
-                        intent: None,
-                        confidence: c,
-                        threshold: Some(0.6),
-                        tier: if c >= 0.6 { "cheap".into() } else { "capable".into() },
-                        model: "m".into(),
-                        escalated: false,
-                        latency_ms: 10.0,
-                        input_tokens: 1,
-                        output_tokens: 1,
-                        cost_usd: 0.0,
-                        capable_cost_usd: Some(0.0),
-                    }));
+                    events.push(decision(format!("d-{conv}-{k}"), conv.clone(), k as i32, at, cv, c));
                 }
             }
         }

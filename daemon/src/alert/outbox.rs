@@ -11,7 +11,7 @@
 
 use std::future::Future;
 
-use super::{Episode, PayloadFormat};
+use super::{AlertState, Episode, PayloadFormat, Severity};
 
 /// Delivered rows are kept this long (for inspection), then deleted.
 pub const KEEP_DELIVERED_DAYS: i64 = 7;
@@ -53,12 +53,41 @@ pub trait OutboxStore: Send + Sync + 'static {
     fn outbox_pending(&self, webhook: &str, limit: i64) -> impl Future<Output = anyhow::Result<Vec<OutboxRow>>> + Send;
     /// Mark a row done: delivered (`rejected = false`) or refused for good (`rejected = true`, with
     /// the reason).
-    fn outbox_done(&self, id: i64, rejected: bool, error: Option<&str>)
-        -> impl Future<Output = anyhow::Result<()>> + Send;
+    fn outbox_done(
+        &self,
+        id: i64,
+        rejected: bool,
+        error: Option<&str>,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Count one failed (retryable) attempt of a row and keep its last error.
     fn outbox_attempt_failed(&self, id: i64, error: &str) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Delete delivered rows older than [`KEEP_DELIVERED_DAYS`].
     fn outbox_prune(&self) -> impl Future<Output = anyhow::Result<()>> + Send;
     /// Every episode whose stored state is firing (what to re-post).
     fn firing_episodes(&self) -> impl Future<Output = anyhow::Result<Vec<Episode>>> + Send;
+}
+
+/// A stored firing episode as both stores select it: id, kind, subject, severity, value, threshold,
+/// window start, window end, fired, escalated (ms) and last value.
+pub type FiringRow = (String, String, String, String, f64, f64, i64, i64, i64, Option<i64>, f64);
+
+/// The firing [`Episode`] of a [`FiringRow`]; `None` for an unknown severity.
+pub fn firing_episode(r: FiringRow) -> Option<Episode> {
+    let (id, kind, subject, severity, value, threshold, window_start_ms, window_end_ms, fired, escalated, last_value) =
+        r;
+    Some(Episode {
+        id,
+        kind,
+        subject,
+        severity: Severity::parse(&severity)?,
+        state: AlertState::Firing,
+        fired_window_end_ms: fired,
+        escalated_window_end_ms: escalated,
+        resolved_window_end_ms: None,
+        window_start_ms,
+        window_end_ms,
+        value,
+        threshold,
+        last_value,
+    })
 }

@@ -16,8 +16,8 @@ use super::engine::episode_id;
 use super::outbox::{webhook_key, OutboxRow, OutboxStore};
 use super::webhook::{one_line, WebhookStats};
 use super::{
-    alertmanager_payload, alertmanager_payload_until, slack_payload, AlertState, Episode, Notification,
-    PayloadFormat, Severity, WebhookConfig, WebhookMetrics, WebhookSink,
+    alertmanager_payload, alertmanager_payload_until, slack_payload, AlertState, Episode, Notification, PayloadFormat,
+    Severity, WebhookConfig, WebhookMetrics, WebhookSink,
 };
 
 const D5: i64 = 1_736_035_200_000; // 2025-01-05T00:00:00Z
@@ -239,7 +239,8 @@ fn config_defaults_and_strictness() {
 
 #[test]
 fn start_needs_a_runtime() {
-    let err = WebhookSink::start(vec![], Arc::new(MemOutbox::default()), WebhookMetrics::new()).expect_err("no runtime");
+    let err =
+        WebhookSink::start(vec![], Arc::new(MemOutbox::default()), WebhookMetrics::new()).expect_err("no runtime");
     assert!(err.to_string().contains("tokio runtime"), "{err}");
 }
 
@@ -479,7 +480,11 @@ async fn retries_429_and_408_then_delivers_slack() {
         let (addr, hook) = serve(Hook { fail_first: 2, fail_status: status, ..Hook::default() }).await;
         let outbox = Arc::new(MemOutbox::default());
         let n = resolved();
-        let sink = start(vec![fast(format!("http://{addr}/hook"), PayloadFormat::Slack, 5)], &outbox, &[n.clone()]);
+        let sink = start(
+            vec![fast(format!("http://{addr}/hook"), PayloadFormat::Slack, 5)],
+            &outbox,
+            std::slice::from_ref(&n),
+        );
         let s = wait_for(&sink, "delivery", |s| s.delivered == 1).await;
         assert_eq!(s.retried, 2, "status {status}");
         let got = bodies(&hook);
@@ -509,8 +514,7 @@ async fn keeps_retrying_past_max_attempts_until_the_endpoint_recovers() {
     // 7 failures with max_attempts = 2: the notification is never given up.
     let (addr, hook) = serve(Hook { fail_first: 7, fail_status: 500, ..Hook::default() }).await;
     let outbox = Arc::new(MemOutbox::default());
-    let sink =
-        start(vec![fast(format!("http://{addr}/hook"), PayloadFormat::Alertmanager, 2)], &outbox, &[resolved()]);
+    let sink = start(vec![fast(format!("http://{addr}/hook"), PayloadFormat::Alertmanager, 2)], &outbox, &[resolved()]);
     let s = wait_for(&sink, "delivery", |s| s.delivered == 1).await;
     assert_eq!((s.retried, s.rejected), (7, 0));
     assert_eq!(hook.hits.load(Ordering::SeqCst), 8);

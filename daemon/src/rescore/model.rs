@@ -397,7 +397,8 @@ pub(crate) mod tests {
         use prost::Message;
         use tract_onnx::pb;
         let dst = copy_model(dir, name, |s| s["model_version"] = name.into());
-        let side: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.with_extension("json")).unwrap()).unwrap();
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dst.with_extension("json")).unwrap()).unwrap();
         let (input, output) = (side["input_name"].as_str().unwrap(), side["output_name"].as_str().unwrap());
         let dim = side["featurizer"]["dim"].as_i64().unwrap();
         let float = pb::tensor_proto::DataType::Float as i32;

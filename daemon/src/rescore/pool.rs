@@ -469,8 +469,9 @@ mod tests {
         let unprobed = Rescorer::load_unprobed(write_affine_model(dir.path(), "two", 2.0, 0.0, false)).unwrap();
         *handle.current.write().unwrap() = Arc::new(unprobed);
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let pool = RescorePool::new(PoolConfig { workers: 1, queue_capacity: 16, batch_size: 8 }, handle, tx, metrics.clone())
-            .unwrap();
+        let pool =
+            RescorePool::new(PoolConfig { workers: 1, queue_capacity: 16, batch_size: 8 }, handle, tx, metrics.clone())
+                .unwrap();
         let texts = ["", "where is my order", "", "refund please", ""];
         for (i, t) in texts.iter().enumerate() {
             pool.try_submit(Job { text: t.to_string(), payload: i }).unwrap();

@@ -339,7 +339,9 @@ mod tests {
     #[test]
     fn a_score_out_of_range_sheds_only_its_own_sample() {
         use crate::rescore::pool::Scored;
-        let scored = |id: &str, p: f32, th: f32| Ok(Scored { payload: id.to_string(), p_complex: p, model_version: "m".into(), threshold: th });
+        let scored = |id: &str, p: f32, th: f32| {
+            Ok(Scored { payload: id.to_string(), p_complex: p, model_version: "m".into(), threshold: th })
+        };
         let buf: Vec<RescoreResult> = vec![
             scored("a", 0.25, 0.5),
             scored("b", f32::NAN, 0.5),

@@ -10,9 +10,9 @@ use tokio::sync::Mutex;
 
 use super::postgres::PgStore;
 use crate::alert::misroute::{EstimateDay, EstimateRow};
+use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
-use crate::alert::outbox::KEEP_DELIVERED_DAYS;
-use crate::alert::{AlertState, Episode, OutboxRow, OutboxStore, Severity};
+use crate::alert::{Episode, OutboxRow, OutboxStore};
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
 use crate::metrics::{ConfDelta, Signal};
 use crate::stats::hist::ConfHist;
@@ -354,7 +354,7 @@ impl OutboxStore for PgEvalStore {
     }
 
     async fn firing_episodes(&self) -> anyhow::Result<Vec<Episode>> {
-        let rows = sqlx::query(&format!(
+        let rows: Vec<FiringRow> = sqlx::query_as(&format!(
             "SELECT id, kind, subject, severity, value, threshold, {}, {}, {}, {}, last_value \
              FROM tw_alerts WHERE state = 'firing' ORDER BY fired_at, id",
             ms("window_start"),
@@ -365,25 +365,6 @@ impl OutboxStore for PgEvalStore {
         .fetch_all(self.store.pool())
         .await
         .context("reading firing alerts")?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let Some(severity) = Severity::parse(&r.try_get::<String, _>(3)?) else { continue };
-            out.push(Episode {
-                id: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                subject: r.try_get(2)?,
-                severity,
-                state: AlertState::Firing,
-                value: r.try_get(4)?,
-                threshold: r.try_get(5)?,
-                window_start_ms: r.try_get(6)?,
-                window_end_ms: r.try_get(7)?,
-                fired_window_end_ms: r.try_get(8)?,
-                escalated_window_end_ms: r.try_get(9)?,
-                resolved_window_end_ms: None,
-                last_value: r.try_get(10)?,
-            });
-        }
-        Ok(out)
+        Ok(rows.into_iter().filter_map(firing_episode).collect())
     }
 }

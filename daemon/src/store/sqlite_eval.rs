@@ -9,9 +9,9 @@ use sqlx::Row;
 
 use super::sqlite::SqliteStore;
 use crate::alert::misroute::{EstimateDay, EstimateRow};
+use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
-use crate::alert::outbox::KEEP_DELIVERED_DAYS;
-use crate::alert::{AlertState, Episode, OutboxRow, OutboxStore, Severity};
+use crate::alert::{Episode, OutboxRow, OutboxStore};
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
 use crate::metrics::{ConfDelta, Signal};
 use crate::stats::hist::ConfHist;
@@ -313,39 +313,21 @@ impl OutboxStore for SqliteEvalStore {
     }
 
     async fn firing_episodes(&self) -> anyhow::Result<Vec<Episode>> {
-        let rows = sqlx::query(
+        let rows: Vec<FiringRow> = sqlx::query_as(
             "SELECT id, kind, subject, severity, value, threshold, window_start_ms, window_end_ms, fired_at_ms, \
              escalated_at_ms, last_value FROM tw_alerts WHERE state = 'firing' ORDER BY fired_at_ms, id",
         )
         .fetch_all(self.store.pool())
         .await
         .context("reading firing alerts")?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let Some(severity) = Severity::parse(&r.try_get::<String, _>(3)?) else { continue };
-            out.push(Episode {
-                id: r.try_get(0)?,
-                kind: r.try_get(1)?,
-                subject: r.try_get(2)?,
-                severity,
-                state: AlertState::Firing,
-                value: r.try_get(4)?,
-                threshold: r.try_get(5)?,
-                window_start_ms: r.try_get(6)?,
-                window_end_ms: r.try_get(7)?,
-                fired_window_end_ms: r.try_get(8)?,
-                escalated_window_end_ms: r.try_get(9)?,
-                resolved_window_end_ms: None,
-                last_value: r.try_get(10)?,
-            });
-        }
-        Ok(out)
+        Ok(rows.into_iter().filter_map(firing_episode).collect())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::alert::{AlertState, Severity};
     use crate::store::Store;
 
     fn episode(state: AlertState) -> Episode {
@@ -376,12 +358,21 @@ mod tests {
         let s = SqliteEvalStore::new(store);
         let hooks = ["h1".to_string(), "h2".to_string()];
         let firing = episode(AlertState::Firing);
-        assert!(s.upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}").await.unwrap());
+        assert!(s
+            .upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}")
+            .await
+            .unwrap());
         // The same transition again (the next evaluation pass): nothing new.
-        assert!(!s.upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}").await.unwrap());
+        assert!(!s
+            .upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}")
+            .await
+            .unwrap());
         assert_eq!(s.firing_episodes().await.unwrap(), vec![firing.clone()]);
         let resolved = episode(AlertState::Resolved);
-        assert!(s.upsert_episode("confidence_drift", "cv=a", &resolved, "resolved:critical", &hooks, "{\"n\":2}").await.unwrap());
+        assert!(s
+            .upsert_episode("confidence_drift", "cv=a", &resolved, "resolved:critical", &hooks, "{\"n\":2}")
+            .await
+            .unwrap());
         assert!(s.firing_episodes().await.unwrap().is_empty());
 
         let h1 = s.outbox_pending("h1", 10).await.unwrap();
