@@ -4,7 +4,7 @@
 # in fresh temporary directories.
 #
 # Usage: scripts/services.sh <command>
-#   install           install Kafka jars (Maven) and PostgreSQL (apt) if missing
+#   install           install Kafka jars (Maven), PostgreSQL and Alertmanager (apt) if missing
 #   start             install if needed, start both, write + print the env file
 #   stop              stop both, delete their temp dirs and the env file
 #   status            exit 0 if both are running (prints the env file), else 1
@@ -166,9 +166,16 @@ install_postgres() {
     pg_bindir >/dev/null || die "postgresql installed but no /usr/lib/postgresql/*/bin/initdb"
 }
 
+# Alertmanager, for the alert delivery test (which runs its own instance).
+install_alertmanager() {
+    [ -x /usr/bin/prometheus-alertmanager ] && return 0
+    apt_install prometheus-alertmanager
+}
+
 cmd_install() {
     install_kafka
     install_postgres
+    install_alertmanager
 }
 
 # ---------------------------------------------------------------- kafka

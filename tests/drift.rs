@@ -56,27 +56,7 @@ fn stream(versions: &[(&str, fn(i64) -> f64)], per_day: usize) -> Stream {
                     let c = confidence(u, shift_of_day(day));
                     sent.entry((cv.to_string(), day)).or_default().push(c);
                     let at = day0() + day * DAY + (i as i64 * DAY / per_day as i64) + k as i64 * 30_000;
-                    events.push(Event::Decision(RoutingDecision {
-                        event_id: format!("d-{conv}-{k}"),
-                        conversation_id: conv.clone(),
-                        turn: k as i32,
-                        ts: at,
-                        segment: None,
-                        query_text: None,
-                        router: RouterKind::PreRoute,
-                        classifier_version: cv.to_string(),
-                        intent: None,
-                        confidence: c,
-                        threshold: Some(0.6),
-                        tier: if c >= 0.6 { "cheap".into() } else { "capable".into() },
-                        model: "m".into(),
-                        escalated: false,
-                        latency_ms: 10.0,
-                        input_tokens: 1,
-                        output_tokens: 1,
-                        cost_usd: 0.0,
-                        capable_cost_usd: Some(0.0),
-                    }));
+                    events.push(decision(format!("d-{conv}-{k}"), conv.clone(), k as i32, at, cv, c));
                 }
             }
         }
@@ -165,7 +145,7 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
     );
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     let extra = format!(
-        "[drift.reference_files]\nshift = \"{}\"\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/api/v2/alerts\"\nformat = \"alertmanager\"\n",
+        "[drift.reference_files]\nshift = \"{}\"\n[[alerts.webhooks]]\nurl = \"http://127.0.0.1:{hook_port}/api/v2/alerts\"\nformat = \"alertmanager\"\nresend_interval_seconds = 3600\n",
         ref_path.display()
     );
     let mut daemon = run(&env, &s, &extra).await;
@@ -187,7 +167,12 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
             seen.push((
                 labels["alertname"].as_str().unwrap_or_default().to_string(),
                 labels["severity"].as_str().unwrap_or_default().to_string(),
-                a.get("endsAt").and_then(|e| e.as_str()).is_some_and(|e| !e.is_empty()),
+                // Resolved: endsAt in the past (the resolving window). Firing: endsAt ahead, until
+                // the next re-post (none here: the resend interval is an hour).
+                a.get("endsAt")
+                    .and_then(|e| e.as_str())
+                    .and_then(|e| DateTime::parse_from_rfc3339(e).ok())
+                    .is_some_and(|e| e < Utc::now()),
             ));
             assert!(labels["subject"].as_str().unwrap_or_default().contains("classifier_version=shift"), "{post}");
         }

@@ -179,8 +179,8 @@ pub struct AlertsConfig {
     /// Webhooks that receive every alert transition (firing, escalated, resolved).
     #[serde(default)]
     pub webhooks: Vec<crate::alert::WebhookConfig>,
-    /// Notifications queued per webhook; beyond it they are dropped and counted, so a slow or dead
-    /// endpoint never slows anything else.
+    /// No longer used: notifications wait in the store's alert outbox (`tw_alert_outbox`) until
+    /// delivered, never dropped. Accepted so existing config files keep loading.
     #[serde(default = "default_alert_queue")]
     pub queue_capacity: usize,
     /// Tier quality regression rule (SPEC §5).

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use tierwatch::alert::OutboxStore;
 use tierwatch::config::Config;
 use tierwatch::drift::evaluator::{EvalStore, Evaluator};
 use tierwatch::pipeline::Pipeline;
@@ -367,7 +368,7 @@ fn run(cfg: Config) -> anyhow::Result<()> {
     }
 }
 
-fn run_with<S: Store + 'static, E: EvalStore + 'static>(
+fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
     rt: tokio::runtime::Runtime,
     cfg: Config,
     store: Arc<S>,
@@ -384,14 +385,19 @@ fn run_with<S: Store + 'static, E: EvalStore + 'static>(
             }
         });
     }
+    let eval = Arc::new(eval);
     let webhooks = if cfg.alerts.webhooks.is_empty() {
         None
     } else {
         let _guard = rt.enter();
-        Some(tierwatch::alert::WebhookSink::start(cfg.alerts.webhooks.clone(), cfg.alerts.queue_capacity)?)
+        Some(tierwatch::alert::WebhookSink::start(
+            cfg.alerts.webhooks.clone(),
+            eval.clone(),
+            telemetry.webhooks.clone(),
+        )?)
     };
     let evaluator = Evaluator::new(
-        Arc::new(eval),
+        eval,
         cfg.drift.clone(),
         cfg.alerts.quality.clone(),
         cfg.attribution.window_ms(),

@@ -46,6 +46,8 @@ pub struct Telemetry {
     missing_reference: IntGaugeVec,
     /// `tierwatch_rescore_*`: the rescoring worker pool and its model reloads.
     pub rescore: RescoreMetrics,
+    /// `tierwatch_alert_webhook_deliveries_total{result}`: alert webhook posts by result.
+    pub webhooks: crate::alert::WebhookMetrics,
     ready: AtomicBool,
 }
 
@@ -165,6 +167,7 @@ impl Telemetry {
             alert_firing,
             missing_reference,
             rescore: RescoreMetrics::new(),
+            webhooks: crate::alert::WebhookMetrics::new(),
             consumed,
             consumed_cache: Default::default(),
             rejected,
@@ -191,6 +194,7 @@ impl Telemetry {
             Box::new(t.missing_reference.clone()),
         ];
         collectors.extend(t.rescore.collectors());
+        collectors.extend(t.webhooks.collectors());
         for c in collectors {
             t.registry.register(c).expect("unique metric names");
         }

@@ -185,6 +185,33 @@ pub fn partition_of(key: &str) -> i32 {
     (key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % PARTITIONS as u32) as i32
 }
 
+/// A pre-route decision of classifier `cv` with `confidence` against threshold 0.6 (cheap tier at
+/// or above it), no text, zero cost: what the drift tests need.
+pub fn decision(event_id: String, conversation_id: String, turn: i32, ts: i64, cv: &str, confidence: f64) -> Event {
+    use tierwatch::event::{RouterKind, RoutingDecision};
+    Event::Decision(RoutingDecision {
+        event_id,
+        conversation_id,
+        turn,
+        ts,
+        segment: None,
+        query_text: None,
+        router: RouterKind::PreRoute,
+        classifier_version: cv.to_string(),
+        intent: None,
+        confidence,
+        threshold: Some(0.6),
+        tier: if confidence >= 0.6 { "cheap".into() } else { "capable".into() },
+        model: "m".into(),
+        escalated: false,
+        latency_ms: 10.0,
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_usd: 0.0,
+        capable_cost_usd: Some(0.0),
+    })
+}
+
 pub fn key_of(ev: &Event) -> String {
     match ev {
         Event::Decision(d) => d.conversation_id.clone(),

@@ -6,11 +6,13 @@
 //!   subject to its alert episodes. Re-running it after late data, after a restart or on another
 //!   instance gives the same episodes with the same ids, so persisting them is an idempotent upsert
 //!   and no alert is duplicated.
-//! * [`webhook`]: [`WebhookSink`], bounded-queue webhook delivery (Alertmanager or Slack payloads)
-//!   with retries and backoff that never slows ingestion.
+//! * [`outbox`] and [`webhook`]: durable webhook delivery (Alertmanager or Slack payloads) from an
+//!   outbox written with each transition, retried with backoff (across restarts), firing alerts
+//!   re-posted to Alertmanager periodically; it never slows ingestion.
 
 pub mod engine;
 pub mod misroute;
+pub mod outbox;
 pub mod quality;
 pub mod webhook;
 
@@ -20,8 +22,10 @@ mod engine_tests;
 mod webhook_tests;
 
 pub use engine::{episode_id, episodes, firing};
+pub use outbox::{webhook_key, OutboxRow, OutboxStore};
 pub use webhook::{
-    alertmanager_payload, slack_payload, Notification, PayloadFormat, WebhookConfig, WebhookSink, WebhookStats,
+    alertmanager_payload, alertmanager_payload_until, slack_payload, Notification, PayloadFormat, WebhookConfig,
+    WebhookMetrics, WebhookSink, WebhookStats,
 };
 
 use serde::{Deserialize, Serialize};
@@ -42,6 +46,15 @@ impl Severity {
         match self {
             Severity::Warning => "warning",
             Severity::Critical => "critical",
+        }
+    }
+
+    /// The inverse of [`Severity::as_str`].
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "warning" => Some(Severity::Warning),
+            "critical" => Some(Severity::Critical),
+            _ => None,
         }
     }
 }

@@ -1,12 +1,19 @@
-//! Webhook delivery of alert notifications that never slows ingestion.
+//! Durable webhook delivery of alert notifications that never slows ingestion.
 //!
-//! [`WebhookSink::notify`] only does a non-blocking `try_send` per configured webhook into a bounded
-//! queue; a full queue drops the notification and counts it. One task per webhook drains its queue
-//! in order: it renders the payload ([`alertmanager_payload`] or [`slack_payload`]) and POSTs it with
-//! a per-request timeout, retrying with exponential backoff. 2xx = delivered; 4xx other than 408/429
-//! (and 3xx: redirects are not followed) = give up at once; 5xx, 408, 429 and connection/TLS/timeout
-//! errors = retry, up to `max_attempts` attempts in all (a numeric `Retry-After` is honoured, capped at
-//! `max_backoff_ms`).
+//! Notifications are not queued in memory: the evaluator writes them to the store's outbox (see
+//! [`super::outbox`]) in the transaction that records the alert transition, then [`WebhookSink::wake`]s
+//! the delivery tasks. One task per webhook posts its undelivered rows in id order: it renders the
+//! payload ([`alertmanager_payload_until`] or [`slack_payload`]) and POSTs it with a per-request
+//! timeout. 2xx = delivered; 4xx other than 408/429 (and 3xx: redirects are not followed) = rejected,
+//! given up at once; 5xx, 408, 429 and connection/TLS/timeout errors = the row stays undelivered and
+//! is retried with exponential backoff capped at `max_backoff_ms` (a numeric `Retry-After` is
+//! honoured, within the cap), for as long as it takes, after a restart too; later rows wait behind it
+//! so transitions arrive in order. Delivery is at least once.
+//!
+//! Alertmanager webhooks also get every firing alert re-posted every `resend_interval_seconds` with
+//! an `endsAt` [`RESEND_VALIDITY`] intervals ahead (as Prometheus does): Alertmanager would otherwise
+//! resolve an alert after its `resolve_timeout` although tierwatch still says it fires. Slack gets
+//! transitions only.
 //!
 //! TLS: rustls with the *ring* provider, installed as the process default by [`WebhookSink::start`]
 //! (an already installed default is kept). `https` webhooks verify the server with the platform
@@ -15,7 +22,6 @@
 //!
 //! Webhook URLs often embed a secret (Slack), so logs name a webhook by scheme, host and port only.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,9 +29,9 @@ use anyhow::Context as _;
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::outbox::{webhook_key, OutboxRow, OutboxStore};
 use super::{AlertState, Episode, Severity};
 
 /// One webhook to POST alert notifications to.
@@ -53,6 +59,12 @@ pub struct WebhookConfig {
     /// Default 5000.
     #[serde(default = "default_timeout_ms")]
     pub timeout_ms: u64,
+    /// Alertmanager webhooks only: every firing alert is re-posted this often, with an `endsAt`
+    /// [`RESEND_VALIDITY`] intervals ahead, as Prometheus does, so Alertmanager keeps it active
+    /// while tierwatch says it fires (and resolves it by itself if tierwatch stops). At least 1.
+    /// Slack webhooks get transitions only. Default 60.
+    #[serde(default = "default_resend_interval_seconds")]
+    pub resend_interval_seconds: u64,
 }
 
 fn default_max_attempts() -> u32 {
@@ -67,6 +79,13 @@ fn default_max_backoff_ms() -> u64 {
 fn default_timeout_ms() -> u64 {
     5_000
 }
+fn default_resend_interval_seconds() -> u64 {
+    60
+}
+
+/// A re-posted (or freshly delivered) firing alert's `endsAt` is this many resend intervals after
+/// the post: Prometheus' rule, so that a few lost posts do not resolve it.
+pub const RESEND_VALIDITY: u32 = 4;
 
 impl WebhookConfig {
     /// A webhook to `url` in `format` with the default retry settings.
@@ -78,6 +97,7 @@ impl WebhookConfig {
             initial_backoff_ms: default_initial_backoff_ms(),
             max_backoff_ms: default_max_backoff_ms(),
             timeout_ms: default_timeout_ms(),
+            resend_interval_seconds: default_resend_interval_seconds(),
         }
     }
 
@@ -86,6 +106,7 @@ impl WebhookConfig {
         parse_url(&self.url)?;
         anyhow::ensure!(self.max_attempts >= 1, "webhook `max_attempts` must be at least 1");
         anyhow::ensure!(self.timeout_ms >= 1, "webhook `timeout_ms` must be at least 1");
+        anyhow::ensure!(self.resend_interval_seconds >= 1, "webhook `resend_interval_seconds` must be at least 1");
         Ok(())
     }
 }
@@ -134,6 +155,18 @@ pub struct Notification {
     pub dashboard_url: Option<String>,
 }
 
+impl Notification {
+    /// The notification of `e`'s current transition (its `state`), with the standard summary.
+    pub fn for_episode(e: &Episode) -> Self {
+        Notification {
+            episode: e.clone(),
+            state: e.state,
+            summary: format!("{} {}: {:.4} vs threshold {:.4}", e.kind, e.subject, e.value, e.threshold),
+            dashboard_url: None,
+        }
+    }
+}
+
 // ---------- payloads ----------
 
 /// Unix ms as RFC 3339 UTC (`2025-01-05T00:00:00Z`, sub-second digits only when non-zero); the raw
@@ -178,12 +211,20 @@ fn slack_escape(s: &str) -> String {
 /// * `alertname` is the kind; `window` is the event-time window that fired (or escalated) as an
 ///   RFC 3339 interval `start/end`.
 /// * `startsAt` is the end of that window. `endsAt` is set only on `Resolved` (the end of the
-///   resolving window; event time, so it is in the past and Alertmanager resolves the alert).
+///   resolving window; event time, so it is in the past and Alertmanager resolves the alert); see
+///   [`alertmanager_payload_until`] for the `endsAt` of a firing alert.
 /// * `severity` is a label, so an escalated episode is a different Alertmanager alert from its
 ///   warning phase: the array then also carries the warning alert ended at the escalation, so it
 ///   does not linger until Alertmanager's resolve timeout.
 /// * `value` is the value at firing/escalation (the last value on `Resolved`).
 pub fn alertmanager_payload(n: &Notification) -> Value {
+    alertmanager_payload_until(n, None)
+}
+
+/// [`alertmanager_payload`] with, on a firing alert, `endsAt` = `valid_until_ms` (when given): the
+/// time until which Alertmanager keeps it active without a new post. Delivery and re-posting set it
+/// [`RESEND_VALIDITY`] resend intervals ahead.
+pub fn alertmanager_payload_until(n: &Notification, valid_until_ms: Option<i64>) -> Value {
     let e = &n.episode;
     let resolved = n.state == AlertState::Resolved;
     let shown_value = if resolved { e.last_value } else { e.value };
@@ -217,7 +258,7 @@ pub fn alertmanager_payload(n: &Notification) -> Value {
         }
         a
     };
-    let resolved_at = if resolved { Some(e.resolved_window_end_ms.unwrap_or(e.window_end_ms)) } else { None };
+    let resolved_at = if resolved { Some(e.resolved_window_end_ms.unwrap_or(e.window_end_ms)) } else { valid_until_ms };
     let mut alerts = Vec::with_capacity(2);
     match e.escalated_window_end_ms {
         Some(escalated) if e.severity == Severity::Critical => {
@@ -294,65 +335,117 @@ pub fn slack_payload(n: &Notification) -> Value {
     json!({"text": slack_escape(&one_line(n)), "blocks": blocks})
 }
 
-/// The body for `format`.
-pub fn payload(format: PayloadFormat, n: &Notification) -> Value {
+/// The body for `format`; `valid_until_ms` as in [`alertmanager_payload_until`].
+pub fn payload(format: PayloadFormat, n: &Notification, valid_until_ms: Option<i64>) -> Value {
     match format {
-        PayloadFormat::Alertmanager => alertmanager_payload(n),
+        PayloadFormat::Alertmanager => alertmanager_payload_until(n, valid_until_ms),
         PayloadFormat::Slack => slack_payload(n),
     }
 }
 
 // ---------- delivery ----------
 
-/// Delivery counters, summed over all webhooks (one notification to two webhooks counts twice).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct WebhookStats {
-    /// Notifications delivered (a 2xx answer).
-    pub delivered: u64,
-    /// Notifications given up on (a non-retryable answer, or `max_attempts` failed attempts).
-    pub failed: u64,
-    /// Retries (attempts after the first).
-    pub retried: u64,
-    /// Notifications dropped because a queue was full (or closed).
-    pub dropped: u64,
-    /// Notifications queued or being delivered right now (after [`WebhookSink::shutdown`]: the ones
-    /// abandoned when the grace period ran out).
-    pub pending: u64,
+/// `tierwatch_alert_webhook_deliveries_total{result}`: webhook posts by result, summed over all
+/// webhooks (one notification to two webhooks counts twice). Results: `delivered` (a 2xx for an
+/// outbox notification), `rejected` (a non-retryable answer: the notification is given up),
+/// `retried` (a failed attempt that will be retried), `resent` and `resend_failed` (periodic
+/// re-posts of the firing alerts to Alertmanager webhooks, one per post).
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    deliveries: prometheus::IntCounterVec,
+    delivered: prometheus::IntCounter,
+    rejected: prometheus::IntCounter,
+    retried: prometheus::IntCounter,
+    resent: prometheus::IntCounter,
+    resend_failed: prometheus::IntCounter,
 }
 
-#[derive(Debug, Default)]
-struct Counters {
-    delivered: AtomicU64,
-    failed: AtomicU64,
-    retried: AtomicU64,
-    dropped: AtomicU64,
-    pending: AtomicU64,
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
-impl Counters {
-    fn snapshot(&self) -> WebhookStats {
+impl WebhookMetrics {
+    /// Unregistered metrics (`Telemetry::new` registers them; tests may use them bare).
+    pub fn new() -> Self {
+        let deliveries = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "tierwatch_alert_webhook_deliveries_total",
+                "Alert webhook posts by result (delivered, rejected, retried, resent, resend_failed)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let get = |r: &str| deliveries.with_label_values(&[r]);
+        WebhookMetrics {
+            delivered: get("delivered"),
+            rejected: get("rejected"),
+            retried: get("retried"),
+            resent: get("resent"),
+            resend_failed: get("resend_failed"),
+            deliveries,
+        }
+    }
+
+    /// The collectors to register.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.deliveries.clone())]
+    }
+
+    /// The counters as numbers.
+    pub fn stats(&self) -> WebhookStats {
         WebhookStats {
-            delivered: self.delivered.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-            retried: self.retried.load(Ordering::Relaxed),
-            dropped: self.dropped.load(Ordering::Relaxed),
-            pending: self.pending.load(Ordering::Relaxed),
+            delivered: self.delivered.get(),
+            rejected: self.rejected.get(),
+            retried: self.retried.get(),
+            resent: self.resent.get(),
+            resend_failed: self.resend_failed.get(),
         }
     }
 }
 
-#[derive(Debug)]
-struct Route {
-    target: String,
-    tx: mpsc::Sender<Arc<Notification>>,
+/// Delivery counters, summed over all webhooks: see [`WebhookMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WebhookStats {
+    /// Outbox notifications delivered (a 2xx answer).
+    pub delivered: u64,
+    /// Outbox notifications given up on (a non-retryable answer).
+    pub rejected: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Periodic re-posts of the firing alerts that were accepted.
+    pub resent: u64,
+    /// Periodic re-posts that failed (the next one comes one interval later).
+    pub resend_failed: u64,
 }
 
-/// Alert webhooks: one bounded queue and one delivery task per configured webhook.
-#[derive(Debug)]
+/// How often a delivery task looks at the outbox without being woken (rows written by another
+/// instance, a wake-up lost to a crash).
+const POLL: Duration = Duration::from_secs(5);
+/// Outbox rows read per query.
+const BATCH: i64 = 64;
+/// How often delivered rows are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+struct Route {
+    key: String,
+    wake: Arc<tokio::sync::Notify>,
+}
+
+/// Alert webhooks: one delivery task per configured webhook, fed by the store's outbox.
 pub struct WebhookSink {
     routes: Vec<Route>,
-    counters: Arc<Counters>,
+    keys: Vec<String>,
+    metrics: WebhookMetrics,
+    stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for WebhookSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookSink").field("webhooks", &self.keys.len()).finish()
+    }
 }
 
 /// Installs rustls' ring provider as the process default unless a provider is already installed.
@@ -397,17 +490,26 @@ fn build_client(url: &reqwest::Url, cfg: &WebhookConfig, no_proxy: bool) -> anyh
 }
 
 impl WebhookSink {
-    /// Spawns one delivery task per configured webhook on the current tokio runtime, each fed by a
-    /// bounded queue of `capacity` notifications (at least 1).
+    /// Spawns one delivery task per configured webhook on the current tokio runtime, each reading
+    /// its rows of `store`'s outbox (rows left undelivered by an earlier run included).
     ///
     /// Fails outside a tokio runtime, on an invalid config, or when an https webhook's client cannot
     /// be built (no loadable system CA store). Call it at startup: building an https client reads the
     /// system CA store once.
-    pub fn start(configs: Vec<WebhookConfig>, capacity: usize) -> anyhow::Result<Self> {
-        Self::start_inner(configs, capacity, false)
+    pub fn start<S: OutboxStore>(
+        configs: Vec<WebhookConfig>,
+        store: Arc<S>,
+        metrics: WebhookMetrics,
+    ) -> anyhow::Result<Self> {
+        Self::start_inner(configs, store, metrics, false)
     }
 
-    pub(crate) fn start_inner(configs: Vec<WebhookConfig>, capacity: usize, no_proxy: bool) -> anyhow::Result<Self> {
+    pub(crate) fn start_inner<S: OutboxStore>(
+        configs: Vec<WebhookConfig>,
+        store: Arc<S>,
+        metrics: WebhookMetrics,
+        no_proxy: bool,
+    ) -> anyhow::Result<Self> {
         let handle = tokio::runtime::Handle::try_current()
             .map_err(|_| anyhow::anyhow!("WebhookSink::start must be called inside a tokio runtime"))?;
         install_crypto_provider();
@@ -418,68 +520,62 @@ impl WebhookSink {
             let client = build_client(&url, &cfg, no_proxy)?;
             prepared.push((cfg, url, client));
         }
-        let counters = Arc::new(Counters::default());
+        let (stop, stop_rx) = tokio::sync::watch::channel(false);
         let mut routes = Vec::with_capacity(prepared.len());
         let mut tasks = Vec::with_capacity(prepared.len());
         for (cfg, url, client) in prepared {
-            let (tx, rx) = mpsc::channel(capacity.max(1));
-            let target = redacted(&url);
-            let worker = Worker { cfg, url, client, target: target.clone(), counters: counters.clone() };
-            tasks.push(handle.spawn(worker.run(rx)));
-            routes.push(Route { target, tx });
+            let key = webhook_key(&cfg.url, cfg.format);
+            if routes.iter().any(|r: &Route| r.key == key) {
+                continue; // the same webhook twice: one queue, one delivery
+            }
+            let wake = Arc::new(tokio::sync::Notify::new());
+            let worker = Worker {
+                target: redacted(&url),
+                cfg,
+                url,
+                client,
+                key: key.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                wake: wake.clone(),
+                stop: stop_rx.clone(),
+            };
+            tasks.push(handle.spawn(worker.run()));
+            routes.push(Route { key, wake });
         }
-        Ok(WebhookSink { routes, counters, tasks })
+        let keys = routes.iter().map(|r| r.key.clone()).collect();
+        Ok(WebhookSink { routes, keys, metrics, stop, tasks })
     }
 
-    /// Never blocks, never awaits: enqueues `n` to every webhook; a full queue drops the
-    /// notification for that webhook and counts it in `dropped`.
-    pub fn notify(&self, n: Notification) {
-        if self.routes.is_empty() {
-            return;
-        }
-        let n = Arc::new(n);
-        for route in &self.routes {
-            // Count before sending so the worker's decrement can never come first.
-            self.counters.pending.fetch_add(1, Ordering::Relaxed);
-            if let Err(e) = route.tx.try_send(n.clone()) {
-                self.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                let dropped = self.counters.dropped.fetch_add(1, Ordering::Relaxed) + 1;
-                // Log the 1st, 2nd, 4th, 8th … drop: a storm of drops must not become a storm of logs.
-                if dropped.is_power_of_two() {
-                    let why = match e {
-                        mpsc::error::TrySendError::Full(_) => "queue full",
-                        mpsc::error::TrySendError::Closed(_) => "delivery task stopped",
-                    };
-                    tracing::warn!(webhook = %route.target, dropped_total = dropped, "alert notification dropped: {why}");
-                }
-            }
+    /// The outbox key of every webhook ([`webhook_key`]): a transition gets one outbox row each.
+    pub fn keys(&self) -> &[String] {
+        &self.keys
+    }
+
+    /// Never blocks: tells the delivery tasks that new outbox rows were committed.
+    pub fn wake(&self) {
+        for r in &self.routes {
+            r.wake.notify_one();
         }
     }
 
     /// A snapshot of the delivery counters.
     pub fn stats(&self) -> WebhookStats {
-        self.counters.snapshot()
+        self.metrics.stats()
     }
 
-    /// Stops accepting notifications and waits up to `grace` for the queues to drain (deliveries,
-    /// retries included, continue meanwhile); tasks still running then are aborted. Returns the final
-    /// counters (`pending` = notifications abandoned).
+    /// Stops the delivery tasks: an attempt in flight may finish within `grace`, then the tasks are
+    /// aborted. Undelivered rows stay in the outbox for the next start.
     pub async fn shutdown(self, grace: Duration) -> WebhookStats {
-        let WebhookSink { routes, counters, tasks } = self;
-        drop(routes); // closes the queues: each worker drains its queue, then returns
+        let WebhookSink { stop, tasks, metrics, .. } = self;
+        let _ = stop.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         for mut task in tasks {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {
                 task.abort();
             }
         }
-        let stats = counters.snapshot();
-        if stats.pending > 0 {
-            tracing::warn!(
-                abandoned = stats.pending,
-                "alert webhooks: shutdown grace period over, notifications abandoned"
-            );
-        }
+        let stats = metrics.stats();
         tracing::info!(?stats, "alert webhooks stopped");
         stats
     }
@@ -503,60 +599,218 @@ fn error_chain(e: &reqwest::Error) -> String {
     s
 }
 
-struct Worker {
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+struct Worker<S> {
     cfg: WebhookConfig,
     url: reqwest::Url,
     client: reqwest::Client,
     target: String,
-    counters: Arc<Counters>,
+    key: String,
+    store: Arc<S>,
+    metrics: WebhookMetrics,
+    wake: Arc<tokio::sync::Notify>,
+    stop: tokio::sync::watch::Receiver<bool>,
 }
 
-impl Worker {
-    async fn run(self, mut rx: mpsc::Receiver<Arc<Notification>>) {
-        while let Some(n) = rx.recv().await {
-            self.deliver(&n).await;
-            self.counters.pending.fetch_sub(1, Ordering::Relaxed);
+impl<S: OutboxStore> Worker<S> {
+    fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// The resend interval of an Alertmanager webhook; `None` for Slack (transitions only).
+    fn resend_every(&self) -> Option<Duration> {
+        (self.cfg.format == PayloadFormat::Alertmanager)
+            .then(|| Duration::from_secs(self.cfg.resend_interval_seconds.max(1)))
+    }
+
+    /// `endsAt` of a firing alert posted now.
+    fn valid_until_ms(&self) -> Option<i64> {
+        self.resend_every().map(|every| now_ms().saturating_add((every * RESEND_VALIDITY).as_millis() as i64))
+    }
+
+    /// Deliver the outbox in order; resend firing alerts every interval (the first time at start, so
+    /// a restart longer than their validity does not leave them resolved); back off while the
+    /// endpoint fails.
+    async fn run(mut self) {
+        let max_backoff = Duration::from_millis(self.cfg.max_backoff_ms);
+        let initial = Duration::from_millis(self.cfg.initial_backoff_ms).min(max_backoff);
+        let mut backoff = initial;
+        let mut failures: u32 = 0;
+        let start = tokio::time::Instant::now();
+        let mut next_resend = start;
+        let mut next_prune = start;
+        loop {
+            if self.stopping() {
+                break;
+            }
+            let now = tokio::time::Instant::now();
+            if now >= next_prune {
+                if let Err(e) = self.store.outbox_prune().await {
+                    tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "alert outbox prune failed");
+                }
+                next_prune = now + PRUNE_EVERY;
+            }
+            let mut wait = POLL;
+            let leased = self.store.outbox_lease(&self.key).await.unwrap_or_else(|e| {
+                tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "alert outbox lease check failed; will retry");
+                false
+            });
+            if !leased {
+                // Another instance delivers this webhook (or the store is away): look again later.
+                tokio::select! {
+                    _ = tokio::time::sleep(POLL) => {}
+                    changed = self.stop.changed() => if changed.is_err() { break },
+                }
+                continue;
+            }
+            match self.drain().await {
+                None => {
+                    backoff = initial;
+                    failures = 0;
+                }
+                Some(retry_after) => {
+                    failures = failures.saturating_add(1);
+                    wait = retry_after.map_or(backoff, |ra| ra.max(backoff)).min(max_backoff);
+                    backoff = backoff.saturating_mul(2).min(max_backoff);
+                    if failures == self.cfg.max_attempts.max(1) {
+                        tracing::error!(webhook = %self.target, attempts = failures, "alert notifications still undelivered; retrying every {} ms at most until the webhook accepts them", max_backoff.as_millis());
+                    }
+                }
+            }
+            if let Some(every) = self.resend_every() {
+                let now = tokio::time::Instant::now();
+                if now >= next_resend && !self.stopping() {
+                    self.resend().await;
+                    next_resend = now + every;
+                }
+                wait = wait.min(next_resend.saturating_duration_since(tokio::time::Instant::now()));
+            }
+            let backing_off = failures > 0;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = self.wake.notified(), if !backing_off => {}
+                // Err: the sink was dropped without a shutdown.
+                changed = self.stop.changed() => if changed.is_err() { break },
+            }
         }
     }
 
-    async fn deliver(&self, n: &Notification) {
-        let body = match serde_json::to_vec(&payload(self.cfg.format, n)) {
-            Ok(b) => b,
+    /// Post undelivered rows, oldest first, until none is left (`None`) or one fails retryably
+    /// (`Some(retry_after)`): later rows wait for it, so transitions arrive in order.
+    async fn drain(&self) -> Option<Option<Duration>> {
+        loop {
+            let rows = match self.store.outbox_pending(&self.key, BATCH).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "reading the alert outbox failed; will retry");
+                    return Some(None);
+                }
+            };
+            if rows.is_empty() {
+                return None;
+            }
+            for row in rows {
+                if self.stopping() {
+                    return None;
+                }
+                if let Some(retry) = self.deliver(&row).await {
+                    return Some(retry);
+                }
+            }
+        }
+    }
+
+    /// One attempt at one row; `Some(retry_after)` when it must be retried.
+    async fn deliver(&self, row: &OutboxRow) -> Option<Option<Duration>> {
+        let n: Notification = match serde_json::from_str(&row.notification) {
+            Ok(n) => n,
             Err(e) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(webhook = %self.target, episode = %n.episode.id, "alert payload not serialisable: {e}");
+                let why = format!("stored notification does not decode: {e}");
+                return self.finish(row, Some(why)).await;
+            }
+        };
+        let body = match serde_json::to_vec(&payload(self.cfg.format, &n, self.valid_until_ms())) {
+            Ok(b) => b,
+            Err(e) => return self.finish(row, Some(format!("payload not serialisable: {e}"))).await,
+        };
+        match self.attempt(body).await {
+            Outcome::Delivered => {
+                if row.attempts > 0 {
+                    tracing::info!(webhook = %self.target, episode = %n.episode.id, attempts = row.attempts + 1, "alert notification delivered after retries");
+                }
+                self.finish(row, None).await
+            }
+            Outcome::GiveUp(why) => {
+                tracing::warn!(webhook = %self.target, episode = %n.episode.id, "alert notification rejected, giving up: {why}");
+                self.finish(row, Some(why)).await
+            }
+            Outcome::Retry(why, retry_after) => {
+                self.metrics.retried.inc();
+                let attempts = row.attempts.saturating_add(1);
+                // Log the 1st, 2nd, 4th, 8th … failure of a row: an outage must not become a log storm.
+                if (attempts as u32).is_power_of_two() {
+                    tracing::warn!(webhook = %self.target, episode = %n.episode.id, attempts, "alert notification failed, will retry: {why}");
+                }
+                if let Err(e) = self.store.outbox_attempt_failed(row.id, &why).await {
+                    tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "recording a failed alert delivery failed");
+                }
+                Some(retry_after)
+            }
+        }
+    }
+
+    /// Mark a row delivered (`rejected = None`) or given up; a store error means retry later (the
+    /// webhook may then see the notification twice: delivery is at least once).
+    async fn finish(&self, row: &OutboxRow, rejected: Option<String>) -> Option<Option<Duration>> {
+        match self.store.outbox_done(row.id, rejected.is_some(), rejected.as_deref()).await {
+            Ok(()) => {
+                let counter = if rejected.is_some() { &self.metrics.rejected } else { &self.metrics.delivered };
+                counter.inc();
+                None
+            }
+            Err(e) => {
+                tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "recording an alert delivery failed; will retry");
+                Some(None)
+            }
+        }
+    }
+
+    /// Post every firing episode in one body with a fresh `endsAt`.
+    async fn resend(&self) {
+        let firing = match self.store.firing_episodes().await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "reading firing alerts failed");
+                self.metrics.resend_failed.inc();
                 return;
             }
         };
-        let max_attempts = self.cfg.max_attempts.max(1);
-        let max_backoff = Duration::from_millis(self.cfg.max_backoff_ms);
-        let mut backoff = Duration::from_millis(self.cfg.initial_backoff_ms).min(max_backoff);
-        for attempt in 1..=max_attempts {
-            match self.attempt(body.clone()).await {
-                Outcome::Delivered => {
-                    self.counters.delivered.fetch_add(1, Ordering::Relaxed);
-                    if attempt > 1 {
-                        tracing::info!(webhook = %self.target, episode = %n.episode.id, attempt, "alert notification delivered after retries");
-                    }
-                    return;
-                }
-                Outcome::GiveUp(why) => {
-                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(webhook = %self.target, episode = %n.episode.id, attempt, "alert notification rejected, giving up: {why}");
-                    return;
-                }
-                Outcome::Retry(why, retry_after) => {
-                    if attempt == max_attempts {
-                        self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                        tracing::warn!(webhook = %self.target, episode = %n.episode.id, attempt, "alert notification failed, giving up after {max_attempts} attempts: {why}");
-                        return;
-                    }
-                    let delay = retry_after.map_or(backoff, |ra| ra.max(backoff)).min(max_backoff);
-                    tracing::warn!(webhook = %self.target, episode = %n.episode.id, attempt, retry_in_ms = delay.as_millis() as u64, "alert notification failed, will retry: {why}");
-                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(delay).await;
-                    backoff = backoff.saturating_mul(2).min(max_backoff);
-                }
+        if firing.is_empty() {
+            return;
+        }
+        let until = self.valid_until_ms();
+        let mut alerts = Vec::with_capacity(firing.len());
+        for e in &firing {
+            if let Value::Array(a) = alertmanager_payload_until(&Notification::for_episode(e), until) {
+                alerts.extend(a);
+            }
+        }
+        let body = match serde_json::to_vec(&Value::Array(alerts)) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!(webhook = %self.target, "firing alerts not serialisable: {e}");
+                self.metrics.resend_failed.inc();
+                return;
+            }
+        };
+        match self.attempt(body).await {
+            Outcome::Delivered => self.metrics.resent.inc(),
+            Outcome::GiveUp(why) | Outcome::Retry(why, _) => {
+                self.metrics.resend_failed.inc();
+                tracing::warn!(webhook = %self.target, alerts = firing.len(), "re-posting firing alerts failed (next try in one interval): {why}");
             }
         }
     }

@@ -99,9 +99,18 @@ pub trait EvalStore: Send + Sync {
     /// `rescore_estimates_daily` rows of the tiers other than `capable_tier`: (day start ms, tier,
     /// estimate). Rows without a rate (nothing scored) are left out.
     async fn rescore_estimates(&self, capable_tier: &str) -> anyhow::Result<Vec<(i64, String, EstimateDay)>>;
-    /// Upsert an episode; returns the transition ("state:severity") last given to the webhooks.
-    async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>>;
-    async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()>;
+    /// Upsert an episode and, in the same transaction, when `transition` ("state:severity") is not
+    /// the one last recorded in `notified`: record it and queue `notification` (JSON) in the alert
+    /// outbox once per webhook key of `webhooks`. Returns whether it was a new transition.
+    async fn upsert_episode(
+        &self,
+        kind: &str,
+        subject: &str,
+        e: &Episode,
+        transition: &str,
+        webhooks: &[String],
+        notification: &str,
+    ) -> anyhow::Result<bool>;
     /// Remove episodes of (kind, subject) whose window starts at or after `since_ms` (the part of
     /// history that was re-evaluated) and that re-evaluation no longer produces. Older episodes are
     /// history and stay.
@@ -379,8 +388,9 @@ impl<E: EvalStore> Evaluator<E> {
         Ok((firing, notified))
     }
 
-    /// Upsert episodes; drop stored ones that re-evaluation no longer produces; notify transitions
-    /// the webhooks have not been given yet. Returns the notifications sent.
+    /// Upsert episodes; drop stored ones that re-evaluation no longer produces; queue the
+    /// transitions the webhooks have not been given yet in the outbox (same transaction as the
+    /// upsert) and wake the delivery tasks. Returns the new transitions.
     pub async fn store_episodes(
         &self,
         kind: &str,
@@ -391,13 +401,13 @@ impl<E: EvalStore> Evaluator<E> {
         let ids: Vec<String> = eps.iter().map(|e| e.id.clone()).collect();
         self.store.retain_episodes(kind, subject, &ids, since_ms).await?;
         let mut sent = 0;
+        let webhooks = self.webhooks.as_ref().map_or(&[][..], |w| w.keys());
         for e in eps {
             let transition = format!("{}:{}", e.state.as_str(), e.severity.as_str());
-            let previous = self.store.upsert_episode(kind, subject, e).await?;
-            if previous.as_deref() == Some(transition.as_str()) {
+            let notification = serde_json::to_string(&Notification::for_episode(e))?;
+            if !self.store.upsert_episode(kind, subject, e, &transition, webhooks, &notification).await? {
                 continue;
             }
-            self.store.mark_notified(&e.id, &transition).await?;
             tracing::warn!(
                 kind,
                 subject,
@@ -407,15 +417,10 @@ impl<E: EvalStore> Evaluator<E> {
                 threshold = e.threshold,
                 "alert"
             );
-            if let Some(w) = &self.webhooks {
-                w.notify(Notification {
-                    episode: e.clone(),
-                    state: e.state,
-                    summary: format!("{kind} {subject}: {:.4} vs threshold {:.4}", e.value, e.threshold),
-                    dashboard_url: None,
-                });
-            }
             sent += 1;
+        }
+        if let (Some(w), true) = (&self.webhooks, sent > 0) {
+            w.wake();
         }
         Ok(sent)
     }

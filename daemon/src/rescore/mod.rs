@@ -60,4 +60,8 @@ pub enum RescoreError {
     /// Running the model failed.
     #[error("rescorer inference failed: {0}")]
     Inference(String),
+    /// The model gave a probability that is not a number in [0, 1] (NaN, infinite, negative or
+    /// above 1): refused at load, or the one query it was given for is shed.
+    #[error("rescorer output out of range: {0}")]
+    OutOfRange(String),
 }

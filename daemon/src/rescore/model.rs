@@ -108,6 +108,22 @@ impl Ood {
     }
 }
 
+/// Queries every loaded model is tried on before it serves (see [`Rescorer::probe`]): empty, short,
+/// long, non-ASCII and repetitive text.
+const PROBE_TEXTS: [&str; 6] = [
+    "",
+    "where is my order?",
+    "I want to dispute a chargeback on my enterprise contract and need the invoice history for the last two years",
+    "Квантовая хромодинамика и 量子色力学 ∮∯∰",
+    "refund refund refund refund refund refund refund refund refund refund refund refund",
+    "a",
+];
+
+/// Whether a model output is a probability: finite and in [0, 1] (NaN is not).
+pub fn valid_score(p: f32) -> bool {
+    (0.0..=1.0).contains(&p)
+}
+
 type Plan = SimplePlan<TypedFact, Box<dyn TypedOp>, TypedModel>;
 
 /// One optimised plan per entry of [`PLAN_ROWS`], same order.
@@ -157,6 +173,14 @@ impl Rescorer {
     /// width = featurizer D, one output of width 1) and optimises the model once for a symbolic
     /// batch size.
     pub fn load(onnx_path: impl AsRef<Path>) -> Result<Rescorer, RescoreError> {
+        let rescorer = Self::load_unprobed(onnx_path)?;
+        rescorer.probe()?;
+        Ok(rescorer)
+    }
+
+    /// [`Rescorer::load`] without the output probe (tests use it for a model that misbehaves only on
+    /// inputs the probe does not try).
+    pub(crate) fn load_unprobed(onnx_path: impl AsRef<Path>) -> Result<Rescorer, RescoreError> {
         let path = onnx_path.as_ref().to_path_buf();
         let sidecar_path = path.with_extension("json");
         let raw =
@@ -185,6 +209,21 @@ impl Rescorer {
             plans,
             ood,
         })
+    }
+
+    /// Runs the freshly loaded model on [`PROBE_TEXTS`] (through both plans: one full chunk of 8
+    /// and one single row) and refuses it when any output is not a probability, so a reload of
+    /// such a model keeps the previous one serving instead of poisoning the results.
+    fn probe(&self) -> Result<(), RescoreError> {
+        let texts: Vec<&str> = PROBE_TEXTS.iter().cycle().take(PLAN_ROWS[0] + 1).copied().collect();
+        let scores = self.score_batch(&texts)?;
+        match texts.iter().zip(&scores).find(|(_, p)| !valid_score(**p)) {
+            None => Ok(()),
+            Some((text, p)) => Err(RescoreError::OutOfRange(format!(
+                "model {} gives p_complex {p} for the probe text {text:?}; it must be a number in [0, 1]",
+                self.path.display()
+            ))),
+        }
     }
 
     /// `model_version` from the sidecar.
@@ -329,17 +368,118 @@ pub(crate) mod tests {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/rescorer.onnx")
     }
 
-    /// Copies the committed model and sidecar into `dir` as `NAME.onnx`/`NAME.json`, letting
-    /// `edit` change the sidecar.
+    /// Writes `bytes` to `path` by rename, as a deployment should, so a watcher never sees a
+    /// half-written file.
+    pub(crate) fn replace_file(path: &Path, bytes: &[u8]) {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    }
+
+    /// Copies the committed model and sidecar into `dir` as `NAME.onnx`/`NAME.json` (each
+    /// replaced by rename), letting `edit` change the sidecar.
     pub(crate) fn copy_model(dir: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> PathBuf {
         let src = committed_model();
         let dst = dir.join(format!("{name}.onnx"));
-        std::fs::copy(&src, &dst).unwrap();
+        replace_file(&dst, &std::fs::read(&src).unwrap());
         let mut side: serde_json::Value =
             serde_json::from_slice(&std::fs::read(src.with_extension("json")).unwrap()).unwrap();
         edit(&mut side);
-        std::fs::write(dst.with_extension("json"), serde_json::to_vec(&side).unwrap()).unwrap();
+        replace_file(&dst.with_extension("json"), &serde_json::to_vec(&side).unwrap());
         dst
+    }
+
+    /// Writes `NAME.onnx` (a tiny graph built here: `features [batch, D]` → `p_complex [batch, 1]`
+    /// = `scale · Σ features² + offset`, then `Sqrt` when `sqrt`) with the committed sidecar
+    /// (version `NAME`). Rows are L2-normalised, so Σ features² is 1 for a text with features and
+    /// 0 for the empty text: `scale` and `offset` choose the output of each.
+    pub(crate) fn write_affine_model(dir: &Path, name: &str, scale: f32, offset: f32, sqrt: bool) -> PathBuf {
+        use prost::Message;
+        use tract_onnx::pb;
+        let dst = copy_model(dir, name, |s| s["model_version"] = name.into());
+        let side: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dst.with_extension("json")).unwrap()).unwrap();
+        let (input, output) = (side["input_name"].as_str().unwrap(), side["output_name"].as_str().unwrap());
+        let dim = side["featurizer"]["dim"].as_i64().unwrap();
+        let float = pb::tensor_proto::DataType::Float as i32;
+        let value = |name: &str, dims: Vec<pb::tensor_shape_proto::dimension::Value>| pb::ValueInfoProto {
+            name: name.into(),
+            r#type: Some(pb::TypeProto {
+                value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                    elem_type: float,
+                    shape: Some(pb::TensorShapeProto {
+                        dim: dims
+                            .into_iter()
+                            .map(|v| pb::tensor_shape_proto::Dimension { value: Some(v), ..Default::default() })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        use pb::tensor_shape_proto::dimension::Value::{DimParam, DimValue};
+        let scalar = |name: &str, v: f32| pb::TensorProto {
+            name: name.into(),
+            data_type: float,
+            float_data: vec![v],
+            ..Default::default()
+        };
+        let node = |op: &str, inputs: &[&str], out: &str| pb::NodeProto {
+            op_type: op.into(),
+            name: out.into(),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![out.into()],
+            ..Default::default()
+        };
+        let mut sum = node("ReduceSumSquare", &[input], "sum");
+        sum.attribute.push(pb::AttributeProto {
+            name: "axes".into(),
+            r#type: pb::attribute_proto::AttributeType::Ints as i32,
+            ints: vec![1],
+            ..Default::default()
+        });
+        let last = if sqrt { "affine" } else { output };
+        let mut nodes = vec![sum, node("Mul", &["sum", "scale"], "scaled"), node("Add", &["scaled", "offset"], last)];
+        if sqrt {
+            nodes.push(node("Sqrt", &["affine"], output));
+        }
+        let model = pb::ModelProto {
+            ir_version: 7,
+            opset_import: vec![pb::OperatorSetIdProto { domain: String::new(), version: 11 }],
+            graph: Some(pb::GraphProto {
+                name: "affine".into(),
+                node: nodes,
+                initializer: vec![scalar("scale", scale), scalar("offset", offset)],
+                input: vec![value(input, vec![DimParam("batch".into()), DimValue(dim)])],
+                output: vec![value(output, vec![DimParam("batch".into()), DimValue(1)])],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        replace_file(&dst, &model.encode_to_vec());
+        dst
+    }
+
+    #[test]
+    fn models_with_outputs_outside_0_1_are_refused_at_load() {
+        let dir = tempfile::tempdir().unwrap();
+        // The builder makes loadable models: 0.25 everywhere.
+        let ok = Rescorer::load(write_affine_model(dir.path(), "quarter", 0.0, 0.25, false)).unwrap();
+        assert_eq!(ok.score_batch(&["where is my order", ""]).unwrap(), [0.25, 0.25]);
+        for (name, scale, offset, sqrt, shows) in [
+            ("above_one", 0.0, 2.0, false, "p_complex 2"),
+            ("negative", 0.0, -0.5, false, "p_complex -0.5"),
+            ("nan", 0.0, -1.0, true, "p_complex NaN"),
+            // Fine on the empty text (√0), NaN on any text with features: the probe texts catch it.
+            ("nan_on_text", -1.0, 0.0, true, "p_complex NaN"),
+        ] {
+            let err = Rescorer::load(write_affine_model(dir.path(), name, scale, offset, sqrt)).unwrap_err();
+            assert!(matches!(err, RescoreError::OutOfRange(_)), "{name}: {err}");
+            let msg = err.to_string();
+            assert!(msg.contains(shows) && msg.contains("must be a number in [0, 1]"), "{name}: {msg}");
+            assert!(msg.contains(&format!("{name}.onnx")), "{name}: the error names the file: {msg}");
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::mpsc::UnboundedSender;
 
+use super::model::valid_score;
 use super::{RescoreError, Rescorer};
 use crate::telemetry::RescoreMetrics;
 
@@ -36,12 +37,13 @@ pub struct Scored<T> {
     pub threshold: f32,
 }
 
-/// A job whose batch could not be scored (inference error). Not retried.
+/// A job that could not be scored: its batch failed (inference error, shared by every job of the
+/// batch) or the model's output for it was not in [0, 1] (this job only). Not retried.
 #[derive(Debug)]
 pub struct Failed<T> {
     pub payload: T,
     pub model_version: Arc<str>,
-    /// Shared by every job of the failed batch.
+    /// Shared by every job of a failed batch.
     pub error: Arc<RescoreError>,
 }
 
@@ -291,16 +293,27 @@ fn work<T>(
         let version = rescorer.version();
         match result {
             Ok(scores) => {
-                metrics.scored.inc_by(batch.len() as u64);
+                let mut bad = 0u64;
                 for (job, p_complex) in batch.drain(..).zip(scores) {
-                    let scored = Scored {
-                        payload: job.payload,
-                        p_complex,
-                        model_version: Arc::clone(version),
-                        threshold: rescorer.threshold(),
+                    // One output that is not a probability fails its own job only.
+                    let outcome = if valid_score(p_complex) {
+                        metrics.scored.inc();
+                        Ok(Scored {
+                            payload: job.payload,
+                            p_complex,
+                            model_version: Arc::clone(version),
+                            threshold: rescorer.threshold(),
+                        })
+                    } else {
+                        bad += 1;
+                        let error = RescoreError::OutOfRange(format!("p_complex {p_complex} is not in [0, 1]"));
+                        Err(Failed { payload: job.payload, model_version: Arc::clone(version), error: Arc::new(error) })
                     };
                     // A closed receiver means nobody wants results any more: keep draining.
-                    let _ = out.send(Ok(scored));
+                    let _ = out.send(outcome);
+                }
+                if bad > 0 {
+                    tracing::warn!(model = %version, jobs = bad, "rescorer output not in [0, 1]; those samples are shed");
                 }
             }
             Err(e) => {
@@ -319,7 +332,7 @@ fn work<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rescore::model::tests::copy_model;
+    use crate::rescore::model::tests::{copy_model, replace_file, write_affine_model};
 
     fn version(v: &'static str) -> impl FnOnce(&mut serde_json::Value) {
         move |s| s["model_version"] = v.into()
@@ -430,6 +443,59 @@ mod tests {
     }
 
     #[test]
+    fn reload_of_a_model_with_outputs_outside_0_1_keeps_the_old_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = RescoreMetrics::new();
+        let path = copy_model(dir.path(), "m", version("v1"));
+        let handle = ModelHandle::load(&path, metrics.clone()).unwrap();
+        // The file is replaced by a model that answers 3.0 for everything.
+        let bad = write_affine_model(dir.path(), "bad", 0.0, 3.0, false);
+        replace_file(&path, &std::fs::read(&bad).unwrap());
+        replace_file(&path.with_extension("json"), &std::fs::read(bad.with_extension("json")).unwrap());
+        let err = handle.reload().unwrap_err();
+        assert!(matches!(err, RescoreError::OutOfRange(_)), "{err}");
+        assert_eq!(metrics.reloads_error.get(), 1);
+        assert_eq!(&**handle.current().version(), "v1");
+    }
+
+    #[test]
+    fn an_output_outside_0_1_fails_only_its_own_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = RescoreMetrics::new();
+        // 2.0 for a text with features, 0.0 for the empty text. Such a model is refused at load
+        // (the probe texts have features), so it is put into a handle as if it had slipped
+        // through: a model can also misbehave only on inputs no probe tried.
+        let handle = ModelHandle::load(copy_model(dir.path(), "m", version("v1")), metrics.clone()).unwrap();
+        let unprobed = Rescorer::load_unprobed(write_affine_model(dir.path(), "two", 2.0, 0.0, false)).unwrap();
+        *handle.current.write().unwrap() = Arc::new(unprobed);
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let pool =
+            RescorePool::new(PoolConfig { workers: 1, queue_capacity: 16, batch_size: 8 }, handle, tx, metrics.clone())
+                .unwrap();
+        let texts = ["", "where is my order", "", "refund please", ""];
+        for (i, t) in texts.iter().enumerate() {
+            pool.try_submit(Job { text: t.to_string(), payload: i }).unwrap();
+        }
+        pool.shutdown();
+        let mut scored = vec![];
+        let mut failed = vec![];
+        for o in drain(&mut rx) {
+            match o {
+                Ok(s) => scored.push((s.payload, s.p_complex)),
+                Err(f) => {
+                    assert!(matches!(*f.error, RescoreError::OutOfRange(_)), "{}", f.error);
+                    failed.push(f.payload);
+                }
+            }
+        }
+        scored.sort_by_key(|s| s.0);
+        failed.sort();
+        assert_eq!(scored, [(0, 0.0), (2, 0.0), (4, 0.0)]);
+        assert_eq!(failed, [1, 3]);
+        assert_eq!(metrics.scored.get(), 3);
+    }
+
+    #[test]
     fn watcher_reloads_on_change_and_skips_unchanged_broken_files() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = RescoreMetrics::new();
@@ -447,7 +513,7 @@ mod tests {
         wait_for("reload to version-two", &|| &**handle.current().version() == "version-two");
 
         // A broken sidecar: one failed attempt, then no retry until the files change again.
-        std::fs::write(path.with_extension("json"), b"{ truncated").unwrap();
+        replace_file(&path.with_extension("json"), b"{ truncated");
         wait_for("failed reload", &|| metrics.reloads_error.get() == 1);
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(metrics.reloads_error.get(), 1, "an unchanged broken file is not retried every poll");

@@ -20,6 +20,7 @@ use anyhow::Context;
 use hmac::{Hmac, Mac};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
+use super::model::valid_score;
 use super::pool::{Job, ModelHandle, ModelWatcher, Outcome, PoolConfig, RescorePool};
 use crate::config::{RescoreConfig, TextPrivacy};
 use crate::event::{Feedback, FeedbackKind, RoutingDecision};
@@ -266,8 +267,14 @@ async fn write_results<S: Store>(
     }
 }
 
+/// A store transaction refuses a whole buffer for one score out of range, so a score that is not a
+/// probability (or a threshold that is not finite) sheds its own sample here, never the others.
 fn to_result(o: Outcome<String>) -> RescoreResult {
     match o {
+        Ok(s) if !(valid_score(s.p_complex) && s.threshold.is_finite()) => {
+            tracing::warn!(p_complex = s.p_complex, threshold = s.threshold, model = %s.model_version, "rescore out of range; sample marked shed");
+            RescoreResult { event_id: s.payload, outcome: RescoreOutcome::Shed }
+        }
         Ok(s) => RescoreResult {
             event_id: s.payload,
             outcome: RescoreOutcome::Scored {
@@ -328,6 +335,29 @@ async fn recover<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_score_out_of_range_sheds_only_its_own_sample() {
+        use crate::rescore::pool::Scored;
+        let scored = |id: &str, p: f32, th: f32| {
+            Ok(Scored { payload: id.to_string(), p_complex: p, model_version: "m".into(), threshold: th })
+        };
+        let buf: Vec<RescoreResult> = vec![
+            scored("a", 0.25, 0.5),
+            scored("b", f32::NAN, 0.5),
+            scored("c", 1.5, 0.5),
+            scored("d", 1.0, 0.5),
+            scored("e", 0.0, f32::INFINITY),
+        ]
+        .into_iter()
+        .map(to_result)
+        .collect();
+        let shed: Vec<&str> =
+            buf.iter().filter(|r| r.outcome == RescoreOutcome::Shed).map(|r| r.event_id.as_str()).collect();
+        assert_eq!(shed, ["b", "c", "e"]);
+        // What remains is a buffer the store accepts as a whole.
+        assert!(crate::store::validate_rescores(&buf).is_ok());
+    }
 
     #[test]
     fn keyed_hash_depends_on_key_and_text() {

@@ -1,6 +1,8 @@
 //! The drift/alert evaluator's storage on Postgres. One instance evaluates at a time: a session
 //! advisory lock held on a dedicated connection for the duration of a pass.
 
+use std::collections::HashMap;
+
 use anyhow::Context;
 use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
@@ -8,8 +10,9 @@ use tokio::sync::Mutex;
 
 use super::postgres::PgStore;
 use crate::alert::misroute::{EstimateDay, EstimateRow};
+use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
-use crate::alert::Episode;
+use crate::alert::{Episode, OutboxRow, OutboxStore};
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
 use crate::metrics::{ConfDelta, Signal};
 use crate::stats::hist::ConfHist;
@@ -17,15 +20,21 @@ use crate::stats::hist::ConfHist;
 /// Arbitrary but fixed: the advisory lock key of the evaluator ("twdr").
 const LOCK_KEY: i64 = 0x7477_6472;
 
-/// Postgres [`EvalStore`]: the pool plus the connection that holds the advisory lock.
+/// The high 32 bits of the advisory lock key of a webhook's outbox lease ("twob"); the low 32 bits
+/// are a hash of the webhook key.
+const LEASE_KEY_PREFIX: i64 = 0x7477_6f62;
+
+/// Postgres [`EvalStore`]: the pool plus the connection that holds the advisory lock, and the
+/// connections holding the outbox leases (session advisory locks, one per webhook).
 pub struct PgEvalStore {
     store: std::sync::Arc<PgStore>,
     lock: Mutex<Option<PoolConnection<Postgres>>>,
+    leases: Mutex<HashMap<String, PoolConnection<Postgres>>>,
 }
 
 impl PgEvalStore {
     pub fn new(store: std::sync::Arc<PgStore>) -> Self {
-        Self { store, lock: Mutex::new(None) }
+        Self { store, lock: Mutex::new(None), leases: Mutex::new(HashMap::new()) }
     }
 }
 
@@ -200,18 +209,32 @@ impl EvalStore for PgEvalStore {
         Ok(rows.into_iter().map(EstimateDay::from_row).collect())
     }
 
-    async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>> {
-        let previous: Option<String> = sqlx::query_scalar(
+    async fn upsert_episode(
+        &self,
+        kind: &str,
+        subject: &str,
+        e: &Episode,
+        transition: &str,
+        webhooks: &[String],
+        notification: &str,
+    ) -> anyhow::Result<bool> {
+        let mut tx = self.store.pool().begin().await?;
+        let previous: Option<String> = sqlx::query_scalar("SELECT notified FROM tw_alerts WHERE id = $1 FOR UPDATE")
+            .bind(&e.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .context("reading tw_alerts")?;
+        sqlx::query(
             "INSERT INTO tw_alerts AS a (id, kind, subject, severity, state, value, threshold, window_start, window_end, \
-               fired_at, escalated_at, resolved_at, last_value, updated_at) \
+               fired_at, escalated_at, resolved_at, last_value, notified, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, to_timestamp($8::double precision / 1000), \
                to_timestamp($9::double precision / 1000), to_timestamp($10::double precision / 1000), \
-               to_timestamp($11::double precision / 1000), to_timestamp($12::double precision / 1000), $13, now()) \
+               to_timestamp($11::double precision / 1000), to_timestamp($12::double precision / 1000), $13, $14, now()) \
              ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state, \
                value = excluded.value, threshold = excluded.threshold, window_start = excluded.window_start, \
                window_end = excluded.window_end, escalated_at = excluded.escalated_at, \
-               resolved_at = excluded.resolved_at, last_value = excluded.last_value, updated_at = now() \
-             RETURNING (SELECT notified FROM tw_alerts WHERE id = $1)",
+               resolved_at = excluded.resolved_at, last_value = excluded.last_value, notified = excluded.notified, \
+               updated_at = now()",
         )
         .bind(&e.id)
         .bind(kind)
@@ -226,19 +249,26 @@ impl EvalStore for PgEvalStore {
         .bind(e.escalated_window_end_ms)
         .bind(e.resolved_window_end_ms)
         .bind(e.last_value)
-        .fetch_one(self.store.pool())
+        .bind(transition)
+        .execute(&mut *tx)
         .await
         .context("writing tw_alerts")?;
-        Ok(previous)
-    }
-
-    async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE tw_alerts SET notified = $2 WHERE id = $1")
-            .bind(id)
+        let new = previous.as_deref() != Some(transition);
+        if new && !webhooks.is_empty() {
+            sqlx::query(
+                "INSERT INTO tw_alert_outbox (webhook, episode_id, transition, notification) \
+                 SELECT w, $2, $3, $4 FROM unnest($1::text[]) AS w",
+            )
+            .bind(webhooks)
+            .bind(&e.id)
             .bind(transition)
-            .execute(self.store.pool())
-            .await?;
-        Ok(())
+            .bind(notification)
+            .execute(&mut *tx)
+            .await
+            .context("writing tw_alert_outbox")?;
+        }
+        tx.commit().await.context("committing an alert transition")?;
+        Ok(new)
     }
 
     async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String], since_ms: i64) -> anyhow::Result<()> {
@@ -253,5 +283,88 @@ impl EvalStore for PgEvalStore {
         .execute(self.store.pool())
         .await?;
         Ok(())
+    }
+}
+
+impl OutboxStore for PgEvalStore {
+    async fn outbox_lease(&self, webhook: &str) -> anyhow::Result<bool> {
+        let mut leases = self.leases.lock().await;
+        if let Some(conn) = leases.get_mut(webhook) {
+            // Still ours while its session lives.
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                return Ok(true);
+            }
+            leases.remove(webhook);
+        }
+        let key = (LEASE_KEY_PREFIX << 32) | i64::from(xxhash_rust::xxh3::xxh3_64(webhook.as_bytes()) as u32);
+        let mut conn = self.store.pool().acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(key).fetch_one(&mut *conn).await?;
+        if got {
+            leases.insert(webhook.to_owned(), conn);
+        }
+        Ok(got)
+    }
+
+    async fn outbox_pending(&self, webhook: &str, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, notification, attempts FROM tw_alert_outbox WHERE webhook = $1 AND NOT delivered \
+             ORDER BY id LIMIT $2",
+        )
+        .bind(webhook)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading tw_alert_outbox")?;
+        rows.into_iter()
+            .map(|r| Ok(OutboxRow { id: r.try_get(0)?, notification: r.try_get(1)?, attempts: r.try_get(2)? }))
+            .collect()
+    }
+
+    async fn outbox_done(&self, id: i64, rejected: bool, error: Option<&str>) -> anyhow::Result<()> {
+        sqlx::query(
+            "UPDATE tw_alert_outbox SET delivered = true, rejected = $2, last_error = COALESCE($3, last_error), \
+             delivered_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(rejected)
+        .bind(error)
+        .execute(self.store.pool())
+        .await
+        .context("updating tw_alert_outbox")?;
+        Ok(())
+    }
+
+    async fn outbox_attempt_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE tw_alert_outbox SET attempts = attempts + 1, last_error = $2 WHERE id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(self.store.pool())
+            .await
+            .context("updating tw_alert_outbox")?;
+        Ok(())
+    }
+
+    async fn outbox_prune(&self) -> anyhow::Result<()> {
+        sqlx::query("DELETE FROM tw_alert_outbox WHERE delivered AND delivered_at < now() - make_interval(days => $1)")
+            .bind(KEEP_DELIVERED_DAYS as i32)
+            .execute(self.store.pool())
+            .await
+            .context("pruning tw_alert_outbox")?;
+        Ok(())
+    }
+
+    async fn firing_episodes(&self) -> anyhow::Result<Vec<Episode>> {
+        let rows: Vec<FiringRow> = sqlx::query_as(&format!(
+            "SELECT id, kind, subject, severity, value, threshold, {}, {}, {}, {}, last_value \
+             FROM tw_alerts WHERE state = 'firing' ORDER BY fired_at, id",
+            ms("window_start"),
+            ms("window_end"),
+            ms("fired_at"),
+            ms("escalated_at"),
+        ))
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading firing alerts")?;
+        Ok(rows.into_iter().filter_map(firing_episode).collect())
     }
 }

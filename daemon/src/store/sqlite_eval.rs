@@ -9,8 +9,9 @@ use sqlx::Row;
 
 use super::sqlite::SqliteStore;
 use crate::alert::misroute::{EstimateDay, EstimateRow};
+use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
-use crate::alert::Episode;
+use crate::alert::{Episode, OutboxRow, OutboxStore};
 use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
 use crate::metrics::{ConfDelta, Signal};
 use crate::stats::hist::ConfHist;
@@ -181,7 +182,15 @@ impl EvalStore for SqliteEvalStore {
         Ok(rows.into_iter().map(EstimateDay::from_row).collect())
     }
 
-    async fn upsert_episode(&self, kind: &str, subject: &str, e: &Episode) -> anyhow::Result<Option<String>> {
+    async fn upsert_episode(
+        &self,
+        kind: &str,
+        subject: &str,
+        e: &Episode,
+        transition: &str,
+        webhooks: &[String],
+        notification: &str,
+    ) -> anyhow::Result<bool> {
         let mut tx = self.store.pool().begin().await?;
         let previous: Option<String> = sqlx::query_scalar("SELECT notified FROM tw_alerts WHERE id = ?")
             .bind(&e.id)
@@ -189,13 +198,13 @@ impl EvalStore for SqliteEvalStore {
             .await?;
         sqlx::query(&format!(
             "INSERT INTO tw_alerts (id, kind, subject, severity, state, value, threshold, window_start_ms, \
-               window_end_ms, fired_at_ms, escalated_at_ms, resolved_at_ms, last_value, updated_at_ms) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
+               window_end_ms, fired_at_ms, escalated_at_ms, resolved_at_ms, last_value, notified, updated_at_ms) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
              ON CONFLICT (id) DO UPDATE SET severity = excluded.severity, state = excluded.state, \
                value = excluded.value, threshold = excluded.threshold, window_start_ms = excluded.window_start_ms, \
                window_end_ms = excluded.window_end_ms, escalated_at_ms = excluded.escalated_at_ms, \
                resolved_at_ms = excluded.resolved_at_ms, last_value = excluded.last_value, \
-               updated_at_ms = excluded.updated_at_ms"
+               notified = excluded.notified, updated_at_ms = excluded.updated_at_ms"
         ))
         .bind(&e.id)
         .bind(kind)
@@ -210,20 +219,27 @@ impl EvalStore for SqliteEvalStore {
         .bind(e.escalated_window_end_ms)
         .bind(e.resolved_window_end_ms)
         .bind(e.last_value)
+        .bind(transition)
         .execute(&mut *tx)
         .await
         .context("writing tw_alerts")?;
-        tx.commit().await?;
-        Ok(previous)
-    }
-
-    async fn mark_notified(&self, id: &str, transition: &str) -> anyhow::Result<()> {
-        sqlx::query("UPDATE tw_alerts SET notified = ? WHERE id = ?")
-            .bind(transition)
-            .bind(id)
-            .execute(self.store.pool())
-            .await?;
-        Ok(())
+        let new = previous.as_deref() != Some(transition);
+        if new {
+            for w in webhooks {
+                sqlx::query(
+                    "INSERT INTO tw_alert_outbox (webhook, episode_id, transition, notification) VALUES (?, ?, ?, ?)",
+                )
+                .bind(w)
+                .bind(&e.id)
+                .bind(transition)
+                .bind(notification)
+                .execute(&mut *tx)
+                .await
+                .context("writing tw_alert_outbox")?;
+            }
+        }
+        tx.commit().await.context("committing an alert transition")?;
+        Ok(new)
     }
 
     async fn retain_episodes(&self, kind: &str, subject: &str, ids: &[String], since_ms: i64) -> anyhow::Result<()> {
@@ -239,5 +255,141 @@ impl EvalStore for SqliteEvalStore {
         .execute(self.store.pool())
         .await?;
         Ok(())
+    }
+}
+
+impl OutboxStore for SqliteEvalStore {
+    /// One process owns an SQLite file: always this one.
+    async fn outbox_lease(&self, _webhook: &str) -> anyhow::Result<bool> {
+        Ok(true)
+    }
+
+    async fn outbox_pending(&self, webhook: &str, limit: i64) -> anyhow::Result<Vec<OutboxRow>> {
+        let rows = sqlx::query(
+            "SELECT id, notification, attempts FROM tw_alert_outbox WHERE webhook = ? AND delivered = 0 \
+             ORDER BY id LIMIT ?",
+        )
+        .bind(webhook)
+        .bind(limit)
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading tw_alert_outbox")?;
+        rows.into_iter()
+            .map(|r| Ok(OutboxRow { id: r.try_get(0)?, notification: r.try_get(1)?, attempts: r.try_get(2)? }))
+            .collect()
+    }
+
+    async fn outbox_done(&self, id: i64, rejected: bool, error: Option<&str>) -> anyhow::Result<()> {
+        sqlx::query(&format!(
+            "UPDATE tw_alert_outbox SET delivered = 1, rejected = ?, last_error = COALESCE(?, last_error), \
+             delivered_at_ms = {NOW_MS} WHERE id = ?"
+        ))
+        .bind(rejected)
+        .bind(error)
+        .bind(id)
+        .execute(self.store.pool())
+        .await
+        .context("updating tw_alert_outbox")?;
+        Ok(())
+    }
+
+    async fn outbox_attempt_failed(&self, id: i64, error: &str) -> anyhow::Result<()> {
+        sqlx::query("UPDATE tw_alert_outbox SET attempts = attempts + 1, last_error = ? WHERE id = ?")
+            .bind(error)
+            .bind(id)
+            .execute(self.store.pool())
+            .await
+            .context("updating tw_alert_outbox")?;
+        Ok(())
+    }
+
+    async fn outbox_prune(&self) -> anyhow::Result<()> {
+        sqlx::query(&format!("DELETE FROM tw_alert_outbox WHERE delivered = 1 AND delivered_at_ms < {NOW_MS} - ?"))
+            .bind(KEEP_DELIVERED_DAYS * 86_400_000)
+            .execute(self.store.pool())
+            .await
+            .context("pruning tw_alert_outbox")?;
+        Ok(())
+    }
+
+    async fn firing_episodes(&self) -> anyhow::Result<Vec<Episode>> {
+        let rows: Vec<FiringRow> = sqlx::query_as(
+            "SELECT id, kind, subject, severity, value, threshold, window_start_ms, window_end_ms, fired_at_ms, \
+             escalated_at_ms, last_value FROM tw_alerts WHERE state = 'firing' ORDER BY fired_at_ms, id",
+        )
+        .fetch_all(self.store.pool())
+        .await
+        .context("reading firing alerts")?;
+        Ok(rows.into_iter().filter_map(firing_episode).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::alert::{AlertState, Severity};
+    use crate::store::Store;
+
+    fn episode(state: AlertState) -> Episode {
+        Episode {
+            id: crate::alert::episode_id("confidence_drift", "cv=a", 86_400_000),
+            kind: "confidence_drift".into(),
+            subject: "cv=a".into(),
+            severity: Severity::Critical,
+            state,
+            fired_window_end_ms: 86_400_000,
+            escalated_window_end_ms: Some(86_400_000),
+            resolved_window_end_ms: (state == AlertState::Resolved).then_some(3 * 86_400_000),
+            window_start_ms: 0,
+            window_end_ms: 86_400_000,
+            value: 0.25,
+            threshold: 0.1,
+            last_value: 0.25,
+        }
+    }
+
+    /// The SQLite outbox: one row per webhook per new transition, written with the transition;
+    /// delivered in order; firing episodes read back as they were stored.
+    #[tokio::test]
+    async fn transitions_fill_the_outbox_once_and_firing_episodes_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path().join("o.db").to_str().unwrap()).await.unwrap());
+        store.migrate().await.unwrap();
+        let s = SqliteEvalStore::new(store);
+        let hooks = ["h1".to_string(), "h2".to_string()];
+        let firing = episode(AlertState::Firing);
+        assert!(s
+            .upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}")
+            .await
+            .unwrap());
+        // The same transition again (the next evaluation pass): nothing new.
+        assert!(!s
+            .upsert_episode("confidence_drift", "cv=a", &firing, "firing:critical", &hooks, "{\"n\":1}")
+            .await
+            .unwrap());
+        assert_eq!(s.firing_episodes().await.unwrap(), vec![firing.clone()]);
+        let resolved = episode(AlertState::Resolved);
+        assert!(s
+            .upsert_episode("confidence_drift", "cv=a", &resolved, "resolved:critical", &hooks, "{\"n\":2}")
+            .await
+            .unwrap());
+        assert!(s.firing_episodes().await.unwrap().is_empty());
+
+        let h1 = s.outbox_pending("h1", 10).await.unwrap();
+        assert_eq!(h1.iter().map(|r| r.notification.as_str()).collect::<Vec<_>>(), ["{\"n\":1}", "{\"n\":2}"]);
+        assert_eq!(s.outbox_pending("h2", 10).await.unwrap().len(), 2);
+        assert_eq!(s.outbox_pending("h1", 1).await.unwrap(), h1[..1]);
+        s.outbox_attempt_failed(h1[0].id, "connection refused").await.unwrap();
+        assert_eq!(s.outbox_pending("h1", 1).await.unwrap()[0].attempts, 1);
+        s.outbox_done(h1[0].id, false, None).await.unwrap();
+        s.outbox_done(h1[1].id, true, Some("HTTP 400")).await.unwrap();
+        assert!(s.outbox_pending("h1", 10).await.unwrap().is_empty());
+        assert_eq!(s.outbox_pending("h2", 10).await.unwrap().len(), 2, "each webhook has its own rows");
+        s.outbox_prune().await.unwrap();
+        let kept: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM tw_alert_outbox WHERE delivered = 1")
+            .fetch_one(s.store.pool())
+            .await
+            .unwrap();
+        assert_eq!(kept, 2, "delivered rows are kept for a while");
     }
 }
