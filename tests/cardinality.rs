@@ -60,7 +60,8 @@ fn stream(topics: &[String; 3]) -> Vec<(String, Event, WireFormat)> {
         out.push((topics[0].clone(), ev, WireFormat::Avro));
     }
     for k in 0..LONG_TURNS {
-        let ev = decision(format!("long-{k}"), "long".into(), k, DAY0 + k as i64, "cheap".into(), "bogus-model-long".into());
+        let ev =
+            decision(format!("long-{k}"), "long".into(), k, DAY0 + k as i64, "cheap".into(), "bogus-model-long".into());
         out.push((topics[0].clone(), ev, WireFormat::Avro));
     }
     out
@@ -92,25 +93,24 @@ async fn rows(env: &Env) -> Vec<(String, String, i64, i64, i64)> {
     .collect()
 }
 
+/// Two-column rows of a query.
+async fn pairs<A, B>(env: &Env, sql: &str) -> Vec<(A, B)>
+where
+    A: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    B: for<'r> sqlx::Decode<'r, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    let rows = sqlx::query(sql).fetch_all(&env.pool).await.unwrap();
+    rows.into_iter().map(|r| (r.get(0), r.get(1))).collect()
+}
+
 /// The partitions' admitted values as committed.
 async fn admitted(env: &Env) -> Vec<(i32, String)> {
-    sqlx::query("SELECT partition, convert_from(state, 'UTF8') FROM tw_join_state WHERE key = 'x:admitted' ORDER BY 1")
-        .fetch_all(&env.pool)
+    pairs(env, "SELECT partition, convert_from(state, 'UTF8') FROM tw_join_state WHERE key = 'x:admitted' ORDER BY 1")
         .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
 }
 
 async fn dead_letters(env: &Env) -> Vec<(String, i64)> {
-    sqlx::query("SELECT reason, COUNT(*) FROM dead_letters GROUP BY 1 ORDER BY 1")
-        .fetch_all(&env.pool)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.get(0), r.get(1)))
-        .collect()
+    pairs(env, "SELECT reason, COUNT(*) FROM dead_letters GROUP BY 1 ORDER BY 1").await
 }
 
 fn metric(text: &str, series: &str) -> i64 {

@@ -271,7 +271,9 @@ impl<S: Store + 'static> Pipeline<S> {
                         Event::Decision(d) => {
                             // Caps the decision's dimensions in place: the sample sees the bucket.
                             let r = owned.join.apply_decision(&self.settings, d, &mut work.deltas, &mut counters);
-                            if let Some(s) = self.rescoring.as_ref().filter(|_| r.is_ok()).and_then(|x| x.sample(d, m.partition)) {
+                            if let Some(s) =
+                                self.rescoring.as_ref().filter(|_| r.is_ok()).and_then(|x| x.sample(d, m.partition))
+                            {
                                 work.jobs.push((s.row.event_id.clone(), s.text));
                                 work.samples.push(s.row);
                             }

@@ -278,9 +278,8 @@ mod tests {
             per_tier.insert(t.into(), steady(0..25, 50));
         }
         per_tier.insert("cheap".into(), cheap.clone());
-        let fires = |tests| {
-            evaluations(&cfg, &cheap, tests)[&Metric::FailedDeflectionRate].iter().any(|e| e.level.is_some())
-        };
+        let fires =
+            |tests| evaluations(&cfg, &cheap, tests)[&Metric::FailedDeflectionRate].iter().any(|e| e.level.is_some());
         let base = family_size(per_tier.keys());
         assert_eq!(base, 18);
         assert!(fires(base), "+50% over five days is a regression with three tiers");

@@ -29,7 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Dimension};
+use crate::config::{Config, Dimension, LimitsConfig};
 use crate::event::RoutingDecision;
 use crate::metrics::FastSet;
 
@@ -63,7 +63,12 @@ pub struct JoinLimits {
 
 impl JoinLimits {
     pub fn from_config(c: &Config) -> Self {
-        let l = &c.limits;
+        Self::from(&c.limits)
+    }
+}
+
+impl From<&LimitsConfig> for JoinLimits {
+    fn from(l: &LimitsConfig) -> Self {
         Self {
             max_tiers: l.max_tiers,
             max_dimension_values: l.max_dimension_values,
@@ -76,14 +81,7 @@ impl JoinLimits {
 
 impl Default for JoinLimits {
     fn default() -> Self {
-        let l = crate::config::LimitsConfig::default();
-        Self {
-            max_tiers: l.max_tiers,
-            max_dimension_values: l.max_dimension_values,
-            max_turns_per_conversation: l.max_turns_per_conversation,
-            max_feedback_per_conversation: l.max_feedback_per_conversation,
-            max_events_per_ticket: l.max_events_per_ticket,
-        }
+        Self::from(&LimitsConfig::default())
     }
 }
 
@@ -179,7 +177,8 @@ impl Admitted {
             changed |= self.admit(MODEL, &mut d.model, limits.max_dimension_values, capped);
         }
         changed |= self.admit(VERSION, &mut d.classifier_version, limits.max_dimension_values, capped);
-        for (i, dim, field) in [(SEGMENT, Dimension::Segment, &mut d.segment), (INTENT, Dimension::Intent, &mut d.intent)]
+        for (i, dim, field) in
+            [(SEGMENT, Dimension::Segment, &mut d.segment), (INTENT, Dimension::Intent, &mut d.intent)]
         {
             if let Some(v) = field.as_mut().filter(|v| !v.is_empty() && keep.contains(&dim)) {
                 changed |= self.admit(i, v, limits.max_dimension_values, capped);

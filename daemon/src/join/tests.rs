@@ -311,12 +311,14 @@ fn state_survives_a_restore_round_trip() {
     assert_eq!(out.quality[&key].thumbs_up, 1);
     // …and the conversation's single failed deflection is remembered.
     restored.advance_watermark(T0 + 2 * HOUR_MS);
-    restored.apply_ticket(
-        &h.s,
-        &ticket("o2", "T2", Some("c"), T0 + 2 * HOUR_MS, TicketStatus::Opened, None),
-        &mut out,
-        &mut n,
-    ).unwrap();
+    restored
+        .apply_ticket(
+            &h.s,
+            &ticket("o2", "T2", Some("c"), T0 + 2 * HOUR_MS, TicketStatus::Opened, None),
+            &mut out,
+            &mut n,
+        )
+        .unwrap();
     let c_key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["c"].turns()[0].dims.clone() };
     assert_eq!(out.quality[&c_key].failed_deflections, 0);
     assert_eq!(out.quality[&c_key].attributed_tickets, 1);
@@ -365,13 +367,15 @@ fn time_based_attribution_waits_for_the_watermark() {
         &ticket("o1", "T1", Some("c"), T0 + 10 * HOUR_MS, TicketStatus::Opened, None),
         &mut h.out,
         &mut h.n,
-    ).unwrap();
+    )
+    .unwrap();
     h.j.apply_feedback(
         &h.s,
         &feedback("f1", "c", None, T0 + 9 * HOUR_MS, FeedbackKind::ThumbsDown, None),
         &mut h.out,
         &mut h.n,
-    ).unwrap();
+    )
+    .unwrap();
     assert_eq!(h.j.pending_outcomes(), 2, "not attributable yet: a later turn may still arrive");
     h.d(decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"));
     assert_eq!(h.j.pending_outcomes(), 2);
@@ -392,7 +396,8 @@ fn waiting_outcomes_survive_restore_and_release_later() {
         &ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None),
         &mut h.out,
         &mut h.n,
-    ).unwrap();
+    )
+    .unwrap();
     let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     let mut j = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
     let mut out = Deltas::default();
