@@ -33,13 +33,13 @@ fn bench(c: &mut Criterion) {
         let mut deltas = Deltas::default();
         let mut state_bytes = 0usize;
         for (n, (idx, payload)) in data.iter().enumerate() {
-            if let Ok(ev) = decoders[*idx].decode(Some(payload), None) {
+            if let Ok(mut ev) = decoders[*idx].decode(Some(payload), None) {
                 join.advance_watermark(ev.ts());
-                match &ev {
+                let _ = match &mut ev {
                     Event::Decision(d) => join.apply_decision(&settings, d, &mut deltas, &mut counters),
                     Event::Feedback(f) => join.apply_feedback(&settings, f, &mut deltas, &mut counters),
                     Event::Ticket(t) => join.apply_ticket(&settings, t, &mut deltas, &mut counters),
-                }
+                };
             }
             if (n + 1) % BATCH == 0 {
                 join.release_due(&settings, &mut deltas, &mut counters);

@@ -47,13 +47,11 @@ fn main() {
         let evs = traffic::events_from(opened, chunk.min(n - opened));
         for (_, ev) in &evs {
             if let tierwatch::event::Event::Decision(d) = ev {
+                let mut d = d.clone();
                 if d.conversation_id.len() < id_len {
-                    let mut padded = d.clone();
-                    padded.conversation_id = format!("{:-<id_len$}", d.conversation_id);
-                    join.apply_decision(&settings, &padded, &mut deltas, &mut counters);
-                } else {
-                    join.apply_decision(&settings, d, &mut deltas, &mut counters);
+                    d.conversation_id = format!("{:-<id_len$}", d.conversation_id);
                 }
+                let _ = join.apply_decision(&settings, &mut d, &mut deltas, &mut counters);
             }
         }
         deltas = Deltas::default();

@@ -432,6 +432,57 @@ pub struct LimitsConfig {
     /// An event whose ts is more than this many hours past the broker timestamp is rejected.
     #[serde(default = "default_future_hours")]
     pub max_future_hours: f64,
+
+    // Cardinality bounds (see `join::cardinality`): per partition, persisted with its join state.
+    /// Distinct tiers a partition admits besides `ledger.capable_tier` (always admitted); later
+    /// ones are grouped as `__other__`.
+    #[serde(default = "default_max_tiers")]
+    pub max_tiers: usize,
+    /// Distinct values a partition admits per kept dimension (model, classifier_version,
+    /// segment, intent); later ones are grouped as `__other__`.
+    #[serde(default = "default_max_dimension_values")]
+    pub max_dimension_values: usize,
+    /// Routing decisions kept per conversation; later ones are dead-lettered as
+    /// `conversation_turn_limit`.
+    #[serde(default = "default_max_per_conversation")]
+    pub max_turns_per_conversation: usize,
+    /// Feedback events kept per conversation; later ones are dead-lettered as
+    /// `conversation_feedback_limit`.
+    #[serde(default = "default_max_per_conversation")]
+    pub max_feedback_per_conversation: usize,
+    /// Events (OPENED, RESOLVED) kept per ticket; later ones are dead-lettered as
+    /// `ticket_event_limit`.
+    #[serde(default = "default_max_events_per_ticket")]
+    pub max_events_per_ticket: usize,
+}
+
+fn default_max_tiers() -> usize {
+    16
+}
+fn default_max_dimension_values() -> usize {
+    500
+}
+fn default_max_per_conversation() -> usize {
+    1000
+}
+fn default_max_events_per_ticket() -> usize {
+    100
+}
+
+impl LimitsConfig {
+    /// The cardinality bounds must admit at least one value each.
+    fn cardinality_problem(&self) -> Option<(&'static str, &'static str)> {
+        [
+            ("limits.max_tiers", self.max_tiers),
+            ("limits.max_dimension_values", self.max_dimension_values),
+            ("limits.max_turns_per_conversation", self.max_turns_per_conversation),
+            ("limits.max_feedback_per_conversation", self.max_feedback_per_conversation),
+            ("limits.max_events_per_ticket", self.max_events_per_ticket),
+        ]
+        .into_iter()
+        .find(|(_, v)| *v == 0)
+        .map(|(key, _)| (key, "must be ≥ 1"))
+    }
 }
 
 impl Default for LimitsConfig {
@@ -440,6 +491,11 @@ impl Default for LimitsConfig {
             max_payload_bytes: default_max_payload(),
             dead_letter_max_bytes: default_dead_letter_bytes(),
             max_future_hours: default_future_hours(),
+            max_tiers: default_max_tiers(),
+            max_dimension_values: default_max_dimension_values(),
+            max_turns_per_conversation: default_max_per_conversation(),
+            max_feedback_per_conversation: default_max_per_conversation(),
+            max_events_per_ticket: default_max_events_per_ticket(),
         }
     }
 }
@@ -673,6 +729,9 @@ impl Config {
         }
         if self.limits.max_payload_bytes < 16 {
             return Err(invalid("limits.max_payload_bytes", "must be at least 16"));
+        }
+        if let Some((key, reason)) = self.limits.cardinality_problem() {
+            return Err(invalid(key, reason));
         }
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be ≥ 1"));

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::config::Config;
 use crate::decode::{Decoder, DecoderConfig, WireFormat};
 use crate::event::{Event, Stream};
-use crate::join::{JoinCounters, JoinSettings, PartitionJoin};
+use crate::join::{JoinCounters, JoinReject, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
 use crate::progress::{TopicProgress, WatermarkConfig, PROGRESS_KEY};
 use crate::rescore::runtime::{review_label, Rescoring};
@@ -271,23 +271,32 @@ impl<S: Store + 'static> Pipeline<S> {
             work.offsets.insert(m.topic_idx, m.offset + 1);
             work.messages[m.topic_idx] += 1;
             match self.decoders[m.topic_idx].decode(m.payload.as_deref(), m.broker_ts) {
-                Ok(ev) => {
+                Ok(mut ev) => {
                     owned.progress.saw_event_time(m.topic_idx, ev.ts());
-                    match &ev {
+                    let applied = match &mut ev {
                         Event::Decision(d) => {
-                            owned.join.apply_decision(&self.settings, d, &mut work.deltas, &mut counters);
-                            if let Some(s) = self.rescoring.as_ref().and_then(|r| r.sample(d, m.partition)) {
+                            // Caps the decision's dimensions in place: the sample sees the bucket.
+                            let r = owned.join.apply_decision(&self.settings, d, &mut work.deltas, &mut counters);
+                            if let Some(s) =
+                                self.rescoring.as_ref().filter(|_| r.is_ok()).and_then(|x| x.sample(d, m.partition))
+                            {
                                 work.jobs.push((s.row.event_id.clone(), s.text));
                                 work.samples.push(s.row);
                             }
+                            r
                         }
                         Event::Feedback(f) => {
-                            owned.join.apply_feedback(&self.settings, f, &mut work.deltas, &mut counters);
-                            if self.rescoring.is_some() {
+                            let r = owned.join.apply_feedback(&self.settings, f, &mut work.deltas, &mut counters);
+                            if self.rescoring.is_some() && r.is_ok() {
                                 work.labels.extend(review_label(f));
                             }
+                            r
                         }
                         Event::Ticket(t) => owned.join.apply_ticket(&self.settings, t, &mut work.deltas, &mut counters),
+                    };
+                    if let Err(reject) = applied {
+                        let topic = &self.topics[m.topic_idx];
+                        work.dead_letters.push(join_dead_letter(topic, &m, self.dead_letter_max_bytes, reject));
                     }
                 }
                 Err(reject) => {
@@ -438,6 +447,7 @@ impl<S: Store + 'static> Pipeline<S> {
         t.duplicates.inc_by(counters.duplicates);
         t.cost_unknown.inc_by(counters.cost_unknown);
         t.feedback_without_score.inc_by(counters.feedback_without_score);
+        t.dimension_values_capped(&counters.capped);
         t.batches.inc();
         source.committed(&positions);
         if let Some(r) = &self.rescoring {
@@ -495,4 +505,20 @@ struct PartWork {
     samples: Vec<RescoreSample>,
     jobs: Vec<(String, String)>,
     labels: Vec<ReviewLabel>,
+}
+
+/// A decoded event the join refused (a per-conversation or per-ticket bound): dead-lettered like
+/// a malformed one, under the join's reason.
+fn join_dead_letter(topic: &str, m: &Polled, max_bytes: usize, reject: JoinReject) -> DeadLetter {
+    let len = m.payload.as_ref().map_or(0, Vec::len);
+    DeadLetter {
+        topic: topic.to_string(),
+        partition: m.partition,
+        offset: m.offset,
+        reason: reject.reason(),
+        detail: reject.to_string(),
+        payload: m.payload.as_ref().map(|p| p[..len.min(max_bytes)].to_vec()),
+        payload_len: len,
+        truncated: len > max_bytes,
+    }
 }

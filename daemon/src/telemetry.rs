@@ -8,6 +8,7 @@ use std::sync::Arc;
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use crate::decode::RejectReason;
+use crate::join::{JoinReject, CAPPED_DIMENSIONS};
 
 pub struct Telemetry {
     pub registry: Registry,
@@ -39,11 +40,20 @@ pub struct Telemetry {
     pub assigned_partitions: IntGauge,
     /// `tierwatch_watermark_seconds`: minimum event-time watermark over owned partitions.
     pub watermark_seconds: IntGauge,
-    /// `tierwatch_alert_firing{kind,subject}`: 1 while an alert episode is firing.
+    /// `tierwatch_alert_firing{kind,subject}`: 1 while an alert episode is firing. Only firing
+    /// subjects have a series: one is removed when its alert resolves or the evaluation no longer
+    /// knows its subject.
     alert_firing: IntGaugeVec,
+    /// The (kind, subject) series of `alert_firing` that exist, and those set in the current pass.
+    alert_series: std::sync::Mutex<AlertSeries>,
     /// `tierwatch_drift_missing_reference{classifier_version}`: 1 while a classifier version has
-    /// traffic but no reference (never silently compared with another version's).
+    /// traffic but no reference (never silently compared with another version's). A version's
+    /// series is removed once it has a reference or no traffic in the evaluated days.
     missing_reference: IntGaugeVec,
+    missing_reference_versions: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// `tierwatch_dimension_values_capped_total{dimension}`: decisions whose value of a dimension
+    /// was beyond the partition's cap and grouped as `__other__`.
+    dimension_capped: Vec<IntCounter>,
     /// `tierwatch_rescore_*`: the rescoring worker pool and its model reloads.
     pub rescore: RescoreMetrics,
     /// `tierwatch_alert_webhook_deliveries_total{result}`: alert webhook posts by result.
@@ -113,6 +123,13 @@ impl Default for RescoreMetrics {
     }
 }
 
+/// Series of `tierwatch_alert_firing`, for removing stale ones.
+#[derive(Default)]
+struct AlertSeries {
+    exported: std::collections::BTreeSet<(String, String)>,
+    this_pass: std::collections::BTreeSet<(String, String)>,
+}
+
 /// Resolved label handles, so the hot path does not take the vector's lock per event.
 #[derive(Default)]
 struct LabelCache(std::sync::Mutex<HashMap<String, IntCounter>>);
@@ -145,9 +162,20 @@ impl Telemetry {
             &["classifier_version"],
         )
         .expect("static metric definition");
+        let dimension_capped = IntCounterVec::new(
+            Opts::new(
+                "tierwatch_dimension_values_capped_total",
+                "Decisions whose dimension value was beyond the partition's cap, grouped as __other__",
+            ),
+            &["dimension"],
+        )
+        .expect("static metric definition");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
         let t = Telemetry {
+            dimension_capped: CAPPED_DIMENSIONS.iter().map(|d| dimension_capped.with_label_values(&[*d])).collect(),
+            alert_series: Default::default(),
+            missing_reference_versions: Default::default(),
             duplicates: counter(
                 "tierwatch_events_duplicate_total",
                 "Events ignored as duplicates of an applied event_id",
@@ -192,6 +220,7 @@ impl Telemetry {
             Box::new(t.watermark_seconds.clone()),
             Box::new(t.alert_firing.clone()),
             Box::new(t.missing_reference.clone()),
+            Box::new(dimension_capped),
         ];
         collectors.extend(t.rescore.collectors());
         collectors.extend(t.webhooks.collectors());
@@ -224,6 +253,16 @@ impl Telemetry {
         for r in RejectReason::ALL {
             self.rejected(topic, r.as_str());
         }
+        for r in JoinReject::REASONS {
+            self.rejected(topic, r);
+        }
+    }
+
+    /// Add a batch's capped counts (indexed like [`CAPPED_DIMENSIONS`]).
+    pub fn dimension_values_capped(&self, counts: &[u64; 5]) {
+        for (c, n) in self.dimension_capped.iter().zip(counts) {
+            c.inc_by(*n);
+        }
     }
 
     pub fn orphans(&self, counts: &HashMap<&'static str, i64>) {
@@ -232,16 +271,53 @@ impl Telemetry {
         }
     }
 
-    pub fn set_alert_firing(&self, kind: &str, subject: &str, firing: bool) {
-        self.alert_firing.with_label_values(&[kind, subject]).set(firing as i64);
+    fn alert_series(&self) -> std::sync::MutexGuard<'_, AlertSeries> {
+        self.alert_series.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub fn drift_missing_reference(&self, classifier_version: &str) {
-        let g = self.missing_reference.with_label_values(&[classifier_version]);
-        if g.get() == 0 {
-            tracing::warn!(classifier_version, "classifier version has traffic but no drift reference yet");
+    /// Start an evaluation pass: subjects not set again before [`Self::finish_alert_pass`] are
+    /// no longer known, and their series go.
+    pub fn begin_alert_pass(&self) {
+        self.alert_series().this_pass.clear();
+    }
+
+    /// A subject's state in this pass: a firing one has the series at 1; a resolved one has none.
+    pub fn set_alert_firing(&self, kind: &str, subject: &str, firing: bool) {
+        let mut series = self.alert_series();
+        let key = (kind.to_string(), subject.to_string());
+        if firing {
+            self.alert_firing.with_label_values(&[kind, subject]).set(1);
+            series.this_pass.insert(key.clone());
+            series.exported.insert(key);
+        } else if series.exported.remove(&key) {
+            let _ = self.alert_firing.remove_label_values(&[kind, subject]);
         }
-        g.set(1);
+    }
+
+    /// End a complete pass: remove the series of subjects the pass did not evaluate.
+    pub fn finish_alert_pass(&self) {
+        let mut series = self.alert_series();
+        let AlertSeries { exported, this_pass } = &mut *series;
+        for (kind, subject) in exported.iter().filter(|k| !this_pass.contains(*k)) {
+            let _ = self.alert_firing.remove_label_values(&[kind.as_str(), subject.as_str()]);
+        }
+        exported.retain(|k| this_pass.contains(k));
+    }
+
+    /// The classifier versions that have traffic in the evaluated days but no reference: each
+    /// gets a series at 1; versions no longer in the set lose theirs.
+    pub fn set_missing_references(&self, versions: &std::collections::BTreeSet<String>) {
+        let mut current = self.missing_reference_versions.lock().unwrap_or_else(|p| p.into_inner());
+        for gone in current.difference(versions) {
+            let _ = self.missing_reference.remove_label_values(&[gone.as_str()]);
+        }
+        for v in versions.difference(&current) {
+            tracing::warn!(classifier_version = %v, "classifier version has traffic but no drift reference yet");
+        }
+        for v in versions {
+            self.missing_reference.with_label_values(&[v.as_str()]).set(1);
+        }
+        current.clone_from(versions);
     }
 
     pub fn set_ready(&self, ready: bool) {
@@ -255,5 +331,58 @@ impl Telemetry {
     pub fn render(&self) -> String {
         let encoder = prometheus::TextEncoder::new();
         encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn series(t: &Telemetry, name: &str) -> Vec<String> {
+        t.render().lines().filter(|l| l.starts_with(name)).map(str::to_string).collect()
+    }
+
+    #[test]
+    fn alert_series_of_resolved_and_unknown_subjects_are_removed() {
+        let t = Telemetry::new();
+        t.begin_alert_pass();
+        for s in ["a", "b", "c"] {
+            t.set_alert_firing("k", s, true);
+        }
+        t.set_alert_firing("k", "quiet", false);
+        t.finish_alert_pass();
+        assert_eq!(series(&t, "tierwatch_alert_firing{").len(), 3);
+        // Next pass: a still fires, b resolved, c is no longer evaluated at all.
+        t.begin_alert_pass();
+        t.set_alert_firing("k", "a", true);
+        t.set_alert_firing("k", "b", false);
+        t.finish_alert_pass();
+        assert_eq!(series(&t, "tierwatch_alert_firing{"), [r#"tierwatch_alert_firing{kind="k",subject="a"} 1"#]);
+    }
+
+    #[test]
+    fn missing_reference_series_follow_the_current_set() {
+        let t = Telemetry::new();
+        t.set_missing_references(&["v1".to_string(), "v2".to_string()].into());
+        assert_eq!(series(&t, "tierwatch_drift_missing_reference{").len(), 2);
+        // v1 got its reference, v2 has no traffic left, v3 is new.
+        t.set_missing_references(&["v3".to_string()].into());
+        assert_eq!(
+            series(&t, "tierwatch_drift_missing_reference{"),
+            [r#"tierwatch_drift_missing_reference{classifier_version="v3"} 1"#]
+        );
+        t.set_missing_references(&Default::default());
+        assert!(series(&t, "tierwatch_drift_missing_reference{").is_empty());
+    }
+
+    #[test]
+    fn capped_counter_and_join_reject_reasons_are_exported() {
+        let t = Telemetry::new();
+        t.init_topic("routing");
+        t.dimension_values_capped(&[0, 5, 0, 0, 1]);
+        let out = t.render();
+        assert!(out.contains(r#"tierwatch_dimension_values_capped_total{dimension="model"} 5"#), "{out}");
+        assert!(out.contains(r#"tierwatch_dimension_values_capped_total{dimension="tier"} 0"#));
+        assert!(out.contains(r#"tierwatch_events_rejected_total{reason="conversation_turn_limit",topic="routing"} 0"#));
     }
 }

@@ -151,6 +151,20 @@ pub fn tests_count(tiers: usize) -> usize {
     tiers * Metric::ALL.len() * 2
 }
 
+/// Whether a tier is tested on its own: every tier but the cardinality overflow bucket
+/// (`__other__`, a mix of unrelated values beyond the partition's tier cap), whose traffic is
+/// tested only inside the pooled `all`. With tiers capped per partition this bounds the
+/// Bonferroni family, so a flood of bogus tiers cannot dilute alpha until real regressions pass
+/// unnoticed.
+pub fn tested_tier(tier: &str) -> bool {
+    tier != crate::join::OVERFLOW
+}
+
+/// The Bonferroni family of a pass over these tiers (the pooled pseudo-tier among them).
+pub fn family_size<'a>(tiers: impl IntoIterator<Item = &'a String>) -> usize {
+    tests_count(tiers.into_iter().filter(|t| tested_tier(t)).count())
+}
+
 /// Evaluations per metric for one tier. `days` holds the tier's mature cohort days (UTC day
 /// index → counts); `tests` is the Bonferroni family size.
 pub fn evaluations(
@@ -250,6 +264,31 @@ mod tests {
             )
         })
         .collect()
+    }
+
+    #[test]
+    fn the_overflow_bucket_does_not_inflate_the_family() {
+        let cfg = QualityRuleConfig::default();
+        let mut cheap = steady(0..20, 50);
+        for d in 20..25 {
+            cheap.insert(d, DayCounts { failed_deflections: 75, ..cheap[&0] });
+        }
+        let mut per_tier: BTreeMap<String, BTreeMap<i64, DayCounts>> = BTreeMap::new();
+        for t in ["cheap", "capable", ALL_TIERS] {
+            per_tier.insert(t.into(), steady(0..25, 50));
+        }
+        per_tier.insert("cheap".into(), cheap.clone());
+        let fires =
+            |tests| evaluations(&cfg, &cheap, tests)[&Metric::FailedDeflectionRate].iter().any(|e| e.level.is_some());
+        let base = family_size(per_tier.keys());
+        assert_eq!(base, 18);
+        assert!(fires(base), "+50% over five days is a regression with three tiers");
+        // The bucket where values beyond the tier cap land: not a tier of its own.
+        per_tier.insert(crate::join::OVERFLOW.into(), steady(0..25, 50));
+        assert_eq!(family_size(per_tier.keys()), base);
+        // What the family would be if a producer bug's million tiers were each tested: the
+        // regression drowns.
+        assert!(!fires(tests_count(1_000_000)));
     }
 
     #[test]

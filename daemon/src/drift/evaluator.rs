@@ -14,7 +14,8 @@ use std::time::Duration;
 use super::{evaluate, DriftConfig, DriftRow, Reference, Status, Window};
 use crate::alert::misroute::{self, EstimateDay, MisrouteRuleConfig};
 use crate::alert::quality::{
-    evaluations, tests_count, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS, KIND as QUALITY_KIND,
+    evaluations, family_size, tested_tier, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS,
+    KIND as QUALITY_KIND,
 };
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
@@ -188,15 +189,14 @@ impl<E: EvalStore> Evaluator<E> {
         let refs = references.clone();
         // KS/PSI over many days: off the async workers.
         let rows = tokio::task::spawn_blocking(move || evaluate_all(&cfg, &refs, &days)).await?;
-        for s in rows.keys() {
-            if !references.contains_key(&(s.0.clone(), s.2)) {
-                self.telemetry.drift_missing_reference(&s.0);
-            }
-        }
+        let missing = rows.keys().filter(|s| !references.contains_key(&(s.0.clone(), s.2))).map(|s| s.0.clone());
+        self.telemetry.set_missing_references(&missing.collect());
         self.write_rows(&rows).await?;
+        self.telemetry.begin_alert_pass();
         let (firing, notified) = self.update_alerts(&rows, first_day * DAY_MS).await?;
         let (q_firing, q_notified) = self.quality_pass(wm).await?;
         let (m_firing, m_notified) = self.misroute_pass(last_day).await?;
+        self.telemetry.finish_alert_pass();
         Ok(PassSummary {
             ran: true,
             rows: rows.values().map(|d| d.len()).sum(),
@@ -239,10 +239,10 @@ impl<E: EvalStore> Evaluator<E> {
             per_tier.entry(tier).or_default().insert(day, c);
             per_tier.entry(ALL_TIERS.to_string()).or_default().entry(day).or_default().add(&c);
         }
-        let tests = tests_count(per_tier.len());
+        let tests = family_size(per_tier.keys());
         let h = self.quality.hysteresis();
         let (mut firing, mut notified) = (0, 0);
-        for (tier, days) in &per_tier {
+        for (tier, days) in per_tier.iter().filter(|(t, _)| tested_tier(t)) {
             let kind = if tier == ALL_TIERS { AGGREGATE_KIND } else { QUALITY_KIND };
             for (metric, evals) in evaluations(&self.quality, days, tests) {
                 let subject = format!("tier={tier} metric={}", metric.as_str());

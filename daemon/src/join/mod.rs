@@ -6,6 +6,7 @@
 //! the touched state entries together with the deltas and the offsets in one transaction, which is
 //! what makes the effect exactly once.
 
+mod cardinality;
 mod state;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
@@ -17,6 +18,7 @@ use crate::metrics::{
     day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, FastMap, FastSet, Grain, OrphanKind, Signal,
 };
 
+pub use cardinality::{Admitted, JoinLimits, JoinReject, ADMITTED_KEY, CAPPED_DIMENSIONS, OVERFLOW};
 pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, WaitingResolved};
 
 /// Settings the join needs, extracted from [`Config`] once.
@@ -36,6 +38,8 @@ pub struct JoinSettings {
     pub capable_usd_per_output_token: Option<f64>,
     pub ticket_cost_per_channel: HashMap<String, f64>,
     pub ticket_cost_per_minute: Option<f64>,
+    /// Cardinality bounds (distinct values, turns, feedback and ticket events).
+    pub limits: JoinLimits,
 }
 
 impl JoinSettings {
@@ -53,6 +57,7 @@ impl JoinSettings {
             capable_usd_per_output_token: c.pricing.capable_output_usd_per_mtok.map(|p| p / 1e6),
             ticket_cost_per_channel: c.pricing.ticket_cost_usd_per_channel.clone().into_iter().collect(),
             ticket_cost_per_minute: c.pricing.ticket_cost_usd_per_minute,
+            limits: JoinLimits::from_config(c),
         }
     }
 }
@@ -74,6 +79,7 @@ impl Default for JoinSettings {
             capable_usd_per_output_token: None,
             ticket_cost_per_channel: HashMap::new(),
             ticket_cost_per_minute: None,
+            limits: JoinLimits::default(),
         }
     }
 }
@@ -91,6 +97,9 @@ pub struct JoinCounters {
     pub feedback_without_score: u64,
     /// A second OPENED event for a ticket already opened (ignored).
     pub ticket_reopened: u64,
+    /// Decisions whose value of a dimension was grouped as [`OVERFLOW`], by
+    /// [`CAPPED_DIMENSIONS`] index.
+    pub capped: [u64; 5],
 }
 
 /// Persisted state key: `c:<conversation_id>` or `t:<ticket_id>`.
@@ -118,6 +127,8 @@ pub struct PartitionJoin {
     /// Interned turn dimensions by a hash of their fields: a partition has a handful of distinct
     /// combinations and millions of turns.
     dims_pool: FastMap<u64, Arc<Dims>>,
+    /// Dimension values this partition admitted (persisted under [`ADMITTED_KEY`]).
+    admitted: Admitted,
 }
 
 /// Stable 64-bit hash of an event id, for duplicate detection (collision odds ~1e-19 per pair).
@@ -173,6 +184,8 @@ impl PartitionJoin {
                 }
                 join.pending_count += t.waiting_resolved.len();
                 join.tickets.insert(id.to_string(), t);
+            } else if key == ADMITTED_KEY {
+                join.admitted = Admitted::from_json(&bytes)?;
             }
         }
         Ok(join)
@@ -198,6 +211,8 @@ impl PartitionJoin {
                 self.convs.get(id).map(serde_json::to_vec)
             } else if let Some(id) = key.strip_prefix("t:") {
                 self.tickets.get(id).map(serde_json::to_vec)
+            } else if key == ADMITTED_KEY {
+                Some(self.admitted.to_json())
             } else {
                 None
             };
@@ -258,14 +273,38 @@ impl PartitionJoin {
         }
     }
 
-    pub fn apply_decision(&mut self, s: &JoinSettings, d: &RoutingDecision, out: &mut Deltas, n: &mut JoinCounters) {
+    /// The partition's admitted dimension values.
+    pub fn admitted(&self) -> &Admitted {
+        &self.admitted
+    }
+
+    /// Apply a routing decision. Its dimensions beyond the partition's caps are rewritten to
+    /// [`OVERFLOW`] in place first, so whoever uses the decision afterwards (the rescore sampler)
+    /// sees what the aggregates saw. A decision beyond the conversation's turn limit is refused
+    /// (nothing applied) for the caller to dead-letter.
+    pub fn apply_decision(
+        &mut self,
+        s: &JoinSettings,
+        d: &mut RoutingDecision,
+        out: &mut Deltas,
+        n: &mut JoinCounters,
+    ) -> Result<(), JoinReject> {
         let h = event_hash(&d.event_id);
+        if let Some(conv) = self.convs.get(d.conversation_id.as_str()) {
+            if conv.has_seen(h) {
+                n.duplicates += 1;
+                return Ok(());
+            }
+            if conv.turns().len() >= s.limits.max_turns_per_conversation {
+                return Err(JoinReject::TooManyTurns(conv.turns().len()));
+            }
+        }
+        if self.admitted.cap(&s.limits, &s.keep, &s.capable_tier, d, &mut n.capped) {
+            self.dirty.insert(ADMITTED_KEY.to_string());
+        }
+        let d = &*d;
         let dims = self.dims_of(s, d);
         let conv = open_conv(&mut self.convs, &d.conversation_id);
-        if conv.has_seen(h) {
-            n.duplicates += 1;
-            return;
-        }
         n.decisions += 1;
 
         let (hour, day) = (hour_start(d.ts), day_start(d.ts));
@@ -340,29 +379,57 @@ impl PartitionJoin {
                 self.attribute_pending(s, &d.conversation_id, p, out, n);
             }
         }
+        Ok(())
     }
 
-    pub fn apply_feedback(&mut self, s: &JoinSettings, f: &Feedback, out: &mut Deltas, n: &mut JoinCounters) {
+    /// Apply a feedback event; beyond the conversation's feedback limit it is refused (nothing
+    /// applied) for the caller to dead-letter.
+    pub fn apply_feedback(
+        &mut self,
+        s: &JoinSettings,
+        f: &Feedback,
+        out: &mut Deltas,
+        n: &mut JoinCounters,
+    ) -> Result<(), JoinReject> {
         let h = event_hash(&f.event_id);
-        let conv = open_conv(&mut self.convs, &f.conversation_id);
-        if conv.has_seen(h) {
-            n.duplicates += 1;
-            return;
+        if let Some(conv) = self.convs.get(f.conversation_id.as_str()) {
+            if conv.has_seen(h) {
+                n.duplicates += 1;
+                return Ok(());
+            }
+            if conv.feedback_seen() >= s.limits.max_feedback_per_conversation {
+                return Err(JoinReject::TooManyFeedback(conv.feedback_seen()));
+            }
         }
+        let conv = open_conv(&mut self.convs, &f.conversation_id);
         conv.mark_seen(h);
         n.feedback += 1;
         self.dirty.insert(conv_key(&f.conversation_id));
         let pending = PendingOutcome::Feedback { turn: f.turn, ts: f.ts, kind: f.kind, score: f.score };
         self.attribute_pending(s, &f.conversation_id, pending, out, n);
+        Ok(())
     }
 
-    pub fn apply_ticket(&mut self, s: &JoinSettings, t: &SupportTicket, out: &mut Deltas, n: &mut JoinCounters) {
+    /// Apply a ticket event; beyond the ticket's event limit it is refused (nothing applied) for
+    /// the caller to dead-letter.
+    pub fn apply_ticket(
+        &mut self,
+        s: &JoinSettings,
+        t: &SupportTicket,
+        out: &mut Deltas,
+        n: &mut JoinCounters,
+    ) -> Result<(), JoinReject> {
         let h = event_hash(&t.event_id);
-        let state = self.tickets.entry(t.ticket_id.clone()).or_default();
-        if state.seen.contains(&h) {
-            n.duplicates += 1;
-            return;
+        if let Some(state) = self.tickets.get(&t.ticket_id) {
+            if state.seen.contains(&h) {
+                n.duplicates += 1;
+                return Ok(());
+            }
+            if state.seen.len() >= s.limits.max_events_per_ticket {
+                return Err(JoinReject::TooManyTicketEvents(state.seen.len()));
+            }
         }
+        let state = self.tickets.entry(t.ticket_id.clone()).or_default();
         state.seen.push(h);
         state.last_ts = state.last_ts.max(t.ts);
         n.tickets += 1;
@@ -371,6 +438,7 @@ impl PartitionJoin {
             TicketStatus::Opened => self.ticket_opened(s, t, out, n),
             TicketStatus::Resolved => self.ticket_resolved(s, t, out, n),
         }
+        Ok(())
     }
 
     fn ticket_opened(&mut self, s: &JoinSettings, t: &SupportTicket, out: &mut Deltas, n: &mut JoinCounters) {

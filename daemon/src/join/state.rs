@@ -69,6 +69,11 @@ impl ConvState {
             || self.rare.as_ref().is_some_and(|r| r.seen.contains(&event_hash))
     }
 
+    /// Feedback events remembered (and, in older state, decisions).
+    pub fn feedback_seen(&self) -> usize {
+        self.rare.as_ref().map_or(0, |r| r.seen.len())
+    }
+
     /// Remember a feedback event (decisions are remembered by their turn).
     pub fn mark_seen(&mut self, event_hash: u64) {
         self.rare_mut().seen.push(event_hash);

@@ -1,6 +1,8 @@
 //! Every attribution rule of SPEC §3, checked on hand-computed expectations.
 
 use super::*;
+use std::collections::BTreeMap;
+
 use crate::event::{RouterKind, TicketStatus};
 use crate::metrics::{Grain, HumanDelta, QualityDelta, QualityKey, DAY_MS, HOUR_MS};
 
@@ -61,16 +63,25 @@ impl Harness {
         Self { s: JoinSettings::default(), j: PartitionJoin::new(), out: Deltas::default(), n: JoinCounters::default() }
     }
     fn d(&mut self, d: RoutingDecision) {
+        self.try_d(d).unwrap();
+    }
+    fn try_d(&mut self, mut d: RoutingDecision) -> Result<(), JoinReject> {
         self.j.advance_watermark(d.ts);
-        self.j.apply_decision(&self.s, &d, &mut self.out, &mut self.n);
+        self.j.apply_decision(&self.s, &mut d, &mut self.out, &mut self.n)
     }
     fn f(&mut self, f: Feedback) {
+        self.try_f(f).unwrap();
+    }
+    fn try_f(&mut self, f: Feedback) -> Result<(), JoinReject> {
         self.j.advance_watermark(f.ts);
-        self.j.apply_feedback(&self.s, &f, &mut self.out, &mut self.n);
+        self.j.apply_feedback(&self.s, &f, &mut self.out, &mut self.n)
     }
     fn t(&mut self, t: SupportTicket) {
+        self.try_t(t).unwrap();
+    }
+    fn try_t(&mut self, t: SupportTicket) -> Result<(), JoinReject> {
         self.j.advance_watermark(t.ts);
-        self.j.apply_ticket(&self.s, &t, &mut self.out, &mut self.n);
+        self.j.apply_ticket(&self.s, &t, &mut self.out, &mut self.n)
     }
     fn sweep_at(&mut self, wm: i64) {
         self.j.advance_watermark(wm);
@@ -292,20 +303,22 @@ fn state_survives_a_restore_round_trip() {
     let mut out = Deltas::default();
     let mut n = JoinCounters::default();
     // A duplicate of an already applied decision is still recognised after the restore…
-    restored.apply_decision(&h.s, &decision("e1", "c", 0, T0, "cheap"), &mut out, &mut n);
+    restored.apply_decision(&h.s, &mut decision("e1", "c", 0, T0, "cheap"), &mut out, &mut n).unwrap();
     assert_eq!(n.duplicates, 1);
     // …the waiting feedback still finds its decision…
-    restored.apply_decision(&h.s, &decision("e9", "x", 0, T0, "cheap"), &mut out, &mut n);
+    restored.apply_decision(&h.s, &mut decision("e9", "x", 0, T0, "cheap"), &mut out, &mut n).unwrap();
     let key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["x"].turns()[0].dims.clone() };
     assert_eq!(out.quality[&key].thumbs_up, 1);
     // …and the conversation's single failed deflection is remembered.
     restored.advance_watermark(T0 + 2 * HOUR_MS);
-    restored.apply_ticket(
-        &h.s,
-        &ticket("o2", "T2", Some("c"), T0 + 2 * HOUR_MS, TicketStatus::Opened, None),
-        &mut out,
-        &mut n,
-    );
+    restored
+        .apply_ticket(
+            &h.s,
+            &ticket("o2", "T2", Some("c"), T0 + 2 * HOUR_MS, TicketStatus::Opened, None),
+            &mut out,
+            &mut n,
+        )
+        .unwrap();
     let c_key = QualityKey { grain: Grain::Day, bucket_ms: T0, dims: restored.convs["c"].turns()[0].dims.clone() };
     assert_eq!(out.quality[&c_key].failed_deflections, 0);
     assert_eq!(out.quality[&c_key].attributed_tickets, 1);
@@ -354,13 +367,15 @@ fn time_based_attribution_waits_for_the_watermark() {
         &ticket("o1", "T1", Some("c"), T0 + 10 * HOUR_MS, TicketStatus::Opened, None),
         &mut h.out,
         &mut h.n,
-    );
+    )
+    .unwrap();
     h.j.apply_feedback(
         &h.s,
         &feedback("f1", "c", None, T0 + 9 * HOUR_MS, FeedbackKind::ThumbsDown, None),
         &mut h.out,
         &mut h.n,
-    );
+    )
+    .unwrap();
     assert_eq!(h.j.pending_outcomes(), 2, "not attributable yet: a later turn may still arrive");
     h.d(decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"));
     assert_eq!(h.j.pending_outcomes(), 2);
@@ -381,7 +396,8 @@ fn waiting_outcomes_survive_restore_and_release_later() {
         &ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None),
         &mut h.out,
         &mut h.n,
-    );
+    )
+    .unwrap();
     let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
     let mut j = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
     let mut out = Deltas::default();
@@ -440,9 +456,9 @@ fn state_written_before_turns_carried_their_hashes_restores() {
     let entries = vec![(conv_key("c"), serde_json::to_vec(&old).unwrap())];
     let mut j = PartitionJoin::restore(entries, T0 + HOUR_MS).unwrap();
     let (s, mut out, mut n) = (JoinSettings::default(), Deltas::default(), JoinCounters::default());
-    j.apply_decision(&s, &d, &mut out, &mut n);
+    j.apply_decision(&s, &mut d.clone(), &mut out, &mut n).unwrap();
     assert_eq!((n.duplicates, n.decisions), (1, 0));
-    j.apply_decision(&s, &decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"), &mut out, &mut n);
+    j.apply_decision(&s, &mut decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"), &mut out, &mut n).unwrap();
     assert_eq!(n.decisions, 1);
     assert_eq!(drift_conversations(&out, "v1"), 0, "already counted that day by the older daemon");
     assert!(j.convs["c"].failed_deflection());
@@ -451,4 +467,182 @@ fn state_written_before_turns_carried_their_hashes_restores() {
     assert_eq!(written["s"], serde_json::json!([event_hash("e1")]));
     assert_eq!(written["t"][1]["h"], serde_json::json!(event_hash("e2")));
     assert_eq!(written["f"], serde_json::json!(true));
+}
+
+/// Settings with small cardinality bounds.
+fn capped_settings() -> JoinSettings {
+    let limits = JoinLimits {
+        max_tiers: 2,
+        max_dimension_values: 3,
+        max_turns_per_conversation: 4,
+        max_feedback_per_conversation: 2,
+        max_events_per_ticket: 3,
+    };
+    JoinSettings {
+        keep: [Dimension::Model, Dimension::ClassifierVersion, Dimension::Segment, Dimension::Intent].into(),
+        limits,
+        ..JoinSettings::default()
+    }
+}
+
+/// Decision `i` of a stream with a new model every decision and a new tier every 7th.
+fn bogus(i: usize) -> RoutingDecision {
+    let mut d = decision(&format!("e{i}"), &format!("c{i}"), 0, T0 + i as i64 * 1000, "cheap");
+    d.model = format!("model-{i}");
+    if i % 7 == 3 {
+        d.tier = format!("tier-{i}");
+    }
+    d
+}
+
+/// Day-grain decisions by model, summed over the other dimensions.
+fn decisions_by_model(out: &Deltas) -> BTreeMap<String, i64> {
+    let mut m = BTreeMap::new();
+    for (k, v) in out.quality.iter().filter(|(k, _)| k.grain == Grain::Day) {
+        *m.entry(k.dims.model.clone()).or_default() += v.decisions;
+    }
+    m
+}
+
+fn persisted(j: &mut PartitionJoin, store: &mut BTreeMap<String, Vec<u8>>) {
+    for (k, v) in j.take_dirty() {
+        match v {
+            Some(v) => store.insert(k, v),
+            None => store.remove(&k),
+        };
+    }
+}
+
+#[test]
+fn values_beyond_the_cap_go_to_the_overflow_bucket_and_are_counted() {
+    let mut h = Harness::new();
+    h.s = capped_settings();
+    for i in 0..100 {
+        h.d(bogus(i));
+    }
+    let by_model = decisions_by_model(&h.out);
+    assert_eq!(by_model.len(), 4, "three admitted models and the bucket: {by_model:?}");
+    assert_eq!(by_model[OVERFLOW], 97);
+    assert_eq!(by_model.values().sum::<i64>(), 100, "totals stay exact");
+    assert_eq!(h.n.capped, [13, 97, 0, 0, 0], "cheap and tier-3 admitted, 13 more tiers bucketed; 97 models");
+    let tiers: BTreeSet<&str> = h.out.tier_day.keys().map(|(_, t)| t.as_str()).collect();
+    assert_eq!(tiers, ["cheap", "tier-3", OVERFLOW].into());
+    assert_eq!(h.j.admitted().count(0), 2);
+    // The capable tier is always admitted, even with every tier slot taken.
+    h.d(decision("cap", "cap", 0, T0 + 200_000, "capable"));
+    assert!(h.out.tier_day.keys().any(|(_, t)| t == "capable"));
+    assert_eq!(h.n.capped[0], 13);
+    // A producer sending the literal itself is counted as overflow, never admitted.
+    let mut d = decision("lit", "lit", 0, T0 + 300_000, "cheap");
+    d.classifier_version = OVERFLOW.into();
+    h.d(d);
+    assert_eq!(h.n.capped[2], 1);
+    assert_eq!(h.j.admitted().count(2), 1, "only v1");
+}
+
+#[test]
+fn a_flood_of_bogus_values_keeps_rows_and_state_bounded() {
+    let mut h = Harness::new();
+    h.s = capped_settings();
+    for i in 0..20_000 {
+        let mut d = bogus(i);
+        d.tier = format!("tier-{i}");
+        d.segment = Some(format!("seg-{i}"));
+        d.intent = Some(format!("intent-{i}"));
+        d.classifier_version = format!("v-{i}");
+        h.d(d);
+        if i % 5_000 == 0 {
+            h.j.take_dirty();
+        }
+    }
+    let day_rows = h.out.quality.keys().filter(|k| k.grain == Grain::Day).count();
+    // Every dimension has at most 3 admitted values + the bucket, the tier 2 + the bucket.
+    assert!(day_rows <= 3 * 4 * 4 * 4 * 4, "{day_rows} day rows");
+    assert_eq!(h.n.capped, [20_000 - 2, 20_000 - 3, 20_000 - 3, 20_000 - 3, 20_000 - 3]);
+    let conf_versions: BTreeSet<&str> = h.out.conf.keys().map(|k| k.classifier_version.as_str()).collect();
+    assert_eq!(conf_versions.len(), 4, "drift series are bounded too: {conf_versions:?}");
+    let admitted = h.j.take_dirty().into_iter().find(|(k, _)| k == ADMITTED_KEY);
+    assert!(admitted.is_none(), "nothing admitted since the caps filled: the entry is not rewritten");
+}
+
+#[test]
+fn dropped_dimensions_are_not_capped() {
+    let mut h = Harness::new();
+    h.s = JoinSettings { keep: HashSet::new(), ..capped_settings() };
+    for i in 0..10 {
+        h.d(bogus(i));
+    }
+    assert_eq!(h.n.capped[1], 0, "model is dropped (''), not bucketed");
+    assert_eq!(decisions_by_model(&h.out)[""], 10);
+}
+
+#[test]
+fn admission_survives_restarts_exactly() {
+    let s = capped_settings();
+    let events: Vec<RoutingDecision> = (0..60).map(bogus).collect();
+    // Uninterrupted.
+    let mut whole = Harness::new();
+    whole.s = s.clone();
+    for d in &events {
+        whole.d(d.clone());
+    }
+    // Committed in batches of 7; after each commit a crash loses an uncommitted half batch of
+    // later events (applied in memory, never committed), and the partition is restored from what
+    // was committed and re-reads from there.
+    let mut store = BTreeMap::new();
+    let (mut out, mut n) = (Deltas::default(), JoinCounters::default());
+    let mut j = PartitionJoin::new();
+    for chunk in events.chunks(7) {
+        let (mut lost_out, mut lost_n) = (Deltas::default(), JoinCounters::default());
+        for d in events.iter().rev().take(4) {
+            j.apply_decision(&s, &mut d.clone(), &mut lost_out, &mut lost_n).unwrap();
+        }
+        j = PartitionJoin::restore(store.clone().into_iter().collect(), 0).unwrap();
+        let mut batch = Deltas::default();
+        for d in chunk {
+            j.apply_decision(&s, &mut d.clone(), &mut batch, &mut n).unwrap();
+        }
+        persisted(&mut j, &mut store);
+        out.merge(&batch);
+    }
+    assert_eq!(decisions_by_model(&out), decisions_by_model(&whole.out));
+    assert_eq!(out.quality, whole.out.quality);
+    assert_eq!(n.capped, whole.n.capped);
+    assert_eq!(j.admitted(), whole.j.admitted());
+    assert!(store.contains_key(ADMITTED_KEY));
+}
+
+#[test]
+fn turns_feedback_and_ticket_events_are_bounded_per_conversation() {
+    let mut h = Harness::new();
+    h.s = capped_settings();
+    for k in 0..4 {
+        h.d(decision(&format!("e{k}"), "c", k, T0 + k as i64, "cheap"));
+    }
+    assert_eq!(h.try_d(decision("e4", "c", 4, T0 + 4, "cheap")), Err(JoinReject::TooManyTurns(4)));
+    assert_eq!(h.try_d(decision("e0", "c", 0, T0, "cheap")), Ok(()), "a duplicate is still a duplicate");
+    assert_eq!((h.n.decisions, h.n.duplicates), (4, 1));
+    assert_eq!(h.q(Grain::Day, T0, "cheap").decisions, 4, "the refused turn applied nothing");
+    assert_eq!(h.j.convs["c"].turns().len(), 4);
+
+    h.f(feedback("f0", "c", Some(0), T0 + 10, FeedbackKind::ThumbsUp, None));
+    h.f(feedback("f1", "c", Some(1), T0 + 10, FeedbackKind::ThumbsUp, None));
+    let third = feedback("f2", "c", Some(2), T0 + 10, FeedbackKind::ThumbsDown, None);
+    assert_eq!(h.try_f(third), Err(JoinReject::TooManyFeedback(2)));
+    assert_eq!(h.q(Grain::Day, T0, "cheap").thumbs_down, 0);
+    assert_eq!(h.n.feedback, 2);
+
+    for i in 0..3 {
+        h.t(ticket(&format!("r{i}"), "T", None, T0 + 20, TicketStatus::Resolved, Some(1.0)));
+    }
+    let fourth = ticket("r3", "T", None, T0 + 20, TicketStatus::Resolved, Some(1.0));
+    assert_eq!(h.try_t(fourth), Err(JoinReject::TooManyTicketEvents(3)));
+    assert_eq!(h.j.pending_outcomes(), 3, "the refused RESOLVED did not wait");
+    assert_eq!(JoinReject::TooManyTurns(4).reason(), "conversation_turn_limit");
+
+    // The bounds hold across a restore.
+    let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    let mut j = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
+    let mut d = decision("e5", "c", 5, T0 + 5, "cheap");
+    assert!(j.apply_decision(&h.s, &mut d, &mut h.out, &mut h.n).is_err());
 }
