@@ -44,7 +44,7 @@ fn secure() -> Secure {
 /// The test's daemon configuration pointed at the SASL_SSL listener. The password is read from a
 /// file through a `${file:…}` reference, as a deployment would mount it.
 fn secure_config(env: &Env, s: &Secure, mechanism: &str, password: &str, ca: &str, pg_url: Option<&str>) -> PathBuf {
-    let path = env.config(["json"; 3], "");
+    let path = env.config(["json"; 3], "[http]\nlisten = \"\"\n");
     let pw_file = env.dir.path().join("kafka-password");
     std::fs::write(&pw_file, format!("{password}\n")).unwrap();
     let mut text = std::fs::read_to_string(&path).unwrap();

@@ -7,11 +7,12 @@
 //! one startup error that names the cause.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::RDKafkaLogLevel;
-use rdkafka::consumer::{Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 
 /// A connection failure that retrying does not fix.
@@ -64,6 +65,8 @@ const SEEN_CAP: usize = 1024;
 pub struct ConnectWatch {
     failure: Mutex<Option<(Kind, String)>>,
     seen: Mutex<HashSet<String>>,
+    /// Set once the startup check passed: later security failures are logged like any line.
+    connected: AtomicBool,
 }
 
 impl ConnectWatch {
@@ -71,10 +74,12 @@ impl ConnectWatch {
     /// check), other lines pass through, each distinct line once at its level (later repeats at
     /// debug), so a broker that stays unreachable does not flood the log.
     pub fn log(&self, level: RDKafkaLogLevel, fac: &str, message: &str) {
-        if let Some(kind) = classify(None, message) {
-            self.record(kind, message);
-            tracing::debug!(target: "librdkafka", fac, "{message}");
-            return;
+        if !self.connected.load(Ordering::Relaxed) {
+            if let Some(kind) = classify(None, message) {
+                self.record(kind, message);
+                tracing::debug!(target: "librdkafka", fac, "{message}");
+                return;
+            }
         }
         let first = {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -96,9 +101,12 @@ impl ConnectWatch {
 
     /// The client's error callback (global errors).
     pub fn error(&self, error: KafkaError, reason: &str) {
+        let starting = !self.connected.load(Ordering::Relaxed);
         match classify(error.rdkafka_error_code(), reason) {
-            Some(kind) => self.record(kind, reason),
-            None => self.log(RDKafkaLogLevel::Error, "ERROR", &format!("{error}: {reason}")),
+            Some(kind) if starting => self.record(kind, reason),
+            // "All brokers down" after a captured failure is its consequence, not news.
+            _ if starting && self.has_failure() => tracing::debug!(target: "librdkafka", "{error}: {reason}"),
+            _ => self.log(RDKafkaLogLevel::Error, "ERROR", &format!("{error}: {reason}")),
         }
     }
 
@@ -108,6 +116,10 @@ impl ConnectWatch {
         if f.is_none() {
             *f = Some((kind, strip_broker_prefix(message).to_string()));
         }
+    }
+
+    fn has_failure(&self) -> bool {
+        self.failure.lock().unwrap_or_else(|p| p.into_inner()).is_some()
     }
 
     /// The captured failure as a startup error.
@@ -136,8 +148,11 @@ fn strip_broker_prefix(message: &str) -> &str {
 /// Wait until the cluster answers a metadata request for `topic`, for at most `bound`. Fails at
 /// once with the cause when a SASL or TLS failure is captured; a cluster that merely does not
 /// answer in time is left to the caller (whose own requests then time out and say so).
-pub fn wait_connected<C: Consumer<X>, X: ConsumerContext>(
-    consumer: &C,
+///
+/// librdkafka queues its log lines and errors for the consumer's poll, so the wait polls (before
+/// any subscription there is nothing else to receive).
+pub fn wait_connected<X: ConsumerContext>(
+    consumer: &BaseConsumer<X>,
     watch: &ConnectWatch,
     brokers: &str,
     topic: &str,
@@ -145,23 +160,25 @@ pub fn wait_connected<C: Consumer<X>, X: ConsumerContext>(
 ) -> Result<(), ConnectError> {
     let deadline = Instant::now() + bound;
     loop {
+        if let Some(Err(e)) = consumer.poll(Duration::from_millis(100)) {
+            let text = e.to_string();
+            if let Some(kind) = classify(e.rdkafka_error_code(), &text) {
+                watch.record(kind, &text);
+            }
+        }
         if let Some(e) = watch.failure(brokers) {
             return Err(e);
         }
         let now = Instant::now();
         if now >= deadline {
-            return Ok(());
+            break;
         }
-        let step = (deadline - now).min(Duration::from_millis(500));
-        match consumer.fetch_metadata(Some(topic), step) {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                if let Some(kind) = classify(e.rdkafka_error_code(), &e.to_string()) {
-                    watch.record(kind, &e.to_string());
-                }
-            }
+        if consumer.fetch_metadata(Some(topic), (deadline - now).min(Duration::from_millis(400))).is_ok() {
+            break;
         }
     }
+    watch.connected.store(true, Ordering::Relaxed);
+    Ok(())
 }
 
 #[cfg(test)]
