@@ -97,7 +97,10 @@ fn decision(conv: &str, turn: i32, at: i64, tier: &str) -> Event {
 /// A small stream (JSON on all three topics, no tickets) and the `tier_totals` it must give:
 /// conversation i is `cheap` unless i % 3 == 0; even ones have a second turn; every fourth gets
 /// a thumbs-down on its first turn.
-fn stream(topics: &[String; 3], conversations: usize) -> (Vec<(String, Event, WireFormat)>, Vec<(String, i64, i64, i64, i64)>) {
+fn stream(
+    topics: &[String; 3],
+    conversations: usize,
+) -> (Vec<(String, Event, WireFormat)>, Vec<(String, i64, i64, i64, i64)>) {
     let mut items = vec![];
     let (mut cheap, mut capable) = ((0i64, 0i64, 0i64), (0i64, 0i64, 0i64));
     for i in 0..conversations {
@@ -149,7 +152,10 @@ fn wait_exit(mut daemon: Daemon, bound: Duration) -> (Duration, bool, String) {
             return (start.elapsed(), status.success(), daemon.log());
         }
         if start.elapsed() > bound {
-            panic!("daemon still running after {bound:?} (a retry loop instead of a startup error)\n{}", daemon.log_tail());
+            panic!(
+                "daemon still running after {bound:?} (a retry loop instead of a startup error)\n{}",
+                daemon.log_tail()
+            );
         }
         std::thread::sleep(Duration::from_millis(100));
     }

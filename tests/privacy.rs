@@ -25,7 +25,11 @@ fn tierwatch(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
         cmd.env(k, v);
     }
     let out = cmd.output().expect("run tierwatch");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[test]
@@ -167,8 +171,8 @@ fn dead_letters_honour_the_query_text_privacy_mode() {
     assert_eq!(v["conversation_id"], "c-bad");
     assert_eq!(v["confidence"], 7.0);
 
-    let hashed =
-        dead_letter_payload(dir.path(), "[privacy]\ndead_letter_text = \"hashed\"\nhash_key = \"k1\"").expect("JSON kept");
+    let hashed = dead_letter_payload(dir.path(), "[privacy]\ndead_letter_text = \"hashed\"\nhash_key = \"k1\"")
+        .expect("JSON kept");
     let text = String::from_utf8_lossy(&hashed).into_owned();
     assert!(!text.contains("4111") && text.contains("\"query_text\":\"hmac-sha256:"), "{text}");
 }

@@ -139,7 +139,12 @@ pub async fn delete_expired<S: Store>(store: &S, r: &Retention) -> anyhow::Resul
 
 /// The periodic retention task, for a dedicated thread: deletes expired rows now and every
 /// `r.every` after, until `shutdown` is set. A failure is logged and retried at the next run.
-pub fn retention_task<S: Store>(store: Arc<S>, r: Retention, runtime: tokio::runtime::Handle, shutdown: Arc<AtomicBool>) {
+pub fn retention_task<S: Store>(
+    store: Arc<S>,
+    r: Retention,
+    runtime: tokio::runtime::Handle,
+    shutdown: Arc<AtomicBool>,
+) {
     while !shutdown.load(Ordering::Relaxed) {
         match runtime.block_on(delete_expired(store.as_ref(), &r)) {
             Ok((0, 0)) => {}
@@ -202,7 +207,8 @@ mod tests {
         PrivacyConfig { dead_letter_text: Some(mode), hash_key: "k".into(), ..Default::default() }.scrubber(None)
     }
 
-    const JSON: &[u8] = br#"{"event_id":"e1","conversation_id":"c1","turn":"x","query_text":"my card 4111 was charged"}"#;
+    const JSON: &[u8] =
+        br#"{"event_id":"e1","conversation_id":"c1","turn":"x","query_text":"my card 4111 was charged"}"#;
 
     #[test]
     fn full_keeps_the_bytes() {

@@ -297,7 +297,11 @@ impl Store for SqliteStore {
         rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
-    async fn delete_expired(&self, dead_letters_before_ms: Option<i64>, review_before_ms: Option<i64>) -> anyhow::Result<(u64, u64)> {
+    async fn delete_expired(
+        &self,
+        dead_letters_before_ms: Option<i64>,
+        review_before_ms: Option<i64>,
+    ) -> anyhow::Result<(u64, u64)> {
         let _write = self.write.lock().await;
         let mut deleted = (0, 0);
         if let Some(t) = dead_letters_before_ms {
