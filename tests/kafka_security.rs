@@ -22,6 +22,11 @@ use tierwatch::event::*;
 
 const MIN: i64 = 60_000;
 
+/// Events to produce: (topic, event, wire format).
+type Items = Vec<(String, Event, WireFormat)>;
+/// `Env::tier_totals` rows: (tier, decisions, conversations, thumbs down, failed deflections).
+type Totals = Vec<(String, i64, i64, i64, i64)>;
+
 /// The SASL_SSL listener and its credentials, as exported by `scripts/services.sh`.
 struct Secure {
     brokers: String,
@@ -97,10 +102,7 @@ fn decision(conv: &str, turn: i32, at: i64, tier: &str) -> Event {
 /// A small stream (JSON on all three topics, no tickets) and the `tier_totals` it must give:
 /// conversation i is `cheap` unless i % 3 == 0; even ones have a second turn; every fourth gets
 /// a thumbs-down on its first turn.
-fn stream(
-    topics: &[String; 3],
-    conversations: usize,
-) -> (Vec<(String, Event, WireFormat)>, Vec<(String, i64, i64, i64, i64)>) {
+fn stream(topics: &[String; 3], conversations: usize) -> (Items, Totals) {
     let mut items = vec![];
     let (mut cheap, mut capable) = ((0i64, 0i64, 0i64), (0i64, 0i64, 0i64));
     for i in 0..conversations {

@@ -61,7 +61,8 @@ format = "slack"
 "#,
             pw = pw.display()
         ),
-    );
+    )
+    .unwrap();
     let envs = [("TW_TEST_PGPASS", "pg-pw-FROM-ENV"), ("TW_TEST_HASH_KEY", "hash-key-FROM-ENV")];
     let (ok, out, err) = tierwatch(&["check-config", "--config", cfg.to_str().unwrap()], &envs);
     assert!(ok, "{err}");
