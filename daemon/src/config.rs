@@ -76,6 +76,9 @@ pub struct Config {
     /// Absent = no rescoring.
     #[serde(default)]
     pub rescore: Option<RescoreConfig>,
+    /// Query text in dead letters, and how long dead letters and the review queue are kept.
+    #[serde(default)]
+    pub privacy: crate::privacy::PrivacyConfig,
 }
 
 /// How much of a sampled query's text the review queue keeps.
@@ -104,9 +107,9 @@ pub struct RescoreConfig {
     #[serde(default = "default_privacy")]
     pub store_text: TextPrivacy,
     /// Key of the text hash when `store_text = "hashed"` (keep it secret: short queries are
-    /// guessable from an unkeyed hash).
+    /// guessable from an unkeyed hash). May be `${env:NAME}` or `${file:PATH}`.
     #[serde(default)]
-    pub hash_key: String,
+    pub hash_key: crate::secret::Secret,
     /// Rescoring worker threads (each scores whole batches on one core).
     #[serde(default = "default_rescore_workers")]
     pub workers: usize,
@@ -217,9 +220,10 @@ pub struct KafkaConfig {
     /// Where to start when Postgres holds no offset for a partition: `earliest` or `latest`.
     #[serde(default = "default_reset")]
     pub auto_offset_reset: String,
-    /// Extra librdkafka properties passed through verbatim (e.g. security settings).
+    /// Extra librdkafka properties passed through verbatim (e.g. security settings). Values may
+    /// be `${env:NAME}` / `${file:PATH}` references; credentials are masked when shown.
     #[serde(default)]
-    pub properties: BTreeMap<String, String>,
+    pub properties: crate::secret::KafkaProperties,
 }
 
 impl KafkaConfig {
@@ -246,6 +250,11 @@ impl KafkaConfig {
 }
 
 impl Config {
+    /// What dead letters keep of the query text: `[privacy]`, else the review queue's setting.
+    pub fn dead_letter_scrub(&self) -> crate::privacy::DeadLetterScrub {
+        self.privacy.scrubber(self.rescore.as_ref().map(|r| (r.store_text, r.hash_key.expose())))
+    }
+
     /// The Kafka section, which `run` needs.
     pub fn kafka(&self) -> Result<&KafkaConfig, ConfigError> {
         self.kafka.as_ref().ok_or_else(|| invalid("kafka", "is required to consume from Kafka (`tierwatch run`)"))
@@ -289,8 +298,10 @@ pub struct TopicConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresConfig {
-    /// Connection URL, e.g. `postgres://tierwatch@127.0.0.1:5432/tierwatch`.
-    pub url: String,
+    /// Connection URL, e.g. `postgres://tierwatch@127.0.0.1:5432/tierwatch` (TLS:
+    /// `?sslmode=verify-full&sslrootcert=/path/ca.pem`). May contain `${env:NAME}` /
+    /// `${file:PATH}` references; its password is masked when shown.
+    pub url: crate::secret::SecretUrl,
     /// Connection pool size.
     #[serde(default = "default_pool")]
     pub max_connections: u32,
@@ -627,6 +638,7 @@ impl Config {
         if let Some(rescore) = &self.rescore {
             rescore.validate()?;
         }
+        self.privacy.validate(self.rescore.as_ref().map(|r| (r.store_text, r.hash_key.expose())))?;
         self.alerts.misroute.validate()?;
         self.watermark.validate()?;
         let names = [

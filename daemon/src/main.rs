@@ -385,6 +385,13 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
             }
         });
     }
+    if let Some(retention) = cfg.privacy.retention() {
+        let (store, handle, shutdown) = (store.clone(), rt.handle().clone(), shutdown.clone());
+        std::thread::Builder::new()
+            .name("tw-retention".into())
+            .spawn(move || tierwatch::privacy::retention_task(store, retention, handle, shutdown))
+            .context("starting the retention task")?;
+    }
     let eval = Arc::new(eval);
     let webhooks = if cfg.alerts.webhooks.is_empty() {
         None

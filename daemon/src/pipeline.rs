@@ -53,6 +53,8 @@ pub struct Pipeline<S: Store + 'static> {
     topics: [String; 3],
     decoders: [Decoder; 3],
     dead_letter_max_bytes: usize,
+    /// What a dead letter keeps of the query text (the privacy mode).
+    dead_letter_scrub: crate::privacy::DeadLetterScrub,
     max_events: usize,
     max_wait: Duration,
     watermark: WatermarkConfig,
@@ -120,6 +122,7 @@ impl<S: Store + 'static> Pipeline<S> {
             topics,
             decoders,
             dead_letter_max_bytes: cfg.limits.dead_letter_max_bytes,
+            dead_letter_scrub: cfg.dead_letter_scrub(),
             max_events: cfg.batch.max_events,
             max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
             watermark: cfg.watermark.clone(),
@@ -306,6 +309,7 @@ impl<S: Store + 'static> Pipeline<S> {
                         p.truncate(self.dead_letter_max_bytes);
                         p
                     });
+                    let payload = self.dead_letter_scrub.payload(payload);
                     work.dead_letters.push(DeadLetter {
                         topic: self.topics[m.topic_idx].clone(),
                         partition: m.partition,

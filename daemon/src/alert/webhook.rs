@@ -39,7 +39,9 @@ use super::{AlertState, Episode, Severity};
 #[serde(deny_unknown_fields)]
 pub struct WebhookConfig {
     /// URL to POST to (`http://` or `https://`). For Alertmanager, its `/api/v2/alerts` endpoint,
-    /// e.g. `http://alertmanager:9093/api/v2/alerts`; for Slack, the incoming-webhook URL.
+    /// e.g. `http://alertmanager:9093/api/v2/alerts`; for Slack, the incoming-webhook URL. May
+    /// contain `${env:NAME}` / `${file:PATH}` references; shown as `scheme://host/***`.
+    #[serde(deserialize_with = "crate::secret::expand_string", serialize_with = "crate::secret::serialize_url_origin")]
     pub url: String,
     /// Payload shape: `"alertmanager"` (Alertmanager API v2 alerts array) or `"slack"` (Slack
     /// incoming-webhook message).

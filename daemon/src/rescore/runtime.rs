@@ -205,7 +205,7 @@ fn stored_text(privacy: TextPrivacy, key: &str, text: &str) -> (Option<String>, 
     }
 }
 
-fn keyed_hash(key: &str, text: &str) -> String {
+pub(crate) fn keyed_hash(key: &str, text: &str) -> String {
     let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(text.as_bytes());
     hex::encode(mac.finalize().into_bytes())

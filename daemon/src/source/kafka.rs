@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use rdkafka::config::ClientConfig;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
@@ -24,6 +24,7 @@ use std::time::Instant;
 use rdkafka::consumer::CommitMode;
 use rdkafka::message::Message;
 
+use super::connect::{wait_connected, ConnectWatch};
 use super::{Polled, RebalanceEvent, Source};
 use crate::config::Config;
 use crate::store::{PartitionSnapshot, Store};
@@ -34,6 +35,8 @@ pub struct SourceContext<S: Store + 'static> {
     topics: Vec<String>,
     auto_offset_reset: Offset,
     events: Mutex<Vec<RebalanceEvent>>,
+    /// SASL/TLS failures seen by librdkafka, and de-duplication of its log lines.
+    connect: ConnectWatch,
 }
 
 impl<S: Store + 'static> SourceContext<S> {
@@ -89,7 +92,15 @@ impl<S: Store + 'static> SourceContext<S> {
     }
 }
 
-impl<S: Store + 'static> ClientContext for SourceContext<S> {}
+impl<S: Store + 'static> ClientContext for SourceContext<S> {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        self.connect.log(level, fac, log_message);
+    }
+
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.connect.error(error, reason);
+    }
+}
 
 impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
     // Overridden whole (not pre/post_rebalance) so that we assign once, at our own offsets.
@@ -171,8 +182,14 @@ pub fn create_consumer<S: Store + 'static>(
         vec![cfg.topics.routing.name.clone(), cfg.topics.feedback.name.clone(), cfg.topics.tickets.name.clone()];
     let kafka = cfg.kafka()?;
     let reset = if kafka.auto_offset_reset == "latest" { Offset::End } else { Offset::Beginning };
-    let ctx =
-        SourceContext { store, runtime, topics: topics.clone(), auto_offset_reset: reset, events: Mutex::new(vec![]) };
+    let ctx = SourceContext {
+        store,
+        runtime,
+        topics: topics.clone(),
+        auto_offset_reset: reset,
+        events: Mutex::new(vec![]),
+        connect: ConnectWatch::default(),
+    };
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &kafka.brokers)
         .set("group.id", &kafka.group_id)
@@ -187,11 +204,16 @@ pub fn create_consumer<S: Store + 'static>(
         cc.set(k, v);
     }
     let consumer: TwConsumer<S> = cc.create_with_context(ctx).context("creating the Kafka consumer")?;
+    // A wrong password or an untrusted certificate: one clear error now, not endless retries.
+    wait_connected(&consumer, &consumer.context().connect, &kafka.brokers, &topics[0], CONNECT_BOUND)?;
     check_copartitioned(&consumer, &topics)?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs).context("subscribing to the topics")?;
     Ok(consumer)
 }
+
+/// How long startup waits for the cluster's first answer before the topic checks run.
+const CONNECT_BOUND: Duration = Duration::from_secs(15);
 
 /// The join needs the three topics to have the same partition count.
 pub fn check_copartitioned<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topics: &[String]) -> anyhow::Result<()> {

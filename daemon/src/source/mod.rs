@@ -2,6 +2,7 @@
 //! position, tells it which partitions it owns, and re-reads from a stored position on request.
 //! Kafka is the production source ([`kafka`]); files are the backfill/replay source ([`files`]).
 
+pub mod connect;
 pub mod files;
 pub mod kafka;
 

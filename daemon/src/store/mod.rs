@@ -196,6 +196,14 @@ pub trait Store: Send + Sync {
         inserted_before_ms: i64,
         limit: i64,
     ) -> anyhow::Result<Vec<(String, Option<String>)>>;
+    /// Retention: delete dead letters written before `dead_letters_before_ms` and review-queue
+    /// rows (sampled decisions) inserted before `review_before_ms` (wall clock, ms); None keeps
+    /// them. Returns the rows deleted of each.
+    async fn delete_expired(
+        &self,
+        dead_letters_before_ms: Option<i64>,
+        review_before_ms: Option<i64>,
+    ) -> anyhow::Result<(u64, u64)>;
 }
 
 /// The drift-histogram deltas of newly scored samples, given as

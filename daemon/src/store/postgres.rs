@@ -39,16 +39,7 @@ impl PgStore {
 
 /// Hide a password in a URL for logs.
 pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.find(':') {
-                Some(c) => format!("{}{}:***{}", &url[..s + 3], &creds[..c], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
-    }
+    crate::secret::redact_url_password(url)
 }
 
 impl Store for PgStore {
@@ -251,6 +242,33 @@ impl Store for PgStore {
         .await
         .context("reading pending rescores")?;
         rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    async fn delete_expired(
+        &self,
+        dead_letters_before_ms: Option<i64>,
+        review_before_ms: Option<i64>,
+    ) -> anyhow::Result<(u64, u64)> {
+        let mut deleted = (0, 0);
+        if let Some(t) = dead_letters_before_ms {
+            deleted.0 =
+                sqlx::query("DELETE FROM tw_dead_letters WHERE received_at < to_timestamp($1::bigint / 1000.0)")
+                    .bind(t)
+                    .execute(&self.pool)
+                    .await
+                    .context("deleting expired dead letters")?
+                    .rows_affected();
+        }
+        if let Some(t) = review_before_ms {
+            deleted.1 =
+                sqlx::query("DELETE FROM tw_rescore_samples WHERE inserted_at < to_timestamp($1::bigint / 1000.0)")
+                    .bind(t)
+                    .execute(&self.pool)
+                    .await
+                    .context("deleting expired review-queue rows")?
+                    .rows_affected();
+        }
+        Ok(deleted)
     }
 }
 

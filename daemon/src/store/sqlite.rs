@@ -49,6 +49,9 @@ impl SqliteStore {
         } else {
             SqliteConnectOptions::new().filename(path_or_url)
         };
+        if !memory {
+            create_private(opts.get_filename()).await?;
+        }
         let opts = opts
             .create_if_missing(true)
             .busy_timeout(BUSY_TIMEOUT)
@@ -76,6 +79,21 @@ impl SqliteStore {
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
+    }
+}
+
+/// Create a missing database file readable and writable by its owner only (mode 0600): it holds
+/// dead letters and possibly query text. SQLite gives its `-wal` and `-shm` files the same mode.
+/// An existing file is left as it is.
+async fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
+    let mut open = tokio::fs::OpenOptions::new();
+    open.write(true).create_new(true);
+    #[cfg(unix)]
+    open.mode(0o600);
+    match open.open(path).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("creating the SQLite database {}", path.display()))),
     }
 }
 
@@ -277,6 +295,32 @@ impl Store for SqliteStore {
         .await
         .context("reading pending rescores")?;
         rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
+    }
+
+    async fn delete_expired(
+        &self,
+        dead_letters_before_ms: Option<i64>,
+        review_before_ms: Option<i64>,
+    ) -> anyhow::Result<(u64, u64)> {
+        let _write = self.write.lock().await;
+        let mut deleted = (0, 0);
+        if let Some(t) = dead_letters_before_ms {
+            deleted.0 = sqlx::query("DELETE FROM tw_dead_letters WHERE received_at_ms < ?1")
+                .bind(t)
+                .execute(&self.pool)
+                .await
+                .context("deleting expired dead letters")?
+                .rows_affected();
+        }
+        if let Some(t) = review_before_ms {
+            deleted.1 = sqlx::query("DELETE FROM tw_rescore_samples WHERE inserted_at_ms < ?1")
+                .bind(t)
+                .execute(&self.pool)
+                .await
+                .context("deleting expired review-queue rows")?
+                .rows_affected();
+        }
+        Ok(deleted)
     }
 }
 
@@ -622,4 +666,29 @@ async fn write_review_labels(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result
         .context("writing review labels")?;
     }
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn new_database_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tw.db");
+        let store = SqliteStore::open(path.to_str().unwrap()).await.unwrap();
+        store.migrate().await.unwrap();
+        for f in ["tw.db", "tw.db-wal", "tw.db-shm"] {
+            let p = dir.path().join(f);
+            let mode = std::fs::metadata(&p).unwrap_or_else(|e| panic!("{f}: {e}")).permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600, "{f} has mode {mode:o}");
+        }
+        // An sqlx URL names the file too.
+        let url = format!("sqlite://{}", dir.path().join("u.db").display());
+        drop(SqliteStore::open(&url).await.unwrap());
+        let mode = std::fs::metadata(dir.path().join("u.db")).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
 }
