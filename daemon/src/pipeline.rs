@@ -22,7 +22,7 @@ use crate::event::{Event, Stream};
 use crate::join::{JoinCounters, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
 use crate::rescore::runtime::{review_label, Rescoring};
-use crate::source::kafka::load_retrying;
+use crate::source::kafka::{block_on_unless_shutdown, load_retrying};
 use crate::source::{Polled, RebalanceEvent, Source};
 use crate::store::{
     safe_detail, CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreSample,
@@ -477,7 +477,11 @@ impl<S: Store + 'static> Pipeline<S> {
                 break Ok((0, 0));
             }
             let batch = self.build_batch(&per_part);
-            let outcome = self.runtime.block_on(self.store.commit(&batch));
+            let Some(outcome) = block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown)
+            else {
+                tracing::warn!("a commit still running after shutdown was requested is abandoned");
+                break Err(CommitError::Stop(Stop::Shutdown));
+            };
             match outcome {
                 Ok(CommitOutcome::Committed(gens)) => {
                     for (p, g) in gens {

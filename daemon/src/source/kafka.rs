@@ -106,7 +106,7 @@ pub fn load_retrying<S: Store>(
         if shutdown.load(Ordering::Relaxed) {
             return None;
         }
-        match runtime.block_on(store.load_partition(partition, topics)) {
+        match block_on_unless_shutdown(runtime, store.load_partition(partition, topics), shutdown)? {
             Ok(s) => return Some(s),
             Err(e) => {
                 telemetry.restore_failures.inc();
@@ -117,6 +117,32 @@ pub fn load_retrying<S: Store>(
             }
         }
     }
+}
+
+/// How long a store call may still run once shutdown is requested: a healthy call finishes well
+/// within it, one waiting on an unreachable store is abandoned.
+pub const ABANDON_AFTER_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// Run a store call to completion, unless shutdown has been requested for
+/// [`ABANDON_AFTER_SHUTDOWN`] meanwhile (`None`: the call is dropped; an uncommitted
+/// transaction rolls back, and whether a commit dropped in flight landed or not, the store
+/// stays consistent with its own offsets).
+pub fn block_on_unless_shutdown<F: std::future::Future>(
+    runtime: &tokio::runtime::Handle,
+    call: F,
+    shutdown: &AtomicBool,
+) -> Option<F::Output> {
+    runtime.block_on(async {
+        tokio::select! {
+            r = call => Some(r),
+            _ = async {
+                while !shutdown.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(ABANDON_AFTER_SHUTDOWN).await;
+            } => None,
+        }
+    })
 }
 
 /// Sleep up to `d`, waking early (within 50 ms) once shutdown is requested.
