@@ -5,7 +5,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -140,13 +139,7 @@ async fn hostile_messages_are_dead_lettered_and_the_rest_counted_exactly() {
     // Good traffic first: the daemon is up and committing before the hostile messages arrive.
     let (first, rest) = good.split_at(good.len() / 2);
     send_all(&p, first).await;
-    let count = |items: &[(String, Event, WireFormat)]| {
-        let mut c = [0i64; 3];
-        for (t, _, _) in items {
-            c[env.topics.iter().position(|x| x == t).unwrap()] += 1;
-        }
-        c
-    };
+    let count = |items: &[(String, Event, WireFormat)]| topic_counts(items, &env.topics);
     let mut daemon = Daemon::start(&cfg, "hostile");
     env.wait_committed(count(first), &mut daemon, Duration::from_secs(60)).await;
 
@@ -250,10 +243,7 @@ async fn a_message_postgres_refuses_is_bisected_out_of_its_batch() {
     let p = env.producer();
     // All produced before the daemon starts: the refused message shares a batch with the others.
     send_all(&p, &items).await;
-    let mut sent = [0i64; 3];
-    for (t, _, _) in &items {
-        sent[env.topics.iter().position(|x| x == t).unwrap()] += 1;
-    }
+    let sent = topic_counts(&items, &env.topics);
     let mut daemon = Daemon::start(&cfg, "bisect");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
     let got = wait_totals(&env, &want).await;
@@ -286,19 +276,7 @@ fn replay_rejects_a_year_9999_decision() {
     let db = dir.path().join("replay.db");
     let cfg = dir.path().join("replay.toml");
     std::fs::write(&cfg, format!("[sqlite]\npath = \"{}\"\n[http]\nlisten = \"\"\n", db.display())).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .args(["replay", "--quiet", "--config"])
-        .arg(&cfg)
-        .arg("--routing")
-        .arg(&files[0])
-        .arg("--feedback")
-        .arg(&files[1])
-        .arg("--tickets")
-        .arg(&files[2])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
+    let stderr = replay(&cfg, &files);
     assert!(stderr.contains("replayed 21 records (1 rejected)"), "{stderr}");
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {

@@ -7,18 +7,11 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
-
-fn services(cmd: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
-    let status = Command::new("bash").arg(script).arg(cmd).status().expect("run services.sh");
-    assert!(status.success(), "services.sh {cmd} failed");
-}
 
 fn decision(i: usize) -> Event {
     let tier = if i % 2 == 0 { "cheap" } else { "capable" };
@@ -68,14 +61,6 @@ fn part(range: std::ops::Range<usize>, topics: &[String; 3]) -> Vec<(String, Eve
     out
 }
 
-fn count(items: &[(String, Event, WireFormat)], topics: &[String; 3]) -> [i64; 3] {
-    let mut c = [0i64; 3];
-    for (t, _, _) in items {
-        c[topics.iter().position(|x| x == t).unwrap()] += 1;
-    }
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact() {
     let env = Env::new("outage").await;
@@ -86,7 +71,7 @@ async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact(
     let first = part(0..n / 2, &env.topics);
     send_all(&p, &first).await;
     let mut daemon = Daemon::start(&cfg, "outage");
-    env.wait_committed(count(&first, &env.topics), &mut daemon, Duration::from_secs(60)).await;
+    env.wait_committed(topic_counts(&first, &env.topics), &mut daemon, Duration::from_secs(60)).await;
 
     env.pool.close().await;
     services("postgres-down");
@@ -109,8 +94,8 @@ async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact(
     let env = env.reconnect().await;
 
     // Restart: everything is committed exactly once.
-    let mut want = count(&first, &env.topics);
-    (0..3).for_each(|i| want[i] += count(&second, &env.topics)[i]);
+    let mut want = topic_counts(&first, &env.topics);
+    (0..3).for_each(|i| want[i] += topic_counts(&second, &env.topics)[i]);
     let mut daemon = Daemon::start(&cfg, "outage-restart");
     env.wait_committed(want, &mut daemon, Duration::from_secs(90)).await;
     let half = (n / 2) as i64;
