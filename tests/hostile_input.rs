@@ -17,6 +17,11 @@ const D: i64 = 1_767_571_200_000;
 /// 9999-12-31T23:59:59Z.
 const YEAR_9999: i64 = 253_402_300_799_000;
 
+/// (topic, event, wire format) as produced.
+type Produced = (String, Event, WireFormat);
+/// A `tier_totals` row: (tier, decisions, conversations, thumbs down, failed deflections).
+type TierTotals = (String, i64, i64, i64, i64);
+
 fn decision(i: usize, tier: &str) -> RoutingDecision {
     RoutingDecision {
         event_id: format!("d-{i}"),
@@ -63,11 +68,7 @@ fn tier_of(i: usize) -> &'static str {
 
 /// `n` decisions and a thumbs-down on every third conversation, and the expected
 /// `tier_totals` (tier, decisions, conversations, thumbs down, failed deflections).
-fn good_events(
-    n: usize,
-    topics: &[String; 3],
-    formats: [WireFormat; 3],
-) -> (Vec<(String, Event, WireFormat)>, Vec<(String, i64, i64, i64, i64)>) {
+fn good_events(n: usize, topics: &[String; 3], formats: [WireFormat; 3]) -> (Vec<Produced>, Vec<TierTotals>) {
     let mut items = vec![];
     let mut want = std::collections::BTreeMap::<String, (i64, i64, i64)>::new();
     for i in 0..n {
