@@ -7,7 +7,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -16,12 +15,6 @@ use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
 
 const H: i64 = 3_600_000;
-
-fn services(cmd: &str) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
-    let status = Command::new("bash").arg(script).arg(cmd).status().expect("run services.sh");
-    assert!(status.success(), "services.sh {cmd} failed");
-}
 
 fn decision(i: usize, k: i32, at: i64) -> Event {
     let tier = if i % 2 == 0 { "cheap" } else { "capable" };
@@ -77,14 +70,6 @@ fn part(range: std::ops::Range<usize>, topics: &[String; 3]) -> Vec<(String, Eve
     out
 }
 
-fn counts(items: &[(String, Event, WireFormat)], topics: &[String; 3]) -> [i64; 3] {
-    let mut c = [0i64; 3];
-    for (t, _, _) in items {
-        c[topics.iter().position(|x| x == t).unwrap()] += 1;
-    }
-    c
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn survives_database_and_broker_restarts() {
     let env = Env::new("faults").await;
@@ -94,7 +79,7 @@ async fn survives_database_and_broker_restarts() {
     let n = 900usize;
     let first = part(0..n / 3, &env.topics);
     send_all(&p, &first).await;
-    let mut sent = counts(&first, &env.topics);
+    let mut sent = topic_counts(&first, &env.topics);
     let mut daemon = Daemon::start(&cfg, "faults");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
 
@@ -111,7 +96,7 @@ async fn survives_database_and_broker_restarts() {
     assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon must survive a database outage");
     services("postgres-up");
     let env = env.reconnect().await;
-    (0..3).for_each(|i| sent[i] += counts(&second, &env.topics)[i]);
+    (0..3).for_each(|i| sent[i] += topic_counts(&second, &env.topics)[i]);
     env.wait_committed(sent, &mut daemon, Duration::from_secs(90)).await;
 
     // The broker restarts; the last part is produced after it is back.
@@ -119,7 +104,7 @@ async fn survives_database_and_broker_restarts() {
     let p = env.producer();
     let third = part(2 * n / 3..n, &env.topics);
     send_all(&p, &third).await;
-    (0..3).for_each(|i| sent[i] += counts(&third, &env.topics)[i]);
+    (0..3).for_each(|i| sent[i] += topic_counts(&third, &env.topics)[i]);
     env.wait_committed(sent, &mut daemon, Duration::from_secs(120)).await;
 
     let per_tier = (n / 2) as i64;

@@ -5,7 +5,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use sqlx::Row;
@@ -104,25 +103,6 @@ fn write_avro(dir: &Path, evs: &[Event]) -> [std::path::PathBuf; 3] {
         std::fs::write(&path, w.into_inner().unwrap()).unwrap();
         path
     })
-}
-
-fn replay(cfg: &Path, files: &[std::path::PathBuf; 3]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .arg("replay")
-        .arg("--quiet")
-        .arg("--config")
-        .arg(cfg)
-        .arg("--routing")
-        .arg(&files[0])
-        .arg("--feedback")
-        .arg(&files[1])
-        .arg("--tickets")
-        .arg(&files[2])
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    assert!(out.status.success(), "{stderr}");
-    stderr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

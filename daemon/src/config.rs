@@ -440,7 +440,8 @@ pub struct LimitsConfig {
     /// Dead letters keep at most this many bytes of the raw message.
     #[serde(default = "default_dead_letter_bytes")]
     pub dead_letter_max_bytes: usize,
-    /// An event whose ts is more than this many hours past the broker timestamp is rejected.
+    /// An event whose ts is more than this many hours past the broker timestamp or the wall
+    /// clock is rejected (`future_timestamp`).
     #[serde(default = "default_future_hours")]
     pub max_future_hours: f64,
 
@@ -465,6 +466,23 @@ pub struct LimitsConfig {
     /// `ticket_event_limit`.
     #[serde(default = "default_max_events_per_ticket")]
     pub max_events_per_ticket: usize,
+
+    // Hostile-input bounds: values the store could not hold are rejected up front.
+    /// Longest accepted `event_id`, `conversation_id` and `ticket_id`, in bytes
+    /// (`string_too_long`). Postgres cannot index a key above ~2.7 KB.
+    #[serde(default = "default_max_id_bytes")]
+    pub max_id_bytes: usize,
+    /// Longest accepted dimension string (tier, model, classifier_version, segment, intent,
+    /// feedback source, cost_center, channel, ticket reason), in bytes.
+    #[serde(default = "default_max_dimension_bytes")]
+    pub max_dimension_bytes: usize,
+    /// Longest accepted `query_text`, in bytes.
+    #[serde(default = "default_max_text_bytes")]
+    pub max_text_bytes: usize,
+    /// Largest accepted money amount of one event, in USD (`value_too_large`); keeps the
+    /// nano-USD sums far below the 64-bit limit (9.2e9 USD). At most 1e6.
+    #[serde(default = "default_max_cost_usd")]
+    pub max_cost_usd: f64,
 }
 
 fn default_max_tiers() -> usize {
@@ -480,7 +498,50 @@ fn default_max_events_per_ticket() -> usize {
     100
 }
 
+fn default_max_id_bytes() -> usize {
+    crate::decode::FieldLimits::DEFAULT_MAX_ID_BYTES
+}
+fn default_max_dimension_bytes() -> usize {
+    crate::decode::FieldLimits::DEFAULT_MAX_DIMENSION_BYTES
+}
+fn default_max_text_bytes() -> usize {
+    crate::decode::FieldLimits::DEFAULT_MAX_TEXT_BYTES
+}
+fn default_max_cost_usd() -> f64 {
+    crate::decode::FieldLimits::DEFAULT_MAX_COST_USD
+}
+fn default_batch_bytes() -> usize {
+    64 << 20
+}
+
 impl LimitsConfig {
+    /// The decoder's bounds on string lengths and money.
+    pub fn field_limits(&self) -> crate::decode::FieldLimits {
+        crate::decode::FieldLimits {
+            max_id_bytes: self.max_id_bytes,
+            max_dimension_bytes: self.max_dimension_bytes,
+            max_text_bytes: self.max_text_bytes,
+            max_cost_usd: self.max_cost_usd,
+        }
+    }
+
+    fn validate_hostile_input(&self) -> Result<(), ConfigError> {
+        for (key, v) in [
+            ("limits.max_id_bytes", self.max_id_bytes),
+            ("limits.max_dimension_bytes", self.max_dimension_bytes),
+            ("limits.max_text_bytes", self.max_text_bytes),
+        ] {
+            // Above max_payload_bytes a limit is never reached (the payload is refused first).
+            if v == 0 {
+                return Err(invalid(key, "must be ≥ 1"));
+            }
+        }
+        if !(self.max_cost_usd.is_finite() && self.max_cost_usd > 0.0 && self.max_cost_usd <= 1e6) {
+            return Err(invalid("limits.max_cost_usd", format!("must be in (0, 1e6], got {}", self.max_cost_usd)));
+        }
+        Ok(())
+    }
+
     /// The cardinality bounds must admit at least one value each.
     fn cardinality_problem(&self) -> Option<(&'static str, &'static str)> {
         [
@@ -507,6 +568,10 @@ impl Default for LimitsConfig {
             max_turns_per_conversation: default_max_per_conversation(),
             max_feedback_per_conversation: default_max_per_conversation(),
             max_events_per_ticket: default_max_events_per_ticket(),
+            max_id_bytes: default_max_id_bytes(),
+            max_dimension_bytes: default_max_dimension_bytes(),
+            max_text_bytes: default_max_text_bytes(),
+            max_cost_usd: default_max_cost_usd(),
         }
     }
 }
@@ -520,11 +585,15 @@ pub struct BatchConfig {
     /// …or after this many milliseconds, whichever comes first.
     #[serde(default = "default_batch_ms")]
     pub max_wait_ms: u64,
+    /// …or once its payloads hold this many bytes (oversized messages count only the prefix
+    /// kept for their dead letter). At least `limits.max_payload_bytes`.
+    #[serde(default = "default_batch_bytes")]
+    pub max_bytes: usize,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_events: default_batch_events(), max_wait_ms: default_batch_ms() }
+        Self { max_events: default_batch_events(), max_wait_ms: default_batch_ms(), max_bytes: default_batch_bytes() }
     }
 }
 
@@ -742,8 +811,12 @@ impl Config {
         if self.limits.max_payload_bytes < 16 {
             return Err(invalid("limits.max_payload_bytes", "must be at least 16"));
         }
+        self.limits.validate_hostile_input()?;
         if let Some((key, reason)) = self.limits.cardinality_problem() {
             return Err(invalid(key, reason));
+        }
+        if self.batch.max_bytes < self.limits.max_payload_bytes {
+            return Err(invalid("batch.max_bytes", "must be at least limits.max_payload_bytes"));
         }
         if self.batch.max_events == 0 {
             return Err(invalid("batch.max_events", "must be ≥ 1"));

@@ -432,13 +432,20 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
         let (cfg, store, telemetry) = (&cfg, store.clone(), telemetry.clone());
         let result = scope
             .spawn(move || {
-                let consumer = tierwatch::source::kafka::create_consumer(cfg, store.clone(), handle.clone())?;
+                let consumer = tierwatch::source::kafka::create_consumer(
+                    cfg,
+                    store.clone(),
+                    handle.clone(),
+                    telemetry.clone(),
+                    pipeline_shutdown.clone(),
+                )?;
                 let topics = [
                     cfg.topics.routing.name.clone(),
                     cfg.topics.feedback.name.clone(),
                     cfg.topics.tickets.name.clone(),
                 ];
-                let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics);
+                let mut source = tierwatch::source::kafka::KafkaSource::new(consumer, topics)
+                    .with_payload_limit(tierwatch::source::PayloadLimit::from_config(cfg));
                 let rescoring = start_rescoring(cfg, store.clone(), &handle, &telemetry)?;
                 let mut pipeline = Pipeline::new(cfg, store, handle, telemetry, pipeline_shutdown);
                 if let Some(r) = rescoring {

@@ -3,9 +3,13 @@
 //! One batch = the messages polled within `batch.max_wait_ms` (at most `batch.max_events`). The
 //! batch is applied to the in-memory join state of its partitions, then committed with the
 //! touched state, the aggregate deltas, the dead letters and the next offsets in one
-//! transaction. Nothing is polled while a batch is uncommitted, so a rebalance never sees work in
-//! flight; a failed commit is retried with the same content; a fenced partition (another owner
-//! committed it) is reloaded from the store and re-read from its stored offsets.
+//! transaction. No new message is applied while a batch is uncommitted. A commit the store
+//! cannot take now (connection, pool timeout, serialization failure…) is retried with the same
+//! content while the source holds its partitions paused and keeps polling (so the group keeps
+//! the member), until it commits or shutdown is requested; a commit whose data the store refuses
+//! (a value it cannot hold) is bisected down to the refused message, which is dead-lettered; any
+//! other store error stops the pipeline. A fenced partition (another owner committed it) is
+//! reloaded from the store and re-read from its stored offsets.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,15 +17,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::Config;
-use crate::decode::{Decoder, DecoderConfig, WireFormat};
+use crate::decode::{Decoder, DecoderConfig, Reject, RejectReason, WireFormat};
 use crate::event::{Event, Stream};
 use crate::join::{JoinCounters, JoinReject, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
 use crate::progress::{TopicProgress, WatermarkConfig, PROGRESS_KEY};
 use crate::rescore::runtime::{review_label, Rescoring};
+use crate::source::kafka::{block_on_unless_shutdown, load_retrying};
 use crate::source::{Polled, RebalanceEvent, Source};
 use crate::store::{
-    CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreSample, ReviewLabel, Store,
+    safe_detail, CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreSample,
+    ReviewLabel, Store, StoreError, DEAD_LETTER_DETAIL_MAX,
 };
 use crate::telemetry::Telemetry;
 
@@ -56,6 +62,8 @@ pub struct Pipeline<S: Store + 'static> {
     /// What a dead letter keeps of the query text (the privacy mode).
     dead_letter_scrub: crate::privacy::DeadLetterScrub,
     max_events: usize,
+    /// A batch also closes once its payloads hold this many bytes.
+    max_bytes: usize,
     max_wait: Duration,
     watermark: WatermarkConfig,
     owned: HashMap<i32, Owned>,
@@ -108,6 +116,7 @@ impl<S: Store + 'static> Pipeline<S> {
             dc.confluent_schema_ids = inputs[i].2.clone();
             dc.max_payload_bytes = cfg.limits.max_payload_bytes;
             dc.max_future_ms = (cfg.limits.max_future_hours * 3_600_000.0).round() as i64;
+            dc.limits = cfg.limits.field_limits();
             Decoder::new(dc)
         });
         let topics = inputs.map(|i| i.0);
@@ -124,6 +133,7 @@ impl<S: Store + 'static> Pipeline<S> {
             dead_letter_max_bytes: cfg.limits.dead_letter_max_bytes,
             dead_letter_scrub: cfg.dead_letter_scrub(),
             max_events: cfg.batch.max_events,
+            max_bytes: cfg.batch.max_bytes,
             max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
             watermark: cfg.watermark.clone(),
             owned: HashMap::new(),
@@ -144,12 +154,14 @@ impl<S: Store + 'static> Pipeline<S> {
     pub fn run(&mut self, source: &mut dyn Source) -> anyhow::Result<RunStats> {
         let mut stats = RunStats::default();
         let mut batch: Vec<Polled> = Vec::with_capacity(self.max_events);
+        let mut batch_bytes = 0usize;
         let mut last_idle_check = Instant::now();
+        let mut interrupted = false;
         // Subscribed and able to commit: ready, until a commit fails (see `commit`).
         self.telemetry.set_ready(true);
         while !self.shutdown.load(Ordering::Relaxed) {
             let deadline = Instant::now() + self.max_wait;
-            while batch.len() < self.max_events {
+            while batch.len() < self.max_events && batch_bytes < self.max_bytes {
                 let now = Instant::now();
                 if now >= deadline || self.shutdown.load(Ordering::Relaxed) {
                     break;
@@ -158,7 +170,10 @@ impl<S: Store + 'static> Pipeline<S> {
                 self.listened += now.elapsed();
                 self.handle_rebalances(source, &mut batch);
                 match polled {
-                    Some(m) => batch.push(m),
+                    Some(m) => {
+                        batch_bytes += m.payload.as_ref().map_or(0, Vec::len);
+                        batch.push(m);
+                    }
                     None if source.finished() => break,
                     None => {}
                 }
@@ -168,7 +183,14 @@ impl<S: Store + 'static> Pipeline<S> {
             if !batch.is_empty() || last_idle_check.elapsed() >= IDLE_CHECK {
                 last_idle_check = Instant::now();
                 let had_messages = !batch.is_empty();
-                let (messages, rejected) = self.process(source, std::mem::take(&mut batch), &mut stats)?;
+                batch_bytes = 0;
+                let (messages, rejected) = match self.process(source, std::mem::take(&mut batch), &mut stats) {
+                    Ok(r) => r,
+                    Err(stop) => {
+                        interrupted = self.stopped(stop)?;
+                        break;
+                    }
+                };
                 stats.messages += messages;
                 stats.rejected += rejected;
                 stats.batches += had_messages as u64;
@@ -182,10 +204,15 @@ impl<S: Store + 'static> Pipeline<S> {
         // topics caught up), so a graceful stop leaves no releasable outcome waiting. One pass moves
         // a watermark by at most `watermark.max_advance_hours`, hence the loop; it ends because
         // every pass moves some watermark forward toward a fixed candidate.
-        loop {
-            self.process(source, Vec::new(), &mut stats)?;
-            if !self.any_watermark_can_advance() {
-                break;
+        if !interrupted {
+            loop {
+                if let Err(stop) = self.process(source, Vec::new(), &mut stats) {
+                    self.stopped(stop)?;
+                    break;
+                }
+                if !self.any_watermark_can_advance() {
+                    break;
+                }
             }
         }
         if let Some(r) = self.rescoring.take() {
@@ -199,6 +226,22 @@ impl<S: Store + 'static> Pipeline<S> {
             "pipeline stopped"
         );
         Ok(stats)
+    }
+
+    /// Log why the pipeline stops early: `Ok(true)` after a shutdown during a store outage (the
+    /// uncommitted batch is dropped), `Err` for a fatal error (readiness off).
+    fn stopped(&self, stop: Stop) -> anyhow::Result<bool> {
+        match stop {
+            Stop::Shutdown => {
+                tracing::warn!("shutdown while the store is unavailable: the uncommitted batch is dropped and re-read from the stored offsets on restart");
+                Ok(true)
+            }
+            Stop::Fatal(e) => {
+                self.telemetry.set_ready(false);
+                tracing::error!(error = %format!("{e:#}"), "pipeline stopped by a store error");
+                Err(e)
+            }
+        }
     }
 
     /// Whether each topic of a partition is caught up (its next offset reached the source's
@@ -227,8 +270,11 @@ impl<S: Store + 'static> Pipeline<S> {
                                 self.owned.insert(p, o);
                             }
                             Err(e) => {
-                                // Unreadable state would silently lose attributions: stop owning it.
-                                tracing::error!(partition = p, error = %e, "join state does not deserialize");
+                                // Unreadable state would silently lose attributions: stop owning
+                                // it, loudly (counted, not ready) rather than guess.
+                                self.telemetry.restore_failures.inc();
+                                self.telemetry.set_ready(false);
+                                tracing::error!(partition = p, error = %e, "join state does not deserialize; partition not consumed");
                                 self.owned.remove(&p);
                             }
                         }
@@ -256,13 +302,99 @@ impl<S: Store + 'static> Pipeline<S> {
         source: &mut dyn Source,
         batch: Vec<Polled>,
         stats: &mut RunStats,
-    ) -> anyhow::Result<(u64, u64)> {
+    ) -> Result<(u64, u64), Stop> {
+        self.apply_and_commit(source, &batch, None, stats)
+    }
+
+    /// Apply `msgs` and commit them. When the store refuses the data (a value it cannot hold
+    /// that validation let through), the touched partitions' in-memory state is rolled back to
+    /// the store's and `msgs` is bisected: each half is applied and committed on its own, until
+    /// the refused message is alone; it is then dead-lettered as `store_rejected` (`refused`
+    /// set) and every other message is committed exactly once.
+    fn apply_and_commit(
+        &mut self,
+        source: &mut dyn Source,
+        msgs: &[Polled],
+        refused: Option<&StoreError>,
+        stats: &mut RunStats,
+    ) -> Result<(u64, u64), Stop> {
         let started = Instant::now();
+        let saved = self.positions();
+        let (per_part, counters) = self.apply(source, msgs, refused);
+        let touched: Vec<i32> = per_part.keys().copied().collect();
+        let applied = Instant::now();
+        stats.apply += applied - started;
+        let result = self.commit(source, per_part, counters);
+        stats.commit += applied.elapsed();
+        let err = match result {
+            Ok(r) => return Ok(r),
+            Err(CommitError::Stop(stop)) => return Err(stop),
+            Err(CommitError::Refused(e)) => e,
+        };
+        self.rollback(&touched, &saved)?;
+        if refused.is_some() || msgs.is_empty() {
+            return Err(Stop::Fatal(anyhow::Error::new(err).context(
+                "the store refuses a commit that no single message can be blamed for (join state or dead letter)",
+            )));
+        }
+        if let [m] = msgs {
+            tracing::warn!(
+                topic = %self.topics[m.topic_idx], partition = m.partition, offset = m.offset, error = %err,
+                "the store refuses this message; dead-lettering it"
+            );
+            return self.apply_and_commit(source, msgs, Some(&err), stats);
+        }
+        tracing::warn!(messages = msgs.len(), error = %err, "the store refuses the batch; bisecting it");
+        let (a, b) = msgs.split_at(msgs.len() / 2);
+        let (ma, ra) = self.apply_and_commit(source, a, None, stats)?;
+        let (mb, rb) = self.apply_and_commit(source, b, None, stats)?;
+        Ok((ma + mb, ra + rb))
+    }
+
+    /// Every owned partition's generation and positions, to roll back to after a refused commit.
+    fn positions(&self) -> HashMap<i32, Positions> {
+        self.owned.iter().map(|(p, o)| (*p, (o.generation, o.progress.clone()))).collect()
+    }
+
+    /// Undo the in-memory effect of a batch the store refused: reload the touched partitions'
+    /// join state from the store (which the failed transaction did not change) and restore their
+    /// positions. A partition reloaded meanwhile (fenced) is already the store's.
+    fn rollback(&mut self, touched: &[i32], saved: &HashMap<i32, Positions>) -> Result<(), Stop> {
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        for p in touched {
+            let Some((generation, progress)) = saved.get(p) else { continue };
+            let generation = *generation;
+            if self.owned.get(p).is_none_or(|o| o.generation != generation) {
+                continue;
+            }
+            let snap = load_retrying(&self.runtime, &*self.store, *p, &topics, &self.telemetry, &self.shutdown)
+                .ok_or(Stop::Shutdown)?;
+            let join = PartitionJoin::restore(snap.entries, snap.watermark_ms).map_err(|e| {
+                self.telemetry.restore_failures.inc();
+                Stop::Fatal(anyhow::anyhow!("partition {p}: stored join state does not deserialize: {e}"))
+            })?;
+            if let Some(o) = self.owned.get_mut(p) {
+                o.join = join;
+                o.generation = snap.generation;
+                o.progress = progress.clone();
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply messages to the join state of their partitions (and move idle partitions'
+    /// watermarks); `refused` dead-letters every message as `store_rejected` instead.
+    fn apply(
+        &mut self,
+        source: &mut dyn Source,
+        msgs: &[Polled],
+        refused: Option<&StoreError>,
+    ) -> (BTreeMap<i32, PartWork>, JoinCounters) {
         let mut per_part: BTreeMap<i32, PartWork> = BTreeMap::new();
         let mut counters = JoinCounters::default();
         let listened = std::mem::take(&mut self.listened);
         let mut delivered: HashMap<i32, [bool; 3]> = HashMap::new();
-        for m in batch {
+        for m in msgs {
             let Some(owned) = self.owned.get_mut(&m.partition) else { continue };
             delivered.entry(m.partition).or_default()[m.topic_idx] = true;
             // Below the stored position: already applied by an earlier commit.
@@ -273,7 +405,18 @@ impl<S: Store + 'static> Pipeline<S> {
             let work = per_part.entry(m.partition).or_default();
             work.offsets.insert(m.topic_idx, m.offset + 1);
             work.messages[m.topic_idx] += 1;
-            match self.decoders[m.topic_idx].decode(m.payload.as_deref(), m.broker_ts) {
+            let decoder = &self.decoders[m.topic_idx];
+            let decoded = if let Some(e) = refused {
+                Err(Reject::new(RejectReason::StoreRejected, format!("the store refused this message: {e}")))
+            } else if m.cut() {
+                Err(Reject::new(
+                    RejectReason::PayloadTooLarge,
+                    format!("payload is {} bytes, limit {}", m.len, decoder.config().max_payload_bytes),
+                ))
+            } else {
+                decoder.decode(m.payload.as_deref(), m.broker_ts)
+            };
+            match decoded {
                 Ok(mut ev) => {
                     owned.progress.saw_event_time(m.topic_idx, ev.ts());
                     let applied = match &mut ev {
@@ -299,26 +442,24 @@ impl<S: Store + 'static> Pipeline<S> {
                     };
                     if let Err(reject) = applied {
                         let topic = &self.topics[m.topic_idx];
-                        work.dead_letters.push(join_dead_letter(topic, &m, self.dead_letter_max_bytes, reject));
+                        let mut dead = join_dead_letter(topic, m, self.dead_letter_max_bytes, reject);
+                        dead.payload = self.dead_letter_scrub.payload(dead.payload.take());
+                        work.dead_letters.push(dead);
                     }
                 }
                 Err(reject) => {
-                    let len = m.payload.as_ref().map_or(0, Vec::len);
-                    let truncated = len > self.dead_letter_max_bytes;
-                    let payload = m.payload.map(|mut p| {
-                        p.truncate(self.dead_letter_max_bytes);
-                        p
-                    });
+                    let keep = self.dead_letter_max_bytes;
+                    let payload = m.payload.as_ref().map(|p| p[..p.len().min(keep)].to_vec());
                     let payload = self.dead_letter_scrub.payload(payload);
                     work.dead_letters.push(DeadLetter {
                         topic: self.topics[m.topic_idx].clone(),
                         partition: m.partition,
                         offset: m.offset,
                         reason: reject.reason.as_str(),
-                        detail: reject.detail,
+                        detail: safe_detail(&reject.detail, DEAD_LETTER_DETAIL_MAX),
                         payload,
-                        payload_len: len,
-                        truncated,
+                        payload_len: m.len,
+                        truncated: m.len > keep,
                     });
                 }
             }
@@ -350,26 +491,31 @@ impl<S: Store + 'static> Pipeline<S> {
                 work.state.push((PROGRESS_KEY.to_string(), Some(bytes)));
             }
         }
-        let applied = Instant::now();
-        stats.apply += applied - started;
-        let result = self.commit(source, per_part, counters);
-        stats.commit += applied.elapsed();
-        result
+        (per_part, counters)
     }
 
+    /// Commit one batch. A fenced partition is dropped from it and reloaded; an unavailable
+    /// store is retried with backoff while the source stays a live group member (`hold`), until
+    /// it commits or shutdown is requested; a refusal of the data goes back to the caller to
+    /// bisect; any other store error stops the pipeline.
     fn commit(
         &mut self,
         source: &mut dyn Source,
         mut per_part: BTreeMap<i32, PartWork>,
         counters: JoinCounters,
-    ) -> anyhow::Result<(u64, u64)> {
+    ) -> Result<(u64, u64), CommitError> {
         let mut delay = Duration::from_millis(100);
-        loop {
+        let mut held = false;
+        let result = loop {
             if per_part.is_empty() {
-                return Ok((0, 0));
+                break Ok((0, 0));
             }
             let batch = self.build_batch(&per_part);
-            let outcome = self.runtime.block_on(self.store.commit(&batch));
+            let Some(outcome) = block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown)
+            else {
+                tracing::warn!("a commit still running after shutdown was requested is abandoned");
+                break Err(CommitError::Stop(Stop::Shutdown));
+            };
             match outcome {
                 Ok(CommitOutcome::Committed(gens)) => {
                     for (p, g) in gens {
@@ -378,24 +524,57 @@ impl<S: Store + 'static> Pipeline<S> {
                         }
                     }
                     self.telemetry.set_ready(true);
-                    let result = self.after_commit(source, &per_part, &batch, &counters);
-                    return Ok(result);
+                    break Ok(self.after_commit(source, &per_part, &batch, &counters));
                 }
                 Ok(CommitOutcome::Fenced(p)) => {
                     self.telemetry.fenced.inc();
                     tracing::warn!(partition = p, "partition was committed by another owner; reloading it");
                     per_part.remove(&p);
-                    self.reload(source, p);
+                    if let Err(stop) = self.reload(source, p) {
+                        break Err(CommitError::Stop(stop));
+                    }
                 }
-                Err(e) => {
+                Err(e @ StoreError::Transient { .. }) => {
                     self.telemetry.commit_failures.inc();
                     self.telemetry.set_ready(false);
-                    tracing::error!(error = %format!("{e:#}"), "commit failed; retrying the same batch");
-                    std::thread::sleep(delay);
+                    tracing::error!(error = %e, "commit failed; retrying the same batch");
+                    held = true;
+                    if !self.hold(source, delay) {
+                        break Err(CommitError::Stop(Stop::Shutdown));
+                    }
                     delay = (delay * 2).min(Duration::from_secs(10));
                     // A commit whose acknowledgement was lost shows up as a fence on the retry.
                 }
+                Err(e @ StoreError::BadData { .. }) => {
+                    self.telemetry.commit_failures.inc();
+                    break Err(CommitError::Refused(e));
+                }
+                Err(e @ StoreError::Fatal { .. }) => {
+                    self.telemetry.commit_failures.inc();
+                    self.telemetry.set_ready(false);
+                    break Err(CommitError::Stop(Stop::Fatal(anyhow::Error::new(e).context("committing a batch"))));
+                }
             }
+        };
+        if held {
+            source.release();
+        }
+        result
+    }
+
+    /// Wait `delay` before a commit retry, keeping the source a live group member; false once
+    /// shutdown is requested (the batch is then dropped uncommitted).
+    fn hold(&self, source: &mut dyn Source, delay: Duration) -> bool {
+        let until = Instant::now() + delay;
+        loop {
+            if self.shutdown.load(Ordering::Relaxed) {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= until {
+                return true;
+            }
+            source.hold((until - now).min(Duration::from_millis(100)));
         }
     }
 
@@ -463,27 +642,31 @@ impl<S: Store + 'static> Pipeline<S> {
     }
 
     /// Drop a partition's in-memory state, reload it from the store and re-read from there.
-    fn reload(&mut self, source: &mut dyn Source, partition: i32) {
+    /// Loading is retried until it succeeds (counted, readiness off meanwhile); state that does
+    /// not deserialize stops the pipeline (skipping it would lose attributions silently).
+    fn reload(&mut self, source: &mut dyn Source, partition: i32) -> Result<(), Stop> {
         self.owned.remove(&partition);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let snap = match self.runtime.block_on(self.store.load_partition(partition, &topics)) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(partition, error = %format!("{e:#}"), "reload failed; partition idle until reassigned");
-                return;
-            }
-        };
+        let snap = load_retrying(&self.runtime, &*self.store, partition, &topics, &self.telemetry, &self.shutdown)
+            .ok_or(Stop::Shutdown)?;
         for (i, topic) in self.topics.iter().enumerate() {
             if let Err(e) = source.seek(i, partition, snap.offsets.get(topic).copied()) {
-                tracing::error!(topic, partition, error = %format!("{e:#}"), "seek after reload failed; partition idle until reassigned");
-                return;
+                // The usual cause: the partition was revoked (another owner committed it); the
+                // revocation follows, or a new assignment loads it again.
+                self.telemetry.restore_failures.inc();
+                tracing::error!(topic, partition, error = %format!("{e:#}"), "seek after reload failed; partition not owned until reassigned");
+                return Ok(());
             }
         }
         match Owned::from_snapshot(snap, &self.topics) {
             Ok(o) => {
                 self.owned.insert(partition, o);
+                Ok(())
             }
-            Err(e) => tracing::error!(partition, error = %e, "join state does not deserialize"),
+            Err(e) => {
+                self.telemetry.restore_failures.inc();
+                Err(Stop::Fatal(anyhow::anyhow!("partition {partition}: stored join state does not deserialize: {e}")))
+            }
         }
     }
 
@@ -495,6 +678,25 @@ impl<S: Store + 'static> Pipeline<S> {
             t.watermark_seconds.set(wm / 1000);
         }
     }
+}
+
+/// A partition's generation and its topics' progress (positions, event times).
+type Positions = (i64, TopicProgress);
+
+/// Why the pipeline stops before its source is done.
+enum Stop {
+    /// Shutdown was requested while the store was unavailable: the batch in flight is dropped
+    /// uncommitted (it is re-read from the stored offsets on restart).
+    Shutdown,
+    /// An error that retrying cannot fix.
+    Fatal(anyhow::Error),
+}
+
+/// A commit that did not go through.
+enum CommitError {
+    /// The store refused a value of the batch: bisect it.
+    Refused(StoreError),
+    Stop(Stop),
 }
 
 /// What one partition contributes to a batch.
@@ -514,7 +716,7 @@ struct PartWork {
 /// A decoded event the join refused (a per-conversation or per-ticket bound): dead-lettered like
 /// a malformed one, under the join's reason.
 fn join_dead_letter(topic: &str, m: &Polled, max_bytes: usize, reject: JoinReject) -> DeadLetter {
-    let len = m.payload.as_ref().map_or(0, Vec::len);
+    let len = m.len;
     DeadLetter {
         topic: topic.to_string(),
         partition: m.partition,

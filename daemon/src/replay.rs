@@ -36,7 +36,8 @@ pub fn replay_files<S: Store + 'static, E: EvalStore>(
 ) -> anyhow::Result<ReplayOutcome> {
     let topics = paths.map(topic_of);
     let snapshot = rt.block_on(store.load_partition(0, &topics.iter().map(String::as_str).collect::<Vec<_>>()))?;
-    let mut source = FileSource::open(paths, snapshot, progress)?;
+    let mut source =
+        FileSource::open(paths, snapshot, progress)?.with_payload_limit(crate::source::PayloadLimit::from_config(cfg));
     tracing::info!(files = %source.describe(), "replaying");
     let formats = source.formats();
     let inputs = [0, 1, 2].map(|i| (source.topics()[i].clone(), formats[i], vec![]));

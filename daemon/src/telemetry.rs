@@ -32,6 +32,12 @@ pub struct Telemetry {
     pub commit_failures: IntCounter,
     /// `tierwatch_fenced_total`: commits refused because another owner wrote the partition.
     pub fenced: IntCounter,
+    /// `tierwatch_consumer_errors_total{kind}`: errors the Kafka consumer reported (broker
+    /// down, authentication, fetch, rebalance…), by librdkafka error kind.
+    consumer_errors: IntCounterVec,
+    /// `tierwatch_partition_restore_failures_total`: attempts to load or restore a partition's
+    /// stored state that failed (retried; readiness is off meanwhile).
+    pub restore_failures: IntCounter,
     /// `tierwatch_open_conversations`: conversations held in join state.
     pub open_conversations: IntGauge,
     /// `tierwatch_pending_outcomes`: feedback/tickets waiting for their decision.
@@ -170,6 +176,11 @@ impl Telemetry {
             &["dimension"],
         )
         .expect("static metric definition");
+        let consumer_errors = IntCounterVec::new(
+            Opts::new("tierwatch_consumer_errors_total", "Errors reported by the Kafka consumer, by kind"),
+            &["kind"],
+        )
+        .expect("static metric definition");
         let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
         let gauge = |name: &str, help: &str| IntGauge::new(name, help).expect("static metric definition");
         let t = Telemetry {
@@ -188,6 +199,11 @@ impl Telemetry {
             batches: counter("tierwatch_batches_committed_total", "Batches committed to the store"),
             commit_failures: counter("tierwatch_commit_failures_total", "Batch commits that failed and were retried"),
             fenced: counter("tierwatch_fenced_total", "Commits refused because another owner wrote the partition"),
+            consumer_errors,
+            restore_failures: counter(
+                "tierwatch_partition_restore_failures_total",
+                "Failed attempts to load or restore a partition's stored state",
+            ),
             open_conversations: gauge("tierwatch_open_conversations", "Conversations held in join state"),
             pending_outcomes: gauge("tierwatch_pending_outcomes", "Outcomes waiting for their decision"),
             assigned_partitions: gauge("tierwatch_assigned_partitions", "Partitions owned by this instance"),
@@ -214,6 +230,8 @@ impl Telemetry {
             Box::new(t.batches.clone()),
             Box::new(t.commit_failures.clone()),
             Box::new(t.fenced.clone()),
+            Box::new(t.consumer_errors.clone()),
+            Box::new(t.restore_failures.clone()),
             Box::new(t.open_conversations.clone()),
             Box::new(t.pending_outcomes.clone()),
             Box::new(t.assigned_partitions.clone()),
@@ -245,6 +263,11 @@ impl Telemetry {
 
     pub fn rejected(&self, topic: &str, reason: &str) -> IntCounter {
         Self::cached(&self.rejected, &self.rejected_cache, &[topic, reason])
+    }
+
+    /// Count one consumer error of `kind` (a small fixed set: librdkafka error codes).
+    pub fn consumer_error(&self, kind: &str) {
+        self.consumer_errors.with_label_values(&[kind]).inc();
     }
 
     /// Pre-create the rejected series of a topic (all reasons at 0).

@@ -355,3 +355,37 @@ pub fn http_get(port: u16, path: &str) -> (String, String) {
     let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
     (status, body)
 }
+
+/// Run `scripts/services.sh <cmd>` (e.g. `postgres-down`), on the instance `TW_SERVICES_DIR` names.
+pub fn services(cmd: &str) {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/services.sh");
+    let status = Command::new("bash").arg(script).arg(cmd).status().expect("run services.sh");
+    assert!(status.success(), "services.sh {cmd} failed");
+}
+
+/// Messages per topic of `items`, in the order of `topics`.
+pub fn topic_counts(items: &[(String, Event, WireFormat)], topics: &[String; 3]) -> [i64; 3] {
+    let mut c = [0i64; 3];
+    for (t, _, _) in items {
+        c[topics.iter().position(|x| x == t).expect("one of the three topics")] += 1;
+    }
+    c
+}
+
+/// `tierwatch replay` of three files with a config; asserts success and returns its stderr.
+pub fn replay(cfg: &std::path::Path, files: &[PathBuf; 3]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
+        .args(["replay", "--quiet", "--config"])
+        .arg(cfg)
+        .arg("--routing")
+        .arg(&files[0])
+        .arg("--feedback")
+        .arg(&files[1])
+        .arg("--tickets")
+        .arg(&files[2])
+        .output()
+        .expect("run tierwatch replay");
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{stderr}");
+    stderr
+}

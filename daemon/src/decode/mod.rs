@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Stream};
 
 pub use encode::{encode, to_avro_value, try_encode};
-pub use validate::validate;
+pub use validate::{now_ms, validate, validate_with, FieldLimits, MAX_HANDLE_MINUTES, MIN_TS_MS};
 
 /// How a topic's payloads are encoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,10 +57,20 @@ pub enum RejectReason {
     NegativeValue,
     InvalidValue,
     FutureTimestamp,
+    /// `ts` before the earliest accepted event time.
+    PastTimestamp,
+    /// A string holds a NUL character.
+    NulCharacter,
+    /// A string is longer than its `[limits]` bound.
+    StringTooLong,
+    /// A money amount (or handle minutes) above its bound.
+    ValueTooLarge,
+    /// Passed validation but the store refused it (found by bisecting a refused batch).
+    StoreRejected,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 14] = [
         RejectReason::EmptyPayload,
         RejectReason::PayloadTooLarge,
         RejectReason::Decode,
@@ -70,6 +80,11 @@ impl RejectReason {
         RejectReason::NegativeValue,
         RejectReason::InvalidValue,
         RejectReason::FutureTimestamp,
+        RejectReason::PastTimestamp,
+        RejectReason::NulCharacter,
+        RejectReason::StringTooLong,
+        RejectReason::ValueTooLarge,
+        RejectReason::StoreRejected,
     ];
 
     pub fn as_str(&self) -> &'static str {
@@ -83,6 +98,11 @@ impl RejectReason {
             RejectReason::NegativeValue => "negative_value",
             RejectReason::InvalidValue => "invalid_value",
             RejectReason::FutureTimestamp => "future_timestamp",
+            RejectReason::PastTimestamp => "past_timestamp",
+            RejectReason::NulCharacter => "nul_character",
+            RejectReason::StringTooLong => "string_too_long",
+            RejectReason::ValueTooLarge => "value_too_large",
+            RejectReason::StoreRejected => "store_rejected",
         }
     }
 }
@@ -111,8 +131,11 @@ pub struct DecoderConfig {
     pub confluent_schema_ids: Vec<u32>,
     /// Larger payloads are rejected with [`RejectReason::PayloadTooLarge`] before decoding.
     pub max_payload_bytes: usize,
-    /// Maximum allowed lead of the event time over the broker timestamp (default 1 day).
+    /// Maximum allowed lead of the event time over the broker timestamp and over the wall clock
+    /// (default 1 day).
     pub max_future_ms: i64,
+    /// String lengths and money bounds.
+    pub limits: FieldLimits,
 }
 
 impl DecoderConfig {
@@ -127,6 +150,7 @@ impl DecoderConfig {
             confluent_schema_ids: Vec::new(),
             max_payload_bytes: Self::DEFAULT_MAX_PAYLOAD_BYTES,
             max_future_ms: Self::DEFAULT_MAX_FUTURE_MS,
+            limits: FieldLimits::default(),
         }
     }
 }
@@ -149,7 +173,7 @@ impl Decoder {
     /// Decode + validate one Kafka payload. `broker_ts_ms` = the Kafka message timestamp when known.
     pub fn decode(&self, payload: Option<&[u8]>, broker_ts_ms: Option<i64>) -> Result<Event, Reject> {
         let ev = self.decode_only(payload)?;
-        validate(&ev, broker_ts_ms, self.cfg.max_future_ms)?;
+        validate_with(&ev, broker_ts_ms, self.cfg.max_future_ms, &self.cfg.limits, now_ms())?;
         Ok(ev)
     }
 

@@ -225,7 +225,7 @@ fn json_examples_decode_and_validate() {
 
 #[test]
 fn json_optional_fields_absent_and_unknown_fields() {
-    let text = r#"{"event_id":"e","conversation_id":"c","turn":1,"ts":5,"router":"CASCADE",
+    let text = r#"{"event_id":"e","conversation_id":"c","turn":1,"ts":1767225600000,"router":"CASCADE",
         "classifier_version":"v","confidence":0.5,"tier":"cheap","model":"m","latency_ms":1.0,
         "input_tokens":1,"output_tokens":2,"cost_usd":0.1,"new_field_v2":{"x":[1,null]}}"#;
     let ev = decoder(Stream::Routing, WireFormat::Json).decode(Some(text.as_bytes()), None).unwrap();
@@ -295,7 +295,12 @@ fn reject_reason_labels() {
             "confidence_out_of_range",
             "negative_value",
             "invalid_value",
-            "future_timestamp"
+            "future_timestamp",
+            "past_timestamp",
+            "nul_character",
+            "string_too_long",
+            "value_too_large",
+            "store_rejected"
         ]
     );
     let r = Reject::new(RejectReason::EmptyField, "tier is empty");
@@ -471,9 +476,12 @@ fn reject_future_timestamp() {
     dec.decode(Some(&encode(&at, WireFormat::Avro, 0)), Some(T0)).unwrap();
     dec.decode(Some(&bytes), None).unwrap();
     dec.decode(Some(&bytes), Some(T0 + day)).unwrap();
-    // No overflow near the ends of the range.
+    // No overflow near the ends of the range (and the wall clock bounds it too).
     let far: Event = RoutingDecision { ts: i64::MAX, ..decision_full() }.into();
-    dec.decode(Some(&encode(&far, WireFormat::Avro, 0)), Some(i64::MAX)).unwrap();
+    assert_eq!(
+        reason_of(dec.decode(Some(&encode(&far, WireFormat::Avro, 0)), Some(i64::MAX))),
+        RejectReason::FutureTimestamp
+    );
     assert_eq!(
         reason_of(dec.decode(Some(&encode(&far, WireFormat::Avro, 0)), Some(i64::MIN))),
         RejectReason::FutureTimestamp
@@ -501,7 +509,12 @@ fn every_reject_reason_is_produced() {
     push(check(RoutingDecision { cost_usd: -2.0, ..decision_full() }));
     push(check(RoutingDecision { turn: -2, ..decision_full() }));
     push(dec.decode(Some(&good), Some(0)));
-    let all: HashSet<_> = RejectReason::ALL.into_iter().collect();
+    push(check(RoutingDecision { ts: 1, ..decision_full() }));
+    push(check(RoutingDecision { tier: "a\u{0}".into(), ..decision_full() }));
+    push(check(RoutingDecision { tier: "t".repeat(100_000), ..decision_full() }));
+    push(check(RoutingDecision { cost_usd: 1e10, ..decision_full() }));
+    // Only the pipeline produces store_rejected (a message the store refused).
+    let all: HashSet<_> = RejectReason::ALL.into_iter().filter(|r| *r != RejectReason::StoreRejected).collect();
     assert_eq!(seen, all);
 }
 
@@ -643,4 +656,108 @@ fn json_float_parse_is_within_a_few_ulp() {
     let bytes = encode(&ev, WireFormat::Json, 0);
     let got = decoder(Stream::Tickets, WireFormat::Json).decode_only(Some(&bytes)).unwrap();
     assert!(same_json(&got, &ev), "{got:?} vs {ev:?}");
+}
+
+// ---------------------------------------------------------------- values the store cannot hold
+
+#[test]
+fn nul_characters_are_rejected_in_every_string() {
+    let nul = "poison\u{0}pill".to_string();
+    expect(
+        Feedback { conversation_id: nul.clone(), ..feedback_thumbs() },
+        RejectReason::NulCharacter,
+        "conversation_id",
+    );
+    expect(RoutingDecision { tier: nul.clone(), ..decision_full() }, RejectReason::NulCharacter, "tier");
+    expect(RoutingDecision { segment: Some(nul.clone()), ..decision_full() }, RejectReason::NulCharacter, "segment");
+    expect(
+        RoutingDecision { query_text: Some(nul.clone()), ..decision_full() },
+        RejectReason::NulCharacter,
+        "query_text",
+    );
+    expect(Feedback { source: Some(nul.clone()), ..feedback_thumbs() }, RejectReason::NulCharacter, "source");
+    expect(SupportTicket { reason: Some(nul.clone()), ..ticket_resolved() }, RejectReason::NulCharacter, "reason");
+    expect(SupportTicket { ticket_id: nul.clone(), ..ticket_resolved() }, RejectReason::NulCharacter, "ticket_id");
+    // The detail never carries the value itself.
+    let e = check(Feedback { conversation_id: nul, ..feedback_thumbs() }).unwrap_err();
+    assert!(!e.detail.contains('\u{0}'), "{:?}", e.detail);
+}
+
+#[test]
+fn strings_are_bounded_by_the_limits() {
+    let limits = FieldLimits::default();
+    let long_id = "x".repeat(limits.max_id_bytes + 1);
+    expect(
+        RoutingDecision { conversation_id: long_id.clone(), ..decision_full() },
+        RejectReason::StringTooLong,
+        "conversation_id",
+    );
+    expect(Feedback { event_id: long_id.clone(), ..feedback_thumbs() }, RejectReason::StringTooLong, "event_id");
+    let at_limit = "x".repeat(limits.max_id_bytes);
+    check(RoutingDecision { conversation_id: at_limit, ..decision_full() }).unwrap();
+    let long_dim = "d".repeat(limits.max_dimension_bytes + 1);
+    expect(RoutingDecision { model: long_dim.clone(), ..decision_full() }, RejectReason::StringTooLong, "model");
+    expect(SupportTicket { channel: long_dim, ..ticket_resolved() }, RejectReason::StringTooLong, "channel");
+    let text = "q".repeat(limits.max_text_bytes + 1);
+    expect(RoutingDecision { query_text: Some(text), ..decision_full() }, RejectReason::StringTooLong, "query_text");
+    // A configured limit applies.
+    let mut cfg = DecoderConfig::new(Stream::Routing, WireFormat::Avro);
+    cfg.limits.max_dimension_bytes = 10_000;
+    let ev: Event = RoutingDecision { tier: "t".repeat(5_000), ..decision_full() }.into();
+    Decoder::new(cfg).decode(Some(&encode(&ev, WireFormat::Avro, 0)), BROKER).unwrap();
+}
+
+#[test]
+fn money_is_capped() {
+    let cap = FieldLimits::DEFAULT_MAX_COST_USD;
+    expect(RoutingDecision { cost_usd: 9.3e9, ..decision_full() }, RejectReason::ValueTooLarge, "cost_usd");
+    expect(
+        RoutingDecision { capable_cost_usd: Some(cap * 2.0), ..decision_full() },
+        RejectReason::ValueTooLarge,
+        "capable_cost_usd",
+    );
+    expect(SupportTicket { cost_usd: Some(1e12), ..ticket_resolved() }, RejectReason::ValueTooLarge, "cost_usd");
+    expect(
+        SupportTicket { handle_minutes: Some(1e9), ..ticket_resolved() },
+        RejectReason::ValueTooLarge,
+        "handle_minutes",
+    );
+    check(RoutingDecision { cost_usd: cap, ..decision_full() }).unwrap();
+    // The cap keeps sums far from the nano-USD overflow: 100,000 capped amounts in one row fit.
+    assert!(crate::metrics::nano_usd(cap).checked_mul(100_000).is_some());
+}
+
+#[test]
+fn event_time_is_bounded_by_the_wall_clock_without_a_broker_time() {
+    let now = T0 + 100 * 86_400_000;
+    let limits = FieldLimits::default();
+    let day = 86_400_000;
+    let at = |ts: i64| -> Event { RoutingDecision { ts, ..decision_full() }.into() };
+    // Year 9999 (the replay case: no broker timestamp).
+    let far = validate_with(&at(253_402_300_799_000), None, day, &limits, now).unwrap_err();
+    assert_eq!(far.reason, RejectReason::FutureTimestamp, "{}", far.detail);
+    // Also when a producer-set broker time agrees with it.
+    let e = validate_with(&at(253_402_300_799_000), Some(253_402_300_799_000), day, &limits, now).unwrap_err();
+    assert_eq!(e.reason, RejectReason::FutureTimestamp);
+    validate_with(&at(now + day), None, day, &limits, now).unwrap();
+    assert_eq!(
+        validate_with(&at(now + day + 1), None, day, &limits, now).unwrap_err().reason,
+        RejectReason::FutureTimestamp
+    );
+    // Far past.
+    assert_eq!(
+        validate_with(&at(MIN_TS_MS - 1), None, day, &limits, now).unwrap_err().reason,
+        RejectReason::PastTimestamp
+    );
+    validate_with(&at(MIN_TS_MS), None, day, &limits, now).unwrap();
+    // No overflow at the ends of the range.
+    assert_eq!(validate_with(&at(i64::MAX), None, i64::MAX, &limits, i64::MAX).map_err(|e| e.reason), Ok(()));
+    assert_eq!(
+        validate_with(&at(i64::MAX), None, day, &limits, now).unwrap_err().reason,
+        RejectReason::FutureTimestamp
+    );
+    // Through the decoder, with the real clock.
+    let dec = decoder(Stream::Routing, WireFormat::Json);
+    let r = dec.decode(Some(&encode(&at(253_402_300_799_000), WireFormat::Json, 0)), None);
+    assert_eq!(reason_of(r), RejectReason::FutureTimestamp);
 }

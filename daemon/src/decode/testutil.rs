@@ -2,6 +2,7 @@
 
 use proptest::prelude::*;
 
+use super::MIN_TS_MS;
 use crate::event::{Event, Feedback, FeedbackKind, RouterKind, RoutingDecision, Stream, SupportTicket, TicketStatus};
 
 /// 2026-01-01T00:00:00Z.
@@ -36,7 +37,7 @@ pub fn decision_min() -> RoutingDecision {
         event_id: "rd-2".into(),
         conversation_id: "c".into(),
         turn: 0,
-        ts: 0,
+        ts: MIN_TS_MS,
         segment: None,
         query_text: None,
         router: RouterKind::PreRoute,

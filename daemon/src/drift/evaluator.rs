@@ -150,7 +150,19 @@ impl<E: EvalStore> Evaluator<E> {
     pub async fn run(self, shutdown: Arc<AtomicBool>) {
         let every = Duration::from_secs(self.cfg.evaluate_every_seconds);
         while !shutdown.load(Ordering::Relaxed) {
-            if let Err(e) = self.pass().await {
+            // A pass waiting on an unreachable store must not hold a shutdown up: it is dropped
+            // (its transaction rolls back) when still running 2 s after shutdown was requested.
+            let stop = async {
+                while !shutdown.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            };
+            let result = tokio::select! {
+                r = self.pass() => r,
+                _ = stop => break,
+            };
+            if let Err(e) = result {
                 tracing::warn!(error = %format!("{e:#}"), "drift evaluation failed; will retry");
             }
             let mut waited = Duration::ZERO;

@@ -585,7 +585,11 @@ impl PartitionJoin {
                 }
                 PendingOutcome::Ticket { ticket_id, ts } => {
                     if let Some(t) = conv.latest_turn_at_or_before(*ts) {
-                        let turn = if ts - t.ts <= s.window_ms { Some((cid, t.ts, t.dims.clone())) } else { None };
+                        let turn = if ts.saturating_sub(t.ts) <= s.window_ms {
+                            Some((cid, t.ts, t.dims.clone()))
+                        } else {
+                            None
+                        };
                         let ticket_id = ticket_id.clone();
                         self.settle_ticket(&ticket_id, turn, out);
                         return;
@@ -662,7 +666,7 @@ impl PartitionJoin {
     /// unless `force`.
     pub fn sweep(&mut self, s: &JoinSettings, out: &mut Deltas, force: bool) {
         let wm = self.watermark_ms;
-        if !force && wm - self.last_sweep_watermark_ms < crate::metrics::HOUR_MS {
+        if !force && wm.saturating_sub(self.last_sweep_watermark_ms) < crate::metrics::HOUR_MS {
             return;
         }
         self.last_sweep_watermark_ms = wm;
@@ -671,14 +675,14 @@ impl PartitionJoin {
         for (cid, conv) in self.convs.iter_mut() {
             let before = conv.pending().len();
             let (keep, gone): (Vec<_>, Vec<_>) =
-                conv.take_pending().into_iter().partition(|p| wm <= p.ts() + s.pending_ms);
+                conv.take_pending().into_iter().partition(|p| wm <= p.ts().saturating_add(s.pending_ms));
             conv.set_pending(keep);
             if conv.pending().len() != before {
                 self.dirty.insert(conv_key(cid));
             }
             expired.extend(gone);
             let done = match conv.latest_turn() {
-                Some(t) => wm > t.ts + s.window_ms + s.grace_ms,
+                Some(t) => wm > t.ts.saturating_add(s.window_ms).saturating_add(s.grace_ms),
                 None => true,
             };
             if done && conv.pending().is_empty() {
@@ -700,8 +704,9 @@ impl PartitionJoin {
         let mut drop_tickets = Vec::new();
         for (tid, t) in self.tickets.iter_mut() {
             let before = t.waiting_resolved.len();
-            let (keep, gone): (Vec<_>, Vec<_>) =
-                std::mem::take(&mut t.waiting_resolved).into_iter().partition(|w| wm <= w.ts + s.pending_ms);
+            let (keep, gone): (Vec<_>, Vec<_>) = std::mem::take(&mut t.waiting_resolved)
+                .into_iter()
+                .partition(|w| wm <= w.ts.saturating_add(s.pending_ms));
             t.waiting_resolved = keep;
             if t.waiting_resolved.len() != before {
                 self.dirty.insert(ticket_key(tid));
@@ -716,7 +721,7 @@ impl PartitionJoin {
                 });
             }
             let pending = t.opened.as_ref().is_some_and(|o| matches!(o.attribution, Attribution::Pending));
-            if !pending && t.waiting_resolved.is_empty() && wm > t.last_ts + s.ticket_retention_ms {
+            if !pending && t.waiting_resolved.is_empty() && wm > t.last_ts.saturating_add(s.ticket_retention_ms) {
                 drop_tickets.push(tid.clone());
             }
         }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 
-use super::{Polled, RebalanceEvent, Source};
+use super::{PayloadLimit, Polled, RebalanceEvent, Source};
 use crate::decode::{schema, WireFormat};
 use crate::event::Stream;
 use crate::store::PartitionSnapshot;
@@ -159,6 +159,7 @@ pub struct FileSource {
     events: VecDeque<RebalanceEvent>,
     progress: Option<indicatif::ProgressBar>,
     read: u64,
+    limit: PayloadLimit,
 }
 
 impl FileSource {
@@ -186,7 +187,13 @@ impl FileSource {
         }
         let mut events = VecDeque::new();
         events.push_back(RebalanceEvent::Assigned(vec![snapshot]));
-        Ok(FileSource { files, topics, events, progress, read: 0 })
+        Ok(FileSource { files, topics, events, progress, read: 0, limit: PayloadLimit::UNLIMITED })
+    }
+
+    /// Keep only the dead-letter prefix of records above the payload limit.
+    pub fn with_payload_limit(mut self, limit: PayloadLimit) -> Self {
+        self.limit = limit;
+        self
     }
 
     pub fn topics(&self) -> &[String; 3] {
@@ -230,7 +237,8 @@ impl Source for FileSource {
                 bar.set_position(self.read);
             }
         }
-        Some(Polled { topic_idx: i, partition: 0, offset, payload: Some(payload), broker_ts: None })
+        let (payload, len) = self.limit.cut(payload);
+        Some(Polled { topic_idx: i, partition: 0, offset, payload: Some(payload), len, broker_ts: None })
     }
 
     fn take_events(&mut self) -> Vec<RebalanceEvent> {

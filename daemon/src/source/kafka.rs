@@ -6,7 +6,8 @@
 //! snapshot (offsets + join state, one snapshot) and assigns at exactly those offsets. Kafka's
 //! own committed offsets are written after each database commit for lag visibility only.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,9 +26,10 @@ use rdkafka::consumer::CommitMode;
 use rdkafka::message::Message;
 
 use super::connect::{wait_connected, ConnectWatch};
-use super::{Polled, RebalanceEvent, Source};
+use super::{PayloadLimit, Polled, RebalanceEvent, Source};
 use crate::config::Config;
 use crate::store::{PartitionSnapshot, Store};
+use crate::telemetry::Telemetry;
 
 pub struct SourceContext<S: Store + 'static> {
     store: Arc<S>,
@@ -37,6 +39,10 @@ pub struct SourceContext<S: Store + 'static> {
     events: Mutex<Vec<RebalanceEvent>>,
     /// SASL/TLS failures seen by librdkafka, and de-duplication of its log lines.
     connect: ConnectWatch,
+    /// Bumped by every ownership change: messages read before it are stale.
+    epoch: AtomicU64,
+    telemetry: Arc<Telemetry>,
+    shutdown: Arc<AtomicBool>,
 }
 
 impl<S: Store + 'static> SourceContext<S> {
@@ -48,25 +54,61 @@ impl<S: Store + 'static> SourceContext<S> {
     }
 
     fn push(&self, ev: RebalanceEvent) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
         match self.events.lock() {
             Ok(mut e) => e.push(ev),
             Err(p) => p.into_inner().push(ev),
         }
     }
 
-    /// Load a partition snapshot, retrying while the store is unreachable: assigning without
-    /// knowing the stored offsets would break exactly-once.
-    fn load(&self, partition: i32) -> PartitionSnapshot {
+    /// Load a partition snapshot, retrying until it loads: assigning without knowing the stored
+    /// offsets would break exactly-once, and leaving the partition unassigned would leave it
+    /// silently idle. Every failure is counted (`tierwatch_partition_restore_failures_total`)
+    /// and turns readiness off (the next commit turns it on again). `None` once shutdown is
+    /// requested: nothing is assigned then.
+    fn load(&self, partition: i32) -> Option<PartitionSnapshot> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let mut delay = Duration::from_millis(200);
-        loop {
-            match self.runtime.block_on(self.store.load_partition(partition, &topics)) {
-                Ok(s) => return s,
-                Err(e) => {
-                    tracing::error!(partition, error = %format!("{e:#}"), "loading partition state failed; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
+        load_retrying(&self.runtime, &*self.store, partition, &topics, &self.telemetry, &self.shutdown)
+    }
+
+    /// The ownership epoch (see `push`).
+    fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+}
+
+
+/// The `kind` label of a consumer error: librdkafka's error code name.
+fn error_kind(e: &rdkafka::error::KafkaError) -> String {
+    match e.rdkafka_error_code() {
+        Some(code) => format!("{code:?}"),
+        None => "other".to_string(),
+    }
+}
+
+/// Load a partition snapshot, retrying every failure with backoff until it loads or shutdown
+/// is requested (then `None`). Shared by the rebalance callback and the pipeline's reload.
+pub fn load_retrying<S: Store>(
+    runtime: &tokio::runtime::Handle,
+    store: &S,
+    partition: i32,
+    topics: &[&str],
+    telemetry: &Telemetry,
+    shutdown: &AtomicBool,
+) -> Option<PartitionSnapshot> {
+    let mut delay = Duration::from_millis(200);
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            return None;
+        }
+        match block_on_unless_shutdown(runtime, store.load_partition(partition, topics), shutdown)? {
+            Ok(s) => return Some(s),
+            Err(e) => {
+                telemetry.restore_failures.inc();
+                telemetry.set_ready(false);
+                tracing::error!(partition, error = %e, "loading partition state failed; retrying");
+                sleep_unless_shutdown(delay, shutdown);
+                delay = (delay * 2).min(Duration::from_secs(10));
             }
         }
     }
@@ -97,8 +139,49 @@ impl<S: Store + 'static> ClientContext for SourceContext<S> {
         self.connect.log(level, fac, log_message);
     }
 
+    /// Client-level errors (all brokers down, authentication, …): counted, then a startup
+    /// SASL/TLS failure is kept for one clear error and anything else logged once.
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        self.telemetry.consumer_error(&error_kind(&error));
         self.connect.error(error, reason);
+    }
+}
+
+/// How long a store call may still run once shutdown is requested: a healthy call finishes well
+/// within it, one waiting on an unreachable store is abandoned.
+pub const ABANDON_AFTER_SHUTDOWN: Duration = Duration::from_secs(2);
+
+/// Run a store call to completion, unless shutdown has been requested for
+/// [`ABANDON_AFTER_SHUTDOWN`] meanwhile (`None`: the call is dropped; an uncommitted
+/// transaction rolls back, and whether a commit dropped in flight landed or not, the store
+/// stays consistent with its own offsets).
+pub fn block_on_unless_shutdown<F: std::future::Future>(
+    runtime: &tokio::runtime::Handle,
+    call: F,
+    shutdown: &AtomicBool,
+) -> Option<F::Output> {
+    runtime.block_on(async {
+        tokio::select! {
+            r = call => Some(r),
+            _ = async {
+                while !shutdown.load(Ordering::Relaxed) {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                tokio::time::sleep(ABANDON_AFTER_SHUTDOWN).await;
+            } => None,
+        }
+    })
+}
+
+/// Sleep up to `d`, waking early (within 50 ms) once shutdown is requested.
+pub fn sleep_unless_shutdown(d: Duration, shutdown: &AtomicBool) {
+    let until = Instant::now() + d;
+    while !shutdown.load(Ordering::Relaxed) {
+        let now = Instant::now();
+        if now >= until {
+            break;
+        }
+        std::thread::sleep((until - now).min(Duration::from_millis(50)));
     }
 }
 
@@ -110,7 +193,11 @@ impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
                 let mut parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
                 parts.sort_unstable();
                 parts.dedup();
-                let snaps: Vec<PartitionSnapshot> = parts.iter().map(|p| self.load(*p)).collect();
+                let Some(snaps) = parts.iter().map(|p| self.load(*p)).collect::<Option<Vec<PartitionSnapshot>>>()
+                else {
+                    tracing::warn!(partitions = ?parts, "shutdown while loading partition state; not assigning");
+                    return;
+                };
                 let mut assign = TopicPartitionList::new();
                 let mut resolved = vec![];
                 for e in tpl.elements() {
@@ -154,6 +241,7 @@ impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
                 }
             }
             other => {
+                self.telemetry.consumer_error("rebalance");
                 tracing::error!(error = ?other, "rebalance error; dropping the assignment");
                 let _ = consumer.unassign();
                 let all = tpl.elements().iter().map(|e| e.partition()).collect();
@@ -164,6 +252,7 @@ impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
 
     fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
         if let Err(e) = result {
+            self.telemetry.consumer_error("offset_commit");
             // Only lag visibility depends on this; the authoritative offsets are in the store.
             tracing::debug!(error = %e, "committing offsets to Kafka failed");
         }
@@ -173,10 +262,14 @@ impl<S: Store + 'static> ConsumerContext for SourceContext<S> {
 pub type TwConsumer<S> = BaseConsumer<SourceContext<S>>;
 
 /// Create the consumer (range assignor, no auto-commit) and subscribe to the three topics.
+/// Consumer errors are counted in `telemetry`; loading partition state on assignment gives up
+/// once `shutdown` is set.
 pub fn create_consumer<S: Store + 'static>(
     cfg: &Config,
     store: Arc<S>,
     runtime: tokio::runtime::Handle,
+    telemetry: Arc<Telemetry>,
+    shutdown: Arc<AtomicBool>,
 ) -> anyhow::Result<TwConsumer<S>> {
     let topics =
         vec![cfg.topics.routing.name.clone(), cfg.topics.feedback.name.clone(), cfg.topics.tickets.name.clone()];
@@ -189,6 +282,9 @@ pub fn create_consumer<S: Store + 'static>(
         auto_offset_reset: reset,
         events: Mutex::new(vec![]),
         connect: ConnectWatch::default(),
+        epoch: AtomicU64::new(0),
+        telemetry,
+        shutdown,
     };
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &kafka.brokers)
@@ -254,31 +350,96 @@ pub struct KafkaSource<S: Store + 'static> {
     topics: [String; 3],
     /// High watermarks asked from the broker where librdkafka had none cached.
     asked_high: HashMap<(usize, i32), (Instant, i64)>,
+    limit: PayloadLimit,
+    /// Messages read while holding (a commit being retried), with the ownership epoch they were
+    /// read in; delivered first by `poll` unless ownership changed since.
+    held: VecDeque<(u64, Polled)>,
+    /// The epoch whose assignment is paused, while holding.
+    paused: Option<u64>,
 }
 
 impl<S: Store + 'static> KafkaSource<S> {
     pub fn new(consumer: TwConsumer<S>, topics: [String; 3]) -> Self {
-        Self { consumer, topics, asked_high: HashMap::new() }
+        Self {
+            consumer,
+            topics,
+            asked_high: HashMap::new(),
+            limit: PayloadLimit::UNLIMITED,
+            held: VecDeque::new(),
+            paused: None,
+        }
     }
-}
 
-impl<S: Store + 'static> Source for KafkaSource<S> {
-    fn poll(&mut self, timeout: Duration) -> Option<Polled> {
+    /// Copy only the dead-letter prefix of messages above the payload limit.
+    pub fn with_payload_limit(mut self, limit: PayloadLimit) -> Self {
+        self.limit = limit;
+        self
+    }
+
+    /// One message from the consumer (the length is checked before anything is copied);
+    /// errors are counted and logged.
+    fn poll_consumer(&mut self, timeout: Duration) -> Option<Polled> {
         match self.consumer.poll(timeout)? {
             Ok(m) => {
                 let topic_idx = self.topics.iter().position(|t| t == m.topic())?;
+                let (payload, len) = self.limit.copy(m.payload());
                 Some(Polled {
                     topic_idx,
                     partition: m.partition(),
                     offset: m.offset(),
-                    payload: m.payload().map(<[u8]>::to_vec),
+                    payload,
+                    len,
                     broker_ts: m.timestamp().to_millis(),
                 })
             }
             Err(rdkafka::error::KafkaError::PartitionEOF(_)) => None,
             Err(e) => {
+                self.consumer.context().telemetry.consumer_error(&error_kind(&e));
                 tracing::warn!(error = %e, "consumer error");
                 None
+            }
+        }
+    }
+
+    fn assignment_or_empty(&self) -> TopicPartitionList {
+        self.consumer.assignment().unwrap_or_else(|_| TopicPartitionList::new())
+    }
+}
+
+impl<S: Store + 'static> Source for KafkaSource<S> {
+    fn poll(&mut self, timeout: Duration) -> Option<Polled> {
+        let epoch = self.consumer.context().epoch();
+        // Messages held from an older ownership are re-read from the stored offsets.
+        self.held.retain(|(e, _)| *e == epoch);
+        if let Some((_, m)) = self.held.pop_front() {
+            return Some(m);
+        }
+        self.poll_consumer(timeout)
+    }
+
+    fn hold(&mut self, timeout: Duration) {
+        let epoch = self.consumer.context().epoch();
+        if self.paused != Some(epoch) {
+            // Paused again after each rebalance: a new assignment starts unpaused.
+            let tpl = self.assignment_or_empty();
+            if let Err(e) = self.consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "pausing the assignment failed");
+            }
+            self.paused = Some(epoch);
+        }
+        // Polling serves heartbeats' companion duties (rebalance callbacks, max.poll.interval);
+        // a message fetched before the pause took effect is kept for later.
+        if let Some(m) = self.poll_consumer(timeout) {
+            let epoch = self.consumer.context().epoch();
+            self.held.push_back((epoch, m));
+        }
+    }
+
+    fn release(&mut self) {
+        if self.paused.take().is_some() {
+            let tpl = self.assignment_or_empty();
+            if let Err(e) = self.consumer.resume(&tpl) {
+                tracing::error!(error = %e, "resuming the assignment failed");
             }
         }
     }

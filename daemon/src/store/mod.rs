@@ -10,6 +10,145 @@ use std::collections::HashMap;
 
 use crate::metrics::{ConfDelta, ConfKey, Deltas};
 
+/// A store failure, classified by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The store is unreachable, busy or out of resources (connection, I/O, pool timeout,
+    /// SQLSTATE classes 08, 40, 53, 57P0x, SQLite BUSY/LOCKED): retry the same work later.
+    #[error("store unavailable{}: {error:#}", sqlstate(.code))]
+    Transient { code: Option<String>, error: anyhow::Error },
+    /// The store refused a value of the batch (SQLSTATE classes 22 and 54, SQLite TOOBIG,
+    /// MISMATCH, RANGE, a value the driver cannot encode): retrying the same batch cannot help;
+    /// find the message that carries the value and set it aside.
+    #[error("store refused the data{}: {error:#}", sqlstate(.code))]
+    BadData { code: Option<String>, error: anyhow::Error },
+    /// Anything else (a schema, permission or program error): stop and say why.
+    #[error("store error{}: {error:#}", sqlstate(.code))]
+    Fatal { code: Option<String>, error: anyhow::Error },
+}
+
+fn sqlstate(code: &Option<String>) -> String {
+    code.as_deref().map(|c| format!(" (code {c})")).unwrap_or_default()
+}
+
+/// The three kinds of [`StoreError`], for classification without an error value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    Transient,
+    BadData,
+    Fatal,
+}
+
+impl StoreErrorKind {
+    /// A Postgres SQLSTATE's kind.
+    pub fn of_sqlstate(code: &str) -> Self {
+        match code.get(..2) {
+            Some("08" | "40" | "53") => StoreErrorKind::Transient,
+            Some("57") if code.starts_with("57P0") => StoreErrorKind::Transient,
+            Some("22" | "54") => StoreErrorKind::BadData,
+            _ => StoreErrorKind::Fatal,
+        }
+    }
+
+    /// A SQLite (extended) result code's kind.
+    pub fn of_sqlite(code: i64) -> Self {
+        match code & 0xff {
+            5 | 6 => StoreErrorKind::Transient,      // BUSY, LOCKED
+            18 | 20 | 25 => StoreErrorKind::BadData, // TOOBIG, MISMATCH, RANGE
+            _ => StoreErrorKind::Fatal,
+        }
+    }
+}
+
+impl StoreError {
+    pub fn kind(&self) -> StoreErrorKind {
+        match self {
+            StoreError::Transient { .. } => StoreErrorKind::Transient,
+            StoreError::BadData { .. } => StoreErrorKind::BadData,
+            StoreError::Fatal { .. } => StoreErrorKind::Fatal,
+        }
+    }
+
+    /// The SQLSTATE (Postgres) or result code (SQLite) when the database reported one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            StoreError::Transient { code, .. } | StoreError::BadData { code, .. } | StoreError::Fatal { code, .. } => {
+                code.as_deref()
+            }
+        }
+    }
+
+    fn new(kind: StoreErrorKind, code: Option<String>, error: anyhow::Error) -> Self {
+        match kind {
+            StoreErrorKind::Transient => StoreError::Transient { code, error },
+            StoreErrorKind::BadData => StoreError::BadData { code, error },
+            StoreErrorKind::Fatal => StoreError::Fatal { code, error },
+        }
+    }
+
+    /// Classify an error from a store implementation by the first database or I/O error in its
+    /// chain; an error without one (a program error) is fatal.
+    pub fn classify(error: anyhow::Error) -> Self {
+        let mut found = None;
+        for cause in error.chain() {
+            if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+                found = Some(classify_sqlx(e));
+                break;
+            }
+            if cause.downcast_ref::<std::io::Error>().is_some() {
+                found = Some((StoreErrorKind::Transient, None));
+                break;
+            }
+        }
+        let (kind, code) = found.unwrap_or((StoreErrorKind::Fatal, None));
+        StoreError::new(kind, code, error)
+    }
+}
+
+fn classify_sqlx(e: &sqlx::Error) -> (StoreErrorKind, Option<String>) {
+    use sqlx::Error as E;
+    match e {
+        E::Database(db) => {
+            if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                let code = pg.code().to_string();
+                (StoreErrorKind::of_sqlstate(&code), Some(code))
+            } else if let Some(code) = db.code() {
+                let kind = code.parse::<i64>().map_or(StoreErrorKind::Fatal, StoreErrorKind::of_sqlite);
+                (kind, Some(code.into_owned()))
+            } else {
+                (StoreErrorKind::Fatal, None)
+            }
+        }
+        E::Io(_) | E::Tls(_) | E::Protocol(_) | E::PoolTimedOut | E::WorkerCrashed => (StoreErrorKind::Transient, None),
+        E::Encode(_) => (StoreErrorKind::BadData, None),
+        _ => (StoreErrorKind::Fatal, None),
+    }
+}
+
+impl From<anyhow::Error> for StoreError {
+    fn from(e: anyhow::Error) -> Self {
+        StoreError::classify(e)
+    }
+}
+
+/// A dead letter's `detail`, safe to store and print: control characters (NUL included) escaped
+/// as `\u{..}`, at most `max` bytes (cut on a character boundary, marked with `…`).
+pub fn safe_detail(detail: &str, max: usize) -> String {
+    let mut out = String::with_capacity(detail.len().min(max));
+    for ch in detail.chars() {
+        let piece = if ch.is_control() { ch.escape_unicode().to_string() } else { ch.to_string() };
+        if out.len() + piece.len() > max.saturating_sub(3) {
+            out.push('…');
+            break;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// Longest stored dead-letter `detail`, in bytes.
+pub const DEAD_LETTER_DETAIL_MAX: usize = 1024;
+
 /// A rejected message, kept with enough context to find and replay it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeadLetter {
@@ -181,9 +320,10 @@ pub trait Store: Send + Sync {
     async fn migrate(&self) -> anyhow::Result<()>;
     async fn write_settings(&self, s: &ViewSettings) -> anyhow::Result<()>;
     /// Load one partition's generation, watermark, offsets for `topics` and join state.
-    async fn load_partition(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot>;
-    /// Commit a batch atomically, fenced on each partition's generation.
-    async fn commit(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome>;
+    async fn load_partition(&self, partition: i32, topics: &[&str]) -> Result<PartitionSnapshot, StoreError>;
+    /// Commit a batch atomically, fenced on each partition's generation. Nothing is written when
+    /// it fails.
+    async fn commit(&self, batch: &CommitBatch) -> Result<CommitOutcome, StoreError>;
     /// Store rescorer results. Only rows still `pending` change (applying a result twice, or after
     /// a shed, changes nothing); each newly scored row's `p_complex` is merged into the drift
     /// histograms (`Signal::RescoreScore`, the decision's hour, partition, classifier_version and
@@ -253,5 +393,76 @@ pub(crate) fn rescore_conf_rows(scored: &[(i32, i64, String, String, f64, bool)]
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlstates_are_classified() {
+        use StoreErrorKind::*;
+        for (code, kind) in [
+            ("08006", Transient), // connection_failure
+            ("08003", Transient),
+            ("40001", Transient), // serialization_failure
+            ("40P01", Transient), // deadlock_detected
+            ("53300", Transient), // too_many_connections
+            ("57P01", Transient), // admin_shutdown
+            ("57P03", Transient), // cannot_connect_now
+            ("57014", Fatal),     // query_canceled: not a restart
+            ("22021", BadData),   // character_not_in_repertoire (NUL)
+            ("22003", BadData),   // numeric_value_out_of_range (bigint sum)
+            ("22008", BadData),   // datetime_field_overflow
+            ("54000", BadData),   // program_limit_exceeded (index row too large)
+            ("42P01", Fatal),     // undefined_table
+            ("42501", Fatal),     // insufficient_privilege
+            ("23505", Fatal),     // unique_violation: a program error here
+            ("", Fatal),
+        ] {
+            assert_eq!(StoreErrorKind::of_sqlstate(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn sqlite_codes_are_classified() {
+        use StoreErrorKind::*;
+        for (code, kind) in [
+            (5, Transient),   // BUSY
+            (517, Transient), // BUSY_SNAPSHOT
+            (6, Transient),   // LOCKED
+            (262, Transient), // LOCKED_SHAREDCACHE
+            (18, BadData),    // TOOBIG
+            (20, BadData),    // MISMATCH
+            (25, BadData),    // RANGE
+            (1, Fatal),       // ERROR (e.g. no such table)
+            (8, Fatal),       // READONLY
+            (2067, Fatal),    // CONSTRAINT_UNIQUE
+        ] {
+            assert_eq!(StoreErrorKind::of_sqlite(code), kind, "{code}");
+        }
+    }
+
+    #[test]
+    fn errors_are_classified_through_their_context_chain() {
+        let io = anyhow::Error::new(sqlx::Error::Io(std::io::Error::other("reset"))).context("writing tw_quality");
+        assert_eq!(StoreError::classify(io).kind(), StoreErrorKind::Transient);
+        let timeout = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("starting a transaction");
+        assert_eq!(StoreError::classify(timeout).kind(), StoreErrorKind::Transient);
+        let program = anyhow::anyhow!("join state key is not UTF-8");
+        assert_eq!(StoreError::classify(program).kind(), StoreErrorKind::Fatal);
+        let closed = anyhow::Error::new(sqlx::Error::PoolClosed);
+        assert_eq!(StoreError::classify(closed).kind(), StoreErrorKind::Fatal);
+    }
+
+    #[test]
+    fn dead_letter_details_are_escaped_and_bounded() {
+        assert_eq!(safe_detail("poison\u{0}pill\n", 100), "poison\\u{0}pill\\u{a}");
+        let long = safe_detail(&"é".repeat(1000), 64);
+        assert!(long.len() <= 64, "{}", long.len());
+        assert!(long.ends_with('…'));
+        assert!(!safe_detail(&"\u{0}".repeat(500), 64).contains('\u{0}'));
+        assert_eq!(safe_detail("plain", 100), "plain");
     }
 }

@@ -18,7 +18,7 @@ use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
     rescore_conf_rows, validate_rescores, CommitBatch, CommitOutcome, PartitionSnapshot, RescoreOutcome, RescoreResult,
-    Store, ViewSettings,
+    Store, StoreError, ViewSettings,
 };
 use crate::metrics::{day_start, ConfDelta};
 
@@ -125,101 +125,13 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn load_partition(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot> {
-        // One transaction = one snapshot. It starts with a write (the INSERT), so it holds the
-        // write lock from the first statement: generation, offsets and state are consistent.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO tw_partitions(partition) VALUES (?1) ON CONFLICT DO NOTHING")
-            .bind(partition)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT generation, watermark_ms FROM tw_partitions WHERE partition = ?1")
-            .bind(partition)
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut snap = PartitionSnapshot {
-            partition,
-            generation: row.try_get(0)?,
-            watermark_ms: row.try_get(1)?,
-            ..Default::default()
-        };
-        for topic in topics {
-            let row = sqlx::query("SELECT next_offset FROM tw_offsets WHERE partition = ?1 AND topic = ?2")
-                .bind(partition)
-                .bind(*topic)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(r) = row {
-                snap.offsets.insert(topic.to_string(), r.try_get(0)?);
-            }
-        }
-        let rows = sqlx::query("SELECT key, state FROM tw_join_state WHERE partition = ?1")
-            .bind(partition)
-            .fetch_all(&mut *tx)
-            .await?;
-        snap.entries.reserve(rows.len());
-        for r in rows {
-            snap.entries.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        tx.commit().await?;
-        Ok(snap)
+    async fn load_partition(&self, partition: i32, topics: &[&str]) -> Result<PartitionSnapshot, StoreError> {
+        self.load_partition_inner(partition, topics).await.map_err(StoreError::classify)
     }
 
-    async fn commit(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome> {
-        let _write = self.write.lock().await;
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let mut generations = HashMap::new();
-        // Fence first (the first UPDATE takes SQLite's write lock, so nothing below races).
-        let mut parts: Vec<_> = batch.partitions.iter().collect();
-        parts.sort_by_key(|p| p.partition);
-        for p in &parts {
-            let row = sqlx::query(
-                "UPDATE tw_partitions SET generation = generation + 1, \
-                 watermark_ms = max(watermark_ms, ?3) \
-                 WHERE partition = ?1 AND generation = ?2 RETURNING generation",
-            )
-            .bind(p.partition)
-            .bind(p.expected_generation)
-            .bind(p.watermark_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                Some(r) => {
-                    generations.insert(p.partition, r.try_get::<i64, _>(0)?);
-                }
-                None => {
-                    tx.rollback().await?;
-                    return Ok(CommitOutcome::Fenced(p.partition));
-                }
-            }
-        }
-        let t = std::time::Instant::now();
-        write_offsets(&mut tx, batch).await?;
-        write_state(&mut tx, batch).await?;
-        let t_state = t.elapsed();
-        write_quality(&mut tx, batch).await?;
-        write_latency(&mut tx, batch).await?;
-        write_tier_day(&mut tx, batch).await?;
-        write_human(&mut tx, batch).await?;
-        write_orphans(&mut tx, batch).await?;
-        write_dead_letters(&mut tx, batch).await?;
-        write_conf(&mut tx, batch).await?;
-        write_rescore_samples(&mut tx, batch).await?;
-        write_review_labels(&mut tx, batch).await?;
-        let t_aggs = t.elapsed();
-        tx.commit().await.context("committing the batch")?;
-        tracing::debug!(
-            state_ms = t_state.as_secs_f64() * 1e3,
-            aggregates_ms = (t_aggs - t_state).as_secs_f64() * 1e3,
-            commit_ms = (t.elapsed() - t_aggs).as_secs_f64() * 1e3,
-            state_rows = batch.partitions.iter().map(|p| p.state.len()).sum::<usize>(),
-            quality_rows = batch.deltas.quality.len(),
-            latency_rows = batch.deltas.latency.len(),
-            "batch written (sqlite)"
-        );
-        Ok(CommitOutcome::Committed(generations))
+    async fn commit(&self, batch: &CommitBatch) -> Result<CommitOutcome, StoreError> {
+        self.commit_inner(batch).await.map_err(StoreError::classify)
     }
-
     async fn apply_rescores(&self, results: &[RescoreResult]) -> anyhow::Result<u64> {
         validate_rescores(results)?;
         if results.is_empty() {
@@ -321,6 +233,103 @@ impl Store for SqliteStore {
                 .rows_affected();
         }
         Ok(deleted)
+    }
+}
+
+impl SqliteStore {
+    async fn load_partition_inner(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot> {
+        // One transaction = one snapshot. It starts with a write (the INSERT), so it holds the
+        // write lock from the first statement: generation, offsets and state are consistent.
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("INSERT INTO tw_partitions(partition) VALUES (?1) ON CONFLICT DO NOTHING")
+            .bind(partition)
+            .execute(&mut *tx)
+            .await?;
+        let row = sqlx::query("SELECT generation, watermark_ms FROM tw_partitions WHERE partition = ?1")
+            .bind(partition)
+            .fetch_one(&mut *tx)
+            .await?;
+        let mut snap = PartitionSnapshot {
+            partition,
+            generation: row.try_get(0)?,
+            watermark_ms: row.try_get(1)?,
+            ..Default::default()
+        };
+        for topic in topics {
+            let row = sqlx::query("SELECT next_offset FROM tw_offsets WHERE partition = ?1 AND topic = ?2")
+                .bind(partition)
+                .bind(*topic)
+                .fetch_optional(&mut *tx)
+                .await?;
+            if let Some(r) = row {
+                snap.offsets.insert(topic.to_string(), r.try_get(0)?);
+            }
+        }
+        let rows = sqlx::query("SELECT key, state FROM tw_join_state WHERE partition = ?1")
+            .bind(partition)
+            .fetch_all(&mut *tx)
+            .await?;
+        snap.entries.reserve(rows.len());
+        for r in rows {
+            snap.entries.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        tx.commit().await?;
+        Ok(snap)
+    }
+
+    async fn commit_inner(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome> {
+        let _write = self.write.lock().await;
+        let mut tx = self.pool.begin().await.context("starting a transaction")?;
+        let mut generations = HashMap::new();
+        // Fence first (the first UPDATE takes SQLite's write lock, so nothing below races).
+        let mut parts: Vec<_> = batch.partitions.iter().collect();
+        parts.sort_by_key(|p| p.partition);
+        for p in &parts {
+            let row = sqlx::query(
+                "UPDATE tw_partitions SET generation = generation + 1, \
+                 watermark_ms = max(watermark_ms, ?3) \
+                 WHERE partition = ?1 AND generation = ?2 RETURNING generation",
+            )
+            .bind(p.partition)
+            .bind(p.expected_generation)
+            .bind(p.watermark_ms)
+            .fetch_optional(&mut *tx)
+            .await?;
+            match row {
+                Some(r) => {
+                    generations.insert(p.partition, r.try_get::<i64, _>(0)?);
+                }
+                None => {
+                    tx.rollback().await?;
+                    return Ok(CommitOutcome::Fenced(p.partition));
+                }
+            }
+        }
+        let t = std::time::Instant::now();
+        write_offsets(&mut tx, batch).await?;
+        write_state(&mut tx, batch).await?;
+        let t_state = t.elapsed();
+        write_quality(&mut tx, batch).await?;
+        write_latency(&mut tx, batch).await?;
+        write_tier_day(&mut tx, batch).await?;
+        write_human(&mut tx, batch).await?;
+        write_orphans(&mut tx, batch).await?;
+        write_dead_letters(&mut tx, batch).await?;
+        write_conf(&mut tx, batch).await?;
+        write_rescore_samples(&mut tx, batch).await?;
+        write_review_labels(&mut tx, batch).await?;
+        let t_aggs = t.elapsed();
+        tx.commit().await.context("committing the batch")?;
+        tracing::debug!(
+            state_ms = t_state.as_secs_f64() * 1e3,
+            aggregates_ms = (t_aggs - t_state).as_secs_f64() * 1e3,
+            commit_ms = (t.elapsed() - t_aggs).as_secs_f64() * 1e3,
+            state_rows = batch.partitions.iter().map(|p| p.state.len()).sum::<usize>(),
+            quality_rows = batch.deltas.quality.len(),
+            latency_rows = batch.deltas.latency.len(),
+            "batch written (sqlite)"
+        );
+        Ok(CommitOutcome::Committed(generations))
     }
 }
 
