@@ -644,3 +644,22 @@ fn json_float_parse_is_within_a_few_ulp() {
     let got = decoder(Stream::Tickets, WireFormat::Json).decode_only(Some(&bytes)).unwrap();
     assert!(same_json(&got, &ev), "{got:?} vs {ev:?}");
 }
+
+/// Found by the `json` fuzz target (fuzz/): serde quotes an unknown enum symbol in its message, so
+/// a NUL in the payload reached the reject detail, which the dead-letter insert stores as text and
+/// Postgres refuses; and a long symbol made a detail as long as the payload.
+#[test]
+fn reject_detail_has_no_nul_and_is_bounded() {
+    let dec = decoder(Stream::Feedback, WireFormat::Json);
+    let e = dec
+        .decode(Some(br#"{"event_id":"e","conversation_id":"c","ts":5,"kind":"T\u0000HUMBS_UP"}"#), None)
+        .unwrap_err();
+    assert_eq!(e.reason, RejectReason::Decode);
+    assert!(!e.detail.contains('\0'), "{:?}", e.detail);
+    assert!(e.detail.contains(r"unknown variant `T\0HUMBS_UP`"), "{}", e.detail);
+    let long = format!(r#"{{"event_id":"e","conversation_id":"c","ts":5,"kind":"{}"}}"#, "é".repeat(100_000));
+    let e = dec.decode(Some(long.as_bytes()), None).unwrap_err();
+    assert_eq!(e.reason, RejectReason::Decode);
+    assert!(e.detail.len() <= Reject::MAX_DETAIL_BYTES, "{} bytes", e.detail.len());
+    assert!(e.detail.starts_with("json: unknown variant `éé") && e.detail.ends_with("é…"), "{}", e.detail);
+}
