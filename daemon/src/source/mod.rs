@@ -4,6 +4,7 @@
 
 pub mod files;
 pub mod kafka;
+pub mod records;
 
 use std::time::Duration;
 
