@@ -91,7 +91,11 @@ pub fn json(data: &[u8]) {
     let Some((stream, payload)) = split(data) else { return };
     let dec = decoder(stream, WireFormat::Json);
     match dec.decode_only(Some(payload)) {
-        Ok(ev) => check_decoded(&ev, stream, &dec, payload),
+        Ok(ev) => {
+            let first = payload.iter().find(|b| !b.is_ascii_whitespace());
+            assert_eq!(first, Some(&b'{'), "accepted JSON that is not an object");
+            check_decoded(&ev, stream, &dec, payload)
+        }
         Err(r) => {
             check_reject(&r);
             let expected = if payload.is_empty() { RejectReason::EmptyPayload } else { RejectReason::Decode };

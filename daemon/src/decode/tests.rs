@@ -663,3 +663,19 @@ fn reject_detail_has_no_nul_and_is_bounded() {
     assert!(e.detail.len() <= Reject::MAX_DETAIL_BYTES, "{} bytes", e.detail.len());
     assert!(e.detail.starts_with("json: unknown variant `éé") && e.detail.ends_with("é…"), "{}", e.detail);
 }
+
+/// Found by the `replay_jsonl` fuzz target: serde's derived structs also read a JSON array of the
+/// field values, so `[…]` decoded as an event while the replay merge, which reads `ts` by name,
+/// sorted that line as unreadable (first).
+#[test]
+fn json_array_of_field_values_is_rejected() {
+    let dec = decoder(Stream::Routing, WireFormat::Json);
+    let arr = br#" ["e","c",0,5,null,null,"PRE_ROUTE","v1",null,0.5,null,"cheap","m",false,1.0,1,1,0.1,null]"#;
+    let e = dec.decode(Some(arr), None).unwrap_err();
+    assert_eq!(e.reason, RejectReason::Decode);
+    assert_eq!(e.detail, "json: expected a JSON object");
+    let obj = encode(&decision_min().into(), WireFormat::Json, 0);
+    let mut padded = b" \r\n\t".to_vec();
+    padded.extend_from_slice(&obj);
+    assert!(dec.decode(Some(&padded), None).is_ok());
+}
