@@ -14,21 +14,21 @@ fn decision(i: usize) -> RoutingDecision {
         conversation_id: format!("conv-{i}"),
         turn: i as i32,
         ts: T0 + i as i64 * 1000,
-        segment: (i % 2 == 0).then(|| "enterprise/émea".into()),
-        query_text: (i % 3 == 0).then(|| "where is my charge from? 💳".into()),
+        segment: i.is_multiple_of(2).then(|| "enterprise/émea".into()),
+        query_text: i.is_multiple_of(3).then(|| "where is my charge from? 💳".into()),
         router: RouterKind::ALL[i % 2],
         classifier_version: "conf-head-2025.12".into(),
         intent: (i % 2 == 1).then(|| "billing".into()),
         confidence: 0.42,
         threshold: (i % 2 == 1).then_some(0.6),
-        tier: if i % 2 == 0 { "cheap".into() } else { "capable".into() },
+        tier: if i.is_multiple_of(2) { "cheap".into() } else { "capable".into() },
         model: "model-x".into(),
         escalated: i % 2 == 1,
         latency_ms: 1834.25,
         input_tokens: 1200,
         output_tokens: 350,
         cost_usd: 0.0123,
-        capable_cost_usd: (i % 2 == 0).then_some(0.0101),
+        capable_cost_usd: i.is_multiple_of(2).then_some(0.0101),
     }
 }
 
@@ -37,7 +37,7 @@ fn feedback(i: usize) -> Feedback {
     Feedback {
         event_id: format!("fb-{i}"),
         conversation_id: format!("conv-{i}"),
-        turn: (i % 2 == 0).then_some(i as i32),
+        turn: i.is_multiple_of(2).then_some(i as i32),
         ts: T0 + i as i64 * 1000 + 500,
         kind,
         score: match kind {
@@ -45,7 +45,7 @@ fn feedback(i: usize) -> Feedback {
             FeedbackKind::HumanReview => Some(1.0),
             _ => None,
         },
-        source: (i % 3 == 0).then(|| "widget".into()),
+        source: i.is_multiple_of(3).then(|| "widget".into()),
     }
 }
 
@@ -53,14 +53,14 @@ fn ticket(i: usize) -> SupportTicket {
     SupportTicket {
         event_id: format!("tk-ev-{i}"),
         ticket_id: format!("tk-{i}"),
-        conversation_id: (i % 2 == 0).then(|| format!("conv-{i}")),
+        conversation_id: i.is_multiple_of(2).then(|| format!("conv-{i}")),
         ts: T0 + i as i64 * 1000 + 900,
         status: TicketStatus::ALL[i % 2],
         cost_center: "support-emea".into(),
         channel: "email".into(),
         handle_minutes: (i % 2 == 1).then_some(12.5),
         cost_usd: (i % 2 == 1).then_some(9.75),
-        reason: (i % 3 == 0).then(|| "refund".into()),
+        reason: i.is_multiple_of(3).then(|| "refund".into()),
     }
 }
 
@@ -134,7 +134,7 @@ pub fn seeds() -> anyhow::Result<Vec<(&'static str, String, Vec<u8>)>> {
         let mut lines = Vec::new();
         for (i, ev) in events.iter().enumerate() {
             lines.extend_from_slice(&encode(ev, WireFormat::Json, 0));
-            lines.extend_from_slice(if i % 2 == 0 { b"\n" } else { b"\r\n" });
+            lines.extend_from_slice(if i.is_multiple_of(2) { b"\n" } else { b"\r\n" });
             if i == 1 {
                 lines.extend_from_slice(b"   \n{\"not\": \"an event\"}\n");
             }

@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn invalid_writer_schema_name_is_an_error_not_a_panic() {
         let bad = patched(&container(), r#""name":"Feedback""#, r#""name":"Feedbac[""#);
-        let err = read(bad).err().expect("an invalid header must not open");
+        let err = read(bad).expect_err("an invalid header must not open");
         let msg = format!("{err:#}");
         assert!(msg.contains("not an Avro container of the feedback schema"), "{msg}");
     }
