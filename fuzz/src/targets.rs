@@ -4,7 +4,7 @@
 use std::io::Cursor;
 
 use crate::contract::{check_decoded, check_reject, decoder, fingerprint, stream_of, CONFLUENT_IDS};
-use crate::decode::{schema, RejectReason, WireFormat};
+use crate::decode::{schema, Reject, RejectReason, WireFormat};
 use crate::records::{read_records, FileFormat};
 
 /// Records read from one fuzzed file at most (a file of tiny records could otherwise hold
@@ -14,6 +14,13 @@ const MAX_RECORDS: usize = 10_000;
 fn split(data: &[u8]) -> Option<(crate::event::Stream, &[u8])> {
     let (&selector, rest) = data.split_first()?;
     Some((stream_of(selector), rest))
+}
+
+/// A reject of a format-level decoder (no framing): empty payload or a decode error.
+fn check_format_reject(r: &Reject, payload: &[u8]) {
+    check_reject(r);
+    let expected = if payload.is_empty() { RejectReason::EmptyPayload } else { RejectReason::Decode };
+    assert_eq!(r.reason, expected, "{r:?}");
 }
 
 /// Bare Avro datum: the hand-written decoder. What it accepts, the reference implementation
@@ -40,11 +47,7 @@ pub fn avro_datum(data: &[u8]) {
             assert_eq!(fingerprint(&ev), reference, "the hand-written decoder and apache-avro read different records");
             check_decoded(&ev, stream, &dec, payload);
         }
-        Err(r) => {
-            check_reject(&r);
-            let expected = if payload.is_empty() { RejectReason::EmptyPayload } else { RejectReason::Decode };
-            assert_eq!(r.reason, expected, "{r:?}");
-        }
+        Err(r) => check_format_reject(&r, payload),
     }
 }
 
@@ -96,11 +99,7 @@ pub fn json(data: &[u8]) {
             assert_eq!(first, Some(&b'{'), "accepted JSON that is not an object");
             check_decoded(&ev, stream, &dec, payload)
         }
-        Err(r) => {
-            check_reject(&r);
-            let expected = if payload.is_empty() { RejectReason::EmptyPayload } else { RejectReason::Decode };
-            assert_eq!(r.reason, expected, "{r:?}");
-        }
+        Err(r) => check_format_reject(&r, payload),
     }
 }
 
