@@ -43,6 +43,11 @@ impl FileFormat {
     }
 }
 
+/// Largest single allocation the Avro container reader may make for one block or value. A
+/// container block holds many records (writers flush at 16–64 KiB by default); 64 MiB is far above
+/// any sane block.
+pub const MAX_AVRO_ALLOCATION_BYTES: usize = 64 << 20;
+
 /// The records of one file, in file order: (event time, payload). The event time is `i64::MIN`
 /// when the record has none that can be read, and always with an empty payload (it sorts first
 /// and is dead-lettered).
@@ -75,6 +80,9 @@ pub fn read_records<R: Read + Send + 'static>(
             }))
         }
         FileFormat::AvroContainer => {
+            // apache-avro allocates whatever a length in the file claims, up to this (process-wide,
+            // set once; its default is 512 MiB): a corrupt 300-byte file made it take ~270 MB.
+            apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
             let ours = schema(stream);
             let what = || format!("not an Avro container of the {} schema", stream.as_str());
             // apache-avro 0.21 panics (an `unwrap` in `Name::parse`) on a writer schema in the
