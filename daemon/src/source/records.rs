@@ -82,7 +82,7 @@ pub fn read_records<R: Read + Send + 'static>(
         FileFormat::AvroContainer => {
             // apache-avro allocates whatever a length in the file claims, up to this (process-wide,
             // set once; its default is 512 MiB): a corrupt 300-byte file made it take ~270 MB.
-            apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
+            apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
             let ours = schema(stream);
             let what = || format!("not an Avro container of the {} schema", stream.as_str());
             // apache-avro 0.21 panics (an `unwrap` in `Name::parse`) on a writer schema in the
