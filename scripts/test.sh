@@ -3,8 +3,9 @@
 # machine: installs the real services if missing (Kafka jars via Maven,
 # PostgreSQL via apt), starts them on loopback, runs
 #   cargo test --workspace --all-targets "$@"
-# with TIERWATCH_TEST_* pointing at them, and always stops them again.
-# Exits with cargo's status.
+# with TIERWATCH_TEST_* pointing at them, then a short fuzz smoke run
+# (scripts/fuzz.sh smoke; TW_SKIP_FUZZ=1 skips it), and always stops them again.
+# Exits with cargo's status, else the fuzz smoke's.
 #
 # If the services were already running before (scripts/services.sh start),
 # they are reused and left running.
@@ -77,4 +78,23 @@ rc=$?
 set -e
 phase "tests took $(elapsed "$t")s, cargo exit status $rc"
 disk_report "after tests"
-exit "$rc"
+
+# ---- fuzz smoke: a separate step after the tests; TW_SKIP_FUZZ=1 skips it ----
+# scripts/fuzz.sh installs cargo-afl if missing, builds the instrumented decoder and replay-reader
+# targets in fuzz/target (its own workspace: only the decoders' few dependencies) and fuzzes each
+# for TW_FUZZ_SMOKE_SECONDS (20 s, 100 s in all). A decoder change that breaks its contract, or a
+# seed it no longer accepts, fails here.
+fuzz_rc=0
+if [ "${TW_SKIP_FUZZ:-0}" = 1 ]; then
+    phase "fuzz smoke skipped (TW_SKIP_FUZZ=1)"
+else
+    t=$(now)
+    phase "fuzz smoke: scripts/fuzz.sh smoke"
+    set +e
+    bash "$REPO_ROOT/scripts/fuzz.sh" smoke
+    fuzz_rc=$?
+    set -e
+    phase "fuzz smoke took $(elapsed "$t")s, exit status $fuzz_rc"
+fi
+[ "$rc" -ne 0 ] && exit "$rc"
+exit "$fuzz_rc"

@@ -108,6 +108,10 @@ impl RejectReason {
 }
 
 /// A rejected payload: the reason label plus a human-readable detail (names the field).
+///
+/// The detail is stored as text with the dead letter, so [`Reject::new`] makes it storable: serde
+/// quotes input values in its messages (an unknown enum symbol, a string of the wrong type), which
+/// may hold NUL, refused by a Postgres text column, and be as long as the payload.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{reason:?}: {detail}")]
 pub struct Reject {
@@ -116,8 +120,24 @@ pub struct Reject {
 }
 
 impl Reject {
+    /// Longest detail kept, in bytes; a longer one is cut at a character boundary and ends in `…`.
+    pub const MAX_DETAIL_BYTES: usize = 1024;
+
+    /// A reject with `detail` made storable: NUL written as `\0`, cut to [`Self::MAX_DETAIL_BYTES`].
     pub fn new(reason: RejectReason, detail: impl Into<String>) -> Self {
-        Reject { reason, detail: detail.into() }
+        let mut detail: String = detail.into();
+        if detail.contains('\0') {
+            detail = detail.replace('\0', "\\0");
+        }
+        if detail.len() > Self::MAX_DETAIL_BYTES {
+            let mut cut = Self::MAX_DETAIL_BYTES - '…'.len_utf8();
+            while !detail.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            detail.truncate(cut);
+            detail.push('…');
+        }
+        Reject { reason, detail }
     }
 }
 

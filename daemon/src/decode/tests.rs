@@ -761,3 +761,38 @@ fn event_time_is_bounded_by_the_wall_clock_without_a_broker_time() {
     let r = dec.decode(Some(&encode(&at(253_402_300_799_000), WireFormat::Json, 0)), None);
     assert_eq!(reason_of(r), RejectReason::FutureTimestamp);
 }
+
+/// Found by the `json` fuzz target (fuzz/): serde quotes an unknown enum symbol in its message, so
+/// a NUL in the payload reached the reject detail, which the dead-letter insert stores as text and
+/// Postgres refuses; and a long symbol made a detail as long as the payload.
+#[test]
+fn reject_detail_has_no_nul_and_is_bounded() {
+    let dec = decoder(Stream::Feedback, WireFormat::Json);
+    let e = dec
+        .decode(Some(br#"{"event_id":"e","conversation_id":"c","ts":5,"kind":"T\u0000HUMBS_UP"}"#), None)
+        .unwrap_err();
+    assert_eq!(e.reason, RejectReason::Decode);
+    assert!(!e.detail.contains('\0'), "{:?}", e.detail);
+    assert!(e.detail.contains(r"unknown variant `T\0HUMBS_UP`"), "{}", e.detail);
+    let long = format!(r#"{{"event_id":"e","conversation_id":"c","ts":5,"kind":"{}"}}"#, "é".repeat(100_000));
+    let e = dec.decode(Some(long.as_bytes()), None).unwrap_err();
+    assert_eq!(e.reason, RejectReason::Decode);
+    assert!(e.detail.len() <= Reject::MAX_DETAIL_BYTES, "{} bytes", e.detail.len());
+    assert!(e.detail.starts_with("json: unknown variant `éé") && e.detail.ends_with("é…"), "{}", e.detail);
+}
+
+/// Found by the `replay_jsonl` fuzz target: serde's derived structs also read a JSON array of the
+/// field values, so `[…]` decoded as an event while the replay merge, which reads `ts` by name,
+/// sorted that line as unreadable (first).
+#[test]
+fn json_array_of_field_values_is_rejected() {
+    let dec = decoder(Stream::Routing, WireFormat::Json);
+    let arr = br#" ["e","c",0,5,null,null,"PRE_ROUTE","v1",null,0.5,null,"cheap","m",false,1.0,1,1,0.1,null]"#;
+    let e = dec.decode(Some(arr), None).unwrap_err();
+    assert_eq!(e.reason, RejectReason::Decode);
+    assert_eq!(e.detail, "json: expected a JSON object");
+    let obj = encode(&decision_min().into(), WireFormat::Json, 0);
+    let mut padded = b" \r\n\t".to_vec();
+    padded.extend_from_slice(&obj);
+    assert!(dec.decode(Some(&padded), None).is_ok());
+}

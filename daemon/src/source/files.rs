@@ -10,23 +10,19 @@
 
 use std::collections::VecDeque;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 
+use super::records::{read_records, Records};
 use super::{PayloadLimit, Polled, RebalanceEvent, Source};
-use crate::decode::{schema, WireFormat};
+use crate::decode::WireFormat;
 use crate::event::Stream;
 use crate::store::PartitionSnapshot;
 
-/// Container format of a replay file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FileFormat {
-    JsonLines,
-    AvroContainer,
-}
+pub use super::records::FileFormat;
 
 impl FileFormat {
     /// Avro object container files start with `Obj\x01`; anything else is read as JSON Lines.
@@ -34,15 +30,7 @@ impl FileFormat {
         let mut magic = [0u8; 4];
         let mut f = File::open(path).with_context(|| format!("opening {}", path.display()))?;
         let n = f.read(&mut magic)?;
-        Ok(if n == 4 && &magic == b"Obj\x01" { FileFormat::AvroContainer } else { FileFormat::JsonLines })
-    }
-
-    /// The wire format the decoder must use for records of this container.
-    pub fn wire(self) -> WireFormat {
-        match self {
-            FileFormat::JsonLines => WireFormat::Json,
-            FileFormat::AvroContainer => WireFormat::Avro,
-        }
+        Ok(FileFormat::from_magic(&magic[..n]))
     }
 }
 
@@ -57,7 +45,7 @@ struct FileStream {
     path: PathBuf,
     stream: Stream,
     format: FileFormat,
-    records: Box<dyn Iterator<Item = (i64, Vec<u8>)> + Send>,
+    records: Records,
     /// Offset of the next record `records` yields.
     next_offset: i64,
     peeked: Option<(i64, Vec<u8>)>,
@@ -69,38 +57,8 @@ impl FileStream {
     fn open(path: &Path, stream: Stream, skip: i64) -> anyhow::Result<FileStream> {
         let format = FileFormat::detect(path)?;
         let bytes_total = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        let records: Box<dyn Iterator<Item = (i64, Vec<u8>)> + Send> = match format {
-            FileFormat::JsonLines => {
-                let reader = BufReader::new(File::open(path)?);
-                Box::new(reader.split(b'\n').filter_map(|line| {
-                    // An unreadable line is still a record (it will be dead-lettered), so offsets
-                    // stay aligned with line numbers.
-                    let mut line = line.unwrap_or_default();
-                    if line.last() == Some(&b'\r') {
-                        line.pop();
-                    }
-                    if line.iter().all(u8::is_ascii_whitespace) {
-                        return None;
-                    }
-                    Some((json_ts(&line), line))
-                }))
-            }
-            FileFormat::AvroContainer => {
-                let file = BufReader::new(File::open(path)?);
-                let ours = schema(stream);
-                let reader = apache_avro::Reader::with_schema(ours, file).with_context(|| {
-                    format!("{}: not an Avro container of the {} schema", path.display(), stream.as_str())
-                })?;
-                Box::new(reader.map(move |value| match value {
-                    Ok(v) => {
-                        let ts = avro_ts(&v);
-                        (ts, apache_avro::to_avro_datum(ours, v).unwrap_or_default())
-                    }
-                    // A record that does not resolve: an empty payload, dead-lettered downstream.
-                    Err(_) => (i64::MIN, Vec::new()),
-                }))
-            }
-        };
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let records = read_records(format, stream, file).with_context(|| path.display().to_string())?;
         let mut fs = FileStream {
             path: path.to_path_buf(),
             stream,
@@ -127,29 +85,6 @@ impl FileStream {
             self.exhausted = self.peeked.is_none();
         }
     }
-}
-
-fn json_ts(line: &[u8]) -> i64 {
-    #[derive(serde::Deserialize)]
-    struct Ts {
-        ts: i64,
-    }
-    serde_json::from_slice::<Ts>(line).map(|t| t.ts).unwrap_or(i64::MIN)
-}
-
-fn avro_ts(v: &apache_avro::types::Value) -> i64 {
-    use apache_avro::types::Value;
-    if let Value::Record(fields) = v {
-        for (name, value) in fields {
-            if name == "ts" {
-                return match value {
-                    Value::Long(t) | Value::TimestampMillis(t) => *t,
-                    _ => i64::MIN,
-                };
-            }
-        }
-    }
-    i64::MIN
 }
 
 /// Replays the three streams from files, merged by event time.

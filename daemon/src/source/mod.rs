@@ -5,6 +5,7 @@
 pub mod connect;
 pub mod files;
 pub mod kafka;
+pub mod records;
 
 use std::time::Duration;
 
