@@ -42,8 +42,11 @@ struct Stream {
     sent: BTreeMap<(String, i64), Vec<f64>>,
 }
 
+/// A classifier version and its confidence as a function of the conversation number.
+type Version<'a> = (&'a str, fn(i64) -> f64);
+
 /// `per_day` conversations per day and version; a third of them have two turns.
-fn stream(versions: &[(&str, fn(i64) -> f64)], per_day: usize) -> Stream {
+fn stream(versions: &[Version], per_day: usize) -> Stream {
     let mut events = vec![];
     let mut sent: BTreeMap<(String, i64), Vec<f64>> = BTreeMap::new();
     for (cv, shift_of_day) in versions {

@@ -621,7 +621,7 @@ async fn wait_log(d: &mut Daemon, needle: &str) {
 async fn refuses_topics_that_are_not_copartitioned() {
     let env = Env::new("copart").await;
     let other = format!("{}-x", env.topics[2]);
-    create_topics(&env.brokers, &[other.clone()], PARTITIONS + 1).await;
+    create_topics(&env.brokers, std::slice::from_ref(&other), PARTITIONS + 1).await;
     let cfg = env.config(["avro", "avro", "avro"], "[http]\nlisten = \"\"\n");
     let text =
         std::fs::read_to_string(&cfg).unwrap().replace(&format!("\"{}\"", env.topics[2]), &format!("\"{other}\""));

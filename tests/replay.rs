@@ -24,7 +24,7 @@ fn events() -> Vec<Event> {
             out.push(Event::Decision(RoutingDecision {
                 event_id: format!("d-{i}-{k}"),
                 conversation_id: c.clone(),
-                turn: k as i32,
+                turn: k,
                 ts: at + k as i64 * 1000,
                 segment: Some("smb".into()),
                 query_text: Some(format!("where is my order {i}?")),

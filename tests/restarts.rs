@@ -175,8 +175,8 @@ async fn wait_drained(run: &Run, env: &Env, daemon: &mut Daemon, want: [i64; 3])
         assert!(daemon.child.try_wait().unwrap().is_none(), "daemon exited\n{}", daemon.log_tail());
         assert!(start.elapsed() < Duration::from_secs(180), "not drained in time\n{}", daemon.log_tail());
         let mut got = [0i64; 3];
-        for i in 0..3 {
-            got[i] = committed(run, &env.topics[i]).await;
+        for (slot, topic) in got.iter_mut().zip(&env.topics) {
+            *slot = committed(run, topic).await;
         }
         let pending = metric(run.port, "tierwatch_pending_outcomes");
         let wms: Vec<i64> = sqlx::query_scalar("SELECT watermark_ms FROM tw_partitions ORDER BY partition")

@@ -73,7 +73,7 @@ impl Env {
             r#"
 [kafka]
 brokers = "{brokers}"
-group_id = "{group}"
+group_id = "g-{group}"
 [kafka.properties]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "500"
@@ -95,7 +95,7 @@ max_connections = 4
 {extra}
 "#,
             brokers = self.brokers,
-            group = format!("g-{}", self.topics[0]),
+            group = self.topics[0],
             t0 = self.topics[0],
             t1 = self.topics[1],
             t2 = self.topics[2],
@@ -153,8 +153,8 @@ max_connections = 4
         let start = Instant::now();
         loop {
             let mut got = [0i64; 3];
-            for i in 0..3 {
-                got[i] = self.committed(&self.topics[i]).await;
+            for (slot, topic) in got.iter_mut().zip(&self.topics) {
+                *slot = self.committed(topic).await;
             }
             if got == counts {
                 return;

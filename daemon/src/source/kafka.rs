@@ -77,7 +77,6 @@ impl<S: Store + 'static> SourceContext<S> {
     }
 }
 
-
 /// The `kind` label of a consumer error: librdkafka's error code name.
 fn error_kind(e: &rdkafka::error::KafkaError) -> String {
     match e.rdkafka_error_code() {
