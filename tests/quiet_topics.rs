@@ -26,28 +26,8 @@ const H: i64 = 3_600_000;
 const MIN: i64 = 60_000;
 const DAY0: i64 = 1_767_571_200_000; // 2026-01-05
 
-fn decision(conv: &str, at: i64) -> Event {
-    Event::Decision(RoutingDecision {
-        event_id: format!("d-{conv}"),
-        conversation_id: conv.into(),
-        turn: 0,
-        ts: at,
-        segment: None,
-        query_text: None,
-        router: RouterKind::PreRoute,
-        classifier_version: "clf-1".into(),
-        intent: None,
-        confidence: 0.8,
-        threshold: Some(0.6),
-        tier: "cheap".into(),
-        model: "small-1".into(),
-        escalated: false,
-        latency_ms: 100.0,
-        input_tokens: 10,
-        output_tokens: 10,
-        cost_usd: 0.001,
-        capable_cost_usd: Some(0.004),
-    })
+fn decision_at(conv: &str, at: i64) -> Event {
+    common::decision(format!("d-{conv}"), conv.into(), 0, at, "clf-1", 0.8)
 }
 
 fn thumbs_down(conv: &str, at: i64) -> Event {
@@ -138,7 +118,7 @@ async fn quiet_topics_release_outcomes_and_latest_loses_nothing() {
     let mut old = vec![];
     for part in 0..PARTITIONS {
         let c = conv_on(part, 0);
-        old.push((env.topics[0].clone(), decision(&c, DAY0), WireFormat::Avro));
+        old.push((env.topics[0].clone(), decision_at(&c, DAY0), WireFormat::Avro));
         old.push((env.topics[1].clone(), thumbs_down(&c, DAY0 + MIN), WireFormat::Avro));
         old.push((env.topics[2].clone(), ticket(&c, DAY0 + H), WireFormat::Avro));
     }
@@ -157,7 +137,7 @@ async fn quiet_topics_release_outcomes_and_latest_loses_nothing() {
     let convs: Vec<String> = (0..PARTITIONS).flat_map(|part| (1..4).map(move |n| conv_on(part, n))).collect();
     for (i, c) in convs.iter().enumerate() {
         let at = day + i as i64 * MIN;
-        new.push((env.topics[0].clone(), decision(c, at), WireFormat::Avro));
+        new.push((env.topics[0].clone(), decision_at(c, at), WireFormat::Avro));
         new.push((env.topics[1].clone(), thumbs_down(c, at + 30_000), WireFormat::Avro));
     }
     // Partition 0's tickets: one ticket, early, in a committed transaction. Its commit marker

@@ -34,31 +34,8 @@ async fn produce_tail(env: &Env) {
     for i in 0..30i64 {
         let conv = format!("tail-{i}");
         let at = end - 3_600_000 + i * 1000;
-        items.push((
-            env.topics[0].clone(),
-            Event::Decision(RoutingDecision {
-                event_id: format!("tail-d-{i}"),
-                conversation_id: conv.clone(),
-                turn: 0,
-                ts: at,
-                segment: None,
-                query_text: None,
-                router: RouterKind::PreRoute,
-                classifier_version: "tail-clf".into(),
-                intent: None,
-                confidence: 0.9,
-                threshold: Some(0.5),
-                tier: "cheap".into(),
-                model: "small".into(),
-                escalated: false,
-                latency_ms: 100.0,
-                input_tokens: 10,
-                output_tokens: 10,
-                cost_usd: 0.001,
-                capable_cost_usd: Some(0.004),
-            }),
-            WireFormat::Avro,
-        ));
+        let d = decision(format!("tail-d-{i}"), conv.clone(), 0, at, "tail-clf", 0.9);
+        items.push((env.topics[0].clone(), d, WireFormat::Avro));
         items.push((
             env.topics[1].clone(),
             Event::Feedback(Feedback {
