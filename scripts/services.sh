@@ -4,7 +4,8 @@
 # in fresh temporary directories.
 #
 # Usage: scripts/services.sh <command>
-#   install           install Kafka jars (Maven), PostgreSQL and Alertmanager (apt) if missing
+#   install           install Kafka jars (Maven), PostgreSQL, Alertmanager, Prometheus and
+#                     Chromium (apt) if missing
 #   start             install if needed, start both, write + print the env file
 #   stop              stop both, delete their temp dirs and the env file
 #   status            exit 0 if both are running (prints the env file), else 1
@@ -183,10 +184,24 @@ install_alertmanager() {
     apt_install prometheus-alertmanager
 }
 
+# Prometheus and promtool, for the alert-rule unit tests and the PromQL test
+# (which run their own server); Chromium, for the report's browser test.
+install_prometheus() {
+    command -v promtool >/dev/null 2>&1 && [ -x /usr/bin/prometheus ] && return 0
+    apt_install prometheus
+}
+
+install_chromium() {
+    command -v chromium >/dev/null 2>&1 && return 0
+    apt_install chromium
+}
+
 cmd_install() {
     install_kafka
     install_postgres
     install_alertmanager
+    install_prometheus
+    install_chromium
     command -v openssl >/dev/null 2>&1 || apt_install openssl
 }
 
