@@ -70,6 +70,11 @@ enum Command {
     Simulate {
         #[command(flatten)]
         run: ScenarioArgs,
+        /// First simulated day (UTC), `YYYY-MM-DD`, or `auto`: the run ends yesterday, so its
+        /// data falls in a dashboard's default "last N days" (the compose loader uses it).
+        /// Default: the scenario's fixed start, 2026-01-05.
+        #[arg(long)]
+        start: Option<SimStart>,
         /// Output directory (created). Required unless `--kafka` is given.
         #[arg(long, short, required_unless_present = "kafka")]
         out: Option<PathBuf>,
@@ -124,6 +129,42 @@ struct ScenarioArgs {
     seed: u64,
 }
 
+/// `--start`: a date, or `auto` for "end yesterday".
+#[derive(Clone, Copy)]
+enum SimStart {
+    Date(chrono::NaiveDate),
+    EndYesterday,
+}
+
+impl std::str::FromStr for SimStart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "auto" {
+            return Ok(SimStart::EndYesterday);
+        }
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(SimStart::Date)
+            .map_err(|e| format!("expected YYYY-MM-DD or `auto`, got {s:?}: {e}"))
+    }
+}
+
+impl ScenarioArgs {
+    fn sim_config(&self, start: Option<SimStart>) -> tierwatch::sim::SimConfig {
+        let mut cfg = tierwatch::sim::SimConfig::new(self.scenario);
+        cfg.days = self.days;
+        cfg.conversations_per_day = self.conversations_per_day;
+        cfg.seed = self.seed;
+        match start {
+            Some(SimStart::Date(d)) => cfg.start = d,
+            Some(SimStart::EndYesterday) => {
+                cfg.start = chrono::Utc::now().date_naive() - chrono::Days::new(u64::from(self.days))
+            }
+            None => {}
+        }
+        cfg
+    }
+}
+
 #[derive(Subcommand)]
 enum ReferenceCommand {
     /// Build a compact reference histogram from training-time confidences (one value per line,
@@ -155,14 +196,12 @@ fn main() -> std::process::ExitCode {
         Command::Run { config } => load(&config).and_then(run),
         Command::Migrate { config } => load(&config).and_then(migrate),
         Command::Reference { command: ReferenceCommand::Build { input, output } } => build_reference(&input, &output),
-        Command::Simulate { run, out, format, kafka, routing_topic, feedback_topic, tickets_topic } => {
+        Command::Simulate { run, start, out, format, kafka, routing_topic, feedback_topic, tickets_topic } => {
             match (kafka, out) {
                 (Some(brokers), _) => {
-                    simulate_to_kafka(&run, brokers, [routing_topic, feedback_topic, tickets_topic], &format)
+                    simulate_to_kafka(&run, start, brokers, [routing_topic, feedback_topic, tickets_topic], &format)
                 }
-                (None, Some(out)) => {
-                    simulate(run.scenario, run.days, run.conversations_per_day, run.seed, &out, &format)
-                }
+                (None, Some(out)) => simulate(&run, start, &out, &format),
                 (None, None) => Err(anyhow::anyhow!("give --out DIR or --kafka BROKERS")),
             }
         }
@@ -202,18 +241,9 @@ fn effective_config_json(c: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(c)?)
 }
 
-fn simulate(
-    scenario: tierwatch::sim::Scenario,
-    days: u32,
-    per_day: u32,
-    seed: u64,
-    out: &std::path::Path,
-    format: &str,
-) -> anyhow::Result<()> {
-    let mut cfg = tierwatch::sim::SimConfig::new(scenario);
-    cfg.days = days;
-    cfg.conversations_per_day = per_day;
-    cfg.seed = seed;
+fn simulate(run: &ScenarioArgs, start: Option<SimStart>, out: &std::path::Path, format: &str) -> anyhow::Result<()> {
+    let cfg = run.sim_config(start);
+    let scenario = run.scenario;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let started = std::time::Instant::now();
     let summary = match format {
@@ -252,11 +282,14 @@ fn demo(opts: tierwatch::demo::DemoOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn simulate_to_kafka(run: &ScenarioArgs, brokers: String, topics: [String; 3], format: &str) -> anyhow::Result<()> {
-    let mut cfg = tierwatch::sim::SimConfig::new(run.scenario);
-    cfg.days = run.days;
-    cfg.conversations_per_day = run.conversations_per_day;
-    cfg.seed = run.seed;
+fn simulate_to_kafka(
+    run: &ScenarioArgs,
+    start: Option<SimStart>,
+    brokers: String,
+    topics: [String; 3],
+    format: &str,
+) -> anyhow::Result<()> {
+    let cfg = run.sim_config(start);
     let format = match format {
         "avro" | "jsonl" => tierwatch::decode::WireFormat::Avro,
         "confluent" => tierwatch::decode::WireFormat::Confluent,
