@@ -166,7 +166,11 @@ fn provisioning_dashboards_and_mounts_agree() {
                 (parts.next() == Some(src)).then(|| parts.next().unwrap_or_default().to_string())
             })
         };
-        assert_eq!(target("./grafana/dashboards").as_deref(), Some(path), "compose mounts the dashboards where the provider reads");
+        assert_eq!(
+            target("./grafana/dashboards").as_deref(),
+            Some(path),
+            "compose mounts the dashboards where the provider reads"
+        );
         assert_eq!(target("./grafana/provisioning").as_deref(), Some("/etc/grafana/provisioning"));
     } else {
         println!("no docker-compose.yml in this tree: the provider path was checked against {DASHBOARDS_PATH} only");
@@ -334,11 +338,14 @@ fn relations(sql: &str) -> (BTreeSet<String>, BTreeSet<String>) {
         .filter(|w| w[1].1 == "as" && plain[w[1].0 + 2..].trim_start().starts_with('('))
         .map(|w| w[0].1)
         .collect();
-    const EXTRACT_FIELDS: &[&str] = &["epoch", "year", "month", "day", "hour", "minute", "second", "dow", "doy", "week"];
+    const EXTRACT_FIELDS: &[&str] =
+        &["epoch", "year", "month", "day", "hour", "minute", "second", "dow", "doy", "week"];
     let internal = words.iter().filter(|(_, w)| w.starts_with("tw_")).map(|(_, w)| w.to_string()).collect();
     let mut out = BTreeSet::new();
     for (i, (_, w)) in words.iter().enumerate() {
-        if !(*w == "from" || *w == "join") || (i > 0 && (EXTRACT_FIELDS.contains(&words[i - 1].1) || words[i - 1].1 == "distinct")) {
+        if !(*w == "from" || *w == "join")
+            || (i > 0 && (EXTRACT_FIELDS.contains(&words[i - 1].1) || words[i - 1].1 == "distinct"))
+        {
             continue;
         }
         let Some((at, next)) = words.get(i + 1).copied() else { continue };
@@ -383,7 +390,8 @@ async fn run(pool: &sqlx::PgPool, sql: &str) -> Result<(Vec<Col>, i64), String> 
         return Err(format!("duplicate column names: {:?}", cols.iter().map(|c| &c.name).collect::<Vec<_>>()));
     }
     let counts = cols.iter().map(|c| format!("COUNT({})", quote_ident(&c.name))).collect::<Vec<_>>().join(", ");
-    let row = sqlx::query(&format!("SELECT {counts} FROM ({sql}) q")).fetch_one(pool).await.map_err(|e| format!("{e}"))?;
+    let row =
+        sqlx::query(&format!("SELECT {counts} FROM ({sql}) q")).fetch_one(pool).await.map_err(|e| format!("{e}"))?;
     for (i, c) in cols.iter_mut().enumerate() {
         c.non_null = row.try_get::<i64, _>(i).map_err(|e| format!("{e}"))?;
     }
@@ -461,7 +469,9 @@ async fn resolve_variables(
         let name = s(v, "name").to_string();
         let query = match v.get("query") {
             Some(Value::String(q)) => q.clone(),
-            Some(Value::Object(o)) => o.get("rawSql").or(o.get("query")).and_then(Value::as_str).unwrap_or_default().into(),
+            Some(Value::Object(o)) => {
+                o.get("rawSql").or(o.get("query")).and_then(Value::as_str).unwrap_or_default().into()
+            }
             _ => String::new(),
         };
         let options: Vec<String> = match s(v, "type") {
@@ -474,7 +484,10 @@ async fn resolve_variables(
                     .await
                     .unwrap_or_else(|e| panic!("{stem}: variable {name}: {e}\n{sql}"));
                 let col = rows.first().map(|r| r.columns()[0].type_info().name().to_string()).unwrap_or_default();
-                assert!(rows.is_empty() || TEXT.contains(&col.as_str()), "{stem}: variable {name} returns {col}, not text");
+                assert!(
+                    rows.is_empty() || TEXT.contains(&col.as_str()),
+                    "{stem}: variable {name} returns {col}, not text"
+                );
                 rows.iter().map(|r| r.get::<Option<String>, _>(0).unwrap_or_default()).collect()
             }
             "custom" => query.split(',').map(|x| x.trim().to_string()).collect(),
@@ -537,7 +550,8 @@ async fn every_dashboard_query_runs_on_the_replayed_postmortem() {
     println!("{}", replayed.lines().last().unwrap_or_default());
     println!("simulated and replayed in {:.1}s", started.elapsed().as_secs_f64());
     // The scenario's alerts fired, so the alert panels and annotations have something to show.
-    let kinds: Vec<String> = sqlx::query_scalar("SELECT DISTINCT kind FROM alerts ORDER BY 1").fetch_all(&env.pool).await.unwrap();
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT DISTINCT kind FROM alerts ORDER BY 1").fetch_all(&env.pool).await.unwrap();
     assert_eq!(kinds, ["aggregate_quality_regression", "confidence_drift", "tier_quality_regression"], "alert kinds");
 
     let start = tierwatch::sim::SimConfig::new(tierwatch::sim::Scenario::Postmortem).start;
@@ -582,10 +596,13 @@ async fn every_dashboard_query_runs_on_the_replayed_postmortem() {
             };
             match run(&env.pool, &sql).await {
                 Err(e) => failures.push(format!("{what} [{}]: {e}\n{sql}", q.ref_id)),
-                Ok((_, 0)) => failures.push(format!("{what} [{}]: no row on the replayed post-mortem\n{sql}", q.ref_id)),
+                Ok((_, 0)) => {
+                    failures.push(format!("{what} [{}]: no row on the replayed post-mortem\n{sql}", q.ref_id))
+                }
                 Ok((cols, n)) => {
                     if let Err(e) = check_shape(&q, &cols) {
-                        let got: Vec<String> = cols.iter().map(|c| format!("{} {} ({})", c.name, c.ty, c.non_null)).collect();
+                        let got: Vec<String> =
+                            cols.iter().map(|c| format!("{} {} ({})", c.name, c.ty, c.non_null)).collect();
                         failures.push(format!("{what} [{}]: {e}; columns: {}", q.ref_id, got.join(", ")));
                     }
                     report.push((what, q.ref_id.clone(), q.kind.label().into(), reads, n));
@@ -626,7 +643,10 @@ mod grafana {
     pub enum Selected {
         Values(Vec<String>),
         /// The All option: every option, or the variable's custom all value.
-        All { options: Vec<String>, custom: Option<String> },
+        All {
+            options: Vec<String>,
+            custom: Option<String>,
+        },
     }
 
     pub struct Var {
@@ -648,8 +668,24 @@ mod grafana {
     /// below the panel's minimum interval.
     pub fn interval_ms(range: &Range, min: Option<&str>) -> i64 {
         const STEPS: &[i64] = &[
-            1_000, 5_000, 10_000, 15_000, 30_000, 60_000, 300_000, 600_000, 900_000, 1_800_000, 3_600_000,
-            7_200_000, 10_800_000, 21_600_000, 43_200_000, DAY_MS, 7 * DAY_MS, 30 * DAY_MS,
+            1_000,
+            5_000,
+            10_000,
+            15_000,
+            30_000,
+            60_000,
+            300_000,
+            600_000,
+            900_000,
+            1_800_000,
+            3_600_000,
+            7_200_000,
+            10_800_000,
+            21_600_000,
+            43_200_000,
+            DAY_MS,
+            7 * DAY_MS,
+            30 * DAY_MS,
         ];
         let raw = (range.to - range.from).num_milliseconds() / 1000;
         let auto = STEPS.iter().copied().find(|s| *s >= raw).unwrap_or(30 * DAY_MS);
@@ -720,19 +756,17 @@ mod grafana {
         while let Some(i) = rest.find(['$', '[']) {
             out.push_str(&rest[..i]);
             let tail = &rest[i..];
-            if let Some(t) = tail.strip_prefix("[[") {
-                let end = t.find("]]").ok_or("unterminated [[variable]]")?;
+            let braced =
+                tail.strip_prefix("[[").map(|t| (t, "]]")).or_else(|| tail.strip_prefix("${").map(|t| (t, "}")));
+            if let Some((t, close)) = braced {
+                let end =
+                    t.find(close).ok_or_else(|| format!("unterminated variable `{}`", &tail[..tail.len().min(20)]))?;
                 let (name, format) = t[..end].split_once(':').map_or((&t[..end], None), |(n, f)| (n, Some(f)));
                 out.push_str(&lookup(name, format, interval_ms, vars)?);
-                rest = &t[end + 2..];
-            } else if tail.starts_with('[') {
+                rest = &t[end + close.len()..];
+            } else if let Some(t) = tail.strip_prefix('[') {
                 out.push('[');
-                rest = &tail[1..];
-            } else if let Some(t) = tail.strip_prefix("${") {
-                let end = t.find('}').ok_or("unterminated ${variable}")?;
-                let (name, format) = t[..end].split_once(':').map_or((&t[..end], None), |(n, f)| (n, Some(f)));
-                out.push_str(&lookup(name, format, interval_ms, vars)?);
-                rest = &t[end + 1..];
+                rest = t;
             } else {
                 let t = &tail[1..];
                 let n = ident_len(t);
