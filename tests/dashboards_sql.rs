@@ -198,6 +198,28 @@ fn provisioning_dashboards_and_mounts_agree() {
             let (ty, _) = ds.get(uid).unwrap_or_else(|| panic!("{at}: datasource {r} is not a provisioned uid"));
             assert_eq!(s(&r, "type"), ty, "{at}: datasource type");
         }
+        // Panel ids are unique; the top-level panels fit the 24-column grid without overlapping.
+        let mut ids = BTreeSet::new();
+        for p in panels(&dash) {
+            let id = p.get("id").and_then(Value::as_i64);
+            assert!(
+                id.is_some_and(|id| ids.insert(id)),
+                "{stem}/{}: panel id {id:?} missing or repeated",
+                s(p, "title")
+            );
+        }
+        let mut placed: Vec<(&str, [i64; 4])> = vec![];
+        for p in dash.get("panels").and_then(Value::as_array).into_iter().flatten() {
+            let title = s(p, "title");
+            let g =
+                ["x", "y", "w", "h"].map(|k| p.pointer(&format!("/gridPos/{k}")).and_then(Value::as_i64).unwrap_or(-1));
+            assert!(g.iter().all(|v| *v >= 0) && g[2] > 0 && g[0] + g[2] <= 24, "{stem}/{title}: gridPos {g:?}");
+            for (other, o) in &placed {
+                let apart = g[0] + g[2] <= o[0] || o[0] + o[2] <= g[0] || g[1] + g[3] <= o[1] || o[1] + o[3] <= g[1];
+                assert!(apart, "{stem}: panels {title:?} and {other:?} overlap");
+            }
+            placed.push((title, g));
+        }
         for p in panels(&dash) {
             if p.get("type").and_then(Value::as_str) == Some("row") {
                 continue;
