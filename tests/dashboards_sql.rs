@@ -576,7 +576,9 @@ async fn every_dashboard_query_runs_on_the_replayed_postmortem() {
     // The scenario's alerts fired, so the alert panels and annotations have something to show.
     let kinds: Vec<String> =
         sqlx::query_scalar("SELECT DISTINCT kind FROM alerts ORDER BY 1").fetch_all(&env.pool).await.unwrap();
-    assert_eq!(kinds, ["aggregate_quality_regression", "confidence_drift", "tier_quality_regression"], "alert kinds");
+    for kind in ["confidence_drift", "tier_quality_regression", "aggregate_quality_regression"] {
+        assert!(kinds.iter().any(|k| k == kind), "no {kind} alert on the replayed post-mortem: {kinds:?}");
+    }
 
     let start = tierwatch::sim::SimConfig::new(tierwatch::sim::Scenario::Postmortem).start;
     let from = start.and_hms_opt(0, 0, 0).unwrap().and_utc();
