@@ -1,219 +1,18 @@
-//! The demo's self-contained HTML report: inline SVG charts drawn with `plotters`, inline CSS, no
-//! scripts or external assets, so the file can be mailed or attached to a post-mortem as is.
-//!
-//! Every figure is read back from the public views, the same ones a Grafana dashboard queries:
-//! `deflection_daily`, `tier_quality_daily`, `confidence_drift_daily`, `human_volume_daily`,
-//! `ledger_daily` and `alerts`.
+//! The page: inline SVG charts drawn with `plotters`, the two ledgers and the other tables as
+//! HTML, inline CSS, no scripts and nothing external.
 
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::fmt::Write as _;
 
 use chrono::NaiveDate;
 use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
-use sqlx::Row;
 
-use super::{AlertMark, Timeline};
-use crate::alert::misroute::EstimateDay;
+use super::load::{DriftDay, ReportData, TRAILING_DAYS};
+use super::Page;
 use crate::alert::quality::{AGGREGATE_KIND, KIND as QUALITY_KIND};
-use crate::config::Config;
-use crate::drift::evaluator::EvalStore;
 use crate::drift::evaluator::DRIFT_KIND;
-use crate::metrics::DAY_MS;
 use crate::stats::wilson95;
-use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite_eval::SqliteEvalStore;
-
-/// Days pooled by the rate charts: daily rates at demo volume are too noisy to read.
-const TRAILING_DAYS: usize = 7;
-
-/// Per (day, tier) counters.
-#[derive(Debug, Clone, Copy, Default)]
-struct TierDay {
-    conversations: u64,
-    failed: u64,
-    decisions: u64,
-    thumbs_down: u64,
-}
-
-/// One day of one drift window.
-#[derive(Debug, Clone, Copy, Default)]
-struct DriftDay {
-    ks_d: Option<f64>,
-    psi: Option<f64>,
-    psi_noise: Option<f64>,
-    share_expected: Option<f64>,
-    share_observed: Option<f64>,
-}
-
-/// One day of the ledger and the human volume.
-#[derive(Debug, Clone, Copy, Default)]
-struct MoneyDay {
-    inference_saved: f64,
-    excess_human: f64,
-    human_cost: f64,
-    tickets: u64,
-}
-
-/// Everything the charts draw, read from the views.
-pub struct ReportData {
-    /// `rescore_estimates_daily` of the routed-down tiers, by day index (what the misroute rule
-    /// judges).
-    misroute: BTreeMap<i64, EstimateDay>,
-    /// Per day index: (scored samples judged misrouted, scored samples), unweighted.
-    sample_share: BTreeMap<usize, (u64, u64)>,
-    start: NaiveDate,
-    days: usize,
-    tiers: BTreeMap<String, BTreeMap<usize, TierDay>>,
-    drift: BTreeMap<String, BTreeMap<usize, DriftDay>>,
-    money: BTreeMap<usize, MoneyDay>,
-    thresholds: Thresholds,
-    window_hours: f64,
-}
-
-struct Thresholds {
-    warning_d: f64,
-    critical_d: f64,
-    warning_psi: f64,
-    critical_psi: f64,
-}
-
-fn day_index(start: NaiveDate, day: &str) -> anyhow::Result<Option<usize>> {
-    let d = NaiveDate::parse_from_str(day, "%Y-%m-%d").map_err(|e| anyhow::anyhow!("day {day:?}: {e}"))?;
-    Ok(usize::try_from((d - start).num_days()).ok())
-}
-
-impl ReportData {
-    pub async fn load(store: &Arc<SqliteStore>, cfg: &Config, timeline: &Timeline) -> anyhow::Result<ReportData> {
-        let pool = store.pool();
-        let start = timeline.start;
-        let mut tiers: BTreeMap<String, BTreeMap<usize, TierDay>> = BTreeMap::new();
-        // Two (count, trials) pairs per tier and day, from two views.
-        type SetPair = fn(&mut TierDay, u64, u64);
-        let sources: [(&str, SetPair); 2] = [
-            (
-                "SELECT day, tier, SUM(ai_conversations), SUM(failed_deflections) FROM deflection_daily GROUP BY day, tier",
-                |e, conversations, failed| (e.conversations, e.failed) = (conversations, failed),
-            ),
-            (
-                "SELECT day, tier, SUM(decisions), SUM(thumbs_down) FROM tier_quality_daily GROUP BY day, tier",
-                |e, decisions, thumbs_down| (e.decisions, e.thumbs_down) = (decisions, thumbs_down),
-            ),
-        ];
-        for (sql, set) in sources {
-            for r in sqlx::query(sql).fetch_all(pool).await? {
-                let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-                let e = tiers.entry(r.try_get(1)?).or_default().entry(d).or_default();
-                set(e, r.try_get::<i64, _>(2)?.max(0) as u64, r.try_get::<i64, _>(3)?.max(0) as u64);
-            }
-        }
-        let mut drift: BTreeMap<String, BTreeMap<usize, DriftDay>> = BTreeMap::new();
-        let rows = sqlx::query(
-            // Evaluated windows only: a day below `drift.min_n` (e.g. the drain after the last
-            // simulated day) has a meaningless D.
-            "SELECT day, \"window\", ks_d, psi, psi_noise, cheap_share_expected, cheap_share_observed \
-             FROM confidence_drift_daily \
-             WHERE signal = 'router_confidence' AND status IN ('ok', 'warning', 'critical') ORDER BY day",
-        )
-        .fetch_all(pool)
-        .await?;
-        for r in rows {
-            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-            drift.entry(r.try_get(1)?).or_default().insert(
-                d,
-                DriftDay {
-                    ks_d: r.try_get(2)?,
-                    psi: r.try_get(3)?,
-                    psi_noise: r.try_get(4)?,
-                    share_expected: r.try_get(5)?,
-                    share_observed: r.try_get(6)?,
-                },
-            );
-        }
-        let mut money: BTreeMap<usize, MoneyDay> = BTreeMap::new();
-        for r in sqlx::query("SELECT day, inference_saved_usd, excess_human_cost_usd FROM ledger_daily")
-            .fetch_all(pool)
-            .await?
-        {
-            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-            let e = money.entry(d).or_default();
-            e.inference_saved = r.try_get::<Option<f64>, _>(1)?.unwrap_or(0.0);
-            e.excess_human = r.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0);
-        }
-        for r in
-            sqlx::query("SELECT day, SUM(tickets_opened), SUM(human_cost_usd) FROM human_volume_daily GROUP BY day")
-                .fetch_all(pool)
-                .await?
-        {
-            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-            let e = money.entry(d).or_default();
-            e.tickets = r.try_get::<i64, _>(1)?.max(0) as u64;
-            e.human_cost = r.try_get::<Option<f64>, _>(2)?.unwrap_or(0.0);
-        }
-        // The rescoring slice of the routed-down tiers: the daily estimates as the alert rule reads
-        // them, and the plain (biased) share of the sample for comparison.
-        let eval = SqliteEvalStore::new(store.clone());
-        let start_day = start.and_hms_opt(0, 0, 0).map_or(0, |d| d.and_utc().timestamp_millis()).div_euclid(DAY_MS);
-        let mut misroute: BTreeMap<i64, EstimateDay> = BTreeMap::new();
-        for (day_ms, _tier, e) in eval.rescore_estimates(&cfg.ledger.capable_tier).await? {
-            // One routed-down tier in the demo; more would be pooled by the alert rule per tier.
-            misroute.insert(day_ms.div_euclid(DAY_MS) - start_day, e);
-        }
-        let mut sample_share: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
-        for r in sqlx::query(
-            "SELECT day, SUM(suspected_misroute), COUNT(*) FROM review_queue \
-             WHERE tier <> ? AND status = 'scored' GROUP BY day",
-        )
-        .bind(&cfg.ledger.capable_tier)
-        .fetch_all(pool)
-        .await?
-        {
-            let Some(d) = day_index(start, &r.try_get::<String, _>(0)?)? else { continue };
-            sample_share.insert(d, (r.try_get::<i64, _>(1)?.max(0) as u64, r.try_get::<i64, _>(2)?.max(0) as u64));
-        }
-        Ok(ReportData {
-            misroute,
-            sample_share,
-            start,
-            days: timeline.days as usize,
-            tiers,
-            drift,
-            money,
-            thresholds: Thresholds {
-                warning_d: cfg.drift.warning_ks_d,
-                critical_d: cfg.drift.critical_ks_d,
-                warning_psi: cfg.drift.warning_psi,
-                critical_psi: cfg.drift.critical_psi,
-            },
-            window_hours: cfg.attribution.window_hours,
-        })
-    }
-
-    /// Trailing-window pooled rate with its Wilson 95% interval, per day: (day, rate, lo, hi).
-    fn trailing(&self, tier: Option<&str>, f: impl Fn(&TierDay) -> (u64, u64)) -> Vec<(f64, f64, f64, f64)> {
-        let mut out = vec![];
-        for day in (TRAILING_DAYS - 1)..self.days {
-            let (mut x, mut n) = (0, 0);
-            for d in (day + 1 - TRAILING_DAYS)..=day {
-                for (t, by_day) in &self.tiers {
-                    if tier.is_some_and(|want| want != t) {
-                        continue;
-                    }
-                    if let Some(c) = by_day.get(&d) {
-                        let (a, b) = f(c);
-                        x += a;
-                        n += b;
-                    }
-                }
-            }
-            if let Some((lo, hi)) = wilson95(x, n) {
-                out.push((day as f64 + 1.0, x as f64 / n as f64, lo, hi));
-            }
-        }
-        out
-    }
-}
 
 type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<RangedCoordf64, RangedCoordf64>>;
@@ -231,18 +30,22 @@ const PER_TIER_MARKER: RGBColor = RGBColor(214, 39, 40);
 const POOLED: RGBColor = RGBColor(90, 90, 90);
 const DRIFT_COLOR: RGBColor = RGBColor(255, 127, 14);
 
-/// The first firing of the three headline rules, for vertical markers: (day offset, label, colour).
-fn markers(timeline: &Timeline) -> Vec<(f64, String, RGBColor)> {
-    let start = timeline.start.and_hms_opt(0, 0, 0).map(|d| d.and_utc());
-    let at = |a: &AlertMark| start.map(|s| (a.fired_at - s).num_milliseconds() as f64 / 86_400_000.0);
+/// The first firing of the three headline rules within the range, for vertical markers: (day
+/// offset, label, colour).
+fn markers(data: &ReportData) -> Vec<(f64, String, RGBColor)> {
+    let Some(start) = data.start.and_hms_opt(0, 0, 0).map(|d| d.and_utc()) else { return vec![] };
     let mut out = vec![];
     for (kind, label, color) in [
         (DRIFT_KIND, "drift alert", DRIFT_COLOR),
         (QUALITY_KIND, "per-tier alert", PER_TIER_MARKER),
         (AGGREGATE_KIND, "aggregate signal", POOLED),
     ] {
-        if let Some(x) = timeline.first(kind).and_then(at) {
-            out.push((x, label.to_owned(), color));
+        let first = data.alerts.iter().filter(|a| a.kind == kind).min_by_key(|a| a.fired_at);
+        if let Some(a) = first {
+            let x = (a.fired_at - start).num_milliseconds() as f64 / 86_400_000.0;
+            if (0.0..=data.days as f64).contains(&x) {
+                out.push((x, label.to_owned(), color));
+            }
         }
     }
     out
@@ -254,7 +57,6 @@ fn svg_chart(
     y_desc: &str,
     y_range: std::ops::Range<f64>,
     data: &ReportData,
-    timeline: &Timeline,
     draw: impl FnOnce(&mut Chart<'_, '_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<String> {
     let mut svg = String::new();
@@ -266,7 +68,7 @@ fn svg_chart(
             chart_builder(&root, title).build_cartesian_2d(0f64..data.days as f64, y_range.clone()).map_err(pe)?;
         draw_mesh(&mut chart, &x_fmt, y_desc)?;
         draw(&mut chart)?;
-        draw_markers(&mut chart, timeline, y_range, &x_fmt)?;
+        draw_markers(&mut chart, data, y_range, &x_fmt)?;
         draw_legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
         root.present().map_err(pe)?;
     }
@@ -317,11 +119,11 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, CT: CoordTranslate>(
 /// The first firing of each headline rule as a dashed vertical line, labelled with its date.
 fn draw_markers<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
     chart: &mut ChartContext<'_, DB, CT>,
-    timeline: &Timeline,
+    data: &ReportData,
     y_range: std::ops::Range<f64>,
     x_fmt: &dyn Fn(&f64) -> String,
 ) -> anyhow::Result<()> {
-    for (x, label, color) in markers(timeline) {
+    for (x, label, color) in markers(data) {
         chart
             .draw_series(DashedLineSeries::new(
                 [(x, y_range.start), (x, y_range.end)],
@@ -367,9 +169,10 @@ fn y_max(values: impl Iterator<Item = f64>, floor: f64) -> f64 {
 type NamedRates = (String, Vec<(f64, f64, f64, f64)>);
 
 /// The whole report.
-pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> {
+pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
     let tier_names: Vec<&String> = data.tiers.keys().collect();
-    let mut charts: Vec<(String, String)> = vec![];
+    // (caption, the chart or `None` when it has nothing to draw in the range)
+    let mut charts: Vec<(String, Option<String>)> = vec![];
 
     // 1. Failed-deflection rate per tier and pooled.
     let failed: Vec<NamedRates> = tier_names
@@ -382,14 +185,17 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
         format!(
             "Failed deflections: share of AI conversations followed by a human ticket within {} h, per tier \
              ({TRAILING_DAYS}-day trailing, Wilson 95% band). The pooled line is what a single-model dashboard shows.",
-            data.window_hours
+            data.settings.window_hours
         ),
-        svg_chart("Failed-deflection rate by tier (%)", "% of conversations", 0.0..top, data, timeline, |c| {
-            for (i, (name, pts)) in failed.iter().enumerate() {
+        chart_or_none(any_points(&failed), || {
+            svg_chart("Failed-deflection rate by tier (%)", "% of conversations", 0.0..top, data, |c| {
+                draw_immature(c, data, 0.0..top)?;
+                for (i, (name, pts)) in failed.iter().enumerate() {
                 let color = if i == failed.len() - 1 { POOLED } else { TIER_COLORS[i % TIER_COLORS.len()] };
-                rate_series(c, pts, 100.0, color, name)?;
-            }
-            Ok(())
+                    rate_series(c, pts, 100.0, color, name)?;
+                }
+                Ok(())
+            })
         })?,
     ));
 
@@ -404,12 +210,15 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
         "Thumbs-down per 1,000 decisions: sparse, and barely moving while customers take the problem to \
          human support instead."
             .to_owned(),
-        svg_chart("Thumbs-down per 1,000 decisions by tier", "per 1,000", 0.0..top, data, timeline, |c| {
-            for (i, (name, pts)) in thumbs.iter().enumerate() {
+        chart_or_none(any_points(&thumbs), || {
+            svg_chart("Thumbs-down per 1,000 decisions by tier", "per 1,000", 0.0..top, data, |c| {
+                draw_immature(c, data, 0.0..top)?;
+                for (i, (name, pts)) in thumbs.iter().enumerate() {
                 let color = if i == thumbs.len() - 1 { POOLED } else { TIER_COLORS[i % TIER_COLORS.len()] };
-                rate_series(c, pts, 1000.0, color, name)?;
-            }
-            Ok(())
+                    rate_series(c, pts, 1000.0, color, name)?;
+                }
+                Ok(())
+            })
         })?,
     ));
 
@@ -436,7 +245,8 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
                  w = 1/p, interval from Kish's effective sample size) it estimates the tier's population; the plain share of the sample over-weights the low-margin \
                  and out-of-distribution queries the sampler oversamples, and is biased."
             ),
-            svg_chart("Suspected misroutes in the cheap tier (%)", "% of decisions", 0.0..top, data, timeline, |c| {
+            chart_or_none(!weighted.is_empty() || !naive.is_empty(), || {
+                svg_chart("Suspected misroutes in the cheap tier (%)", "% of decisions", 0.0..top, data, |c| {
                 rate_series(c, &weighted, 100.0, TIER_COLORS[1], "weighted estimate (population)")?;
                 line(
                     c,
@@ -445,6 +255,7 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
                     "unweighted share of the sample (biased)",
                 )?;
                 Ok(())
+            })
             })?,
         ));
     }
@@ -458,20 +269,22 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
     };
     let ks1 = series("1d", |d| d.ks_d);
     let ks7 = series("7d", |d| d.ks_d);
-    let top = y_max(ks1.iter().chain(&ks7).map(|p| p.1), data.thresholds.critical_d);
-    let th = &data.thresholds;
+    let top = y_max(ks1.iter().chain(&ks7).map(|p| p.1), data.settings.thresholds.critical_d);
+    let th = &data.settings.thresholds;
     charts.push((
         format!(
             "Router confidence against its training-time reference: Kolmogorov–Smirnov D per day (1-day and rolling \
              7-day windows). Warning at D ≥ {} and critical at D ≥ {} (both gated on p < 0.001).",
             th.warning_d, th.critical_d
         ),
-        svg_chart("Confidence drift: KS D", "KS D", 0.0..top, data, timeline, |c| {
+        chart_or_none(!ks1.is_empty() || !ks7.is_empty(), || {
+            svg_chart("Confidence drift: KS D", "KS D", 0.0..top, data, |c| {
             hline(c, th.warning_d, DRIFT_COLOR.mix(0.6), "warning threshold", data.days)?;
             hline(c, th.critical_d, RGBColor(200, 0, 0).mix(0.6), "critical threshold", data.days)?;
             line(c, &ks1, RGBColor(160, 160, 160), "1-day window")?;
             line(c, &ks7, RGBColor(31, 119, 180), "7-day window")?;
             Ok(())
+        })
         })?,
     ));
 
@@ -486,13 +299,15 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
              max({}, noise); a slow mixture shift moves KS D for weeks before PSI reaches these bands.",
             th.warning_psi, th.critical_psi
         ),
-        svg_chart("Confidence drift: PSI", "PSI", 0.0..top, data, timeline, |c| {
+        chart_or_none(!psi1.is_empty() || !psi7.is_empty(), || {
+            svg_chart("Confidence drift: PSI", "PSI", 0.0..top, data, |c| {
             hline(c, th.warning_psi, DRIFT_COLOR.mix(0.6), "warning band", data.days)?;
             hline(c, th.critical_psi, RGBColor(200, 0, 0).mix(0.6), "critical band", data.days)?;
             line(c, &psi1, RGBColor(160, 160, 160), "1-day window")?;
             line(c, &psi7, RGBColor(31, 119, 180), "7-day window")?;
             line(c, &noise7, RGBColor(120, 120, 120).mix(0.5), "7-day noise level")?;
             Ok(())
+        })
         })?,
     ));
 
@@ -504,10 +319,12 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
         "Share of decisions routed to the cheap tier: what the router was calibrated to send (the reference above \
          the threshold) against what it sends. The gap is the cost owner's view of confidence drift."
             .to_owned(),
-        svg_chart("Routed to the cheap tier (%)", "% of decisions", 0.0..top, data, timeline, |c| {
+        chart_or_none(!exp.is_empty() || !obs.is_empty(), || {
+            svg_chart("Routed to the cheap tier (%)", "% of decisions", 0.0..top, data, |c| {
             line(c, &exp, RGBColor(160, 160, 160), "expected from the reference")?;
             line(c, &obs, PER_TIER_MARKER, "observed")?;
             Ok(())
+        })
         })?,
     ));
 
@@ -520,7 +337,9 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
         "AI deflection rate (conversations not followed by a ticket, pooled, 7-day trailing) against the tickets \
          human support opens per day (all channels, attributed or not)."
             .to_owned(),
-        dual_chart(data, timeline, &deflection, &tickets, (lo_d - 1.0).max(0.0)..100.0, 0.0..top_t)?,
+        chart_or_none(!deflection.is_empty(), || {
+            dual_chart(data, &deflection, &tickets, (lo_d - 1.0).max(0.0)..100.0, 0.0..top_t)
+        })?,
     ));
 
     // 7. Money: cumulative inference savings against excess human cost.
@@ -537,14 +356,50 @@ pub fn render(data: &ReportData, timeline: &Timeline) -> anyhow::Result<String> 
          human-support cost of failed deflections above the baseline rate, here the capable tier's same-day rate \
          (support's books; a lower bound, since the cheap tier is routed the easier queries)."
             .to_owned(),
-        svg_chart("Inference savings vs excess human cost (cumulative USD)", "USD", 0.0..top, data, timeline, |c| {
-            line(c, &saved, TIER_COLORS[2], "inference saved")?;
-            line(c, &excess, PER_TIER_MARKER, "excess human cost")?;
-            Ok(())
+        chart_or_none(!saved.is_empty(), || {
+            svg_chart("Inference savings vs excess human cost (cumulative USD)", "USD", 0.0..top, data, |c| {
+                draw_immature(c, data, 0.0..top)?;
+                line(c, &saved, TIER_COLORS[2], "inference saved")?;
+                line(c, &excess, PER_TIER_MARKER, "excess human cost")?;
+                Ok(())
+            })
         })?,
     ));
 
-    Ok(html(timeline, &charts))
+    Ok(html(page, &charts, &super::tables::tables(data)))
+}
+
+/// Whether any of the named series has a point.
+fn any_points(series: &[NamedRates]) -> bool {
+    series.iter().any(|(_, p)| !p.is_empty())
+}
+
+/// The chart, or `None` when it would have nothing to draw.
+fn chart_or_none(has_data: bool, draw: impl FnOnce() -> anyhow::Result<String>) -> anyhow::Result<Option<String>> {
+    if has_data {
+        draw().map(Some)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Shade the days whose cohorts are not mature yet: their outcome rates and costs still grow.
+fn draw_immature<DB: DrawingBackend, CT: CoordTranslate<From = (f64, f64)>>(
+    chart: &mut ChartContext<'_, DB, CT>,
+    data: &ReportData,
+    y_range: std::ops::Range<f64>,
+) -> anyhow::Result<()> {
+    let Some(first) = data.first_immature.filter(|d| *d < data.days) else { return Ok(()) };
+    let color = RGBColor(120, 120, 120).mix(0.12);
+    chart
+        .draw_series(std::iter::once(Rectangle::new(
+            [(first as f64, y_range.start), (data.days as f64, y_range.end)],
+            color.filled(),
+        )))
+        .map_err(pe)?
+        .label("immature cohorts (tickets may still arrive)")
+        .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.filled()));
+    Ok(())
 }
 
 fn line(c: &mut Chart<'_, '_>, pts: &[(f64, f64)], color: impl Into<ShapeStyle>, label: &str) -> anyhow::Result<()> {
@@ -571,7 +426,6 @@ fn hline(c: &mut Chart<'_, '_>, y: f64, color: impl Into<ShapeStyle>, label: &st
 
 fn dual_chart(
     data: &ReportData,
-    timeline: &Timeline,
     deflection: &[(f64, f64, f64, f64)],
     tickets: &[(f64, f64)],
     left: std::ops::Range<f64>,
@@ -589,6 +443,7 @@ fn dual_chart(
             .set_secondary_coord(0f64..data.days as f64, right);
         draw_mesh(&mut chart, &x_fmt, "AI deflection rate (%)")?;
         chart.configure_secondary_axes().y_desc("tickets opened per day").draw().map_err(pe)?;
+        draw_immature(&mut chart, data, left.clone())?;
         let color = TIER_COLORS[0];
         let band: Vec<(f64, f64)> = deflection
             .iter()
@@ -607,35 +462,64 @@ fn dual_chart(
             .map_err(pe)?
             .label("tickets opened per day (right)")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], tc.stroke_width(2)));
-        draw_markers(&mut chart, timeline, left.clone(), &x_fmt)?;
+        draw_markers(&mut chart, data, left.clone(), &x_fmt)?;
         draw_legend(&mut chart, SeriesLabelPosition::LowerLeft)?;
         root.present().map_err(pe)?;
     }
     Ok(svg)
 }
 
-fn escape(s: &str) -> String {
+pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
 
-fn html(timeline: &Timeline, charts: &[(String, String)]) -> String {
-    let mut s = String::from(
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>tierwatch demo report</title>\n\
-         <style>body{font-family:system-ui,sans-serif;max-width:1020px;margin:2em auto;color:#222}\
-         pre{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}\
-         figure{margin:2em 0}figcaption{font-size:14px;color:#444;margin-bottom:.4em}</style>\n</head><body>\n",
+/// What the dashed vertical lines on the charts mean.
+pub const MARKERS_NOTE: &str = "Vertical dashed lines mark the first firing of the confidence-drift alert, the \
+     per-tier quality alert and the aggregate (all tiers pooled) quality signal under the same rule. Quality rules \
+     judge mature cohorts only, so each is known one attribution window after its marker.";
+
+/// The document up to the end of the page's heading: inline CSS, no script, nothing external.
+fn head(page: &Page) -> String {
+    let mut s = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>{}</title>\n\
+         <style>body{{font-family:system-ui,sans-serif;max-width:1020px;margin:2em auto;color:#222}}\
+         pre{{background:#f6f6f6;padding:1em;overflow-x:auto;font-size:12px}}\
+         figure{{margin:2em 0}}figcaption{{font-size:14px;color:#444;margin-bottom:.4em}}\
+         table{{border-collapse:collapse;font-size:12px;margin:.6em 0 2em}}\
+         th,td{{padding:2px 7px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}}\
+         th{{background:#f3f3f3}}td.l,th.l{{text-align:left}}tr.immature td{{color:#888;font-style:italic}}\
+         .nodata{{background:#fff6e0;border:1px solid #f0d080;padding:1em}}</style>\n</head><body>\n\
+         <h1>{}</h1>\n<p>{}</p>\n",
+        escape(&page.title),
+        escape(&page.heading),
+        escape(&page.intro)
     );
-    s.push_str(&format!(
-        "<h1>tierwatch: the {} scenario</h1>\n<p>Simulated traffic through the production pipeline into the \
-         embedded store. Vertical dashed lines mark the first firing of the confidence-drift alert, the per-tier \
-         quality alert and the aggregate (all tiers pooled) quality signal under the same rule. Quality rules judge \
-         mature cohorts only, so each is known one attribution window after its marker.</p>\n<pre>{}</pre>\n",
-        timeline.scenario,
-        escape(&timeline.render())
-    ));
-    for (caption, svg) in charts {
-        s.push_str(&format!("<figure><figcaption>{}</figcaption>\n{svg}\n</figure>\n", escape(caption)));
+    if let Some(pre) = &page.preformatted {
+        let _ = writeln!(s, "<pre>{}</pre>", escape(pre));
     }
+    s
+}
+
+fn html(page: &Page, charts: &[(String, Option<String>)], tables: &str) -> String {
+    let mut s = head(page);
+    for (caption, svg) in charts {
+        let body = svg.as_deref().unwrap_or(NO_CHART_DATA);
+        let _ = writeln!(s, "<figure><figcaption>{}</figcaption>\n{body}\n</figure>", escape(caption));
+    }
+    s.push_str(tables);
     s.push_str("</body></html>\n");
+    s
+}
+
+/// In place of a chart that has nothing to draw in the range.
+pub const NO_CHART_DATA: &str = "<p class=\"nodata\">No data for this chart in this range yet.</p>";
+
+/// The page of a store that holds no data (in the range) yet.
+pub fn empty_page(page: &Page) -> String {
+    let mut s = head(page);
+    s.push_str(
+        "<p class=\"nodata\">No data yet: the store holds no AI conversation and no support ticket in this range. \
+         The page fills in once the daemon has committed its first batches.</p>\n</body></html>\n",
+    );
     s
 }
