@@ -29,7 +29,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sqlx::sqlite::SqlitePoolOptions;
-use tierwatch::event::Event;
 use tierwatch::sim::{Scenario, SimConfig};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -71,19 +70,6 @@ fn settings_toml() -> String {
          [rescore]\nmodel_path = \"{}\"\nqueue_capacity = 100000\n",
         model_path().display()
     )
-}
-
-/// Messages per topic of the simulated run.
-fn expected_counts() -> [i64; 3] {
-    let mut counts = [0i64; 3];
-    for ev in tierwatch::sim::generate(&sim()).events {
-        counts[match ev {
-            Event::Decision(_) => 0,
-            Event::Feedback(_) => 1,
-            Event::Ticket(_) => 2,
-        }] += 1;
-    }
-    counts
 }
 
 /// GET with the response's header block: (status line, headers lowercased, body).
@@ -172,7 +158,8 @@ fn chromium(url: &str, mode_args: &[String], work: &Path, name: &str) -> (String
     };
     let stderr = std::fs::read_to_string(&stderr_path).unwrap_or_default();
     assert!(status.success(), "chromium {status}: {stderr}");
-    let log = std::fs::read_to_string(&netlog).unwrap_or_else(|e| panic!("no netlog {}: {e}\n{stderr}", netlog.display()));
+    let log =
+        std::fs::read_to_string(&netlog).unwrap_or_else(|e| panic!("no netlog {}: {e}\n{stderr}", netlog.display()));
     (std::fs::read_to_string(&stdout_path).unwrap(), netlog_requests(&log), stderr)
 }
 
@@ -249,13 +236,20 @@ async fn live_report_loads_in_headless_chromium_with_every_chart_and_nothing_ext
     let s = sim();
     let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
         .args(["simulate", "--kafka", &env.brokers, "--format", "avro"])
-        .args(["--routing-topic", &env.topics[0], "--feedback-topic", &env.topics[1], "--tickets-topic", &env.topics[2]])
+        .args([
+            "--routing-topic",
+            &env.topics[0],
+            "--feedback-topic",
+            &env.topics[1],
+            "--tickets-topic",
+            &env.topics[2],
+        ])
         .args(["--days", &s.days.to_string(), "--conversations-per-day", &s.conversations_per_day.to_string()])
         .args(["--seed", &s.seed.to_string()])
         .output()
         .expect("run tierwatch simulate");
     assert!(out.status.success(), "simulate: {}", String::from_utf8_lossy(&out.stderr));
-    let counts = expected_counts();
+    let counts = sim_counts(&sim());
 
     let port = free_port();
     let db = env.dir.path().join("tierwatch.sqlite");
@@ -288,19 +282,31 @@ async fn live_report_loads_in_headless_chromium_with_every_chart_and_nothing_ext
     assert!(status.contains("200"), "{status}");
     assert!(headers.contains("content-type: text/html; charset=utf-8"), "{headers}");
 
-    let pool = SqlitePoolOptions::new().max_connections(1).connect(&format!("sqlite://{}", db.display())).await.unwrap();
+    let pool =
+        SqlitePoolOptions::new().max_connections(1).connect(&format!("sqlite://{}", db.display())).await.unwrap();
     let timeout = Duration::from_secs(180);
     for (topic, want) in env.topics.iter().zip(counts) {
         let sql = format!("SELECT COALESCE(SUM(next_offset), 0) FROM tw_offsets WHERE topic = '{topic}'");
         let got = wait_sqlite(&pool, &sql, want, &mut daemon, timeout).await;
         assert_eq!(got, want, "{topic}");
     }
-    println!("committed {counts:?} after {:.1}s; the first page said: {}", test_started.elapsed().as_secs_f64(),
-        if body.contains("No data yet") { "no data yet" } else { "(already had data)" });
+    println!(
+        "committed {counts:?} after {:.1}s; the first page said: {}",
+        test_started.elapsed().as_secs_f64(),
+        if body.contains("No data yet") { "no data yet" } else { "(already had data)" }
+    );
     // Evaluated drift (both windows), and the rescoring slice scored with nothing pending.
     wait_sqlite(&pool, "SELECT COUNT(*) FROM confidence_drift_daily WHERE signal = 'router_confidence' AND status IN ('ok','warning','critical') AND \"window\" = '7d'", 3, &mut daemon, timeout).await;
-    let scored = wait_sqlite(&pool, "SELECT COUNT(*) FROM review_queue WHERE status = 'scored'", 20, &mut daemon, timeout).await;
-    wait_sqlite(&pool, "SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END FROM review_queue WHERE status = 'pending'", 1, &mut daemon, timeout).await;
+    let scored =
+        wait_sqlite(&pool, "SELECT COUNT(*) FROM review_queue WHERE status = 'scored'", 20, &mut daemon, timeout).await;
+    wait_sqlite(
+        &pool,
+        "SELECT CASE WHEN COUNT(*) = 0 THEN 1 ELSE 0 END FROM review_queue WHERE status = 'pending'",
+        1,
+        &mut daemon,
+        timeout,
+    )
+    .await;
     pool.close().await;
     // The cache re-renders at most every second.
     tokio::time::sleep(Duration::from_millis(1100)).await;
@@ -327,7 +333,11 @@ async fn live_report_loads_in_headless_chromium_with_every_chart_and_nothing_ext
     assert!(dom.contains("<title>tierwatch report</title>"), "not the report page");
     for attr in ["src=\"", "href=\"", "url(", "xlink:href=\""] {
         for part in dom.split(attr).skip(1) {
-            assert!(part.starts_with("data:") || part.starts_with('#'), "an external reference: {attr}{}", &part[..part.len().min(80)]);
+            assert!(
+                part.starts_with("data:") || part.starts_with('#'),
+                "an external reference: {attr}{}",
+                &part[..part.len().min(80)]
+            );
         }
     }
     let screenshot = work.join("report.png");
@@ -347,8 +357,11 @@ async fn live_report_loads_in_headless_chromium_with_every_chart_and_nothing_ext
             page.iter().filter(|r| !r.url.starts_with(&origin) && !r.url.starts_with("data:")).collect();
         assert!(external.is_empty(), "the page requested outside the daemon's origin: {external:#?}");
         page_requests += page.len();
-        let background: Vec<&str> =
-            requests.iter().filter(|r| r.isolation_key.split(' ').next() != Some(site)).map(|r| r.url.as_str()).collect();
+        let background: Vec<&str> = requests
+            .iter()
+            .filter(|r| r.isolation_key.split(' ').next() != Some(site))
+            .map(|r| r.url.as_str())
+            .collect();
         println!("the browser's own background requests (not the page's): {background:?}");
         // Anything the policy refused would have been an attempt to load something else.
         assert!(!log.contains("Content Security Policy") && !log.contains("Refused to"), "a CSP violation: {log}");
@@ -401,10 +414,20 @@ async fn tierwatch_report_from_postgres_equals_the_same_run_in_sqlite() {
         ["routing_decisions.avro", "feedback.avro", "support_tickets.avro"].map(|f| dir.join(f))
     });
     let pg = tokio::task::block_in_place(|| {
-        replay_and_report(&dir, &files, &format!("[postgres]\nurl = \"{}\"\nmax_connections = 4", env.db_url), "postgres")
+        replay_and_report(
+            &dir,
+            &files,
+            &format!("[postgres]\nurl = \"{}\"\nmax_connections = 4", env.db_url),
+            "postgres",
+        )
     });
     let sqlite = tokio::task::block_in_place(|| {
-        replay_and_report(&dir, &files, &format!("[sqlite]\npath = \"{}\"", dir.join("replay.sqlite").display()), "sqlite")
+        replay_and_report(
+            &dir,
+            &files,
+            &format!("[sqlite]\npath = \"{}\"", dir.join("replay.sqlite").display()),
+            "sqlite",
+        )
     });
     assert!(pg.contains("the Postgres store") && sqlite.contains("the SQLite store"));
     check_page(&pg);

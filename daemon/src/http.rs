@@ -54,7 +54,7 @@ async fn report_page(State(report): State<Arc<LiveReport>>) -> axum::response::R
             html.as_str().to_owned(),
         )
             .into_response(),
-        Err(()) => (
+        Err(crate::report::live::StoreUnavailable) => (
             StatusCode::SERVICE_UNAVAILABLE,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
             "report unavailable: the store could not be read (see the daemon's log)\n",

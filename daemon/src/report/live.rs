@@ -21,10 +21,7 @@ fn live_page(pool: &ReportPool, range: Option<(chrono::NaiveDate, usize)>) -> Pa
     Page {
         title: "tierwatch report".to_owned(),
         heading: "tierwatch: routing quality, drift and the two ledgers".to_owned(),
-        intro: format!(
-            "Read from the public views of the {} store at {now}: {covers}. {MARKERS_NOTE}",
-            pool.backend()
-        ),
+        intro: format!("Read from the public views of the {} store at {now}: {covers}. {MARKERS_NOTE}", pool.backend()),
         preformatted: None,
     }
 }
@@ -56,8 +53,15 @@ pub struct LiveReport {
     settings: ReportSettings,
     range: DayRange,
     ttl: Duration,
-    cache: tokio::sync::Mutex<Option<(Instant, Result<Arc<String>, ()>)>>,
+    cache: tokio::sync::Mutex<Option<(Instant, Rendered)>>,
 }
+
+/// The store could not be read (the cause is in the log).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreUnavailable;
+
+/// A rendered page, or why there is none.
+type Rendered = Result<Arc<String>, StoreUnavailable>;
 
 impl LiveReport {
     pub fn new(pool: ReportPool, settings: ReportSettings, ttl: Duration) -> LiveReport {
@@ -65,7 +69,7 @@ impl LiveReport {
     }
 
     /// The page, or `Err` when the store could not be read (logged; the caller answers 503).
-    pub async fn page(&self) -> Result<Arc<String>, ()> {
+    pub async fn page(&self) -> Rendered {
         let mut cache = self.cache.lock().await;
         if let Some((at, page)) = &*cache {
             let ttl = if page.is_ok() { self.ttl } else { self.ttl.min(ERROR_TTL) };
@@ -81,7 +85,7 @@ impl LiveReport {
             }
             Err(e) => {
                 tracing::warn!(error = %format!("{e:#}"), "report: reading the store failed");
-                Err(())
+                Err(StoreUnavailable)
             }
         };
         *cache = Some((Instant::now(), page.clone()));

@@ -298,7 +298,10 @@ impl ReportData {
             .await?;
         for (day, window, ks_d, psi, psi_noise, share_expected, share_observed) in rows {
             let Some(d) = day_index(&day)? else { continue };
-            drift.entry(window).or_default().insert(d, DriftDay { ks_d, psi, psi_noise, share_expected, share_observed });
+            drift
+                .entry(window)
+                .or_default()
+                .insert(d, DriftDay { ks_d, psi, psi_noise, share_expected, share_observed });
         }
 
         let mut money: BTreeMap<usize, MoneyDay> = BTreeMap::new();
@@ -375,7 +378,12 @@ impl ReportData {
                 continue;
             }
             if let (Some(weight_sum), Some(n_eff), Some(rate)) = (weight_sum, n_eff, rate) {
-                misroute.entry(offset).or_default().push(EstimateDay { scored: count(scored), weight_sum, n_eff, rate });
+                misroute.entry(offset).or_default().push(EstimateDay {
+                    scored: count(scored),
+                    weight_sum,
+                    n_eff,
+                    rate,
+                });
             }
         }
         let misroute = misroute.into_iter().map(|(d, tiers)| (d, pool_estimates(&tiers))).collect();

@@ -8,7 +8,7 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::load::{DriftDay, ReportData, TRAILING_DAYS};
+use super::load::{DriftDay, ReportData, TierDay, TRAILING_DAYS};
 use super::Page;
 use crate::alert::quality::{AGGREGATE_KIND, KIND as QUALITY_KIND};
 use crate::drift::evaluator::DRIFT_KIND;
@@ -170,55 +170,28 @@ type NamedRates = (String, Vec<(f64, f64, f64, f64)>);
 
 /// The whole report.
 pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
-    let tier_names: Vec<&String> = data.tiers.keys().collect();
     // (caption, the chart or `None` when it has nothing to draw in the range)
     let mut charts: Vec<(String, Option<String>)> = vec![];
 
     // 1. Failed-deflection rate per tier and pooled.
-    let failed: Vec<NamedRates> = tier_names
-        .iter()
-        .map(|t| (t.to_string(), data.trailing(Some(t), |c| (c.failed, c.conversations))))
-        .chain(std::iter::once(("all tiers pooled".to_owned(), data.trailing(None, |c| (c.failed, c.conversations)))))
-        .collect();
-    let top = y_max(failed.iter().flat_map(|(_, p)| p.iter().map(|q| q.3 * 100.0)), 1.0);
     charts.push((
         format!(
             "Failed deflections: share of AI conversations followed by a human ticket within {} h, per tier \
              ({TRAILING_DAYS}-day trailing, Wilson 95% band). The pooled line is what a single-model dashboard shows.",
             data.settings.window_hours
         ),
-        chart_or_none(any_points(&failed), || {
-            svg_chart("Failed-deflection rate by tier (%)", "% of conversations", 0.0..top, data, |c| {
-                draw_immature(c, data, 0.0..top)?;
-                for (i, (name, pts)) in failed.iter().enumerate() {
-                let color = if i == failed.len() - 1 { POOLED } else { TIER_COLORS[i % TIER_COLORS.len()] };
-                    rate_series(c, pts, 100.0, color, name)?;
-                }
-                Ok(())
-            })
+        tier_rates_chart(data, "Failed-deflection rate by tier (%)", "% of conversations", 100.0, |c| {
+            (c.failed, c.conversations)
         })?,
     ));
 
     // 2. Thumbs-down per 1,000 decisions.
-    let thumbs: Vec<NamedRates> = tier_names
-        .iter()
-        .map(|t| (t.to_string(), data.trailing(Some(t), |c| (c.thumbs_down, c.decisions))))
-        .chain(std::iter::once(("all tiers pooled".to_owned(), data.trailing(None, |c| (c.thumbs_down, c.decisions)))))
-        .collect();
-    let top = y_max(thumbs.iter().flat_map(|(_, p)| p.iter().map(|q| q.3 * 1000.0)), 1.0);
     charts.push((
         "Thumbs-down per 1,000 decisions: sparse, and barely moving while customers take the problem to \
          human support instead."
             .to_owned(),
-        chart_or_none(any_points(&thumbs), || {
-            svg_chart("Thumbs-down per 1,000 decisions by tier", "per 1,000", 0.0..top, data, |c| {
-                draw_immature(c, data, 0.0..top)?;
-                for (i, (name, pts)) in thumbs.iter().enumerate() {
-                let color = if i == thumbs.len() - 1 { POOLED } else { TIER_COLORS[i % TIER_COLORS.len()] };
-                    rate_series(c, pts, 1000.0, color, name)?;
-                }
-                Ok(())
-            })
+        tier_rates_chart(data, "Thumbs-down per 1,000 decisions by tier", "per 1,000", 1000.0, |c| {
+            (c.thumbs_down, c.decisions)
         })?,
     ));
 
@@ -279,12 +252,12 @@ pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
         ),
         chart_or_none(!ks1.is_empty() || !ks7.is_empty(), || {
             svg_chart("Confidence drift: KS D", "KS D", 0.0..top, data, |c| {
-            hline(c, th.warning_d, DRIFT_COLOR.mix(0.6), "warning threshold", data.days)?;
-            hline(c, th.critical_d, RGBColor(200, 0, 0).mix(0.6), "critical threshold", data.days)?;
-            line(c, &ks1, RGBColor(160, 160, 160), "1-day window")?;
-            line(c, &ks7, RGBColor(31, 119, 180), "7-day window")?;
-            Ok(())
-        })
+                hline(c, th.warning_d, DRIFT_COLOR.mix(0.6), "warning threshold", data.days)?;
+                hline(c, th.critical_d, RGBColor(200, 0, 0).mix(0.6), "critical threshold", data.days)?;
+                line(c, &ks1, RGBColor(160, 160, 160), "1-day window")?;
+                line(c, &ks7, RGBColor(31, 119, 180), "7-day window")?;
+                Ok(())
+            })
         })?,
     ));
 
@@ -301,13 +274,13 @@ pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
         ),
         chart_or_none(!psi1.is_empty() || !psi7.is_empty(), || {
             svg_chart("Confidence drift: PSI", "PSI", 0.0..top, data, |c| {
-            hline(c, th.warning_psi, DRIFT_COLOR.mix(0.6), "warning band", data.days)?;
-            hline(c, th.critical_psi, RGBColor(200, 0, 0).mix(0.6), "critical band", data.days)?;
-            line(c, &psi1, RGBColor(160, 160, 160), "1-day window")?;
-            line(c, &psi7, RGBColor(31, 119, 180), "7-day window")?;
-            line(c, &noise7, RGBColor(120, 120, 120).mix(0.5), "7-day noise level")?;
-            Ok(())
-        })
+                hline(c, th.warning_psi, DRIFT_COLOR.mix(0.6), "warning band", data.days)?;
+                hline(c, th.critical_psi, RGBColor(200, 0, 0).mix(0.6), "critical band", data.days)?;
+                line(c, &psi1, RGBColor(160, 160, 160), "1-day window")?;
+                line(c, &psi7, RGBColor(31, 119, 180), "7-day window")?;
+                line(c, &noise7, RGBColor(120, 120, 120).mix(0.5), "7-day noise level")?;
+                Ok(())
+            })
         })?,
     ));
 
@@ -321,10 +294,10 @@ pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
             .to_owned(),
         chart_or_none(!exp.is_empty() || !obs.is_empty(), || {
             svg_chart("Routed to the cheap tier (%)", "% of decisions", 0.0..top, data, |c| {
-            line(c, &exp, RGBColor(160, 160, 160), "expected from the reference")?;
-            line(c, &obs, PER_TIER_MARKER, "observed")?;
-            Ok(())
-        })
+                line(c, &exp, RGBColor(160, 160, 160), "expected from the reference")?;
+                line(c, &obs, PER_TIER_MARKER, "observed")?;
+                Ok(())
+            })
         })?,
     ));
 
@@ -367,6 +340,34 @@ pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
     ));
 
     Ok(html(page, &charts, &super::tables::tables(data)))
+}
+
+/// A rate per tier and all tiers pooled ((count, trials) of each tier-day, 7-day trailing, with
+/// Wilson bands), `scale`d for display, over the immature band.
+fn tier_rates_chart(
+    data: &ReportData,
+    title: &str,
+    y_desc: &str,
+    scale: f64,
+    f: fn(&TierDay) -> (u64, u64),
+) -> anyhow::Result<Option<String>> {
+    let series: Vec<NamedRates> = data
+        .tiers
+        .keys()
+        .map(|t| (t.to_string(), data.trailing(Some(t), f)))
+        .chain(std::iter::once(("all tiers pooled".to_owned(), data.trailing(None, f))))
+        .collect();
+    let top = y_max(series.iter().flat_map(|(_, p)| p.iter().map(|q| q.3 * scale)), 1.0);
+    chart_or_none(any_points(&series), || {
+        svg_chart(title, y_desc, 0.0..top, data, |c| {
+            draw_immature(c, data, 0.0..top)?;
+            for (i, (name, pts)) in series.iter().enumerate() {
+                let color = if i == series.len() - 1 { POOLED } else { TIER_COLORS[i % TIER_COLORS.len()] };
+                rate_series(c, pts, scale, color, name)?;
+            }
+            Ok(())
+        })
+    })
 }
 
 /// Whether any of the named series has a point.

@@ -121,10 +121,23 @@ pub fn tables(data: &ReportData) -> String {
         let (x, n) = data.pooled(None, p.first..=p.last, deflected);
         let days: Vec<_> = data.money.range(p.first..=p.last).map(|(_, m)| *m).collect();
         let sum = |f: fn(&super::load::MoneyDay) -> f64| days.iter().map(f).sum::<f64>();
-        let (saved, human, attributed, excess, net) =
-            (sum(|m| m.inference_saved), sum(|m| m.human_cost), sum(|m| m.attributed_human), sum(|m| m.excess_human), sum(|m| m.net));
+        let (saved, human, attributed, excess, net) = (
+            sum(|m| m.inference_saved),
+            sum(|m| m.human_cost),
+            sum(|m| m.attributed_human),
+            sum(|m| m.excess_human),
+            sum(|m| m.net),
+        );
         cumulative += net;
-        totals = (totals.0 + x, totals.1 + n, totals.2 + saved, totals.3 + human, totals.4 + attributed, totals.5 + excess, totals.6 + net);
+        totals = (
+            totals.0 + x,
+            totals.1 + n,
+            totals.2 + saved,
+            totals.3 + human,
+            totals.4 + attributed,
+            totals.5 + excess,
+            totals.6 + net,
+        );
         row(
             &mut out,
             immature(p),
@@ -191,7 +204,15 @@ pub fn tables(data: &ReportData) -> String {
         "Per tier and all tiers pooled, with 95% Wilson intervals: failed deflections per AI conversation, \
          thumbs-down per 1,000 decisions, the mean CSAT (responses), and the human reviewers' error rate (reviews \
          come from the oversampled rescoring slice: not a population rate).",
-        &["period", "tier", "conversations", "failed deflections", "thumbs-down / 1,000", "CSAT (n)", "review errors (n)"],
+        &[
+            "period",
+            "tier",
+            "conversations",
+            "failed deflections",
+            "thumbs-down / 1,000",
+            "CSAT (n)",
+            "review errors (n)",
+        ],
     );
     let tier_names: Vec<Option<&str>> =
         data.tiers.keys().map(|t| Some(t.as_str())).chain(std::iter::once(None)).collect();
@@ -264,7 +285,8 @@ pub fn tables(data: &ReportData) -> String {
          only: they are known one attribution window after the cohort day.",
         &["fired", "rule", "subject", "severity", "state", "value", "threshold", "escalated", "resolved", "known by"],
     );
-    let day = |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("–".to_owned(), |t| t.format("%Y-%m-%d").to_string());
+    let day =
+        |t: Option<chrono::DateTime<chrono::Utc>>| t.map_or("–".to_owned(), |t| t.format("%Y-%m-%d").to_string());
     for a in &data.alerts {
         row(
             &mut out,
