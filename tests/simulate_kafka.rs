@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use sqlx::Row;
-use tierwatch::event::Event;
 use tierwatch::sim::{Scenario, SimConfig};
 
 const TOTALS: &str = "SELECT tier, SUM(decisions), SUM(conversations), SUM(thumbs_down), SUM(failed_deflections) \
@@ -82,14 +81,7 @@ async fn simulated_streams_through_kafka_equal_the_replayed_files() {
     let out = simulate_to(&env, &env.topics);
     assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
 
-    let mut counts = [0i64; 3];
-    for ev in tierwatch::sim::generate(&sim()).events {
-        counts[match ev {
-            Event::Decision(_) => 0,
-            Event::Feedback(_) => 1,
-            Event::Ticket(_) => 2,
-        }] += 1;
-    }
+    let counts = sim_counts(&sim());
     assert!(counts.iter().all(|c| *c > 0), "{counts:?}");
     let cfg = env.config(["avro", "avro", "avro"], "[http]\nlisten = \"\"\n");
     let mut daemon = Daemon::start(&cfg, "simkafka");

@@ -600,15 +600,23 @@ impl Default for BatchConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
-    /// Listen address for /metrics, /healthz, /readyz; empty disables the server.
+    /// Listen address for /metrics, /healthz, /readyz and /report; empty disables the server.
     #[serde(default = "default_listen")]
     pub listen: String,
+    /// `/report` renders the page from the store at most once per this many seconds and serves
+    /// the cached page in between (1–86400).
+    #[serde(default = "default_report_cache_seconds")]
+    pub report_cache_seconds: u64,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: default_listen() }
+        Self { listen: default_listen(), report_cache_seconds: default_report_cache_seconds() }
     }
+}
+
+fn default_report_cache_seconds() -> u64 {
+    60
 }
 
 fn default_group() -> String {
@@ -853,6 +861,9 @@ impl Config {
         }
         if !self.http.listen.is_empty() && self.http.listen.parse::<std::net::SocketAddr>().is_err() {
             return Err(invalid("http.listen", "must be an `ip:port` socket address or empty"));
+        }
+        if !(1..=86_400).contains(&self.http.report_cache_seconds) {
+            return Err(invalid("http.report_cache_seconds", "must be between 1 and 86400"));
         }
         Ok(())
     }

@@ -3,7 +3,8 @@
 //!
 //! Data flow: [`source`] (Kafka) → [`decode`] (wire formats, validation) → [`join`] (attribution by
 //! conversation) → [`metrics`] (additive deltas) → [`store`] (Postgres, one transaction per batch
-//! with the offsets). [`pipeline`] drives the loop; [`http`] serves /metrics, /healthz, /readyz.
+//! with the offsets). [`pipeline`] drives the loop; [`http`] serves /metrics, /healthz, /readyz and
+//! /report ([`report`], the self-contained HTML page).
 
 pub mod alert;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod pipeline;
 pub mod privacy;
 pub mod progress;
 pub mod replay;
+pub mod report;
 pub mod rescore;
 pub mod secret;
 pub mod sim;

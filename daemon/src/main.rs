@@ -108,6 +108,21 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
+    /// Write the self-contained HTML report (charts, the two ledgers, alerts) from the configured
+    /// store's public views, Postgres or SQLite: the page the daemon serves as `GET /report`.
+    Report {
+        #[arg(long, short, env = "TIERWATCH_CONFIG")]
+        config: PathBuf,
+        /// Output file.
+        #[arg(long, short, default_value = "report.html")]
+        out: PathBuf,
+        /// Only the last N days with data (default: every day in the store).
+        #[arg(long, conflicts_with = "since")]
+        days: Option<u32>,
+        /// Only from this day (YYYY-MM-DD, UTC) on.
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+    },
     /// Drift references.
     Reference {
         #[command(subcommand)]
@@ -218,6 +233,14 @@ fn main() -> std::process::ExitCode {
         Command::Replay { config, routing, feedback, tickets, quiet } => {
             load(&config).and_then(|c| replay(c, [&routing, &feedback, &tickets], !quiet))
         }
+        Command::Report { config, out, days, since } => load(&config).and_then(|c| {
+            let range = match (days, since) {
+                (Some(n), _) => tierwatch::report::DayRange::Last(n),
+                (None, Some(d)) => tierwatch::report::DayRange::Since(d),
+                (None, None) => tierwatch::report::DayRange::All,
+            };
+            report(c, range, &out)
+        }),
         Command::CheckConfig { config } => load(&config).and_then(|c| {
             println!("{}", effective_config_json(&c)?);
             eprintln!("configuration OK");
@@ -354,6 +377,31 @@ fn open_stores(rt: &tokio::runtime::Runtime, cfg: &Config) -> anyhow::Result<Sto
     })
 }
 
+/// The store's public views, for the report.
+fn report_pool(stores: &Stores) -> tierwatch::report::ReportPool {
+    match stores {
+        Stores::Postgres(s) => tierwatch::report::ReportPool::Postgres(s.pool().clone()),
+        Stores::Sqlite(s) => tierwatch::report::ReportPool::Sqlite(s.pool().clone()),
+    }
+}
+
+fn report(cfg: Config, range: tierwatch::report::DayRange, out: &std::path::Path) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let pool = report_pool(&open_stores(&rt, &cfg)?);
+    let started = std::time::Instant::now();
+    let settings = tierwatch::report::ReportSettings::from_config(&cfg);
+    let html = rt.block_on(tierwatch::report::live::generate(&pool, &settings, range))?;
+    std::fs::write(out, &html).with_context(|| format!("writing {}", out.display()))?;
+    eprintln!(
+        "report of the {} store written to {} ({} KiB) in {:.1}s",
+        pool.backend(),
+        out.display(),
+        html.len() / 1024,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
 fn replay(cfg: Config, paths: [&PathBuf; 3], progress: bool) -> anyhow::Result<()> {
     let rt = runtime()?;
     match open_stores(&rt, &cfg)? {
@@ -395,9 +443,15 @@ fn replay_with<S: Store + 'static, E: EvalStore>(
 fn run(cfg: Config) -> anyhow::Result<()> {
     cfg.kafka()?;
     let rt = runtime()?;
-    match open_stores(&rt, &cfg)? {
-        Stores::Postgres(s) => run_with(rt, cfg, s.clone(), PgEvalStore::new(s)),
-        Stores::Sqlite(s) => run_with(rt, cfg, s.clone(), SqliteEvalStore::new(s)),
+    let stores = open_stores(&rt, &cfg)?;
+    let report = Arc::new(tierwatch::report::LiveReport::new(
+        report_pool(&stores),
+        tierwatch::report::ReportSettings::from_config(&cfg),
+        std::time::Duration::from_secs(cfg.http.report_cache_seconds),
+    ));
+    match stores {
+        Stores::Postgres(s) => run_with(rt, cfg, s.clone(), PgEvalStore::new(s), report),
+        Stores::Sqlite(s) => run_with(rt, cfg, s.clone(), SqliteEvalStore::new(s), report),
     }
 }
 
@@ -406,6 +460,7 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
     cfg: Config,
     store: Arc<S>,
     eval: E,
+    report: Arc<tierwatch::report::LiveReport>,
 ) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -413,7 +468,7 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
         let t = telemetry.clone();
         let listen = cfg.http.listen.clone();
         rt.spawn(async move {
-            if let Err(e) = tierwatch::http::serve(&listen, t).await {
+            if let Err(e) = tierwatch::http::serve(&listen, t, Some(report)).await {
                 tracing::error!(error = %format!("{e:#}"), "http server stopped");
             }
         });

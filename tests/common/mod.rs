@@ -389,3 +389,16 @@ pub fn replay(cfg: &std::path::Path, files: &[PathBuf; 3]) -> String {
     assert!(out.status.success(), "{stderr}");
     stderr
 }
+
+/// Messages per topic (routing decisions, feedback, tickets) of a simulated run.
+pub fn sim_counts(cfg: &tierwatch::sim::SimConfig) -> [i64; 3] {
+    let mut counts = [0i64; 3];
+    for ev in tierwatch::sim::generate(cfg).events {
+        counts[match ev {
+            Event::Decision(_) => 0,
+            Event::Feedback(_) => 1,
+            Event::Ticket(_) => 2,
+        }] += 1;
+    }
+    counts
+}

@@ -7,12 +7,10 @@
 //! 2. [`crate::replay`] feeds the files through the production pipeline into a fresh SQLite
 //!    database, then one evaluator pass computes drift rows and alert episodes over the whole run.
 //! 3. The timeline is read back from the public views (`alerts`, `confidence_drift_daily`, …), the
-//!    lead times are measured, and [`report`] writes a self-contained HTML report.
+//!    lead times are measured, and [`crate::report`] writes a self-contained HTML report.
 //!
 //! Everything is deterministic for a seed; the demo's files stay in the output directory so the
 //! views can be queried afterwards (`sqlite3 <out>/tierwatch-demo.sqlite`).
-
-pub mod report;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -21,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, NaiveDate, Utc};
-use sqlx::Row;
 
 use crate::alert::quality::{AGGREGATE_KIND, KIND as QUALITY_KIND};
 use crate::config::Config;
@@ -29,6 +26,7 @@ use crate::drift::evaluator::DRIFT_KIND;
 use crate::event::{Event, RouterKind};
 use crate::metrics::DAY_MS;
 use crate::replay::ReplayOutcome;
+use crate::report::{Page, ReportData, ReportPool, ReportSettings};
 use crate::sim::{self, Scenario, SimConfig};
 use crate::stats::hist::ConfHist;
 use crate::store::sqlite::SqliteStore;
@@ -73,27 +71,7 @@ impl Default for DemoOptions {
     }
 }
 
-/// One alert episode as read back from the `alerts` view.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AlertMark {
-    pub kind: String,
-    pub subject: String,
-    /// The highest severity reached.
-    pub severity: String,
-    pub state: String,
-    /// End of the event-time window whose evaluation made it fire: for drift the end of the
-    /// evaluated day; for quality rules the end of the cohort day (see `known_at`).
-    pub fired_at: DateTime<Utc>,
-    /// When a warning episode escalated to critical.
-    pub escalated_at: Option<DateTime<Utc>>,
-    pub resolved_at: Option<DateTime<Utc>>,
-    /// The value and threshold at firing, or at escalation when it escalated.
-    pub value: f64,
-    pub threshold: f64,
-    /// When the evaluation could first run in production: drift at `fired_at`; quality rules use
-    /// mature cohorts only, so `fired_at` plus the attribution window W.
-    pub known_at: DateTime<Utc>,
-}
+pub use crate::report::AlertMark;
 
 /// Every alert episode of a run, in firing order.
 #[derive(Debug, Clone)]
@@ -285,7 +263,8 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     let (store, outcome) = replay_into(&rt, &cfg, &files, opts.progress, Arc::new(AtomicBool::new(false)))?;
     let replay = replay_started.elapsed();
 
-    let alerts = rt.block_on(read_alerts(&store, cfg.attribution.window_ms()))?;
+    let pool = ReportPool::Sqlite(store.pool().clone());
+    let alerts = rt.block_on(crate::report::load::alerts(&pool, cfg.attribution.window_ms()))?;
     let timeline = Timeline {
         scenario: opts.scenario,
         start: sim_cfg.start,
@@ -297,9 +276,23 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
     };
     let report_started = Instant::now();
     let report = if opts.report {
-        let data = rt.block_on(report::ReportData::load(&store, &cfg, &timeline))?;
+        let data = rt.block_on(ReportData::load(
+            &pool,
+            &ReportSettings::from_config(&cfg),
+            timeline.start,
+            timeline.days as usize,
+        ))?;
+        let page = Page {
+            title: "tierwatch demo report".to_owned(),
+            heading: format!("tierwatch: the {} scenario", timeline.scenario),
+            intro: format!(
+                "Simulated traffic through the production pipeline into the embedded store. {}",
+                crate::report::render::MARKERS_NOTE
+            ),
+            preformatted: Some(timeline.render()),
+        };
         let path = out.join("report.html");
-        std::fs::write(&path, report::render(&data, &timeline)?)
+        std::fs::write(&path, crate::report::render::render(&data, &page)?)
             .with_context(|| format!("writing {}", path.display()))?;
         Some(path)
     } else {
@@ -419,38 +412,4 @@ queue_capacity = 1000000
         reference = toml_str(reference),
         model = toml_str(model),
     )
-}
-
-fn parse_ts(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    Ok(DateTime::parse_from_rfc3339(s).with_context(|| format!("timestamp {s:?}"))?.with_timezone(&Utc))
-}
-
-async fn read_alerts(store: &SqliteStore, window_ms: i64) -> anyhow::Result<Vec<AlertMark>> {
-    let rows = sqlx::query(
-        "SELECT kind, subject, severity, state, fired_at, resolved_at, value, threshold, escalated_at \
-         FROM alerts ORDER BY fired_at, kind, subject",
-    )
-    .fetch_all(store.pool())
-    .await?;
-    let mut out = Vec::with_capacity(rows.len());
-    for r in rows {
-        let kind: String = r.try_get(0)?;
-        let fired_at = parse_ts(&r.try_get::<String, _>(4)?)?;
-        let resolved_at = r.try_get::<Option<String>, _>(5)?.map(|s| parse_ts(&s)).transpose()?;
-        // Quality rules judge mature cohorts only; drift and misroute estimates are known at once.
-        let maturity = if kind == QUALITY_KIND || kind == AGGREGATE_KIND { window_ms } else { 0 };
-        out.push(AlertMark {
-            subject: r.try_get(1)?,
-            severity: r.try_get(2)?,
-            state: r.try_get(3)?,
-            fired_at,
-            resolved_at,
-            escalated_at: r.try_get::<Option<String>, _>(8)?.map(|s| parse_ts(&s)).transpose()?,
-            value: r.try_get(6)?,
-            threshold: r.try_get(7)?,
-            known_at: fired_at + chrono::Duration::milliseconds(maturity),
-            kind,
-        });
-    }
-    Ok(out)
 }
