@@ -357,6 +357,14 @@ impl Telemetry {
             &["kind"],
         )
         .expect("static metric definition");
+        // The kinds the daemon names itself exist from the start, at 0 (librdkafka's error
+        // codes appear when they first occur), so rates and dashboards have a series to show.
+        for kind in ["rebalance", "offset_commit"] {
+            consumer_errors.with_label_values(&[kind]);
+        }
+        for kind in crate::metrics::OrphanKind::ALL {
+            orphans.with_label_values(&[kind.as_str()]);
+        }
         let consumer_lag = IntGaugeVec::new(
             Opts::new(
                 "tierwatch_consumer_lag_messages",
@@ -718,5 +726,7 @@ mod tests {
         assert!(out.contains(r#"tierwatch_dimension_values_capped_total{dimension="model"} 5"#), "{out}");
         assert!(out.contains(r#"tierwatch_dimension_values_capped_total{dimension="tier"} 0"#));
         assert!(out.contains(r#"tierwatch_events_rejected_total{reason="conversation_turn_limit",topic="routing"} 0"#));
+        assert!(out.contains(r#"tierwatch_orphans_total{kind="resolved_without_opened"} 0"#), "{out}");
+        assert!(out.contains(r#"tierwatch_consumer_errors_total{kind="rebalance"} 0"#), "{out}");
     }
 }

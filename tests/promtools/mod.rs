@@ -174,7 +174,10 @@ pub fn expand(expr: &str, vars: &[(String, String)]) -> String {
 pub fn promtool_check_exprs(exprs: &[String], dir: &Path) -> (bool, String) {
     let mut text = String::from("groups:\n  - name: expressions\n    rules:\n");
     for (i, e) in exprs.iter().enumerate() {
-        text.push_str(&format!("      - record: check:expr_{i}\n        expr: {}\n", serde_json::to_string(e).unwrap()));
+        text.push_str(&format!(
+            "      - record: check:expr_{i}\n        expr: {}\n",
+            serde_json::to_string(e).unwrap()
+        ));
     }
     let path = dir.join("exprs.rules.yml");
     std::fs::write(&path, text).expect("write the expressions' rules file");
