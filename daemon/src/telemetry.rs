@@ -718,6 +718,23 @@ mod tests {
     }
 
     #[test]
+    fn every_metric_is_documented() {
+        let t = Telemetry::new();
+        // Families without a series are not exported: give the dynamic ones one.
+        t.set_alert_firing("k", "s", true);
+        t.set_missing_references(&["v".to_string()].into());
+        t.set_consumer_lag(&[("routing", 0, 1)]);
+        t.watermark_seconds.set(1);
+        t.init_topic("routing");
+        let doc = include_str!("../../docs/metrics.md");
+        let families = t.registry.gather();
+        assert!(families.len() >= 33, "{:?}", families.iter().map(|f| f.name().to_string()).collect::<Vec<_>>());
+        for f in families {
+            assert!(doc.contains(&format!("| `{}` |", f.name())), "{} is not in docs/metrics.md", f.name());
+        }
+    }
+
+    #[test]
     fn capped_counter_and_join_reject_reasons_are_exported() {
         let t = Telemetry::new();
         t.init_topic("routing");
