@@ -471,8 +471,12 @@ impl<S: Store + 'static> Pipeline<S> {
         // Idle partitions too: their watermark moves when the other topics catch up, which
         // releases waiting outcomes and expires state even when no message arrives.
         let owned: Vec<i32> = self.owned.keys().copied().collect();
+        // Asking the source for high watermarks may wait on the broker: not join time.
+        let mut asking = Duration::ZERO;
         for p in owned {
+            let asked = Instant::now();
             self.refresh_caught_up(source, p);
+            asking += asked.elapsed();
             let Some(o) = self.owned.get_mut(&p) else { continue };
             o.progress.listened(listened, delivered.get(&p).copied().unwrap_or_default());
             let next_wm = o.progress.next_watermark(o.join.watermark_ms(), &self.watermark);
@@ -499,7 +503,7 @@ impl<S: Store + 'static> Pipeline<S> {
         if !msgs.is_empty() {
             let b = &self.telemetry.batch;
             b.decode_seconds.observe((joining - started).as_secs_f64());
-            b.join_seconds.observe(joining.elapsed().as_secs_f64());
+            b.join_seconds.observe(joining.elapsed().saturating_sub(asking).as_secs_f64());
         }
         (per_part, counters)
     }

@@ -104,7 +104,8 @@ pub struct BatchMetrics {
     /// `tierwatch_batch_stage_seconds{stage="decode"}`: decoding and validating a batch's messages.
     pub decode_seconds: Histogram,
     /// `tierwatch_batch_stage_seconds{stage="join"}`: applying a batch's events to the join state,
-    /// advancing watermarks, releasing and expiring (everything between decoding and the commit).
+    /// advancing watermarks, releasing and expiring (everything between decoding and the commit
+    /// but the source's high-watermark look-ups).
     pub join_seconds: Histogram,
     stages: HistogramVec,
 }
@@ -217,7 +218,7 @@ impl EventTimeLag {
     /// The lag at wall-clock time `now_s` (Unix seconds); None without a watermark.
     fn lag_at(&self, now_s: f64) -> Option<f64> {
         let wm = self.watermark.get();
-        (wm > 0).then(|| now_s - wm as f64)
+        (wm > 0).then_some(now_s - wm as f64)
     }
 }
 

@@ -100,7 +100,7 @@ pub const GRAFANA_INTERVALS: [(&str, &str); 4] =
     [("__rate_interval", "1m"), ("__interval", "15s"), ("__range", "5m"), ("__interval_ms", "15000")];
 
 /// Every PromQL expression of every dashboard under `grafana/dashboards/` (targets whose own or
-/// whose panel's datasource is of type `prometheus`), with Grafana's interval variables and the
+/// whose panel's datasource is of type `prometheus`, and Prometheus annotation queries), with Grafana's interval variables and the
 /// dashboard's own variables (their current value, `.*` without one) replaced.
 pub fn dashboard_exprs() -> Vec<DashboardExpr> {
     let dir = repo().join("grafana/dashboards");
@@ -130,6 +130,13 @@ pub fn dashboard_exprs() -> Vec<DashboardExpr> {
         }
         // Longest names first: `$__interval_ms` before `$__interval`.
         vars.sort_by_key(|(k, _)| std::cmp::Reverse(k.len()));
+        // Annotation queries on a Prometheus datasource count as targets too.
+        for a in dash["annotations"]["list"].as_array().into_iter().flatten() {
+            if let Some(expr) = a["expr"].as_str().filter(|_| is_prometheus(&a["datasource"])) {
+                let panel = format!("annotation {}", a["name"].as_str().unwrap_or_default());
+                out.push(DashboardExpr { file: file.clone(), panel, expr: expand(expr, &vars) });
+            }
+        }
         let mut panels = vec![];
         collect_panels(&dash["panels"], &mut panels);
         for p in panels {
