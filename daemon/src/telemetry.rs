@@ -151,7 +151,7 @@ impl BatchMetrics {
 /// `tierwatch_store_errors_total{class}`: store calls that failed, by the class of their error
 /// (`transient`: unavailable, retried; `bad_data`: the store refused a value; `fatal`: anything
 /// else). Counted where the error is handled: batch commits, partition loads, evaluator passes,
-/// the alert outbox.
+/// the alert outbox, the rescorer's writes and reads, retention deletes.
 #[derive(Clone)]
 pub struct StoreErrors {
     by_class: IntCounterVec,
@@ -260,6 +260,9 @@ pub struct RescoreMetrics {
     /// `tierwatch_rescore_batch_seconds`: featurize + inference time of one worker batch.
     pub batch_seconds: Histogram,
     reloads: IntCounterVec,
+    /// Failed writes of results and reads of unscored samples (`tierwatch_store_errors_total`,
+    /// registered by [`Telemetry::new`]).
+    pub store_errors: StoreErrors,
 }
 
 impl RescoreMetrics {
@@ -286,7 +289,14 @@ impl RescoreMetrics {
             )
             .expect("static metric definition"),
             reloads,
+            store_errors: StoreErrors::new(),
         }
+    }
+
+    /// Count the rescorer's store errors on these (registered) counters.
+    pub fn with_store_errors(mut self, store_errors: StoreErrors) -> Self {
+        self.store_errors = store_errors;
+        self
     }
 
     fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
@@ -423,7 +433,7 @@ impl Telemetry {
             ),
             alert_firing,
             missing_reference,
-            rescore: RescoreMetrics::new(),
+            rescore: RescoreMetrics::new().with_store_errors(store_errors.clone()),
             webhooks: crate::alert::WebhookMetrics::new().with_store_errors(store_errors.clone()),
             store_errors,
             consumed,
@@ -682,11 +692,12 @@ mod tests {
         let io = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("committing");
         t.store_errors.count_error(&io);
         t.store_errors.count_error(&anyhow::anyhow!("no database error in the chain"));
-        // The webhook outbox counts on the same (registered) counters.
-        assert_eq!(t.store_errors.get(StoreErrorKind::Transient), 1);
+        // The rescorer counts on the same (registered) counters.
+        t.rescore.store_errors.count(StoreErrorKind::Transient);
+        assert_eq!(t.store_errors.get(StoreErrorKind::Transient), 2);
         assert_eq!(t.store_errors.get(StoreErrorKind::BadData), 1);
         assert_eq!(t.store_errors.get(StoreErrorKind::Fatal), 1);
-        assert!(t.render().contains(r#"tierwatch_store_errors_total{class="transient"} 1"#));
+        assert!(t.render().contains(r#"tierwatch_store_errors_total{class="transient"} 2"#));
     }
 
     #[test]
