@@ -255,6 +255,12 @@ async fn a_message_postgres_refuses_is_bisected_out_of_its_batch() {
     assert!(dead[0].2.contains("54000"), "the SQLSTATE is in the detail: {}", dead[0].2);
     let (status, _) = http_get(port, "/readyz");
     assert!(status.contains("200"), "readyz: {status}");
+    // The refused commits are counted as the store's bad-data errors, and as nothing else.
+    let (_, metrics) = http_get(port, "/metrics");
+    let value = |series: &str| metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
+    assert!(value(r#"tierwatch_store_errors_total{class="bad_data"} "#).is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(value(r#"tierwatch_store_errors_total{class="fatal"} "#), Some(0.0), "{metrics}");
+    assert_eq!(value(r#"tierwatch_store_errors_total{class="transient"} "#), Some(0.0), "{metrics}");
     let log = stop_within(daemon, Duration::from_secs(10));
     assert!(log.contains("bisecting"), "the batch was bisected\n{log}");
 }

@@ -186,7 +186,9 @@ const HOUR_MS: i64 = 3_600_000;
 async fn assert_retention<S: Store + 'static>(store: Arc<S>, count: impl AsyncFn(&'static str) -> i64) {
     let stop = Arc::new(AtomicBool::new(false));
     let (handle, flag) = (tokio::runtime::Handle::current(), stop.clone());
-    let task = std::thread::spawn(move || tierwatch::privacy::retention_task(store, retention(), handle, flag));
+    let task = std::thread::spawn(move || {
+        tierwatch::privacy::retention_task(store, retention(), handle, flag, Default::default())
+    });
     let start = Instant::now();
     while count("SELECT COUNT(*) FROM tw_dead_letters").await != 1
         || count("SELECT COUNT(*) FROM tw_rescore_samples").await != 2

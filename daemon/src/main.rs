@@ -475,9 +475,10 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
     }
     if let Some(retention) = cfg.privacy.retention() {
         let (store, handle, shutdown) = (store.clone(), rt.handle().clone(), shutdown.clone());
+        let errors = telemetry.store_errors.clone();
         std::thread::Builder::new()
             .name("tw-retention".into())
-            .spawn(move || tierwatch::privacy::retention_task(store, retention, handle, shutdown))
+            .spawn(move || tierwatch::privacy::retention_task(store, retention, handle, shutdown, errors))
             .context("starting the retention task")?;
     }
     let eval = Arc::new(eval);

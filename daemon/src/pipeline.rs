@@ -39,6 +39,9 @@ struct Owned {
     join: PartitionJoin,
     generation: i64,
     progress: TopicProgress,
+    /// Per topic: the source's high watermark − the position being committed, when both are
+    /// known (published as `tierwatch_consumer_lag_messages` once the batch commits).
+    lag: [Option<i64>; 3],
 }
 
 impl Owned {
@@ -47,7 +50,7 @@ impl Owned {
         let next = [0, 1, 2].map(|i| s.offsets.get(&topics[i]).copied());
         let progress = TopicProgress::restore(next, topics, persisted.as_deref());
         let join = PartitionJoin::restore(s.entries, s.watermark_ms)?;
-        Ok(Self { join, generation: s.generation, progress })
+        Ok(Self { join, generation: s.generation, progress, lag: [None; 3] })
     }
 }
 
@@ -72,6 +75,8 @@ pub struct Pipeline<S: Store + 'static> {
     shutdown: Arc<AtomicBool>,
     /// The rescoring slice, when configured: samples ride in the batch, scoring happens after.
     rescoring: Option<Rescoring>,
+    /// The decoded messages of the batch being applied (kept to reuse its allocation).
+    decoded: Vec<Option<Result<Event, Reject>>>,
 }
 
 /// Totals of a run, for logs and tests.
@@ -140,6 +145,7 @@ impl<S: Store + 'static> Pipeline<S> {
             listened: Duration::ZERO,
             shutdown,
             rescoring: None,
+            decoded: Vec::new(),
         }
     }
 
@@ -251,6 +257,7 @@ impl<S: Store + 'static> Pipeline<S> {
         for i in 0..3 {
             let high = source.high_watermark(i, partition);
             o.progress.set_high_watermark(i, high);
+            o.lag[i] = consumer_lag(high, o.progress.next(i));
             tracing::trace!(topic = %self.topics[i], partition, ?high, next = ?o.progress.next(i), "caught up check");
         }
     }
@@ -394,28 +401,25 @@ impl<S: Store + 'static> Pipeline<S> {
         let mut counters = JoinCounters::default();
         let listened = std::mem::take(&mut self.listened);
         let mut delivered: HashMap<i32, [bool; 3]> = HashMap::new();
-        for m in msgs {
+        // Two passes, timed once each (never per event): decode every message, then join.
+        let started = Instant::now();
+        let mut decoded = std::mem::take(&mut self.decoded);
+        decoded.clear();
+        decoded.extend(msgs.iter().map(|m| self.decode(m, refused)));
+        let joining = Instant::now();
+        for (m, decoded) in msgs.iter().zip(decoded.drain(..)) {
             let Some(owned) = self.owned.get_mut(&m.partition) else { continue };
             delivered.entry(m.partition).or_default()[m.topic_idx] = true;
-            // Below the stored position: already applied by an earlier commit.
+            // Below the stored position: already applied by an earlier commit (or earlier in
+            // this batch: a message read twice). Decoding skipped those below it at the start.
             if owned.progress.next(m.topic_idx).is_some_and(|n| m.offset < n) {
                 continue;
             }
+            let Some(decoded) = decoded else { continue };
             owned.progress.consumed(m.topic_idx, m.offset);
             let work = per_part.entry(m.partition).or_default();
             work.offsets.insert(m.topic_idx, m.offset + 1);
             work.messages[m.topic_idx] += 1;
-            let decoder = &self.decoders[m.topic_idx];
-            let decoded = if let Some(e) = refused {
-                Err(Reject::new(RejectReason::StoreRejected, format!("the store refused this message: {e}")))
-            } else if m.cut() {
-                Err(Reject::new(
-                    RejectReason::PayloadTooLarge,
-                    format!("payload is {} bytes, limit {}", m.len, decoder.config().max_payload_bytes),
-                ))
-            } else {
-                decoder.decode(m.payload.as_deref(), m.broker_ts)
-            };
             match decoded {
                 Ok(mut ev) => {
                     owned.progress.saw_event_time(m.topic_idx, ev.ts());
@@ -467,8 +471,12 @@ impl<S: Store + 'static> Pipeline<S> {
         // Idle partitions too: their watermark moves when the other topics catch up, which
         // releases waiting outcomes and expires state even when no message arrives.
         let owned: Vec<i32> = self.owned.keys().copied().collect();
+        // Asking the source for high watermarks may wait on the broker: not join time.
+        let mut asking = Duration::ZERO;
         for p in owned {
+            let asked = Instant::now();
             self.refresh_caught_up(source, p);
+            asking += asked.elapsed();
             let Some(o) = self.owned.get_mut(&p) else { continue };
             o.progress.listened(listened, delivered.get(&p).copied().unwrap_or_default());
             let next_wm = o.progress.next_watermark(o.join.watermark_ms(), &self.watermark);
@@ -491,7 +499,34 @@ impl<S: Store + 'static> Pipeline<S> {
                 work.state.push((PROGRESS_KEY.to_string(), Some(bytes)));
             }
         }
+        self.decoded = decoded;
+        if !msgs.is_empty() {
+            let b = &self.telemetry.batch;
+            b.decode_seconds.observe((joining - started).as_secs_f64());
+            b.join_seconds.observe(joining.elapsed().saturating_sub(asking).as_secs_f64());
+        }
         (per_part, counters)
+    }
+
+    /// Decode one message of a batch; `None` when it is not to be applied (its partition is not
+    /// owned, or it lies below the stored position: already applied by an earlier commit).
+    /// `refused` makes it a `store_rejected` dead letter instead.
+    fn decode(&self, m: &Polled, refused: Option<&StoreError>) -> Option<Result<Event, Reject>> {
+        let owned = self.owned.get(&m.partition)?;
+        if owned.progress.next(m.topic_idx).is_some_and(|n| m.offset < n) {
+            return None;
+        }
+        let decoder = &self.decoders[m.topic_idx];
+        Some(if let Some(e) = refused {
+            Err(Reject::new(RejectReason::StoreRejected, format!("the store refused this message: {e}")))
+        } else if m.cut() {
+            Err(Reject::new(
+                RejectReason::PayloadTooLarge,
+                format!("payload is {} bytes, limit {}", m.len, decoder.config().max_payload_bytes),
+            ))
+        } else {
+            decoder.decode(m.payload.as_deref(), m.broker_ts)
+        })
     }
 
     /// Commit one batch. A fenced partition is dropped from it and reloaded; an unavailable
@@ -511,11 +546,16 @@ impl<S: Store + 'static> Pipeline<S> {
                 break Ok((0, 0));
             }
             let batch = self.build_batch(&per_part);
+            let attempt = Instant::now();
             let Some(outcome) = block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown)
             else {
                 tracing::warn!("a commit still running after shutdown was requested is abandoned");
                 break Err(CommitError::Stop(Stop::Shutdown));
             };
+            self.telemetry.batch.commit_seconds.observe(attempt.elapsed().as_secs_f64());
+            if let Err(e) = &outcome {
+                self.telemetry.store_errors.count(e.kind());
+            }
             match outcome {
                 Ok(CommitOutcome::Committed(gens)) => {
                     for (p, g) in gens {
@@ -632,6 +672,10 @@ impl<S: Store + 'static> Pipeline<S> {
         t.feedback_without_score.inc_by(counters.feedback_without_score);
         t.dimension_values_capped(&counters.capped);
         t.batches.inc();
+        t.last_commit.set(crate::telemetry::unix_now_seconds());
+        if messages > 0 {
+            t.batch.events.observe(messages as f64);
+        }
         source.committed(&positions);
         if let Some(r) = &self.rescoring {
             // Committed as pending: only now may they be scored (a score for an uncommitted row
@@ -677,7 +721,23 @@ impl<S: Store + 'static> Pipeline<S> {
         if let Some(wm) = self.owned.values().map(|o| o.join.watermark_ms()).filter(|w| *w > 0).min() {
             t.watermark_seconds.set(wm / 1000);
         }
+        let mut lags = Vec::with_capacity(self.owned.len() * 3);
+        for (p, o) in &self.owned {
+            for (i, lag) in o.lag.iter().enumerate() {
+                if let Some(lag) = lag {
+                    lags.push((self.topics[i].as_str(), *p, *lag));
+                }
+            }
+        }
+        t.set_consumer_lag(&lags);
     }
+}
+
+/// Messages from `next` (the position committed with this batch) to `high` (one past the last
+/// available offset); unknown unless both are known. A high watermark older than the position
+/// (cached before the last fetch) counts as caught up.
+fn consumer_lag(high: Option<i64>, next: Option<i64>) -> Option<i64> {
+    Some((high? - next?).max(0))
 }
 
 /// A partition's generation and its topics' progress (positions, event times).
@@ -726,5 +786,20 @@ fn join_dead_letter(topic: &str, m: &Polled, max_bytes: usize, reject: JoinRejec
         payload: m.payload.as_ref().map(|p| p[..len.min(max_bytes)].to_vec()),
         payload_len: len,
         truncated: len > max_bytes,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::consumer_lag;
+
+    #[test]
+    fn consumer_lag_needs_both_ends_and_is_never_negative() {
+        assert_eq!(consumer_lag(Some(120), Some(100)), Some(20));
+        assert_eq!(consumer_lag(Some(100), Some(100)), Some(0));
+        // A high watermark cached before the last fetch.
+        assert_eq!(consumer_lag(Some(90), Some(100)), Some(0));
+        assert_eq!(consumer_lag(None, Some(100)), None);
+        assert_eq!(consumer_lag(Some(100), None), None);
     }
 }

@@ -138,12 +138,14 @@ pub async fn delete_expired<S: Store>(store: &S, r: &Retention) -> anyhow::Resul
 }
 
 /// The periodic retention task, for a dedicated thread: deletes expired rows now and every
-/// `r.every` after, until `shutdown` is set. A failure is logged and retried at the next run.
+/// `r.every` after, until `shutdown` is set. A failure is logged, counted in `store_errors` and
+/// retried at the next run.
 pub fn retention_task<S: Store>(
     store: Arc<S>,
     r: Retention,
     runtime: tokio::runtime::Handle,
     shutdown: Arc<AtomicBool>,
+    store_errors: crate::telemetry::StoreErrors,
 ) {
     while !shutdown.load(Ordering::Relaxed) {
         match runtime.block_on(delete_expired(store.as_ref(), &r)) {
@@ -151,7 +153,10 @@ pub fn retention_task<S: Store>(
             Ok((dead_letters, review_rows)) => {
                 tracing::info!(dead_letters, review_rows, "retention: deleted expired rows")
             }
-            Err(e) => tracing::warn!(error = %format!("{e:#}"), "retention: deleting expired rows failed"),
+            Err(e) => {
+                store_errors.count_error(&e);
+                tracing::warn!(error = %format!("{e:#}"), "retention: deleting expired rows failed")
+            }
         }
         let next = Instant::now() + r.every;
         while !shutdown.load(Ordering::Relaxed) && Instant::now() < next {

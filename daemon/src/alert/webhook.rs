@@ -360,6 +360,8 @@ pub struct WebhookMetrics {
     retried: prometheus::IntCounter,
     resent: prometheus::IntCounter,
     resend_failed: prometheus::IntCounter,
+    /// Failed outbox reads and writes (`tierwatch_store_errors_total`, registered by `Telemetry`).
+    store_errors: crate::telemetry::StoreErrors,
 }
 
 impl Default for WebhookMetrics {
@@ -387,7 +389,14 @@ impl WebhookMetrics {
             resent: get("resent"),
             resend_failed: get("resend_failed"),
             deliveries,
+            store_errors: crate::telemetry::StoreErrors::new(),
         }
+    }
+
+    /// Count the outbox's store errors on these (registered) counters.
+    pub fn with_store_errors(mut self, store_errors: crate::telemetry::StoreErrors) -> Self {
+        self.store_errors = store_errors;
+        self
     }
 
     /// The collectors to register.
@@ -651,12 +660,14 @@ impl<S: OutboxStore> Worker<S> {
             let now = tokio::time::Instant::now();
             if now >= next_prune {
                 if let Err(e) = self.store.outbox_prune().await {
+                    self.metrics.store_errors.count_error(&e);
                     tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "alert outbox prune failed");
                 }
                 next_prune = now + PRUNE_EVERY;
             }
             let mut wait = POLL;
             let leased = self.store.outbox_lease(&self.key).await.unwrap_or_else(|e| {
+                self.metrics.store_errors.count_error(&e);
                 tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "alert outbox lease check failed; will retry");
                 false
             });
@@ -707,6 +718,7 @@ impl<S: OutboxStore> Worker<S> {
             let rows = match self.store.outbox_pending(&self.key, BATCH).await {
                 Ok(rows) => rows,
                 Err(e) => {
+                    self.metrics.store_errors.count_error(&e);
                     tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "reading the alert outbox failed; will retry");
                     return Some(None);
                 }
@@ -757,6 +769,7 @@ impl<S: OutboxStore> Worker<S> {
                     tracing::warn!(webhook = %self.target, episode = %n.episode.id, attempts, "alert notification failed, will retry: {why}");
                 }
                 if let Err(e) = self.store.outbox_attempt_failed(row.id, &why).await {
+                    self.metrics.store_errors.count_error(&e);
                     tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "recording a failed alert delivery failed");
                 }
                 Some(retry_after)
@@ -774,6 +787,7 @@ impl<S: OutboxStore> Worker<S> {
                 None
             }
             Err(e) => {
+                self.metrics.store_errors.count_error(&e);
                 tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "recording an alert delivery failed; will retry");
                 Some(None)
             }
@@ -785,6 +799,7 @@ impl<S: OutboxStore> Worker<S> {
         let firing = match self.store.firing_episodes().await {
             Ok(f) => f,
             Err(e) => {
+                self.metrics.store_errors.count_error(&e);
                 tracing::warn!(webhook = %self.target, error = %format!("{e:#}"), "reading firing alerts failed");
                 self.metrics.resend_failed.inc();
                 return;

@@ -176,8 +176,30 @@ impl<E: EvalStore> Evaluator<E> {
         }
     }
 
-    /// One pass, if this instance gets the lock.
+    /// One pass, if this instance gets the lock. Its duration is observed
+    /// (`tierwatch_evaluator_pass_seconds`) and, when it completes, its time recorded
+    /// (`tierwatch_evaluator_last_success_timestamp_seconds`); a store error is counted by class.
     pub async fn pass(&self) -> anyhow::Result<PassSummary> {
+        let started = std::time::Instant::now();
+        let result = self.pass_unmetered().await;
+        let t = &self.telemetry;
+        match &result {
+            Ok(s) if s.ran => {
+                t.evaluator_pass.observe(started.elapsed().as_secs_f64());
+                t.evaluator_last_success.set(crate::telemetry::unix_now_seconds());
+            }
+            Ok(_) => {}
+            Err(e) => {
+                t.evaluator_pass.observe(started.elapsed().as_secs_f64());
+                if let Some(kind) = crate::store::StoreErrorKind::of_database_error(e) {
+                    t.store_errors.count(kind);
+                }
+            }
+        }
+        result
+    }
+
+    async fn pass_unmetered(&self) -> anyhow::Result<PassSummary> {
         if !self.store.try_lock().await? {
             return Ok(PassSummary::default());
         }

@@ -162,6 +162,9 @@ pub enum OrphanKind {
 }
 
 impl OrphanKind {
+    pub const ALL: [OrphanKind; 4] =
+        [OrphanKind::Feedback, OrphanKind::Ticket, OrphanKind::ResolvedWithoutOpened, OrphanKind::Evicted];
+
     pub fn as_str(self) -> &'static str {
         match self {
             OrphanKind::Feedback => "feedback",

@@ -25,7 +25,7 @@ use super::pool::{Job, ModelHandle, ModelWatcher, Outcome, PoolConfig, RescorePo
 use crate::config::{RescoreConfig, TextPrivacy};
 use crate::event::{Feedback, FeedbackKind, RoutingDecision};
 use crate::store::{RescoreOutcome, RescoreResult, RescoreSample, ReviewLabel, Store};
-use crate::telemetry::RescoreMetrics;
+use crate::telemetry::{RescoreMetrics, StoreErrors};
 
 /// A sampled decision: the row to commit and the text to score once it is committed.
 #[derive(Debug, Clone)]
@@ -63,6 +63,7 @@ impl Rescoring {
         runtime: tokio::runtime::Handle,
         metrics: RescoreMetrics,
     ) -> anyhow::Result<Self> {
+        let store_errors = metrics.store_errors.clone();
         let model = ModelHandle::load(&cfg.model_path, metrics.clone())
             .with_context(|| format!("rescore.model_path `{}`", cfg.model_path))?;
         let watcher = model
@@ -80,10 +81,10 @@ impl Rescoring {
             .context("starting the rescore workers")?,
         );
         let writer = {
-            let (rt, store) = (runtime.clone(), store.clone());
+            let (rt, store, errors) = (runtime.clone(), store.clone(), store_errors.clone());
             std::thread::Builder::new()
                 .name("rescore-writer".into())
-                .spawn(move || rt.block_on(write_results(store, scored_rx, shed_rx)))
+                .spawn(move || rt.block_on(write_results(store, scored_rx, shed_rx, errors)))
                 .context("starting the rescore writer")?
         };
         let stop_recovery = Arc::new(AtomicBool::new(false));
@@ -92,7 +93,7 @@ impl Rescoring {
             let after = Duration::from_secs_f64(cfg.recover_after_seconds);
             std::thread::Builder::new()
                 .name("rescore-recovery".into())
-                .spawn(move || runtime.block_on(recover(store, pool, shed, after, stop)))
+                .spawn(move || runtime.block_on(recover(store, pool, shed, after, stop, store_errors)))
                 .context("starting the rescore recovery")?
         };
         tracing::info!(model = %cfg.model_path, version = %model.current().version(), "rescorer loaded");
@@ -217,6 +218,7 @@ async fn write_results<S: Store>(
     store: Arc<S>,
     mut scored: UnboundedReceiver<Outcome<String>>,
     mut shed: UnboundedReceiver<RescoreResult>,
+    store_errors: StoreErrors,
 ) {
     let (mut scored_open, mut shed_open) = (true, true);
     let mut buf: Vec<RescoreResult> = Vec::new();
@@ -257,6 +259,7 @@ async fn write_results<S: Store>(
             match store.apply_rescores(&buf).await {
                 Ok(_) => break,
                 Err(e) => {
+                    store_errors.count_error(&e);
                     tracing::error!(error = %format!("{e:#}"), n = buf.len(), "writing rescore results failed; retrying");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(10));
@@ -298,6 +301,7 @@ async fn recover<S: Store>(
     shed: UnboundedSender<RescoreResult>,
     after: Duration,
     stop: Arc<AtomicBool>,
+    store_errors: StoreErrors,
 ) {
     let every = (after / 4).max(Duration::from_secs(1));
     let mut next = tokio::time::Instant::now() + every;
@@ -311,6 +315,7 @@ async fn recover<S: Store>(
         let pending = match store.pending_rescores(before, 1000).await {
             Ok(p) => p,
             Err(e) => {
+                store_errors.count_error(&e);
                 tracing::warn!(error = %format!("{e:#}"), "looking for unscored samples failed");
                 continue;
             }

@@ -104,6 +104,7 @@ pub fn load_retrying<S: Store>(
             Ok(s) => return Some(s),
             Err(e) => {
                 telemetry.restore_failures.inc();
+                telemetry.store_errors.count(e.kind());
                 telemetry.set_ready(false);
                 tracing::error!(partition, error = %e, "loading partition state failed; retrying");
                 sleep_unless_shutdown(delay, shutdown);

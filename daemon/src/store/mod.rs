@@ -89,20 +89,52 @@ impl StoreError {
     /// Classify an error from a store implementation by the first database or I/O error in its
     /// chain; an error without one (a program error) is fatal.
     pub fn classify(error: anyhow::Error) -> Self {
-        let mut found = None;
-        for cause in error.chain() {
-            if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
-                found = Some(classify_sqlx(e));
-                break;
-            }
-            if cause.downcast_ref::<std::io::Error>().is_some() {
-                found = Some((StoreErrorKind::Transient, None));
-                break;
-            }
-        }
-        let (kind, code) = found.unwrap_or((StoreErrorKind::Fatal, None));
+        let (kind, code) = classify_chain(&error);
         StoreError::new(kind, code, error)
     }
+}
+
+impl StoreErrorKind {
+    /// The kind [`StoreError::classify`] would give `error`, without taking it (for counting the
+    /// errors of store calls that return `anyhow::Error`).
+    pub fn of_error(error: &anyhow::Error) -> Self {
+        classify_chain(error).0
+    }
+
+    /// The kind of the database or I/O error in `error`'s chain; None for an error that did not
+    /// come from the store (a computation's own error).
+    pub fn of_database_error(error: &anyhow::Error) -> Option<Self> {
+        database_cause(error).map(|(kind, _)| kind)
+    }
+
+    /// The `class` label of `tierwatch_store_errors_total`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StoreErrorKind::Transient => "transient",
+            StoreErrorKind::BadData => "bad_data",
+            StoreErrorKind::Fatal => "fatal",
+        }
+    }
+
+    pub const ALL: [StoreErrorKind; 3] = [StoreErrorKind::Transient, StoreErrorKind::BadData, StoreErrorKind::Fatal];
+}
+
+/// The kind and code of the first database or I/O error in an error's chain (fatal without one).
+fn classify_chain(error: &anyhow::Error) -> (StoreErrorKind, Option<String>) {
+    database_cause(error).unwrap_or((StoreErrorKind::Fatal, None))
+}
+
+/// The kind and code of the first database or I/O error in an error's chain, if any.
+fn database_cause(error: &anyhow::Error) -> Option<(StoreErrorKind, Option<String>)> {
+    for cause in error.chain() {
+        if let Some(e) = cause.downcast_ref::<sqlx::Error>() {
+            return Some(classify_sqlx(e));
+        }
+        if cause.downcast_ref::<std::io::Error>().is_some() {
+            return Some((StoreErrorKind::Transient, None));
+        }
+    }
+    None
 }
 
 fn classify_sqlx(e: &sqlx::Error) -> (StoreErrorKind, Option<String>) {
