@@ -65,7 +65,7 @@ fn str_at<'a>(v: &'a Value, key: &str, what: &str) -> &'a str {
     v.get(key).and_then(Value::as_str).unwrap_or_else(|| panic!("{what}: `{key}` missing or not a string"))
 }
 
-fn seq<'a>(v: Option<&'a Value>) -> &'a [Value] {
+fn seq(v: Option<&Value>) -> &[Value] {
     v.and_then(Value::as_sequence).map(|s| s.as_slice()).unwrap_or(&[])
 }
 
@@ -242,9 +242,10 @@ impl Compose {
                 Value::Number(n) => Some(n.to_string()),
                 _ => None,
             }),
-            Value::Sequence(s) => s.iter().filter_map(Value::as_str).find_map(|e| {
-                e.split_once('=').and_then(|(k, v)| (k == var).then(|| v.to_string()))
-            }),
+            Value::Sequence(s) => s
+                .iter()
+                .filter_map(Value::as_str)
+                .find_map(|e| e.split_once('=').and_then(|(k, v)| (k == var).then(|| v.to_string()))),
             _ => None,
         }
     }
@@ -333,7 +334,10 @@ fn compose_services_healthchecks_dependencies_and_ports() {
             let want = if ONE_SHOTS.contains(&dep) { "service_completed_successfully" } else { "service_healthy" };
             assert_eq!(cond, want, "compose: `{name}` → `{dep}`");
             if want == "service_healthy" {
-                assert!(c.healthcheck(dep).is_some(), "compose: `{name}` waits for `{dep}` to be healthy, it has no healthcheck");
+                assert!(
+                    c.healthcheck(dep).is_some(),
+                    "compose: `{name}` waits for `{dep}` to be healthy, it has no healthcheck"
+                );
             }
         }
     }
@@ -356,7 +360,8 @@ fn compose_mounts_and_secrets() {
     for name in c.services() {
         let mut got = c.mounts(&name);
         got.sort();
-        let mut want: Vec<String> = expected.get(name.as_str()).copied().unwrap_or(&[]).iter().map(|s| s.to_string()).collect();
+        let mut want: Vec<String> =
+            expected.get(name.as_str()).copied().unwrap_or(&[]).iter().map(|s| s.to_string()).collect();
         want.sort();
         assert_eq!(got, want, "compose: mounts of `{name}`");
         for m in &got {
@@ -378,7 +383,10 @@ fn compose_mounts_and_secrets() {
                 let (k, v) = (k.as_str().unwrap_or_default(), v.as_str().unwrap_or_default());
                 if k.ends_with("_FILE") {
                     let secret = v.strip_prefix("/run/secrets/").unwrap_or_else(|| panic!("{name}: {k}={v}"));
-                    assert!(c.secrets_of(&name).contains(secret), "compose: `{name}` {k} reads a secret it does not mount");
+                    assert!(
+                        c.secrets_of(&name).contains(secret),
+                        "compose: `{name}` {k} reads a secret it does not mount"
+                    );
                 }
             }
         }
@@ -407,7 +415,10 @@ fn compose_wiring_agrees_with_the_daemon_configuration() {
 
     // The daemon serves on the port compose publishes and probes, and the Dockerfile exposes.
     let port = port_of(get(&t, "http.listen", rel));
-    assert!(get(&t, "http.listen", rel).starts_with("0.0.0.0:"), "{rel}: listen on all interfaces inside the container");
+    assert!(
+        get(&t, "http.listen", rel).starts_with("0.0.0.0:"),
+        "{rel}: listen on all interfaces inside the container"
+    );
     assert!(c.ports("tierwatch").iter().any(|p| p.2 == port), "compose publishes tierwatch's port {port}");
     let hc = c.healthcheck("tierwatch").expect("tierwatch healthcheck").join(" ");
     assert!(hc.contains(&format!("/dev/tcp/127.0.0.1/{port}")), "tierwatch healthcheck probes port {port}: {hc}");
@@ -438,20 +449,28 @@ fn compose_wiring_agrees_with_the_daemon_configuration() {
     assert!(advertised.split(',').any(|l| l.ends_with(&format!("//{brokers}"))), "kafka advertises `{brokers}`");
 
     // The topics kafka-init creates are the ones the daemon reads and the loader writes.
-    let init = seq(c.service("kafka-init").get("command")).iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
+    let init =
+        seq(c.service("kafka-init").get("command")).iter().filter_map(Value::as_str).collect::<Vec<_>>().join(" ");
     for k in ["routing", "feedback", "tickets"] {
         let name = get(&t, &format!("topics.{k}.name"), rel);
         assert!(init.contains(name), "kafka-init creates `{name}`");
         assert_eq!(get(&t, &format!("topics.{k}.format"), rel), "avro", "{rel}: the loader produces Avro datums");
     }
-    assert!(init.contains("--partitions 3") && init.contains(&format!("--bootstrap-server {brokers}")), "kafka-init: {init}");
+    assert!(
+        init.contains("--partitions 3") && init.contains(&format!("--bootstrap-server {brokers}")),
+        "kafka-init: {init}"
+    );
     let loader = c.command("loader");
     assert_eq!(loader.first().map(String::as_str), Some("simulate"));
     let flag = |f: &str| loader.iter().position(|w| w == f).and_then(|i| loader.get(i + 1)).cloned();
     assert_eq!(flag("--kafka").as_deref(), Some(brokers), "loader --kafka");
     assert_eq!(flag("--format").as_deref(), Some("avro"), "loader --format");
     for s in ["migrate", "tierwatch", "loader"] {
-        assert_eq!(c.service(s).get("image").and_then(Value::as_str), Some("tierwatch:local"), "{s} runs the built image");
+        assert_eq!(
+            c.service(s).get("image").and_then(Value::as_str),
+            Some("tierwatch:local"),
+            "{s} runs the built image"
+        );
     }
 
     // The rescorer model is where the image puts it.
@@ -468,7 +487,10 @@ fn compose_wiring_agrees_with_the_daemon_configuration() {
     for f in &files {
         let secret = f.strip_prefix("/run/secrets/").unwrap_or_else(|| panic!("{rel}: `{f}` is not a compose secret"));
         for s in ["tierwatch", "migrate"] {
-            assert!(c.secrets_of(s).contains(secret), "compose: `{s}` reads `{f}` but does not mount secret `{secret}`");
+            assert!(
+                c.secrets_of(s).contains(secret),
+                "compose: `{s}` reads `{f}` but does not mount secret `{secret}`"
+            );
         }
         let local = dir.path().join(secret);
         std::fs::write(&local, "s3cret-from-test\n").unwrap();
@@ -516,7 +538,9 @@ fn dockerfile() -> Dockerfile {
                 d.runtime_files.clear();
             }
             "USER" => d.user = rest.trim().to_string(),
-            "EXPOSE" => d.exposed.extend(words.iter().map(|p| p.trim_end_matches("/tcp").parse::<u16>().expect("EXPOSE port"))),
+            "EXPOSE" => {
+                d.exposed.extend(words.iter().map(|p| p.trim_end_matches("/tcp").parse::<u16>().expect("EXPOSE port")))
+            }
             "ENTRYPOINT" => d.entrypoint = rest.trim().to_string(),
             "COPY" => {
                 let from_stage = words.iter().any(|w| w.starts_with("--from="));
@@ -570,7 +594,10 @@ fn dockerfile_is_multi_stage_non_root_and_reads_what_the_context_keeps() {
     collect_embedded(&repo().join("daemon/src"), &mut embedded);
     assert!(embedded.contains("migrations") && embedded.contains("models"), "embedded paths found: {embedded:?}");
     for top in &embedded {
-        assert!(d.context_sources.contains(top.as_str()), "the crate embeds `{top}/…`; the Dockerfile does not copy `{top}`");
+        assert!(
+            d.context_sources.contains(top.as_str()),
+            "the crate embeds `{top}/…`; the Dockerfile does not copy `{top}`"
+        );
     }
     for needed in [".cargo", "Cargo.toml", "Cargo.lock", "daemon", "tests"] {
         assert!(d.context_sources.contains(needed), "Dockerfile: the builder needs `{needed}`");
@@ -589,7 +616,8 @@ fn collect_embedded(dir: &Path, out: &mut BTreeSet<String>) {
         for mac in ["include_str!(\"", "include_bytes!(\"", "migrate!(\""] {
             for piece in text.split(mac).skip(1) {
                 let rel = piece.split('"').next().unwrap_or_default();
-                let base = if mac == "migrate!(\"" { repo().join("daemon") } else { path.parent().unwrap().to_path_buf() };
+                let base =
+                    if mac == "migrate!(\"" { repo().join("daemon") } else { path.parent().unwrap().to_path_buf() };
                 let Ok(abs) = base.join(rel).canonicalize() else { continue };
                 if let Ok(inside) = abs.strip_prefix(repo()) {
                     let top = inside.components().next().and_then(|c| c.as_os_str().to_str()).unwrap_or_default();
@@ -623,7 +651,12 @@ impl Kube {
             assert!(by_kind.insert(kind.clone(), doc).is_none(), "two {kind} resources");
         }
         let mut take = |kind: &str| by_kind.remove(kind).unwrap_or_else(|| panic!("kustomization has no {kind}"));
-        Kube { deployment: take("Deployment"), service: take("Service"), podmonitor: take("PodMonitor"), kustomization: k }
+        Kube {
+            deployment: take("Deployment"),
+            service: take("Service"),
+            podmonitor: take("PodMonitor"),
+            kustomization: k,
+        }
     }
 
     fn pod(&self) -> &Value {
@@ -708,7 +741,11 @@ fn quantity(q: &Value, cpu: bool) -> u64 {
 fn kubernetes_sidecar_structure() {
     let k = Kube::load();
     let c = k.sidecar();
-    assert_eq!(c.get("restartPolicy").and_then(Value::as_str), Some("Always"), "a native sidecar: restartPolicy Always");
+    assert_eq!(
+        c.get("restartPolicy").and_then(Value::as_str),
+        Some("Always"),
+        "a native sidecar: restartPolicy Always"
+    );
 
     // Ports agree: the configuration's listen port, the named container port, the probes, the
     // Service's target and the PodMonitor's endpoint.
@@ -722,7 +759,10 @@ fn kubernetes_sidecar_structure() {
         .unwrap_or_else(|| panic!("the sidecar declares containerPort {port}"));
     let port_name = str_at(named, "name", "container port");
     let probes = k.probes();
-    assert!(probes.iter().any(|(kind, path, _)| *kind == "livenessProbe" && path == "/healthz"), "liveness on /healthz");
+    assert!(
+        probes.iter().any(|(kind, path, _)| *kind == "livenessProbe" && path == "/healthz"),
+        "liveness on /healthz"
+    );
     for (kind, _, p) in &probes {
         assert!(p.as_str() == Some(port_name) || p.as_u64() == Some(u64::from(port)), "{kind} port {p:?}");
     }
@@ -742,7 +782,8 @@ fn kubernetes_sidecar_structure() {
     }
 
     // The Service and the PodMonitor select the Deployment's pods.
-    let pod_labels = k.pod().get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_mapping).expect("pod labels");
+    let pod_labels =
+        k.pod().get("metadata").and_then(|m| m.get("labels")).and_then(Value::as_mapping).expect("pod labels");
     for (what, sel) in [
         ("Service", k.service.get("spec").and_then(|s| s.get("selector"))),
         ("PodMonitor", k.podmonitor.get("spec").and_then(|s| s.get("selector")).and_then(|s| s.get("matchLabels"))),
@@ -763,10 +804,15 @@ fn kubernetes_sidecar_structure() {
     assert_eq!(sc.get("runAsNonRoot").and_then(Value::as_bool), Some(true));
     assert_eq!(sc.get("readOnlyRootFilesystem").and_then(Value::as_bool), Some(true));
     assert_eq!(sc.get("allowPrivilegeEscalation").and_then(Value::as_bool), Some(false));
-    let drop: Vec<&str> = seq(sc.get("capabilities").and_then(|c| c.get("drop"))).iter().filter_map(Value::as_str).collect();
+    let drop: Vec<&str> =
+        seq(sc.get("capabilities").and_then(|c| c.get("drop"))).iter().filter_map(Value::as_str).collect();
     assert_eq!(drop, ["ALL"], "capabilities drop ALL");
     let uid = dockerfile().user.split(':').next().unwrap_or_default().to_string();
-    assert_eq!(sc.get("runAsUser").and_then(Value::as_u64).map(|u| u.to_string()), Some(uid), "runAsUser = the image's USER");
+    assert_eq!(
+        sc.get("runAsUser").and_then(Value::as_u64).map(|u| u.to_string()),
+        Some(uid),
+        "runAsUser = the image's USER"
+    );
 
     // Requests and limits, requests ≤ limits.
     let res = c.get("resources").expect("sidecar resources");
@@ -780,7 +826,10 @@ fn kubernetes_sidecar_structure() {
     // Credentials: every ${env:NAME} of the configuration is set from the Secret.
     let text = read(&config_file);
     let envs = references(&text, "env");
-    assert!(!envs.is_empty() && references(&text, "file").is_empty(), "{config_file}: credentials from the environment");
+    assert!(
+        !envs.is_empty() && references(&text, "file").is_empty(),
+        "{config_file}: credentials from the environment"
+    );
     let secret = yaml("deploy/kubernetes/secret.example.yaml");
     let secret_name = str_at(secret.get("metadata").expect("metadata"), "name", "Secret");
     let secret_keys = keys(secret.get("stringData"));
@@ -969,7 +1018,11 @@ fn grafana_uids_and_paths_agree_with_compose() {
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
         let dash: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap())
             .unwrap_or_else(|e| panic!("{stem}.json: {e}"));
-        assert_eq!(dash.get("uid").and_then(|u| u.as_str()), Some(format!("tierwatch-{stem}").as_str()), "{stem}.json uid");
+        assert_eq!(
+            dash.get("uid").and_then(|u| u.as_str()),
+            Some(format!("tierwatch-{stem}").as_str()),
+            "{stem}.json uid"
+        );
         let mut refs = Vec::new();
         datasource_refs(&dash, &mut refs);
         assert!(!refs.is_empty(), "{stem}.json references no datasource");
@@ -977,7 +1030,9 @@ fn grafana_uids_and_paths_agree_with_compose() {
             if builtin.contains(&uid.as_str()) || uid.starts_with('$') {
                 continue;
             }
-            let (pty, _) = ds.get(&uid).unwrap_or_else(|| panic!("{stem}.json references datasource uid `{uid}`, not provisioned"));
+            let (pty, _) = ds
+                .get(&uid)
+                .unwrap_or_else(|| panic!("{stem}.json references datasource uid `{uid}`, not provisioned"));
             if let Some(ty) = ty {
                 assert_eq!(&ty, pty, "{stem}.json: datasource `{uid}` type");
             }
@@ -1005,7 +1060,11 @@ fn grafana_uids_and_paths_agree_with_compose() {
         .and_then(|s| s.strip_suffix('}'))
         .unwrap_or_else(|| panic!("pg datasource password `{password}`: $__file{{/run/secrets/…}}"));
     assert!(c.secrets_of("grafana").contains(secret), "grafana mounts secret `{secret}`");
-    assert_eq!(c.env("postgres", "POSTGRES_PASSWORD_FILE"), Some(format!("/run/secrets/{secret}")), "same password as Postgres");
+    assert_eq!(
+        c.env("postgres", "POSTGRES_PASSWORD_FILE"),
+        Some(format!("/run/secrets/{secret}")),
+        "same password as Postgres"
+    );
 
     // The Prometheus datasource reaches the compose Prometheus, at no finer step than it scrapes.
     let prom = &prom.1;
@@ -1016,7 +1075,10 @@ fn grafana_uids_and_paths_agree_with_compose() {
     let interval = prom.get("jsonData").map(|j| str_at(j, "timeInterval", "prometheus datasource")).expect("jsonData");
     let prom_yml = yaml("deploy/prometheus/prometheus.yml");
     let scrape = str_at(prom_yml.get("global").expect("global"), "scrape_interval", "prometheus.yml");
-    assert!(duration_secs(interval) >= duration_secs(scrape), "timeInterval {interval} is shorter than the scrape interval {scrape}");
+    assert!(
+        duration_secs(interval) >= duration_secs(scrape),
+        "timeInterval {interval} is shorter than the scrape interval {scrape}"
+    );
 
     // The dashboard provider reads the directory compose mounts the dashboards into.
     let target = c.mount_target("grafana", "./grafana/dashboards");
@@ -1056,6 +1118,9 @@ fn prometheus_rules_and_scrape_target_agree_with_compose() {
         .iter()
         .flat_map(|s| seq(s.get("targets")).iter().filter_map(Value::as_str))
         .collect();
-    assert!(targets.contains(&format!("tierwatch:{port}").as_str()), "job tierwatch scrapes tierwatch:{port}: {targets:?}");
+    assert!(
+        targets.contains(&format!("tierwatch:{port}").as_str()),
+        "job tierwatch scrapes tierwatch:{port}: {targets:?}"
+    );
     assert!(c.services().contains("tierwatch"));
 }
