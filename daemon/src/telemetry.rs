@@ -738,7 +738,9 @@ mod tests {
         t.set_consumer_lag(&[("routing", 0, 1)]);
         t.watermark_seconds.set(1);
         t.init_topic("routing");
-        let doc = include_str!("../../docs/metrics.md");
+        // Read at run time, not embedded: the release build (and its Docker context) has no docs/.
+        let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md"))
+            .expect("docs/metrics.md");
         let families = t.registry.gather();
         assert!(families.len() >= 33, "{:?}", families.iter().map(|f| f.name().to_string()).collect::<Vec<_>>());
         for f in families {
