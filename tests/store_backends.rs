@@ -1624,6 +1624,40 @@ async fn postgres_store() {
     suite(&store, &db).await;
 }
 
+/// Instances of one group start at the same time (a rollout, a scale-up): each writes the view
+/// settings at startup, and none may fail because another is writing them too.
+async fn concurrent_settings(store: &impl Store, db: &impl Inspect) {
+    store.migrate().await.unwrap();
+    let settings = |i: i64| ViewSettings {
+        attribution_window_ms: W + i,
+        baseline_from: (i % 2 == 0).then(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap()),
+        baseline_to: (i % 2 == 0).then(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 18).unwrap()),
+        baseline_tier: "capable".into(),
+    };
+    // Four at once (the Postgres test pool's size), each on its own connection.
+    for round in 0..10 {
+        let (a, b, c, d) = (settings(0), settings(1), settings(2), settings(3));
+        let results = tokio::join!(
+            store.write_settings(&a),
+            store.write_settings(&b),
+            store.write_settings(&c),
+            store.write_settings(&d)
+        );
+        for r in [results.0, results.1, results.2, results.3] {
+            r.unwrap_or_else(|e| panic!("{}: round {round}: {e:#}", db.name()));
+        }
+    }
+}
+
+#[tokio::test]
+async fn settings_written_by_concurrent_startups() {
+    let (pg, pg_db) = postgres().await;
+    concurrent_settings(&pg, &pg_db).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (lite, lite_db) = sqlite(&dir).await;
+    concurrent_settings(&lite, &lite_db).await;
+}
+
 #[tokio::test]
 async fn backends_agree() {
     let dir = tempfile::tempdir().unwrap();

@@ -343,7 +343,26 @@ impl ViewSettings {
             baseline_tier: cfg.ledger.capable_tier.clone(),
         }
     }
+
+    /// The `tw_settings` rows, (key, value).
+    pub fn rows(&self) -> Vec<(&'static str, String)> {
+        let mut rows = vec![
+            ("attribution_window_ms", self.attribution_window_ms.to_string()),
+            ("baseline_tier", self.baseline_tier.clone()),
+        ];
+        if let (Some(a), Some(b)) = (self.baseline_from, self.baseline_to) {
+            rows.push(("baseline_from", a.to_string()));
+            rows.push(("baseline_to", b.to_string()));
+        }
+        rows
+    }
 }
+
+/// Writes the settings rows; an upsert, because instances of one group start concurrently: with a
+/// plain INSERT after the DELETE, the second of two simultaneous startups failed on the key the
+/// first had inserted but not yet committed, and that instance exited.
+pub const UPSERT_SETTING_SQL: &str =
+    "INSERT INTO tw_settings(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
 /// The storage the pipeline needs.
 #[allow(async_fn_in_trait)]

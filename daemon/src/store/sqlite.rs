@@ -106,20 +106,8 @@ impl Store for SqliteStore {
     async fn write_settings(&self, s: &ViewSettings) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM tw_settings").execute(&mut *tx).await?;
-        let mut rows = vec![
-            ("attribution_window_ms", s.attribution_window_ms.to_string()),
-            ("baseline_tier", s.baseline_tier.clone()),
-        ];
-        if let (Some(a), Some(b)) = (s.baseline_from, s.baseline_to) {
-            rows.push(("baseline_from", a.to_string()));
-            rows.push(("baseline_to", b.to_string()));
-        }
-        for (k, v) in rows {
-            sqlx::query("INSERT INTO tw_settings(key, value) VALUES (?1, ?2)")
-                .bind(k)
-                .bind(v)
-                .execute(&mut *tx)
-                .await?;
+        for (k, v) in s.rows() {
+            sqlx::query(super::UPSERT_SETTING_SQL).bind(k).bind(v).execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok(())
