@@ -13,7 +13,7 @@ use crate::alert::misroute::{EstimateDay, EstimateRow};
 use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
 use crate::alert::{Episode, OutboxRow, OutboxStore};
-use crate::drift::evaluator::{ConfRow, DriftRecord, EvalStore, StoredReference};
+use crate::drift::evaluator::{add_hour, DayWindows, DriftRecord, EvalStore, StoredReference};
 use crate::metrics::{ConfDelta, Signal};
 use crate::stats::hist::ConfHist;
 
@@ -66,7 +66,7 @@ impl EvalStore for PgEvalStore {
             .await?)
     }
 
-    async fn conf_rows(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<ConfRow>> {
+    async fn conf_days(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<DayWindows> {
         let rows = sqlx::query(&format!(
             "SELECT {}, signal, classifier_version, router, conversations, routed_cheap, threshold_sum, threshold_n, hist \
              FROM tw_conf_hist WHERE hour >= to_timestamp($1::double precision / 1000) \
@@ -78,22 +78,19 @@ impl EvalStore for PgEvalStore {
         .fetch_all(self.store.pool())
         .await
         .context("reading tw_conf_hist")?;
-        let mut out = Vec::with_capacity(rows.len());
+        let mut out = DayWindows::new();
         for r in rows {
             let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-            out.push(ConfRow {
-                hour_ms: r.try_get(0)?,
-                subject: (r.try_get(2)?, r.try_get(3)?, signal),
-                window: ConfDelta::from_stored(
-                    r.try_get(4)?,
-                    r.try_get(5)?,
-                    r.try_get(6)?,
-                    r.try_get(7)?,
-                    &r.try_get::<Vec<u8>, _>(8)?,
-                )
-                .context("stored histogram does not decode")?
-                .into(),
-            });
+            let window = ConfDelta::from_stored(
+                r.try_get(4)?,
+                r.try_get(5)?,
+                r.try_get(6)?,
+                r.try_get(7)?,
+                &r.try_get::<Vec<u8>, _>(8)?,
+            )
+            .context("stored histogram does not decode")?
+            .into();
+            add_hour(&mut out, r.try_get(0)?, (r.try_get(2)?, r.try_get(3)?, signal), &window);
         }
         Ok(out)
     }
