@@ -13,8 +13,8 @@ use crate::alert::misroute::{EstimateDay, EstimateRow};
 use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
 use crate::alert::{Episode, OutboxRow, OutboxStore};
-use crate::drift::evaluator::{add_hour, DayWindows, DriftRecord, EvalStore, StoredReference};
-use crate::metrics::{ConfDelta, Signal};
+use crate::drift::evaluator::{DayWindows, DriftRecord, EvalStore, StoredReference};
+use crate::metrics::Signal;
 use crate::stats::hist::ConfHist;
 
 /// Arbitrary but fixed: the advisory lock key of the evaluator ("twdr").
@@ -78,21 +78,7 @@ impl EvalStore for PgEvalStore {
         .fetch_all(self.store.pool())
         .await
         .context("reading tw_conf_hist")?;
-        let mut out = DayWindows::new();
-        for r in rows {
-            let Some(signal) = Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-            let window = ConfDelta::from_stored(
-                r.try_get(4)?,
-                r.try_get(5)?,
-                r.try_get(6)?,
-                r.try_get(7)?,
-                &r.try_get::<Vec<u8>, _>(8)?,
-            )
-            .context("stored histogram does not decode")?
-            .into();
-            add_hour(&mut out, r.try_get(0)?, (r.try_get(2)?, r.try_get(3)?, signal), &window);
-        }
-        Ok(out)
+        super::fold_conf_rows(&rows)
     }
 
     async fn references(&self) -> anyhow::Result<Vec<StoredReference>> {
