@@ -1,6 +1,7 @@
 //! Storage: what a batch commits and what an assignment loads, behind a small trait so the
 //! pipeline is testable without a database. The Postgres implementation is in [`postgres`].
 
+mod migrations;
 pub mod postgres;
 pub mod postgres_eval;
 pub mod sqlite;

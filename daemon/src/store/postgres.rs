@@ -14,8 +14,6 @@ use super::{
 };
 use crate::metrics::{ConfDelta, ConfKey};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
-
 pub struct PgStore {
     pool: PgPool,
 }
@@ -44,7 +42,8 @@ pub fn redact(url: &str) -> String {
 
 impl Store for PgStore {
     async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("applying migrations")?;
+        let migrator = super::migrations::migrator(super::migrations::POSTGRES).await.context("embedded migrations")?;
+        migrator.run(&self.pool).await.context("applying migrations")?;
         Ok(())
     }
 

@@ -22,8 +22,6 @@ use super::{
 };
 use crate::metrics::{day_start, ConfDelta};
 
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
-
 /// How long a writer waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -99,7 +97,9 @@ async fn create_private(path: &std::path::Path) -> anyhow::Result<()> {
 
 impl Store for SqliteStore {
     async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR.run(&self.pool).await.context("applying SQLite migrations")?;
+        let migrator =
+            super::migrations::migrator(super::migrations::SQLITE).await.context("embedded SQLite migrations")?;
+        migrator.run(&self.pool).await.context("applying SQLite migrations")?;
         Ok(())
     }
 
