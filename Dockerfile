@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# tierwatch: a multi-stage build. The builder compiles the release binary (librdkafka and OpenSSL
-# are vendored and built from source here); the runtime image holds the binary, the default
+# tierwatch: a multi-stage build. The builder compiles the release binary (librdkafka is vendored
+# and built from source here; OpenSSL, zstd and SQLite are the distribution's libraries); the runtime image holds the binary, the default
 # rescorer model and the CA bundle, and runs as a fixed non-root user.
 #
 #   docker build -t tierwatch:local .
@@ -14,14 +14,16 @@
 ARG RUST_VERSION=1.95.0
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
-# librdkafka's configure/make (C and C++), vendored OpenSSL (perl, make), zstd (cc); libz-sys
-# links the system zlib (zlib1g-dev here, zlib1g at runtime). cmake for crates that build with it.
+# librdkafka's configure/make (C and C++); it and sqlx link the system's OpenSSL, zstd, SQLite and
+# zlib (the -dev packages here, the libraries in the runtime stage). cmake for crates that build
+# with it.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential cmake perl pkg-config zlib1g-dev \
+      libssl-dev libzstd-dev libsqlite3-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-# What the build reads: the workspace manifests, the bundled-SQLite flags in .cargo/config.toml,
-# the crate, the migrations and schemas it embeds, the demo's embedded model and the example
+# What the build reads: the workspace manifests, .cargo/config.toml (links the system SQLite), the
+# crate, the migrations and schemas it embeds, the demo's embedded model and the example
 # configuration a unit test includes. tests/ only because the manifest names its files.
 COPY .cargo .cargo
 COPY Cargo.toml Cargo.lock tierwatch.example.toml ./
@@ -38,10 +40,11 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry,sharing=locked \
  && strip --strip-debug /out/tierwatch
 
 FROM debian:bookworm-slim AS runtime
-# ca-certificates: TLS to a managed Kafka or Postgres (system roots). zlib1g is already in the
-# base image; named so that a slimmer base is not chosen by mistake (the binary links libz).
+# ca-certificates: TLS to a managed Kafka or Postgres (system roots). The shared libraries the
+# binary links: OpenSSL (librdkafka's TLS), zstd, SQLite (the embedded store) and zlib (already in
+# the base image; named so that a slimmer base is not chosen by mistake).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 libzstd1 libsqlite3-0 zlib1g \
  && rm -rf /var/lib/apt/lists/*
 # A fixed UID/GID, so a Kubernetes securityContext (runAsUser) and file permissions can name it.
 RUN groupadd --system --gid 10001 tierwatch \

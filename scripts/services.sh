@@ -196,7 +196,18 @@ install_chromium() {
     apt_install chromium
 }
 
+# The system libraries the daemon links (librdkafka's TLS and zstd, the embedded SQLite store)
+# and pkg-config, which finds them at build time.
+install_build_libs() {
+    local missing=() pkg
+    for pkg in pkg-config libssl-dev libzstd-dev libsqlite3-dev; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+    done
+    [ "${#missing[@]}" -eq 0 ] || apt_install "${missing[@]}"
+}
+
 cmd_install() {
+    install_build_libs
     install_kafka
     install_postgres
     install_alertmanager

@@ -72,12 +72,41 @@ impl SqliteStore {
             .connect_with(opts)
             .await
             .with_context(|| format!("opening the SQLite database {path_or_url}"))?;
+        check_library(&pool).await?;
         Ok(Self { pool, write: tokio::sync::Mutex::new(()) })
     }
 
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+}
+
+/// The oldest SQLite library the schema runs on: `RETURNING` (3.35) and the math functions the
+/// views use.
+const MIN_SQLITE: (u32, u32) = (3, 35);
+
+/// The binary links the system's SQLite library (no bundled copy to compile): refuse, with the
+/// reason, a library too old for the schema or built without the math functions (`sqrt`, `ln`,
+/// `exp`: Wilson intervals and latency bins in the views) rather than fail on the first view read.
+async fn check_library(pool: &SqlitePool) -> anyhow::Result<()> {
+    let version: String =
+        sqlx::query_scalar("SELECT sqlite_version()").fetch_one(pool).await.context("reading sqlite_version()")?;
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let found = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    if found < MIN_SQLITE {
+        anyhow::bail!(
+            "the SQLite library is {version}; the embedded store needs {}.{} or newer (upgrade libsqlite3)",
+            MIN_SQLITE.0,
+            MIN_SQLITE.1
+        );
+    }
+    if sqlx::query("SELECT sqrt(4.0), ln(2.0), exp(1.0)").fetch_one(pool).await.is_err() {
+        anyhow::bail!(
+            "the SQLite library {version} was built without its math functions (SQLITE_ENABLE_MATH_FUNCTIONS), \
+             which the views need; use a libsqlite3 built with them (Debian's and most distributions' are)"
+        );
+    }
+    Ok(())
 }
 
 /// Create a missing database file readable and writable by its owner only (mode 0600): it holds
