@@ -1,9 +1,19 @@
 //! End-to-end throughput: a real broker to committed Postgres state, next to a bare rdkafka
-//! consumer that merely counts the same messages, in the same run (SPEC §8).
+//! consumer that merely counts the same messages, in the same run.
 //!
 //! Needs the services: `bash scripts/services.sh start && . .tw-services/env`, then
-//! `cargo bench --bench e2e` (events: `TW_BENCH_EVENTS`, default 300000).
-//! Under `cargo test` this target does nothing (it is a benchmark, not a test).
+//! `cargo bench --bench e2e`. Knobs (environment):
+//! - `TW_BENCH_EVENTS` (default 1 000 000) events, Avro, on all three topics;
+//! - `TW_BENCH_PARTITIONS` (default 4) partitions per topic;
+//! - `TW_BENCH_TRAFFIC`: `realistic` (default: a gateway's live rate in event time,
+//!   `TW_BENCH_RATE` events/s, default 10 000, multi-turn conversations coming back minutes later:
+//!   the backlog of an outage) or `compressed` (a conversation every 20 s of event time, so
+//!   conversations open and close within a few thousand events);
+//! - `TW_BENCH_CONFIG`: extra TOML appended to the daemon's configuration (e.g. `[batch]` limits).
+//!
+//! The daemon's rate is measured from its partition assignment (it polls right after) until the
+//! offsets of all N messages are committed in Postgres; startup (migrations, group join) is
+//! reported apart. Under `cargo test` this target does nothing (it is a benchmark, not a test).
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -21,14 +31,26 @@ fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         return;
     }
-    let n: usize = std::env::var("TW_BENCH_EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(300_000);
+    let n: usize = env_or("TW_BENCH_EVENTS", 1_000_000);
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     rt.block_on(run(n));
 }
 
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
 async fn run(n: usize) {
-    let env = Env::new("bench").await;
-    let evs = traffic::events(n);
+    let partitions: i32 = env_or("TW_BENCH_PARTITIONS", 4);
+    let traffic_kind = std::env::var("TW_BENCH_TRAFFIC").unwrap_or_else(|_| "realistic".into());
+    let rate: f64 = env_or("TW_BENCH_RATE", 10_000.0);
+    let env = Env::with_partitions("bench", partitions).await;
+    let evs = match traffic_kind.as_str() {
+        "compressed" => traffic::events(n),
+        "realistic" => traffic::realistic(n, rate),
+        other => panic!("TW_BENCH_TRAFFIC={other}: expected realistic or compressed"),
+    };
+    println!("traffic: {traffic_kind} ({rate} events/s of event time if realistic), {partitions} partitions");
     let mut sent = [0i64; 3];
     let items: Vec<_> = evs
         .into_iter()
@@ -38,7 +60,7 @@ async fn run(n: usize) {
         })
         .collect();
     let t = Instant::now();
-    send_all(&env.producer(), &items).await;
+    send_all_partitioned(&env.producer(), &items, partitions).await;
     println!("produced {n} events in {:.2}s", t.elapsed().as_secs_f64());
     drop(items);
 
@@ -76,11 +98,16 @@ async fn run(n: usize) {
         bare_rate
     );
 
-    let cfg = env.config(["avro", "avro", "avro"], "[http]\nlisten = \"\"\n");
+    let extra = std::env::var("TW_BENCH_CONFIG").unwrap_or_default();
+    let cfg = env.config(["avro", "avro", "avro"], &format!("[http]\nlisten = \"\"\n{extra}\n"));
     let t = Instant::now();
     let mut daemon = Daemon::start(&cfg, "bench");
-    // Time from the first commit, so startup (migrations, group join) is reported apart.
-    while env.committed(&env.topics[0]).await == 0 {
+    // From the partition assignment (logged once the join state is loaded; polling follows), so
+    // startup (migrations, group join) is reported apart.
+    while !daemon.log().contains(" assigned") {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            panic!("daemon exited ({status}) before its assignment\n{}", daemon.log_tail());
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let startup = t.elapsed();
@@ -95,7 +122,7 @@ async fn run(n: usize) {
     }
     let rate = n as f64 / run.as_secs_f64();
     println!(
-        "tierwatch end to end: {n} events committed in {:.2}s after a {:.2}s start = {:.0} events/s; {:.0}% of the bare consumer",
+        "tierwatch end to end: {n} events committed in {:.2}s after a {:.2}s start = {:.0} events/s; {:.1}% of the bare consumer",
         run.as_secs_f64(),
         startup.as_secs_f64(),
         rate,

@@ -589,11 +589,39 @@ pub struct BatchConfig {
     /// kept for their dead letter). At least `limits.max_payload_bytes`.
     #[serde(default = "default_batch_bytes")]
     pub max_bytes: usize,
+    /// While the consumer is behind (the last batch filled up, or the lag of the owned
+    /// partitions exceeds `max_events`), a batch grows to this many messages instead, so each
+    /// touched conversation's state and each aggregate row is written once per large transaction
+    /// rather than once per small one; batches shrink back once caught up. Default: 20 ×
+    /// `max_events`; equal to `max_events` turns the growth off.
+    #[serde(default)]
+    pub catch_up_max_events: Option<usize>,
+    /// The time limit of a catch-up batch, in milliseconds. Default: 5 × `max_wait_ms`.
+    #[serde(default)]
+    pub catch_up_max_wait_ms: Option<u64>,
 }
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_events: default_batch_events(), max_wait_ms: default_batch_ms(), max_bytes: default_batch_bytes() }
+        Self {
+            max_events: default_batch_events(),
+            max_wait_ms: default_batch_ms(),
+            max_bytes: default_batch_bytes(),
+            catch_up_max_events: None,
+            catch_up_max_wait_ms: None,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// The message limit of a batch while catching up.
+    pub fn catch_up_events(&self) -> usize {
+        self.catch_up_max_events.unwrap_or(self.max_events.saturating_mul(20))
+    }
+
+    /// The time limit of a batch while catching up.
+    pub fn catch_up_wait_ms(&self) -> u64 {
+        self.catch_up_max_wait_ms.unwrap_or(self.max_wait_ms.saturating_mul(5))
     }
 }
 
@@ -831,6 +859,12 @@ impl Config {
         }
         if self.batch.max_wait_ms == 0 {
             return Err(invalid("batch.max_wait_ms", "must be ≥ 1"));
+        }
+        if self.batch.catch_up_events() < self.batch.max_events {
+            return Err(invalid("batch.catch_up_max_events", "must be at least batch.max_events"));
+        }
+        if self.batch.catch_up_wait_ms() < self.batch.max_wait_ms {
+            return Err(invalid("batch.catch_up_max_wait_ms", "must be at least batch.max_wait_ms"));
         }
         if let Some((key, reason)) = self.drift.problems().into_iter().next() {
             return Err(invalid(&key, reason));

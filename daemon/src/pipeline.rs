@@ -1,6 +1,8 @@
 //! The consume → decode → join → commit loop.
 //!
-//! One batch = the messages polled within `batch.max_wait_ms` (at most `batch.max_events`). The
+//! One batch = the messages polled within `batch.max_wait_ms` (at most `batch.max_events`), or,
+//! while the consumer is behind, within the larger `batch.catch_up_*` limits: a catch-up batch
+//! writes each touched conversation's state and each aggregate row once for many more events. The
 //! batch is applied to the in-memory join state of its partitions, then committed with the
 //! touched state, the aggregate deltas, the dead letters and the next offsets in one
 //! transaction. No new message is applied while a batch is uncommitted. A commit the store
@@ -68,6 +70,9 @@ pub struct Pipeline<S: Store + 'static> {
     /// A batch also closes once its payloads hold this many bytes.
     max_bytes: usize,
     max_wait: Duration,
+    /// The limits of a batch while the consumer is behind (`batch.catch_up_*`).
+    catch_up_max_events: usize,
+    catch_up_max_wait: Duration,
     watermark: WatermarkConfig,
     owned: HashMap<i32, Owned>,
     /// Polling time since the last `process`: how long quiet topic-partitions have been quiet.
@@ -140,6 +145,8 @@ impl<S: Store + 'static> Pipeline<S> {
             max_events: cfg.batch.max_events,
             max_bytes: cfg.batch.max_bytes,
             max_wait: Duration::from_millis(cfg.batch.max_wait_ms),
+            catch_up_max_events: cfg.batch.catch_up_events(),
+            catch_up_max_wait: Duration::from_millis(cfg.batch.catch_up_wait_ms()),
             watermark: cfg.watermark.clone(),
             owned: HashMap::new(),
             listened: Duration::ZERO,
@@ -163,11 +170,15 @@ impl<S: Store + 'static> Pipeline<S> {
         let mut batch_bytes = 0usize;
         let mut last_idle_check = Instant::now();
         let mut interrupted = false;
+        // Behind: batches grow to the catch-up limits (see `BatchConfig::catch_up_max_events`).
+        let mut catching_up = false;
         // Subscribed and able to commit: ready, until a commit fails (see `commit`).
         self.telemetry.set_ready(true);
         while !self.shutdown.load(Ordering::Relaxed) {
-            let deadline = Instant::now() + self.max_wait;
-            while batch.len() < self.max_events && batch_bytes < self.max_bytes {
+            let (max_events, max_wait) =
+                if catching_up { (self.catch_up_max_events, self.catch_up_max_wait) } else { (self.max_events, self.max_wait) };
+            let deadline = Instant::now() + max_wait;
+            while batch.len() < max_events && batch_bytes < self.max_bytes {
                 let now = Instant::now();
                 if now >= deadline || self.shutdown.load(Ordering::Relaxed) {
                     break;
@@ -186,6 +197,8 @@ impl<S: Store + 'static> Pipeline<S> {
             }
             self.handle_rebalances(source, &mut batch);
             let finished = batch.is_empty() && source.finished();
+            // Messages arrived faster than the normal batch closes: there is a backlog.
+            let filled = batch.len() >= self.max_events || batch_bytes >= self.max_bytes;
             if !batch.is_empty() || last_idle_check.elapsed() >= IDLE_CHECK {
                 last_idle_check = Instant::now();
                 let had_messages = !batch.is_empty();
@@ -200,6 +213,11 @@ impl<S: Store + 'static> Pipeline<S> {
                 stats.messages += messages;
                 stats.rejected += rejected;
                 stats.batches += had_messages as u64;
+                let was = catching_up;
+                catching_up = filled || self.backlog() > self.max_events as i64;
+                if catching_up != was {
+                    tracing::debug!(catching_up, backlog = self.backlog(), "batch limits changed");
+                }
             }
             self.publish_gauges();
             if finished {
@@ -260,6 +278,11 @@ impl<S: Store + 'static> Pipeline<S> {
             o.lag[i] = consumer_lag(high, o.progress.next(i));
             tracing::trace!(topic = %self.topics[i], partition, ?high, next = ?o.progress.next(i), "caught up check");
         }
+    }
+
+    /// Messages known to be waiting in the owned partitions (0 when unknown).
+    fn backlog(&self) -> i64 {
+        self.owned.values().flat_map(|o| o.lag.iter().flatten()).sum()
     }
 
     fn any_watermark_can_advance(&self) -> bool {

@@ -42,6 +42,12 @@ pub struct Env {
 
 impl Env {
     pub async fn new(name: &str) -> Env {
+        Self::with_partitions(name, PARTITIONS).await
+    }
+
+    /// An environment whose three topics have `partitions` partitions (produce to them with
+    /// [`send_all_partitioned`]).
+    pub async fn with_partitions(name: &str, partitions: i32) -> Env {
         let brokers = required_env("TIERWATCH_TEST_KAFKA_BROKERS");
         let admin_url = required_env("TIERWATCH_TEST_DATABASE_URL");
         let db = unique(&format!("tw_{name}"));
@@ -55,7 +61,7 @@ impl Env {
         let pool = PgPoolOptions::new().max_connections(4).connect(&db_url).await.expect("connect test db");
         let base = unique(name).replace('_', "-");
         let topics = [format!("{base}.routing"), format!("{base}.feedback"), format!("{base}.tickets")];
-        create_topics(&brokers, &topics, PARTITIONS).await;
+        create_topics(&brokers, &topics, partitions).await;
         Env { brokers, admin_url, db_url, pool, topics, dir: tempfile::tempdir().unwrap() }
     }
 
@@ -182,7 +188,12 @@ pub async fn create_topics(brokers: &str, topics: &[String], partitions: i32) {
 
 /// Stable partition of a key, the same on all three topics (co-partitioning).
 pub fn partition_of(key: &str) -> i32 {
-    (key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % PARTITIONS as u32) as i32
+    partition_in(key, PARTITIONS)
+}
+
+/// The partition of `key` among `partitions` (the same on all three topics: co-partitioned).
+pub fn partition_in(key: &str, partitions: i32) -> i32 {
+    (key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) % partitions as u32) as i32
 }
 
 /// A pre-route decision of classifier `cv` with `confidence` against threshold 0.6 (cheap tier at
@@ -230,12 +241,17 @@ pub async fn send(p: &FutureProducer, topic: &str, ev: &Event, format: WireForma
 /// Produce many events without waiting for each delivery (order per partition is kept by the
 /// idempotent producer); returns once all are acknowledged.
 pub async fn send_all(p: &FutureProducer, items: &[(String, Event, WireFormat)]) {
+    send_all_partitioned(p, items, PARTITIONS).await
+}
+
+/// [`send_all`] to topics of `partitions` partitions.
+pub async fn send_all_partitioned(p: &FutureProducer, items: &[(String, Event, WireFormat)], partitions: i32) {
     let mut pending = Vec::with_capacity(items.len());
     for (topic, ev, format) in items {
         let key = key_of(ev);
         let bytes = encode(ev, *format, 7);
         let rec: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(topic).key(key.as_str()).partition(partition_of(&key)).payload(bytes.as_slice());
+            FutureRecord::to(topic).key(key.as_str()).partition(partition_in(&key, partitions)).payload(bytes.as_slice());
         let mut rec = rec;
         loop {
             match p.send_result(rec) {

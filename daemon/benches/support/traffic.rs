@@ -1,5 +1,12 @@
-//! Live-like benchmark traffic shared by the benchmarks: two decisions per conversation, feedback
-//! on 1 in 4, a ticket on 1 in 10, time moving forward one conversation per 20 s.
+//! Benchmark traffic shared by the benchmarks.
+//!
+//! - [`events`]: two decisions per conversation, feedback on 1 in 4, a ticket on 1 in 10, time
+//!   moving forward one conversation per 20 s (compressed time: conversations open and close
+//!   within a few thousand events).
+//! - [`realistic`]: a gateway's live rate in event time (e.g. 10 000 events/s), multi-turn
+//!   conversations that come back minutes later, so a conversation's events are spread over
+//!   hundreds of thousands of messages and each batch touches mostly different conversations:
+//!   what a consumer catching up after an outage reads.
 
 use tierwatch::event::*;
 
@@ -90,5 +97,89 @@ fn conversation(i: usize, out: &mut Vec<(usize, Event)>) {
                 reason: Some("billing".into()),
             }),
         ));
+    }
+}
+
+/// `n` events of live-rate traffic, `rate` events per second of event time, in time order:
+/// conversations of 1–4 turns 30 s apart, 1 in 5 resumed 4 minutes after its start with one more
+/// turn, feedback on 1 in 4 (20 s after its last turn), a ticket on 1 in 10 (3 minutes after its
+/// start). Conversations start evenly (≈ 3.05 events each on average).
+#[allow(dead_code)] // not every benchmark uses it
+pub fn realistic(n: usize, rate: f64) -> Vec<(usize, Event)> {
+    let day = 1_767_571_200_000i64; // 2026-01-05T00:00Z
+    let spacing_ms = 3.05 * 1000.0 / rate;
+    // Enough conversations for `n` events (≥ 3.0 each on average) plus one longest conversation's
+    // span (5 minutes) more, so that the first `n` in time order are complete.
+    let conversations = n / 3 + (5.0 * 60_000.0 / spacing_ms) as usize + 1;
+    let mut out = Vec::with_capacity(conversations * 4);
+    for i in 0..conversations {
+        let start = day + (i as f64 * spacing_ms) as i64;
+        let turns = 1 + ((i * 7 + i / 3) % 4) as i32;
+        let c = format!("conv-{i}");
+        let tier = if i % 3 == 0 { "capable" } else { "cheap" };
+        for k in 0..turns {
+            out.push((0, Event::Decision(decision(i, k, &c, start + k as i64 * 30_000, tier))));
+        }
+        if i % 5 == 1 {
+            out.push((0, Event::Decision(decision(i, turns, &c, start + 4 * 60_000, tier))));
+        }
+        if i % 4 == 0 {
+            out.push((
+                1,
+                Event::Feedback(Feedback {
+                    event_id: format!("f-{i}"),
+                    conversation_id: c.clone(),
+                    turn: Some(turns - 1),
+                    ts: start + (turns as i64 - 1) * 30_000 + 20_000,
+                    kind: if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
+                    score: None,
+                    source: Some("widget".into()),
+                }),
+            ));
+        }
+        if i % 10 == 0 {
+            out.push((
+                2,
+                Event::Ticket(SupportTicket {
+                    event_id: format!("t-{i}"),
+                    ticket_id: format!("T{i}"),
+                    conversation_id: Some(c.clone()),
+                    ts: start + 3 * 60_000,
+                    status: TicketStatus::Opened,
+                    cost_center: "support".into(),
+                    channel: ["phone", "chat", "email"][i % 3].into(),
+                    handle_minutes: None,
+                    cost_usd: None,
+                    reason: Some("billing".into()),
+                }),
+            ));
+        }
+    }
+    out.sort_by_key(|(_, e)| e.ts());
+    out.truncate(n);
+    out
+}
+
+fn decision(i: usize, k: i32, c: &str, ts: i64, tier: &str) -> RoutingDecision {
+    RoutingDecision {
+        event_id: format!("d-{i}-{k}"),
+        conversation_id: c.to_string(),
+        turn: k,
+        ts,
+        segment: Some(["smb", "enterprise", "consumer"][i % 3].into()),
+        query_text: Some("where is my charge from? it says ACME*SVC 14.99".into()),
+        router: RouterKind::PreRoute,
+        classifier_version: "clf-2026-01".into(),
+        intent: Some(["billing", "shipping", "account", "refund"][i % 4].into()),
+        confidence: ((i * 37 + k as usize * 11) % 1000) as f64 / 1000.0,
+        threshold: Some(0.6),
+        tier: tier.into(),
+        model: if tier == "cheap" { "small-1".into() } else { "large-1".into() },
+        escalated: false,
+        latency_ms: 100.0 + ((i + k as usize) % 900) as f64,
+        input_tokens: 220,
+        output_tokens: 140,
+        cost_usd: if tier == "cheap" { 0.0004 } else { 0.0016 },
+        capable_cost_usd: Some(0.0016),
     }
 }
