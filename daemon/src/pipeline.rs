@@ -25,7 +25,7 @@ use crate::join::{JoinCounters, JoinReject, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
 use crate::progress::{TopicProgress, WatermarkConfig, PROGRESS_KEY};
 use crate::rescore::runtime::{review_label, Rescoring};
-use crate::source::kafka::{block_on_unless_shutdown, load_retrying};
+use crate::source::kafka::{block_on_unless_shutdown, load_retrying, ABANDON_AFTER_SHUTDOWN};
 use crate::source::{Polled, RebalanceEvent, Source};
 use crate::store::{
     safe_detail, CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreSample,
@@ -40,6 +40,9 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 struct Owned {
     join: PartitionJoin,
     generation: i64,
+    /// Which load of the partition this is (unique per pipeline): a commit result applies only
+    /// to the incarnation whose state it wrote, not to one reloaded or reassigned meanwhile.
+    incarnation: u64,
     progress: TopicProgress,
     /// Per topic: the source's high watermark − the position being committed, when both are
     /// known (published as `tierwatch_consumer_lag_messages` once the batch commits).
@@ -52,7 +55,7 @@ impl Owned {
         let next = [0, 1, 2].map(|i| s.offsets.get(&topics[i]).copied());
         let progress = TopicProgress::restore(next, topics, persisted.as_deref());
         let join = PartitionJoin::restore(s.entries, s.watermark_ms)?;
-        Ok(Self { join, generation: s.generation, progress, lag: [None; 3] })
+        Ok(Self { join, generation: s.generation, incarnation: 0, progress, lag: [None; 3] })
     }
 }
 
@@ -82,6 +85,10 @@ pub struct Pipeline<S: Store + 'static> {
     rescoring: Option<Rescoring>,
     /// The decoded messages of the batch being applied (kept to reuse its allocation).
     decoded: Vec<Option<Result<Event, Reject>>>,
+    /// The last incarnation given to an owned partition.
+    incarnations: u64,
+    /// The batch whose commit runs on another thread while the next one is polled and applied.
+    in_flight: Option<InFlight>,
 }
 
 /// Totals of a run, for logs and tests.
@@ -153,6 +160,8 @@ impl<S: Store + 'static> Pipeline<S> {
             shutdown,
             rescoring: None,
             decoded: Vec::new(),
+            incarnations: 0,
+            in_flight: None,
         }
     }
 
@@ -230,12 +239,30 @@ impl<S: Store + 'static> Pipeline<S> {
         // every pass moves some watermark forward toward a fixed candidate.
         if !interrupted {
             loop {
-                if let Err(stop) = self.process(source, Vec::new(), &mut stats) {
-                    self.stopped(stop)?;
-                    break;
+                match self.process(source, Vec::new(), &mut stats) {
+                    Ok((messages, rejected)) => {
+                        stats.messages += messages;
+                        stats.rejected += rejected;
+                    }
+                    Err(stop) => {
+                        interrupted = self.stopped(stop)?;
+                        break;
+                    }
                 }
                 if !self.any_watermark_can_advance() {
                     break;
+                }
+            }
+        }
+        // The last batch's commit.
+        if !interrupted {
+            match self.settle(source, &mut stats, None) {
+                Ok(Settled::Committed(messages, rejected) | Settled::RedoneWithNext(messages, rejected)) => {
+                    stats.messages += messages;
+                    stats.rejected += rejected;
+                }
+                Err(stop) => {
+                    self.stopped(stop)?;
                 }
             }
         }
@@ -280,6 +307,13 @@ impl<S: Store + 'static> Pipeline<S> {
         }
     }
 
+    /// Take ownership of a loaded partition, as a new incarnation.
+    fn own(&mut self, partition: i32, mut o: Owned) {
+        self.incarnations += 1;
+        o.incarnation = self.incarnations;
+        self.owned.insert(partition, o);
+    }
+
     /// Messages known to be waiting in the owned partitions (0 when unknown).
     fn backlog(&self) -> i64 {
         self.owned.values().flat_map(|o| o.lag.iter().flatten()).sum()
@@ -297,7 +331,7 @@ impl<S: Store + 'static> Pipeline<S> {
                         let p = s.partition;
                         match Owned::from_snapshot(s, &self.topics) {
                             Ok(o) => {
-                                self.owned.insert(p, o);
+                                self.own(p, o);
                             }
                             Err(e) => {
                                 // Unreadable state would silently lose attributions: stop owning
@@ -326,14 +360,108 @@ impl<S: Store + 'static> Pipeline<S> {
         self.telemetry.assigned_partitions.set(self.owned.len() as i64);
     }
 
-    /// Apply a batch and commit it. Returns (messages applied, messages rejected).
-    fn process(
+    /// Apply a batch and start its commit on another thread, once the batch before it (still in
+    /// flight while this one was polled and applied) has committed. Returns (messages applied,
+    /// messages rejected) of the batches whose commit completed meanwhile.
+    ///
+    /// Two batches overlap only in memory: batch n+1 is applied while batch n commits, but its
+    /// commit starts after n's has succeeded, so commits stay in order and each is still one
+    /// fenced transaction with its own offsets. If batch n's commit has to reload a partition
+    /// (fenced), n+1's work on that partition is dropped: the reload seeks the partition back to
+    /// the stored offsets, so its messages are read again. If the store refuses batch n's data,
+    /// both batches are rolled back and redone one at a time (bisecting n).
+    fn process(&mut self, source: &mut dyn Source, batch: Vec<Polled>, stats: &mut RunStats) -> Result<(u64, u64), Stop> {
+        let started = Instant::now();
+        let saved = self.positions();
+        let (mut per_part, counters) = self.apply(source, &batch, None);
+        stats.apply += started.elapsed();
+        let mut done = (0, 0);
+        if self.in_flight.is_some() {
+            let touched: Vec<i32> = per_part.keys().copied().collect();
+            match self.settle(source, stats, Some((&batch, &touched)))? {
+                Settled::Committed(m, r) => done = (m, r),
+                // This batch was redone and committed too.
+                Settled::RedoneWithNext(m, r) => return Ok((m, r)),
+            }
+            // Partitions reloaded or reassigned while the previous batch committed: this batch's
+            // work on their earlier state is void (their messages are read again from the stored
+            // offsets, or belong to the new owner).
+            per_part.retain(|p, w| self.owned.get(p).is_some_and(|o| o.incarnation == w.incarnation));
+        }
+        if !per_part.is_empty() {
+            let attempt = self.spawn_commit(self.build_batch(&per_part));
+            self.in_flight = Some(InFlight { msgs: batch, per_part, counters, saved, attempt });
+        }
+        Ok(done)
+    }
+
+    /// Wait for the batch in flight, if any, and finish its commit (retries, fenced partitions).
+    /// `next` is a batch applied after it and not yet committed, with the partitions it touched:
+    /// if the store refuses the batch in flight, both are rolled back and redone one at a time.
+    fn settle(
         &mut self,
         source: &mut dyn Source,
-        batch: Vec<Polled>,
         stats: &mut RunStats,
-    ) -> Result<(u64, u64), Stop> {
-        self.apply_and_commit(source, &batch, None, stats)
+        next: Option<(&[Polled], &[i32])>,
+    ) -> Result<Settled, Stop> {
+        let Some(f) = self.in_flight.take() else { return Ok(Settled::Committed(0, 0)) };
+        let mut touched: Vec<i32> = f.per_part.keys().copied().collect();
+        let waiting = Instant::now();
+        let result = self.commit(source, f.per_part, f.counters, Some(f.attempt));
+        stats.commit += waiting.elapsed();
+        let err = match result {
+            Ok((m, r)) => return Ok(Settled::Committed(m, r)),
+            Err(CommitError::Stop(stop)) => return Err(stop),
+            Err(CommitError::Refused(e)) => e,
+        };
+        if let Some((_, t)) = next {
+            touched.extend_from_slice(t);
+        }
+        self.rollback(&touched, &f.saved)?;
+        let (m1, r1) = self.redo_refused(source, &f.msgs, err, stats)?;
+        let (m2, r2) = match next {
+            Some((msgs, _)) => self.apply_and_commit(source, msgs, None, stats)?,
+            None => (0, 0),
+        };
+        Ok(Settled::RedoneWithNext(m1 + m2, r1 + r2))
+    }
+
+    /// Start committing `batch` on a thread of its own (the store's future need not be `Send`).
+    fn spawn_commit(&self, batch: CommitBatch) -> Attempt {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let started = Instant::now();
+        let (store, runtime) = (self.store.clone(), self.runtime.clone());
+        let spawned = std::thread::Builder::new().name("tw-commit".into()).spawn(move || {
+            let outcome = runtime.block_on(store.commit(&batch));
+            let _ = tx.send((batch, outcome));
+        });
+        if let Err(e) = spawned {
+            // Out of threads: the commit is made on the next `commit` attempt instead.
+            tracing::warn!(error = %e, "cannot start a commit thread; committing in line");
+            return Attempt { rx: None, started };
+        }
+        Attempt { rx: Some(rx), started }
+    }
+
+    /// The result of a commit started by `spawn_commit`; `None` once shutdown has been requested
+    /// for [`ABANDON_AFTER_SHUTDOWN`] (the commit is abandoned; whether it lands or not, the store
+    /// stays consistent with its own offsets) or if the thread died.
+    fn wait_commit(&self, rx: &std::sync::mpsc::Receiver<(CommitBatch, Result<CommitOutcome, StoreError>)>) -> Option<(CommitBatch, Result<CommitOutcome, StoreError>)> {
+        let mut shutdown_seen: Option<Instant> = None;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(r) => return Some(r),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                    if self.shutdown.load(Ordering::Relaxed) {
+                        let since = *shutdown_seen.get_or_insert_with(Instant::now);
+                        if since.elapsed() >= ABANDON_AFTER_SHUTDOWN {
+                            return None;
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Apply `msgs` and commit them. When the store refuses the data (a value it cannot hold
@@ -354,7 +482,7 @@ impl<S: Store + 'static> Pipeline<S> {
         let touched: Vec<i32> = per_part.keys().copied().collect();
         let applied = Instant::now();
         stats.apply += applied - started;
-        let result = self.commit(source, per_part, counters);
+        let result = self.commit(source, per_part, counters, None);
         stats.commit += applied.elapsed();
         let err = match result {
             Ok(r) => return Ok(r),
@@ -362,7 +490,24 @@ impl<S: Store + 'static> Pipeline<S> {
             Err(CommitError::Refused(e)) => e,
         };
         self.rollback(&touched, &saved)?;
-        if refused.is_some() || msgs.is_empty() {
+        if refused.is_some() {
+            return Err(Stop::Fatal(anyhow::Error::new(err).context(
+                "the store refuses a commit that no single message can be blamed for (join state or dead letter)",
+            )));
+        }
+        self.redo_refused(source, msgs, err, stats)
+    }
+
+    /// Redo `msgs`, whose commit the store refused and whose effect was rolled back: a single
+    /// message is dead-lettered as `store_rejected`, more are bisected.
+    fn redo_refused(
+        &mut self,
+        source: &mut dyn Source,
+        msgs: &[Polled],
+        err: StoreError,
+        stats: &mut RunStats,
+    ) -> Result<(u64, u64), Stop> {
+        if msgs.is_empty() {
             return Err(Stop::Fatal(anyhow::Error::new(err).context(
                 "the store refuses a commit that no single message can be blamed for (join state or dead letter)",
             )));
@@ -381,9 +526,9 @@ impl<S: Store + 'static> Pipeline<S> {
         Ok((ma + mb, ra + rb))
     }
 
-    /// Every owned partition's generation and positions, to roll back to after a refused commit.
+    /// Every owned partition's incarnation and positions, to roll back to after a refused commit.
     fn positions(&self) -> HashMap<i32, Positions> {
-        self.owned.iter().map(|(p, o)| (*p, (o.generation, o.progress.clone()))).collect()
+        self.owned.iter().map(|(p, o)| (*p, (o.incarnation, o.progress.clone()))).collect()
     }
 
     /// Undo the in-memory effect of a batch the store refused: reload the touched partitions'
@@ -392,9 +537,8 @@ impl<S: Store + 'static> Pipeline<S> {
     fn rollback(&mut self, touched: &[i32], saved: &HashMap<i32, Positions>) -> Result<(), Stop> {
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
         for p in touched {
-            let Some((generation, progress)) = saved.get(p) else { continue };
-            let generation = *generation;
-            if self.owned.get(p).is_none_or(|o| o.generation != generation) {
+            let Some((incarnation, progress)) = saved.get(p) else { continue };
+            if self.owned.get(p).is_none_or(|o| o.incarnation != *incarnation) {
                 continue;
             }
             let snap = load_retrying(&self.runtime, &*self.store, *p, &topics, &self.telemetry, &self.shutdown)
@@ -441,6 +585,7 @@ impl<S: Store + 'static> Pipeline<S> {
             let Some(decoded) = decoded else { continue };
             owned.progress.consumed(m.topic_idx, m.offset);
             let work = per_part.entry(m.partition).or_default();
+            work.incarnation = owned.incarnation;
             work.offsets.insert(m.topic_idx, m.offset + 1);
             work.messages[m.topic_idx] += 1;
             match decoded {
@@ -508,6 +653,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 continue;
             }
             let work = per_part.entry(p).or_default();
+            work.incarnation = o.incarnation;
             for (i, offset) in unsaved_starts {
                 work.offsets.entry(i).or_insert(offset);
             }
@@ -517,6 +663,7 @@ impl<S: Store + 'static> Pipeline<S> {
             }
             o.join.release_due(&self.settings, &mut work.deltas, &mut counters);
             o.join.sweep(&self.settings, &mut work.deltas, false);
+            work.watermark_ms = o.join.watermark_ms();
             work.state = o.join.take_dirty();
             if let Some(bytes) = o.progress.take_persisted(&self.topics) {
                 work.state.push((PROGRESS_KEY.to_string(), Some(bytes)));
@@ -561,6 +708,7 @@ impl<S: Store + 'static> Pipeline<S> {
         source: &mut dyn Source,
         mut per_part: BTreeMap<i32, PartWork>,
         counters: JoinCounters,
+        mut started: Option<Attempt>,
     ) -> Result<(u64, u64), CommitError> {
         let mut delay = Duration::from_millis(100);
         let mut held = false;
@@ -568,10 +716,20 @@ impl<S: Store + 'static> Pipeline<S> {
             if per_part.is_empty() {
                 break Ok((0, 0));
             }
-            let batch = self.build_batch(&per_part);
-            let attempt = Instant::now();
-            let Some(outcome) = block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown)
-            else {
+            let (batch, attempt, outcome) = match started.take() {
+                Some(Attempt { rx: Some(rx), started }) => match self.wait_commit(&rx) {
+                    Some((batch, outcome)) => (batch, started, Some(outcome)),
+                    None => (CommitBatch::default(), started, None),
+                },
+                _ => {
+                    let batch = self.build_batch(&per_part);
+                    let attempt = Instant::now();
+                    let outcome =
+                        block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown);
+                    (batch, attempt, outcome)
+                }
+            };
+            let Some(outcome) = outcome else {
                 tracing::warn!("a commit still running after shutdown was requested is abandoned");
                 break Err(CommitError::Stop(Stop::Shutdown));
             };
@@ -582,7 +740,10 @@ impl<S: Store + 'static> Pipeline<S> {
             match outcome {
                 Ok(CommitOutcome::Committed(gens)) => {
                     for (p, g) in gens {
-                        if let Some(o) = self.owned.get_mut(&p) {
+                        // Only the incarnation whose state this batch wrote moves on; one loaded
+                        // meanwhile (reassigned) keeps the generation it read and is fenced.
+                        let wrote = per_part.get(&p).map(|w| w.incarnation);
+                        if let Some(o) = self.owned.get_mut(&p).filter(|o| Some(o.incarnation) == wrote) {
                             o.generation = g;
                         }
                     }
@@ -648,7 +809,7 @@ impl<S: Store + 'static> Pipeline<S> {
             batch.partitions.push(PartitionCommit {
                 partition: *p,
                 expected_generation: owned.generation,
-                watermark_ms: owned.join.watermark_ms(),
+                watermark_ms: work.watermark_ms,
                 state: work.state.clone(),
                 offsets: work.offsets.iter().map(|(i, o)| (self.topics[*i].clone(), *o)).collect(),
                 conf: work.deltas.conf.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
@@ -727,7 +888,7 @@ impl<S: Store + 'static> Pipeline<S> {
         }
         match Owned::from_snapshot(snap, &self.topics) {
             Ok(o) => {
-                self.owned.insert(partition, o);
+                self.own(partition, o);
                 Ok(())
             }
             Err(e) => {
@@ -763,8 +924,33 @@ fn consumer_lag(high: Option<i64>, next: Option<i64>) -> Option<i64> {
     Some((high? - next?).max(0))
 }
 
-/// A partition's generation and its topics' progress (positions, event times).
-type Positions = (i64, TopicProgress);
+/// A partition's incarnation and its topics' progress (positions, event times).
+type Positions = (u64, TopicProgress);
+
+/// A commit running on its own thread (`rx: None`: it could not be started; commit in line).
+struct Attempt {
+    rx: Option<std::sync::mpsc::Receiver<(CommitBatch, Result<CommitOutcome, StoreError>)>>,
+    started: Instant,
+}
+
+/// A batch applied in memory whose commit is running.
+struct InFlight {
+    msgs: Vec<Polled>,
+    per_part: BTreeMap<i32, PartWork>,
+    counters: JoinCounters,
+    /// Positions before the batch was applied, to roll back to if the store refuses it.
+    saved: HashMap<i32, Positions>,
+    attempt: Attempt,
+}
+
+/// How the batch in flight ended.
+enum Settled {
+    /// Committed: (messages, rejected) of it.
+    Committed(u64, u64),
+    /// Refused, then redone one at a time together with the batch applied after it: (messages,
+    /// rejected) of both.
+    RedoneWithNext(u64, u64),
+}
 
 /// Why the pipeline stops before its source is done.
 enum Stop {
@@ -785,6 +971,11 @@ enum CommitError {
 /// What one partition contributes to a batch.
 #[derive(Default)]
 struct PartWork {
+    /// The incarnation of the partition this work was applied to.
+    incarnation: u64,
+    /// The partition's watermark once this work was applied (the next batch may move it on
+    /// before this one commits).
+    watermark_ms: i64,
     deltas: Deltas,
     state: Vec<(String, Option<Vec<u8>>)>,
     offsets: BTreeMap<usize, i64>,
