@@ -206,8 +206,12 @@ impl<S: Store + 'static> Pipeline<S> {
             }
             self.handle_rebalances(source, &mut batch);
             let finished = batch.is_empty() && source.finished();
-            // Messages arrived faster than the normal batch closes: there is a backlog.
-            let filled = batch.len() >= self.max_events || batch_bytes >= self.max_bytes;
+            // The batch closed on its size, not its time: messages are waiting. Measured against
+            // the limits in force, so a catch-up batch that closes on time (traffic slower than
+            // `catch_up_max_events` per `catch_up_max_wait_ms`) ends catch-up unless the known
+            // lag says otherwise; against the normal limit, a steady stream above it per
+            // `max_wait_ms` would never leave catch-up (and pay its latency).
+            let filled = batch.len() >= max_events || batch_bytes >= self.max_bytes;
             if !batch.is_empty() || last_idle_check.elapsed() >= IDLE_CHECK {
                 last_idle_check = Instant::now();
                 let had_messages = !batch.is_empty();

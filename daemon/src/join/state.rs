@@ -202,8 +202,9 @@ pub struct Turn {
     pub turn: i32,
     #[serde(rename = "ts")]
     pub ts: i64,
-    /// Interned per partition: every turn with the same dimensions shares one copy.
-    #[serde(rename = "d")]
+    /// Interned per partition: every turn with the same dimensions shares one copy. Written as
+    /// a six-string array (see [`dims_as_array`]); read as that or as the older name → value map.
+    #[serde(rename = "d", serialize_with = "dims_as_array")]
     pub dims: Arc<Dims>,
     /// Hash of the decision's event id (0 in state written before turns carried it: those hashes
     /// are in the conversation's `s` list).
@@ -215,6 +216,15 @@ pub struct Turn {
     /// conversation is counted once instead of twice in an effective sample size.
     #[serde(rename = "v", default)]
     pub drift_series: u32,
+}
+
+/// A turn's dimensions as `[tier, model, classifier_version, router, segment, intent]`: the
+/// field names made up half of a written turn and most of the time spent serializing the join
+/// state of a batch. `Dims`' derived `Deserialize` reads this array form as well as the map form
+/// that older state holds.
+fn dims_as_array<S: serde::Serializer>(d: &Arc<Dims>, serializer: S) -> Result<S::Ok, S::Error> {
+    use serde::Serialize;
+    (&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent).serialize(serializer)
 }
 
 /// The 32-bit form of a drift series hash stored in a [`Turn`].

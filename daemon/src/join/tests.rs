@@ -646,3 +646,17 @@ fn turns_feedback_and_ticket_events_are_bounded_per_conversation() {
     let mut d = decision("e5", "c", 5, T0 + 5, "cheap");
     assert!(j.apply_decision(&h.s, &mut d, &mut h.out, &mut h.n).is_err());
 }
+
+#[test]
+fn turns_are_written_with_dims_as_an_array_and_read_back() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0 + HOUR_MS, "cheap"));
+    let (key, bytes) = h.j.take_dirty().into_iter().find(|(k, _)| k == &conv_key("c")).unwrap();
+    let written: serde_json::Value = serde_json::from_slice(bytes.as_ref().unwrap()).unwrap();
+    let d = h.j.convs["c"].turns()[0].dims.clone();
+    assert_eq!(d.tier, "cheap");
+    let expected = [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent];
+    assert_eq!(written["t"][0]["d"], serde_json::json!(expected));
+    let restored = PartitionJoin::restore(vec![(key, bytes.unwrap())], T0 + HOUR_MS).unwrap();
+    assert_eq!(restored.convs["c"].turns()[0].dims, h.j.convs["c"].turns()[0].dims);
+}

@@ -295,7 +295,14 @@ pub fn create_consumer<S: Store + 'static>(
         .set("enable.partition.eof", "false")
         // range assigns partition p of every topic to the same member: the join needs that.
         .set("partition.assignment.strategy", "range")
-        .set("client.id", "tierwatch");
+        .set("client.id", "tierwatch")
+        // A fetch waits for 64 KiB or 100 ms rather than returning each message as it arrives:
+        // at a steady few thousand events/s, librdkafka's defaults (1 byte, 500 ms) kept its
+        // broker thread re-fetching tiny responses, about 0.04 core; 100 ms is far inside the
+        // daemon's freshness budget, and a backlog fills 64 KiB at once (BENCHMARKS.md, "Steady
+        // state"). `[kafka.properties]` overrides both.
+        .set("fetch.min.bytes", "65536")
+        .set("fetch.wait.max.ms", "100");
     for (k, v) in &kafka.properties {
         cc.set(k, v);
     }
