@@ -8,7 +8,11 @@
 //! - `TW_STEADY_SECONDS` (default 150) the measured window, after
 //!   `TW_STEADY_WARMUP_SECONDS` (default 20) of warm-up at the same rate;
 //! - `TW_STEADY_PARTITIONS` (default 4) partitions per topic;
-//! - `TW_STEADY_CONFIG`: extra TOML appended to the daemon's configuration (default: none).
+//! - `TW_STEADY_CONFIG`: extra TOML appended to the daemon's configuration (default: none), e.g.
+//!   `[batch]` limits; `TW_STEADY_KAFKA_PROPERTIES`: `key=value,…` added to `[kafka.properties]`
+//!   (e.g. librdkafka's `fetch.min.bytes`);
+//! - `TW_DAEMON_LOG` (default `info,librdkafka=warn,tierwatch::pipeline=debug`: the pipeline logs
+//!   at debug level only when its batch limits switch to or from catch-up, which is reported).
 //!
 //! Traffic: the shape of the e2e bench's realistic traffic (multi-turn conversations, feedback on
 //! 1 in 4, a ticket on 1 in 10), generated on the fly with every event stamped with the wall clock
@@ -187,6 +191,27 @@ async fn run() {
 
     let extra = std::env::var("TW_STEADY_CONFIG").unwrap_or_default();
     let cfg = env.config(["avro", "avro", "avro"], &format!("[http]\nlisten = \"\"\n{extra}\n"));
+    if let Ok(props) = std::env::var("TW_STEADY_KAFKA_PROPERTIES") {
+        let lines: String = props
+            .split(',')
+            .filter(|kv| !kv.trim().is_empty())
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').expect("TW_STEADY_KAFKA_PROPERTIES: key=value,…");
+                format!("\"{}\" = \"{}\"\n", k.trim(), v.trim())
+            })
+            .collect();
+        let text = std::fs::read_to_string(&cfg).unwrap().replacen(
+            "[kafka.properties]\n",
+            &format!("[kafka.properties]\n{lines}"),
+            1,
+        );
+        std::fs::write(&cfg, text).unwrap();
+        println!("steady: extra kafka properties: {}", lines.trim().replace('\n', ", "));
+    }
+    if std::env::var_os("TW_DAEMON_LOG").is_none() {
+        // Read by `Daemon::start`; set before any other thread of this process reads the environment.
+        std::env::set_var("TW_DAEMON_LOG", "info,librdkafka=warn,tierwatch::pipeline=debug");
+    }
     let t = Instant::now();
     let mut daemon = Daemon::start(&cfg, "steady");
     while !daemon.log().contains(" assigned") {
@@ -200,6 +225,7 @@ async fn run() {
 
     let load_before = loadavg();
     let t0 = Instant::now();
+    let t0_wall_ms = wall_ms();
     let stop = Arc::new(AtomicBool::new(false));
 
     // Sampler: every second from t0; per-thread snapshots at warm-up end and at the window's end.
@@ -368,10 +394,52 @@ async fn run() {
     let (samples, snaps) = sampler.join().unwrap();
     env.wait_committed(per_topic, &mut daemon, Duration::from_secs(60)).await;
     let log = daemon.stop();
+    let mut warnings = 0;
     for line in log.lines().filter(|l| l.contains("pipeline stopped") || l.contains(" ERROR ") || l.contains(" WARN "))
     {
-        println!("daemon: {}", line.trim());
+        warnings += !line.contains("pipeline stopped") as usize;
+        let line = line.trim();
+        let cut = line.char_indices().nth(240).map_or(line.len(), |(i, _)| i);
+        println!("daemon: {}{}", &line[..cut], if cut < line.len() { " …" } else { "" });
     }
+    // Catch-up switches (debug lines of tierwatch::pipeline), in seconds since the first event.
+    let mut switches: Vec<(f64, bool)> = Vec::new();
+    for line in log.lines().filter(|l| l.contains("batch limits changed")) {
+        let at = line.split_whitespace().next().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        if let Some(at) = at {
+            let t = (at.timestamp_millis() - t0_wall_ms) as f64 / 1000.0;
+            switches.push((t, line.contains("catching_up=true")));
+        }
+    }
+    let in_catch_up = {
+        let (mut total, mut since, mut on) = (0.0, warm_s, false);
+        for &(t, now_on) in &switches {
+            let t = t.clamp(warm_s, end_s);
+            if on {
+                total += t - since;
+            }
+            (since, on) = (t, now_on);
+        }
+        if on {
+            total += end_s - since;
+        }
+        total
+    };
+    let shown: Vec<String> =
+        switches.iter().take(12).map(|(t, on)| format!("{}{t:.1} s", if *on { "on " } else { "off " })).collect();
+    println!(
+        "steady batches: catch-up limits switched {} times ({}{}); in catch-up for {in_catch_up:.0} s of the \
+         measured {} s{}; {warnings} daemon warnings/errors",
+        switches.len(),
+        shown.join(", "),
+        if switches.len() > 12 { ", …" } else { "" },
+        seconds,
+        if std::env::var("TW_DAEMON_LOG").is_ok_and(|v| v.contains("tierwatch::pipeline=debug")) {
+            ""
+        } else {
+            " (TW_DAEMON_LOG without tierwatch::pipeline=debug: switches not logged)"
+        },
+    );
 
     // Produce rate.
     let measured_events = e_events - w_events;
@@ -424,18 +492,30 @@ async fn run() {
 
     // Per-thread CPU over the window.
     if let [(ta, a), (tb, b)] = &snaps[..] {
-        let mut by_name: BTreeMap<String, (f64, usize)> = BTreeMap::new();
+        // By name; threads sharing a name are listed each (busiest first) after their total.
+        let mut by_name: BTreeMap<String, Vec<f64>> = BTreeMap::new();
         for (tid, (name, cpu)) in b {
             let before = a.get(tid).map_or(0, |(_, c)| *c);
-            let e = by_name.entry(name.clone()).or_default();
-            e.0 += (cpu - before) as f64 / hz / (tb - ta);
-            e.1 += 1;
+            by_name.entry(name.clone()).or_default().push((cpu - before) as f64 / hz / (tb - ta));
         }
-        let mut rows: Vec<_> = by_name.into_iter().collect();
-        rows.sort_by(|x, y| y.1 .0.total_cmp(&x.1 .0));
+        let mut rows: Vec<(String, f64, Vec<f64>)> = by_name
+            .into_iter()
+            .map(|(n, mut v)| {
+                v.sort_by(|x, y| y.total_cmp(x));
+                (n, v.iter().sum(), v)
+            })
+            .collect();
+        rows.sort_by(|x, y| y.1.total_cmp(&x.1));
         let text: Vec<String> = rows
             .iter()
-            .map(|(n, (c, k))| if *k > 1 { format!("{n} x{k} {c:.3}") } else { format!("{n} {c:.3}") })
+            .map(|(n, c, v)| {
+                if v.len() > 1 {
+                    let each: Vec<String> = v.iter().map(|x| format!("{x:.3}")).collect();
+                    format!("{n} {c:.3} ({} threads: {})", v.len(), each.join(" "))
+                } else {
+                    format!("{n} {c:.3}")
+                }
+            })
             .collect();
         println!("steady threads (cores over the window, by thread name): {}", text.join(", "));
     } else {
@@ -493,7 +573,7 @@ async fn run() {
     println!(
         "steady summary: rate {produce_rate:.0}/s for {:.0} s; cpu mean {cpu_mean:.3} cores, 10-s median {cpu_p50:.3}, \
          10-s max {cpu_max:.3}; rss {rss_warm:.1} -> {rss_end:.1} MB, slope {rss_slope:.2} ± {rss_se:.2} MB/min; \
-         freshness p50 {f50:.3} s, p95 {f95:.3} s, p99 {f99:.3} s, max {fmax:.3} s",
+         freshness p50 {f50:.3} s, p95 {f95:.3} s, p99 {f99:.3} s, max {fmax:.3} s; in catch-up {in_catch_up:.0} s",
         e_t - w_t
     );
 }
