@@ -7,6 +7,11 @@
 //!   conversations that come back minutes later, so a conversation's events are spread over
 //!   hundreds of thousands of messages and each batch touches mostly different conversations:
 //!   what a consumer catching up after an outage reads.
+//! - [`Live`]: the shape of [`realistic`] generated on the fly for a live stream, each event
+//!   stamped with the wall-clock time at which it is produced.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 
 use tierwatch::event::*;
 
@@ -181,5 +186,133 @@ fn decision(i: usize, k: i32, c: &str, ts: i64, tier: &str) -> RoutingDecision {
         output_tokens: 140,
         cost_usd: if tier == "cheap" { 0.0004 } else { 0.0016 },
         capable_cost_usd: Some(0.0016),
+    }
+}
+
+/// A follow-up event of a [`Live`] conversation, waiting for its due time.
+#[allow(dead_code)] // not every benchmark uses it
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum FollowUp {
+    Turn { conv: usize, turn: i32 },
+    Feedback { conv: usize, turn: i32 },
+    Ticket { conv: usize },
+}
+
+/// Live traffic of the [`realistic`] shape, generated on the fly: conversations of 1–4 turns 30 s
+/// apart, 1 in 5 resumed 4 minutes after its start with one more turn, feedback on 1 in 4 (20 s
+/// after its last turn), a ticket on 1 in 10 (3 minutes after its start). The caller sets the rate:
+/// [`Live::next`] returns a follow-up that has come due if there is one, else the first turn of a
+/// new conversation, so the total event rate is exactly the caller's and conversations start as
+/// fast as the remainder allows (faster in the first minutes, ≈ rate / 3.05 per second once the
+/// follow-ups of earlier conversations arrive). Every event's `ts` is the `now_ms` passed in.
+#[allow(dead_code)] // not every benchmark uses it
+#[derive(Debug, Default)]
+pub struct Live {
+    started: usize,
+    seq: u64,
+    due: BinaryHeap<Reverse<(i64, u64, FollowUp)>>,
+}
+
+#[allow(dead_code)] // not every benchmark uses it
+impl Live {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Conversations started so far.
+    pub fn conversations(&self) -> usize {
+        self.started
+    }
+
+    /// Follow-up events scheduled but not yet returned.
+    pub fn waiting(&self) -> usize {
+        self.due.len()
+    }
+
+    /// The next event at `elapsed_ms` of the traffic's clock, stamped `now_ms` (wall clock, ms since
+    /// the epoch), as (stream index: 0 routing, 1 feedback, 2 tickets, event).
+    pub fn next(&mut self, elapsed_ms: i64, now_ms: i64) -> (usize, Event) {
+        if let Some(Reverse((at, _, _))) = self.due.peek() {
+            if *at <= elapsed_ms {
+                let Reverse((_, _, f)) = self.due.pop().expect("peeked");
+                return self.follow_up(f, now_ms);
+            }
+        }
+        let i = self.started;
+        self.started += 1;
+        let turns = live_turns(i);
+        for k in 1..turns {
+            self.schedule(elapsed_ms + k as i64 * 30_000, FollowUp::Turn { conv: i, turn: k });
+        }
+        if i % 5 == 1 {
+            self.schedule(elapsed_ms + 4 * 60_000, FollowUp::Turn { conv: i, turn: turns });
+        }
+        if i % 4 == 0 {
+            let at = elapsed_ms + (turns as i64 - 1) * 30_000 + 20_000;
+            self.schedule(at, FollowUp::Feedback { conv: i, turn: turns - 1 });
+        }
+        if i % 10 == 0 {
+            self.schedule(elapsed_ms + 3 * 60_000, FollowUp::Ticket { conv: i });
+        }
+        (0, Event::Decision(decision(i, 0, &live_id(i), now_ms, live_tier(i))))
+    }
+
+    fn schedule(&mut self, at_ms: i64, f: FollowUp) {
+        self.seq += 1;
+        self.due.push(Reverse((at_ms, self.seq, f)));
+    }
+
+    fn follow_up(&self, f: FollowUp, ts: i64) -> (usize, Event) {
+        match f {
+            FollowUp::Turn { conv, turn } => {
+                (0, Event::Decision(decision(conv, turn, &live_id(conv), ts, live_tier(conv))))
+            }
+            FollowUp::Feedback { conv, turn } => (
+                1,
+                Event::Feedback(Feedback {
+                    event_id: format!("f-{conv}"),
+                    conversation_id: live_id(conv),
+                    turn: Some(turn),
+                    ts,
+                    kind: if conv % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
+                    score: None,
+                    source: Some("widget".into()),
+                }),
+            ),
+            FollowUp::Ticket { conv } => (
+                2,
+                Event::Ticket(SupportTicket {
+                    event_id: format!("t-{conv}"),
+                    ticket_id: format!("T{conv}"),
+                    conversation_id: Some(live_id(conv)),
+                    ts,
+                    status: TicketStatus::Opened,
+                    cost_center: "support".into(),
+                    channel: ["phone", "chat", "email"][conv % 3].into(),
+                    handle_minutes: None,
+                    cost_usd: None,
+                    reason: Some("billing".into()),
+                }),
+            ),
+        }
+    }
+}
+
+#[allow(dead_code)] // not every benchmark uses it
+fn live_id(i: usize) -> String {
+    format!("conv-{i}")
+}
+
+#[allow(dead_code)] // not every benchmark uses it
+fn live_turns(i: usize) -> i32 {
+    1 + ((i * 7 + i / 3) % 4) as i32
+}
+
+#[allow(dead_code)] // not every benchmark uses it
+fn live_tier(i: usize) -> &'static str {
+    if i % 3 == 0 {
+        "capable"
+    } else {
+        "cheap"
     }
 }
