@@ -195,7 +195,7 @@ async fn hostile_messages_are_dead_lettered_and_the_rest_counted_exactly() {
 
     let (status, _) = http_get(port, "/readyz");
     assert!(status.contains("200"), "readyz: {status}");
-    let (_, body) = http_get(port, "/metrics");
+    let body = metrics_once_counted(port, sent.iter().sum());
     for (topic, reason) in reasons {
         let n = metric(
             &body,
@@ -256,7 +256,7 @@ async fn a_message_postgres_refuses_is_bisected_out_of_its_batch() {
     let (status, _) = http_get(port, "/readyz");
     assert!(status.contains("200"), "readyz: {status}");
     // The refused commits are counted as the store's bad-data errors, and as nothing else.
-    let (_, metrics) = http_get(port, "/metrics");
+    let metrics = metrics_once_counted(port, sent.iter().sum());
     let value = |series: &str| metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
     assert!(value(r#"tierwatch_store_errors_total{class="bad_data"} "#).is_some_and(|n| n >= 1.0), "{metrics}");
     assert_eq!(value(r#"tierwatch_store_errors_total{class="fatal"} "#), Some(0.0), "{metrics}");

@@ -240,8 +240,7 @@ listen = "127.0.0.1:{port}"
     let mut daemon = Daemon::start(&cfg, "phase1");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(90)).await;
     // Rejects are counted by topic and reason on /metrics, next to the dead-letter rows.
-    let (status, metrics) = http_get(port, "/metrics");
-    assert!(status.contains("200"), "{status}");
+    let metrics = metrics_once_counted(port, sent.iter().sum());
     let counter = |topic: &str, reason: &str| -> f64 {
         metrics
             .lines()

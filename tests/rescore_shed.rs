@@ -25,8 +25,11 @@ fn shed_samples_are_reweighted_not_lost() {
     tierwatch::sim::write_avro_ocf_days(dir.path(), &sim).unwrap();
     let db = dir.path().join("shed.sqlite");
     let model = format!("{}/../models/rescorer.onnx", env!("CARGO_MANIFEST_DIR"));
+    // Batches of 40 throughout (no catch-up growth): with a queue of two, 800-message catch-up
+    // batches hand the pool ~240 samples at once and nearly all are shed, while this test needs
+    // both outcomes in quantity (the bursts of 40-message batches already overflow the queue).
     let cfg = Config::from_toml_str(&format!(
-        "[sqlite]\npath = \"{}\"\n[http]\nlisten = \"\"\n[batch]\nmax_events = 40\n[rescore]\nmodel_path = \"{model}\"\nqueue_capacity = 2\n\
+        "[sqlite]\npath = \"{}\"\n[http]\nlisten = \"\"\n[batch]\nmax_events = 40\ncatch_up_max_events = 40\n[rescore]\nmodel_path = \"{model}\"\nqueue_capacity = 2\n\
          batch_size = 1\nworkers = 1\n[rescore.sampler]\nbase_rate = 0.3\n",
         db.display()
     ))

@@ -36,6 +36,9 @@ use crate::telemetry::Telemetry;
 /// How often partitions without new messages re-evaluate their watermark.
 const IDLE_CHECK: Duration = Duration::from_secs(1);
 
+/// The longest poll while a commit runs on its thread (its result is taken between polls).
+const SETTLE_CHECK: Duration = Duration::from_millis(5);
+
 /// One owned partition: its join state and where each topic stands.
 struct Owned {
     join: PartitionJoin,
@@ -181,20 +184,42 @@ impl<S: Store + 'static> Pipeline<S> {
         let mut interrupted = false;
         // Behind: batches grow to the catch-up limits (see `BatchConfig::catch_up_max_events`).
         let mut catching_up = false;
+        // A stop met while settling a commit in the middle of polling.
+        let mut stopped: Option<Stop> = None;
         // Subscribed and able to commit: ready, until a commit fails (see `commit`).
         self.telemetry.set_ready(true);
         while !self.shutdown.load(Ordering::Relaxed) {
-            let (max_events, max_wait) =
-                if catching_up { (self.catch_up_max_events, self.catch_up_max_wait) } else { (self.max_events, self.max_wait) };
+            let (max_events, max_wait) = if catching_up {
+                (self.catch_up_max_events, self.catch_up_max_wait)
+            } else {
+                (self.max_events, self.max_wait)
+            };
             let deadline = Instant::now() + max_wait;
             while batch.len() < max_events && batch_bytes < self.max_bytes {
                 let now = Instant::now();
                 if now >= deadline || self.shutdown.load(Ordering::Relaxed) {
                     break;
                 }
-                let polled = source.poll(deadline - now);
+                // While a commit runs, poll in short steps so its result is taken promptly: the
+                // counters, the consumer lag and the rescoring queue follow the commit within
+                // milliseconds rather than at the next batch.
+                let step = if self.in_flight.is_some() { (deadline - now).min(SETTLE_CHECK) } else { deadline - now };
+                let polled = source.poll(step);
                 self.listened += now.elapsed();
                 self.handle_rebalances(source, &mut batch);
+                if self.in_flight.as_mut().is_some_and(|f| f.attempt.is_ready()) {
+                    // Nothing of the batch being polled is applied yet: `next` is empty.
+                    match self.settle(source, &mut stats, None) {
+                        Ok(Settled::Committed(m, r) | Settled::RedoneWithNext(m, r)) => {
+                            stats.messages += m;
+                            stats.rejected += r;
+                        }
+                        Err(stop) => {
+                            stopped = Some(stop);
+                            break;
+                        }
+                    }
+                }
                 match polled {
                     Some(m) => {
                         batch_bytes += m.payload.as_ref().map_or(0, Vec::len);
@@ -203,6 +228,10 @@ impl<S: Store + 'static> Pipeline<S> {
                     None if source.finished() => break,
                     None => {}
                 }
+            }
+            if let Some(stop) = stopped.take() {
+                interrupted = self.stopped(stop)?;
+                break;
             }
             self.handle_rebalances(source, &mut batch);
             let finished = batch.is_empty() && source.finished();
@@ -374,7 +403,12 @@ impl<S: Store + 'static> Pipeline<S> {
     /// (fenced), n+1's work on that partition is dropped: the reload seeks the partition back to
     /// the stored offsets, so its messages are read again. If the store refuses batch n's data,
     /// both batches are rolled back and redone one at a time (bisecting n).
-    fn process(&mut self, source: &mut dyn Source, batch: Vec<Polled>, stats: &mut RunStats) -> Result<(u64, u64), Stop> {
+    fn process(
+        &mut self,
+        source: &mut dyn Source,
+        batch: Vec<Polled>,
+        stats: &mut RunStats,
+    ) -> Result<(u64, u64), Stop> {
         let started = Instant::now();
         let saved = self.positions();
         let (mut per_part, counters) = self.apply(source, &batch, None);
@@ -442,15 +476,15 @@ impl<S: Store + 'static> Pipeline<S> {
         if let Err(e) = spawned {
             // Out of threads: the commit is made on the next `commit` attempt instead.
             tracing::warn!(error = %e, "cannot start a commit thread; committing in line");
-            return Attempt { rx: None, started };
+            return Attempt { rx: None, started, ready: None };
         }
-        Attempt { rx: Some(rx), started }
+        Attempt { rx: Some(rx), started, ready: None }
     }
 
     /// The result of a commit started by `spawn_commit`; `None` once shutdown has been requested
     /// for [`ABANDON_AFTER_SHUTDOWN`] (the commit is abandoned; whether it lands or not, the store
     /// stays consistent with its own offsets) or if the thread died.
-    fn wait_commit(&self, rx: &std::sync::mpsc::Receiver<(CommitBatch, Result<CommitOutcome, StoreError>)>) -> Option<(CommitBatch, Result<CommitOutcome, StoreError>)> {
+    fn wait_commit(&self, rx: &std::sync::mpsc::Receiver<CommitResult>) -> Option<CommitResult> {
         let mut shutdown_seen: Option<Instant> = None;
         loop {
             match rx.recv_timeout(Duration::from_millis(50)) {
@@ -721,19 +755,24 @@ impl<S: Store + 'static> Pipeline<S> {
                 break Ok((0, 0));
             }
             let (batch, attempt, outcome) = match started.take() {
-                Some(Attempt { rx: Some(rx), started }) => match self.wait_commit(&rx) {
+                Some(Attempt { ready: Some((batch, outcome)), started, .. }) => (batch, started, Some(outcome)),
+                Some(Attempt { rx: Some(rx), started, .. }) => match self.wait_commit(&rx) {
                     Some((batch, outcome)) => (batch, started, Some(outcome)),
                     None => (CommitBatch::default(), started, None),
                 },
                 _ => {
                     let batch = self.build_batch(&per_part);
                     let attempt = Instant::now();
-                    let outcome =
-                        block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown);
+                    let outcome = block_on_unless_shutdown(&self.runtime, self.store.commit(&batch), &self.shutdown);
                     (batch, attempt, outcome)
                 }
             };
             let Some(outcome) = outcome else {
+                if !self.shutdown.load(Ordering::Relaxed) {
+                    break Err(CommitError::Stop(Stop::Fatal(anyhow::anyhow!(
+                        "the commit thread ended without a result (see the log for its panic)"
+                    ))));
+                }
                 tracing::warn!("a commit still running after shutdown was requested is abandoned");
                 break Err(CommitError::Stop(Stop::Shutdown));
             };
@@ -933,8 +972,31 @@ type Positions = (u64, TopicProgress);
 
 /// A commit running on its own thread (`rx: None`: it could not be started; commit in line).
 struct Attempt {
-    rx: Option<std::sync::mpsc::Receiver<(CommitBatch, Result<CommitOutcome, StoreError>)>>,
+    rx: Option<std::sync::mpsc::Receiver<CommitResult>>,
     started: Instant,
+    /// The result, once taken from `rx` by `is_ready`.
+    ready: Option<CommitResult>,
+}
+
+/// What a commit thread hands back: the batch it wrote and the store's answer.
+type CommitResult = (CommitBatch, Result<CommitOutcome, StoreError>);
+
+impl Attempt {
+    /// Whether the commit has finished (or could not start), without waiting.
+    fn is_ready(&mut self) -> bool {
+        if self.ready.is_none() {
+            match &self.rx {
+                Some(rx) => match rx.try_recv() {
+                    Ok(r) => self.ready = Some(r),
+                    Err(std::sync::mpsc::TryRecvError::Empty) => return false,
+                    // The thread died: `commit` reports it as abandoned.
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return true,
+                },
+                None => return true,
+            }
+        }
+        true
+    }
 }
 
 /// A batch applied in memory whose commit is running.

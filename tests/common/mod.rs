@@ -250,8 +250,10 @@ pub async fn send_all_partitioned(p: &FutureProducer, items: &[(String, Event, W
     for (topic, ev, format) in items {
         let key = key_of(ev);
         let bytes = encode(ev, *format, 7);
-        let rec: FutureRecord<'_, str, [u8]> =
-            FutureRecord::to(topic).key(key.as_str()).partition(partition_in(&key, partitions)).payload(bytes.as_slice());
+        let rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
+            .key(key.as_str())
+            .partition(partition_in(&key, partitions))
+            .payload(bytes.as_slice());
         let mut rec = rec;
         loop {
             match p.send_result(rec) {
@@ -361,6 +363,26 @@ pub fn free_port() -> u16 {
 }
 
 /// GET a path from a local HTTP server; returns (status line, body).
+/// `/metrics` once the daemon's counters include all `messages` it has committed
+/// (`tierwatch_events_consumed_total` summed over topics): a commit becomes visible in the store
+/// a moment before the daemon takes its result and counts it. Gives up after 10 s and returns the
+/// last page (the caller's assertions then show what is missing).
+pub fn metrics_once_counted(port: u16, messages: i64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(port, "/metrics");
+        let counted: f64 = body
+            .lines()
+            .filter(|l| l.starts_with("tierwatch_events_consumed_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        if counted as i64 >= messages || Instant::now() > deadline {
+            return body;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn http_get(port: u16, path: &str) -> (String, String) {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
