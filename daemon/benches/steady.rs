@@ -357,7 +357,7 @@ async fn run() {
             sent += 1;
             let second = (t0.elapsed().as_secs() as usize).min(per_second.len() - 1);
             per_second[second] += 1;
-            dtx.send(fut).ok().expect("deliverer alive");
+            assert!(dtx.send(fut).is_ok(), "deliverer alive");
         }
         if let Some(status) = daemon.child.try_wait().unwrap() {
             panic!("daemon exited ({status}) while producing\n{}", daemon.log_tail());

@@ -448,6 +448,36 @@ pub(crate) fn rescore_conf_rows(scored: &[(i32, i64, String, String, f64, bool)]
     }
 }
 
+/// Fold the `tw_conf_hist` rows both stores select (hour ms, signal, classifier_version, router,
+/// conversations, routed_cheap, threshold_sum, threshold_n, hist) into per-day windows as they are
+/// decoded; rows of an unknown signal are skipped.
+pub(crate) fn fold_conf_rows<R>(rows: &[R]) -> anyhow::Result<crate::drift::evaluator::DayWindows>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    use anyhow::Context;
+    let mut out = crate::drift::evaluator::DayWindows::new();
+    for r in rows {
+        let Some(signal) = crate::metrics::Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
+        let window = ConfDelta::from_stored(
+            r.try_get(4)?,
+            r.try_get(5)?,
+            r.try_get(6)?,
+            r.try_get(7)?,
+            &r.try_get::<Vec<u8>, _>(8)?,
+        )
+        .context("stored histogram does not decode")?
+        .into();
+        crate::drift::evaluator::add_hour(&mut out, r.try_get(0)?, (r.try_get(2)?, r.try_get(3)?, signal), &window);
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,34 +547,4 @@ mod tests {
         assert!(!safe_detail(&"\u{0}".repeat(500), 64).contains('\u{0}'));
         assert_eq!(safe_detail("plain", 100), "plain");
     }
-}
-
-/// Fold the `tw_conf_hist` rows both stores select (hour ms, signal, classifier_version, router,
-/// conversations, routed_cheap, threshold_sum, threshold_n, hist) into per-day windows as they are
-/// decoded; rows of an unknown signal are skipped.
-pub(crate) fn fold_conf_rows<R>(rows: &[R]) -> anyhow::Result<crate::drift::evaluator::DayWindows>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    use anyhow::Context;
-    let mut out = crate::drift::evaluator::DayWindows::new();
-    for r in rows {
-        let Some(signal) = crate::metrics::Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-        let window = ConfDelta::from_stored(
-            r.try_get(4)?,
-            r.try_get(5)?,
-            r.try_get(6)?,
-            r.try_get(7)?,
-            &r.try_get::<Vec<u8>, _>(8)?,
-        )
-        .context("stored histogram does not decode")?
-        .into();
-        crate::drift::evaluator::add_hour(&mut out, r.try_get(0)?, (r.try_get(2)?, r.try_get(3)?, signal), &window);
-    }
-    Ok(out)
 }
