@@ -73,35 +73,10 @@ fn conversation(i: usize, out: &mut Vec<(usize, Event)>) {
         ));
     }
     if i % 4 == 0 {
-        out.push((
-            1,
-            Event::Feedback(Feedback {
-                event_id: format!("f-{i}"),
-                conversation_id: c.clone(),
-                turn: Some(1),
-                ts: start + 5 * 60_000,
-                kind: if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
-                score: None,
-                source: Some("widget".into()),
-            }),
-        ));
+        out.push((1, feedback(i, &c, 1, start + 5 * 60_000)));
     }
     if i % 10 == 0 {
-        out.push((
-            2,
-            Event::Ticket(SupportTicket {
-                event_id: format!("t-{i}"),
-                ticket_id: format!("T{i}"),
-                conversation_id: Some(c.clone()),
-                ts: start + 3 * 3_600_000,
-                status: TicketStatus::Opened,
-                cost_center: "support".into(),
-                channel: "phone".into(),
-                handle_minutes: None,
-                cost_usd: None,
-                reason: Some("billing".into()),
-            }),
-        ));
+        out.push((2, ticket(i, &c, start + 3 * 3_600_000, "phone")));
     }
 }
 
@@ -129,40 +104,44 @@ pub fn realistic(n: usize, rate: f64) -> Vec<(usize, Event)> {
             out.push((0, Event::Decision(decision(i, turns, &c, start + 4 * 60_000, tier))));
         }
         if i % 4 == 0 {
-            out.push((
-                1,
-                Event::Feedback(Feedback {
-                    event_id: format!("f-{i}"),
-                    conversation_id: c.clone(),
-                    turn: Some(turns - 1),
-                    ts: start + (turns as i64 - 1) * 30_000 + 20_000,
-                    kind: if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
-                    score: None,
-                    source: Some("widget".into()),
-                }),
-            ));
+            out.push((1, feedback(i, &c, turns - 1, start + (turns as i64 - 1) * 30_000 + 20_000)));
         }
         if i % 10 == 0 {
-            out.push((
-                2,
-                Event::Ticket(SupportTicket {
-                    event_id: format!("t-{i}"),
-                    ticket_id: format!("T{i}"),
-                    conversation_id: Some(c.clone()),
-                    ts: start + 3 * 60_000,
-                    status: TicketStatus::Opened,
-                    cost_center: "support".into(),
-                    channel: ["phone", "chat", "email"][i % 3].into(),
-                    handle_minutes: None,
-                    cost_usd: None,
-                    reason: Some("billing".into()),
-                }),
-            ));
+            out.push((2, ticket(i, &c, start + 3 * 60_000, ["phone", "chat", "email"][i % 3])));
         }
     }
     out.sort_by_key(|(_, e)| e.ts());
     out.truncate(n);
     out
+}
+
+/// Conversation `i`'s feedback on `turn`: thumbs down for every 8th conversation, else up.
+fn feedback(i: usize, c: &str, turn: i32, ts: i64) -> Event {
+    Event::Feedback(Feedback {
+        event_id: format!("f-{i}"),
+        conversation_id: c.to_string(),
+        turn: Some(turn),
+        ts,
+        kind: if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
+        score: None,
+        source: Some("widget".into()),
+    })
+}
+
+/// Conversation `i`'s support ticket, opened at `ts` on `channel`.
+fn ticket(i: usize, c: &str, ts: i64, channel: &str) -> Event {
+    Event::Ticket(SupportTicket {
+        event_id: format!("t-{i}"),
+        ticket_id: format!("T{i}"),
+        conversation_id: Some(c.to_string()),
+        ts,
+        status: TicketStatus::Opened,
+        cost_center: "support".into(),
+        channel: channel.into(),
+        handle_minutes: None,
+        cost_usd: None,
+        reason: Some("billing".into()),
+    })
 }
 
 fn decision(i: usize, k: i32, c: &str, ts: i64, tier: &str) -> RoutingDecision {
@@ -267,33 +246,8 @@ impl Live {
             FollowUp::Turn { conv, turn } => {
                 (0, Event::Decision(decision(conv, turn, &live_id(conv), ts, live_tier(conv))))
             }
-            FollowUp::Feedback { conv, turn } => (
-                1,
-                Event::Feedback(Feedback {
-                    event_id: format!("f-{conv}"),
-                    conversation_id: live_id(conv),
-                    turn: Some(turn),
-                    ts,
-                    kind: if conv % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
-                    score: None,
-                    source: Some("widget".into()),
-                }),
-            ),
-            FollowUp::Ticket { conv } => (
-                2,
-                Event::Ticket(SupportTicket {
-                    event_id: format!("t-{conv}"),
-                    ticket_id: format!("T{conv}"),
-                    conversation_id: Some(live_id(conv)),
-                    ts,
-                    status: TicketStatus::Opened,
-                    cost_center: "support".into(),
-                    channel: ["phone", "chat", "email"][conv % 3].into(),
-                    handle_minutes: None,
-                    cost_usd: None,
-                    reason: Some("billing".into()),
-                }),
-            ),
+            FollowUp::Feedback { conv, turn } => (1, feedback(conv, &live_id(conv), turn, ts)),
+            FollowUp::Ticket { conv } => (2, ticket(conv, &live_id(conv), ts, ["phone", "chat", "email"][conv % 3])),
         }
     }
 }
