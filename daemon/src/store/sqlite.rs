@@ -2,23 +2,25 @@
 //! views and the same commit semantics as [`super::postgres::PgStore`]; the schema lives in
 //! `migrations/sqlite/` (time as epoch-ms integers internally, ISO-8601 text in the views).
 //!
-//! SQLite has no `UNNEST`: a batch is written by looping over prepared statements inside one
-//! transaction (sqlx caches the prepared statement per connection, and with the database in
-//! process a row costs a few microseconds). SQLite allows one writer at a time; WAL lets readers
-//! (dashboards, the sqlite3 shell) run next to it, and `busy_timeout` makes a second writer wait
-//! instead of failing.
+//! SQLite has no `UNNEST`: a batch is written, inside one transaction, with multi-row statements
+//! (`INSERT … VALUES (…), (…) ON CONFLICT …`, `UPDATE … FROM (VALUES …)`) of at most
+//! [`MAX_ROWS`] rows, each row count a statement text that sqlx prepares once per connection and
+//! caches. One statement per row cost a round trip to sqlx's SQLite worker thread each, which
+//! made commits most of a replay's time (BENCHMARKS.md, "Embedded store replay"). SQLite allows
+//! one writer at a time; WAL lets readers (dashboards, the sqlite3 shell) run next to it, and
+//! `busy_timeout` makes a second writer wait instead of failing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Row, Sqlite, SqlitePool, Transaction};
 
 use super::{
     rescore_conf_rows, validate_rescores, CommitBatch, CommitOutcome, PartitionSnapshot, RescoreOutcome, RescoreResult,
-    Store, StoreError, ViewSettings,
+    ReviewLabel, Store, StoreError, ViewSettings,
 };
 use crate::metrics::{day_start, ConfDelta};
 
@@ -38,7 +40,7 @@ impl SqliteStore {
     /// (`tierwatch.db`, `/var/lib/tierwatch/tw.db`) or an sqlx URL (`sqlite://tw.db`,
     /// `sqlite:tw.db?mode=rwc`, `sqlite::memory:`). WAL journal, `synchronous=NORMAL` (a commit
     /// survives a process crash; a power loss can lose the last commits, never corrupt the file
-    /// or split a batch), and a busy timeout.
+    /// or split a batch), a busy timeout, a larger page cache and fewer WAL checkpoints.
     pub async fn open(path_or_url: &str) -> anyhow::Result<Self> {
         let memory = path_or_url.contains(":memory:") || path_or_url.contains("mode=memory");
         let opts = if path_or_url.starts_with("sqlite:") {
@@ -55,12 +57,21 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT)
             .synchronous(SqliteSynchronous::Normal)
             // No foreign keys in the schema; don't pay for the checks.
-            .foreign_keys(false);
+            .foreign_keys(false)
+            .statement_cache_capacity(STATEMENT_CACHE)
+            // A page cache of up to 32 MiB per connection instead of SQLite's 2 MB: a batch
+            // rewrites join state spread over the whole state table, which a 2 MB cache re-read
+            // from the file (pread) on every batch. Pages are only allocated as they are used.
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory");
         // An in-memory database exists per connection: keep exactly one, and it has no WAL.
         let (opts, max_connections) = if memory {
             (opts.journal_mode(SqliteJournalMode::Memory), 1)
         } else {
-            (opts.journal_mode(SqliteJournalMode::Wal), 4)
+            // Checkpoint when the WAL passes 10,000 pages (≈ 40 MB) instead of 1,000: a
+            // checkpoint (copy into the database file + fsync) ran after nearly every commit,
+            // and a page rewritten by consecutive commits was copied each time.
+            (opts.journal_mode(SqliteJournalMode::Wal).pragma("wal_autocheckpoint", "10000"), 4)
         };
         let pool = SqlitePoolOptions::new()
             .max_connections(max_connections)
@@ -159,51 +170,61 @@ impl Store for SqliteStore {
         let _write = self.write.lock().await;
         let mut tx = self.pool.begin().await.context("starting a transaction")?;
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let mut changed = 0u64;
-        let mut scored = vec![];
-        for r in results {
+        // One UPDATE per chunk of results instead of one per result. Only a `pending` row changes,
+        // so of several results for one event only the first can apply: keep the first.
+        let mut seen = HashSet::new();
+        let (mut to_score, mut to_shed) = (vec![], vec![]);
+        for r in results.iter().filter(|r| seen.insert(r.event_id.as_str())) {
             match &r.outcome {
                 RescoreOutcome::Scored { p_complex, model_version, threshold } => {
-                    // `status = 'pending'` makes a second application (or one after a shed) a no-op.
-                    let row = sqlx::query(
-                        "UPDATE tw_rescore_samples SET status = 'scored', p_complex = ?2, model_version = ?3, \
-                           rescore_threshold = ?4, scored_at_ms = ?5 \
-                         WHERE event_id = ?1 AND status = 'pending' \
-                         RETURNING partition, ts_ms, classifier_version, router, p_complex, \
-                           tier <> (SELECT baseline_tier FROM tw_clock)",
-                    )
-                    .bind(&r.event_id)
-                    .bind(*p_complex)
-                    .bind(model_version)
-                    .bind(*threshold)
-                    .bind(now_ms)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .context("storing a rescore")?;
-                    if let Some(row) = row {
-                        scored.push((
-                            row.try_get(0)?,
-                            row.try_get(1)?,
-                            row.try_get(2)?,
-                            row.try_get(3)?,
-                            row.try_get(4)?,
-                            row.try_get(5)?,
-                        ));
-                        changed += 1;
-                    }
+                    to_score.push((r.event_id.as_str(), *p_complex, model_version.as_str(), *threshold))
                 }
-                RescoreOutcome::Shed => {
-                    let done = sqlx::query(
-                        "UPDATE tw_rescore_samples SET status = 'shed' WHERE event_id = ?1 AND status = 'pending'",
-                    )
-                    .bind(&r.event_id)
-                    .execute(&mut *tx)
-                    .await
-                    .context("marking a shed rescore")?;
-                    changed += done.rows_affected();
-                }
+                RescoreOutcome::Shed => to_shed.push(r.event_id.as_str()),
             }
         }
+        let mut changed = 0u64;
+        let mut scored = vec![];
+        let mut rest = to_score.as_slice();
+        for n in chunk_sizes(to_score.len()) {
+            let (chunk, next) = rest.split_at(n);
+            rest = next;
+            // `status = 'pending'` makes a second application (or one after a shed) a no-op.
+            let text = format!(
+                "UPDATE tw_rescore_samples SET status = 'scored', p_complex = v.column2, model_version = v.column3, \
+                   rescore_threshold = v.column4, scored_at_ms = ? \
+                 FROM (VALUES {}) AS v WHERE event_id = v.column1 AND status = 'pending' \
+                 RETURNING partition, ts_ms, classifier_version, router, p_complex, \
+                   tier <> (SELECT baseline_tier FROM tw_clock)",
+                placeholders(4, n)
+            );
+            let q = chunk.iter().fold(sqlx::query(&text).bind(now_ms), |q, (id, p, model, threshold)| {
+                q.bind(*id).bind(*p).bind(*model).bind(*threshold)
+            });
+            for row in q.fetch_all(&mut *tx).await.context("storing rescores")? {
+                scored.push((
+                    row.try_get(0)?,
+                    row.try_get(1)?,
+                    row.try_get(2)?,
+                    row.try_get(3)?,
+                    row.try_get(4)?,
+                    row.try_get(5)?,
+                ));
+                changed += 1;
+            }
+        }
+        changed += execute_chunked(
+            &mut tx,
+            &to_shed,
+            |n| {
+                format!(
+                    "UPDATE tw_rescore_samples SET status = 'shed' WHERE status = 'pending' AND event_id IN (VALUES {})",
+                    placeholders(1, n)
+                )
+            },
+            |q, chunk| chunk.iter().fold(q, |q, id| q.bind(*id)),
+        )
+        .await
+        .context("marking shed rescores")?;
         write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
         tx.commit().await.context("committing rescores")?;
         Ok(changed)
@@ -351,54 +372,129 @@ impl SqliteStore {
 }
 
 type Tx<'a> = Transaction<'a, Sqlite>;
+type Q<'a> = sqlx::query::Query<'a, Sqlite, SqliteArguments<'a>>;
+
+/// Most rows one multi-row statement carries. A batch's rows go out as statements of 128 rows,
+/// then one statement per set bit of the remainder (64, 32, …, 1 rows: at most 7 more), so each
+/// table has at most 8 statement texts: each is prepared once per connection and reused from
+/// sqlx's statement cache (preparing a 128-row upsert costs more than running it). 128 rows of
+/// the widest table (22 columns) stay far below SQLite's 32,766 bound parameters.
+const MAX_ROWS: usize = 128;
+
+/// sqlx's per-connection statement cache: room for every batch statement shape
+/// (≈ 14 texts × 8 row counts) next to the evaluator's and the views' queries.
+const STATEMENT_CACHE: usize = 256;
+
+/// The row counts `n` rows are written in: `MAX_ROWS` at a time, then powers of two.
+fn chunk_sizes(mut n: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= MAX_ROWS { MAX_ROWS } else { 1 << n.ilog2() };
+        n -= size;
+        Some(size)
+    })
+}
+
+/// `rows` parenthesized groups of `cols` placeholders: `(?,?),(?,?)`.
+fn placeholders(cols: usize, rows: usize) -> String {
+    let mut out = String::with_capacity(rows * (2 * cols + 2));
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(?" } else { ",(?" });
+        for _ in 1..cols {
+            out.push_str(",?");
+        }
+        out.push(')');
+    }
+    out
+}
+
+/// Run the statement `sql(n)` once per chunk of `rows` (see [`chunk_sizes`]), in order, `bind`
+/// binding a chunk's parameters; the rows affected, summed.
+async fn execute_chunked<T, S, B>(tx: &mut Tx<'_>, rows: &[T], sql: S, bind: B) -> Result<u64, sqlx::Error>
+where
+    T: Sync,
+    S: Fn(usize) -> String,
+    B: for<'a> Fn(Q<'a>, &'a [T]) -> Q<'a>,
+{
+    let mut affected = 0;
+    let mut rest = rows;
+    for n in chunk_sizes(rows.len()) {
+        let (chunk, next) = rest.split_at(n);
+        rest = next;
+        let text = sql(n);
+        affected += bind(sqlx::query(&text), chunk).execute(&mut **tx).await?.rows_affected();
+    }
+    Ok(affected)
+}
+
+/// `head VALUES (…), (…) tail` over `rows`, `bind` binding one row's `cols` parameters.
+async fn insert_values<T, B>(
+    tx: &mut Tx<'_>,
+    head: &str,
+    cols: usize,
+    tail: &str,
+    rows: &[T],
+    bind: B,
+) -> Result<u64, sqlx::Error>
+where
+    T: Sync,
+    B: for<'a> Fn(Q<'a>, &'a T) -> Q<'a>,
+{
+    execute_chunked(
+        tx,
+        rows,
+        |n| format!("{head} VALUES {} {tail}", placeholders(cols, n)),
+        |q, chunk| chunk.iter().fold(q, &bind),
+    )
+    .await
+}
 
 async fn write_offsets(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    for p in &b.partitions {
-        for (topic, offset) in &p.offsets {
-            sqlx::query(
-                "INSERT INTO tw_offsets(topic, partition, next_offset) VALUES (?1, ?2, ?3) \
-                 ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-            )
-            .bind(topic)
-            .bind(p.partition)
-            .bind(*offset)
-            .execute(&mut **tx)
-            .await
-            .context("writing offsets")?;
-        }
-    }
+    let rows: Vec<(&str, i32, i64)> =
+        b.partitions.iter().flat_map(|p| p.offsets.iter().map(move |(t, o)| (t.as_str(), p.partition, *o))).collect();
+    insert_values(
+        tx,
+        "INSERT INTO tw_offsets(topic, partition, next_offset)",
+        3,
+        "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+        &rows,
+        |q, r| q.bind(r.0).bind(r.1).bind(r.2),
+    )
+    .await
+    .context("writing offsets")?;
     Ok(())
 }
 
 async fn write_state(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     // Upserts first, then deletes, as the Postgres store does.
+    let upserts: Vec<(i32, &str, &[u8])> = b
+        .partitions
+        .iter()
+        .flat_map(|p| p.state.iter().filter_map(move |(k, s)| Some((p.partition, k.as_str(), s.as_deref()?))))
+        .collect();
+    insert_values(
+        tx,
+        "INSERT INTO tw_join_state(partition, key, state)",
+        3,
+        "ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
+        &upserts,
+        |q, r| q.bind(r.0).bind(r.1).bind(r.2),
+    )
+    .await
+    .context("writing join state")?;
     for p in &b.partitions {
-        for (key, state) in &p.state {
-            if let Some(v) = state {
-                sqlx::query(
-                    "INSERT INTO tw_join_state(partition, key, state) VALUES (?1, ?2, ?3) \
-                     ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
-                )
-                .bind(p.partition)
-                .bind(key)
-                .bind(v.as_slice())
-                .execute(&mut **tx)
-                .await
-                .context("writing join state")?;
-            }
-        }
-    }
-    for p in &b.partitions {
-        for (key, state) in &p.state {
-            if state.is_none() {
-                sqlx::query("DELETE FROM tw_join_state WHERE partition = ?1 AND key = ?2")
-                    .bind(p.partition)
-                    .bind(key)
-                    .execute(&mut **tx)
-                    .await
-                    .context("deleting join state")?;
-            }
-        }
+        let keys: Vec<&str> = p.state.iter().filter(|(_, s)| s.is_none()).map(|(k, _)| k.as_str()).collect();
+        // `key IN (VALUES …)` probes the primary key once per key.
+        execute_chunked(
+            tx,
+            &keys,
+            |n| format!("DELETE FROM tw_join_state WHERE partition = ? AND key IN (VALUES {})", placeholders(1, n)),
+            |q, chunk| chunk.iter().fold(q.bind(p.partition), |q, k| q.bind(*k)),
+        )
+        .await
+        .context("deleting join state")?;
     }
     Ok(())
 }
@@ -406,83 +502,86 @@ async fn write_state(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
 async fn write_quality(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     let mut rows: Vec<_> = b.deltas.quality.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0)); // primary-key order: B-tree locality
-    for (k, v) in rows {
-        let d = &k.dims;
-        sqlx::query(
-            "INSERT INTO tw_agg_quality (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
-               decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
-               escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22) \
-             ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
-               decisions = decisions + excluded.decisions, \
-               conversations = conversations + excluded.conversations, \
-               thumbs_up = thumbs_up + excluded.thumbs_up, \
-               thumbs_down = thumbs_down + excluded.thumbs_down, \
-               csat_n = csat_n + excluded.csat_n, \
-               reviews_n = reviews_n + excluded.reviews_n, \
-               reviews_wrong = reviews_wrong + excluded.reviews_wrong, \
-               failed_deflections = failed_deflections + excluded.failed_deflections, \
-               escalations = escalations + excluded.escalations, \
-               cost_nusd = cost_nusd + excluded.cost_nusd, \
-               capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd, \
-               attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
-               attributed_human_cost_nusd = attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
-               csat_sum = csat_sum + excluded.csat_sum",
-        )
-        .bind(k.grain.as_str())
-        .bind(k.bucket_ms)
-        .bind(&d.tier)
-        .bind(&d.model)
-        .bind(&d.classifier_version)
-        .bind(&d.router)
-        .bind(&d.segment)
-        .bind(&d.intent)
-        .bind(v.decisions)
-        .bind(v.conversations)
-        .bind(v.thumbs_up)
-        .bind(v.thumbs_down)
-        .bind(v.csat_n)
-        .bind(v.reviews_n)
-        .bind(v.reviews_wrong)
-        .bind(v.failed_deflections)
-        .bind(v.escalations)
-        .bind(v.cost_nusd)
-        .bind(v.capable_cost_nusd)
-        .bind(v.attributed_tickets)
-        .bind(v.attributed_human_cost_nusd)
-        .bind(v.csat_sum)
-        .execute(&mut **tx)
-        .await
-        .context("writing tw_agg_quality")?;
-    }
+    insert_values(
+        tx,
+        "INSERT INTO tw_agg_quality (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
+           decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
+           escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum)",
+        22,
+        "ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
+           decisions = decisions + excluded.decisions, \
+           conversations = conversations + excluded.conversations, \
+           thumbs_up = thumbs_up + excluded.thumbs_up, \
+           thumbs_down = thumbs_down + excluded.thumbs_down, \
+           csat_n = csat_n + excluded.csat_n, \
+           reviews_n = reviews_n + excluded.reviews_n, \
+           reviews_wrong = reviews_wrong + excluded.reviews_wrong, \
+           failed_deflections = failed_deflections + excluded.failed_deflections, \
+           escalations = escalations + excluded.escalations, \
+           cost_nusd = cost_nusd + excluded.cost_nusd, \
+           capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd, \
+           attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
+           attributed_human_cost_nusd = attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
+           csat_sum = csat_sum + excluded.csat_sum",
+        &rows,
+        |q, (k, v)| {
+            let d = &k.dims;
+            q.bind(k.grain.as_str())
+                .bind(k.bucket_ms)
+                .bind(d.tier.as_str())
+                .bind(d.model.as_str())
+                .bind(d.classifier_version.as_str())
+                .bind(d.router.as_str())
+                .bind(d.segment.as_str())
+                .bind(d.intent.as_str())
+                .bind(v.decisions)
+                .bind(v.conversations)
+                .bind(v.thumbs_up)
+                .bind(v.thumbs_down)
+                .bind(v.csat_n)
+                .bind(v.reviews_n)
+                .bind(v.reviews_wrong)
+                .bind(v.failed_deflections)
+                .bind(v.escalations)
+                .bind(v.cost_nusd)
+                .bind(v.capable_cost_nusd)
+                .bind(v.attributed_tickets)
+                .bind(v.attributed_human_cost_nusd)
+                .bind(v.csat_sum)
+        },
+    )
+    .await
+    .context("writing tw_agg_quality")?;
     Ok(())
 }
 
 async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     let mut rows: Vec<_> = b.deltas.latency.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
-    for ((k, bin), count) in rows {
-        let d = &k.dims;
-        sqlx::query(
-            "INSERT INTO tw_agg_latency (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
-               bin, count) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
-             ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, bin) \
-             DO UPDATE SET count = count + excluded.count",
-        )
-        .bind(k.grain.as_str())
-        .bind(k.bucket_ms)
-        .bind(&d.tier)
-        .bind(&d.model)
-        .bind(&d.classifier_version)
-        .bind(&d.router)
-        .bind(&d.segment)
-        .bind(&d.intent)
-        .bind(*bin)
-        .bind(*count)
-        .execute(&mut **tx)
-        .await
-        .context("writing tw_agg_latency")?;
-    }
+    insert_values(
+        tx,
+        "INSERT INTO tw_agg_latency (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
+           bin, count)",
+        10,
+        "ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, bin) \
+         DO UPDATE SET count = count + excluded.count",
+        &rows,
+        |q, ((k, bin), count)| {
+            let d = &k.dims;
+            q.bind(k.grain.as_str())
+                .bind(k.bucket_ms)
+                .bind(d.tier.as_str())
+                .bind(d.model.as_str())
+                .bind(d.classifier_version.as_str())
+                .bind(d.router.as_str())
+                .bind(d.segment.as_str())
+                .bind(d.intent.as_str())
+                .bind(*bin)
+                .bind(**count)
+        },
+    )
+    .await
+    .context("writing tw_agg_latency")?;
     Ok(())
 }
 
@@ -504,193 +603,234 @@ async fn upsert_day_counter(
     mut rows: Vec<(i64, String, i64)>,
 ) -> anyhow::Result<()> {
     rows.sort();
-    let sql = format!(
-        "INSERT INTO {table} (day_ms, {label}, {counter}) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (day_ms, {label}) DO UPDATE SET {counter} = {counter} + excluded.{counter}"
-    );
-    for (ms, l, n) in rows {
-        sqlx::query(&sql)
-            .bind(day_start(ms))
-            .bind(l)
-            .bind(n)
-            .execute(&mut **tx)
-            .await
-            .with_context(|| format!("writing {table}"))?;
-    }
+    insert_values(
+        tx,
+        &format!("INSERT INTO {table} (day_ms, {label}, {counter})"),
+        3,
+        &format!("ON CONFLICT (day_ms, {label}) DO UPDATE SET {counter} = {counter} + excluded.{counter}"),
+        &rows,
+        |q, (ms, l, n)| q.bind(day_start(*ms)).bind(l.as_str()).bind(*n),
+    )
+    .await
+    .with_context(|| format!("writing {table}"))?;
     Ok(())
 }
 
 async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     let mut rows: Vec<_> = b.deltas.human.iter().collect();
     rows.sort_by(|a, b| a.0.cmp(b.0));
-    for (k, h) in rows {
-        sqlx::query(
-            "INSERT INTO tw_agg_human_day (day_ms, cost_center, channel, tickets_opened, attributed_tickets, \
-               unattributed_tickets, tickets_resolved, human_cost_nusd) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
-             ON CONFLICT (day_ms, cost_center, channel) DO UPDATE SET \
-               tickets_opened = tickets_opened + excluded.tickets_opened, \
-               attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
-               unattributed_tickets = unattributed_tickets + excluded.unattributed_tickets, \
-               tickets_resolved = tickets_resolved + excluded.tickets_resolved, \
-               human_cost_nusd = human_cost_nusd + excluded.human_cost_nusd",
-        )
-        .bind(day_start(k.day_ms))
-        .bind(&k.cost_center)
-        .bind(&k.channel)
-        .bind(h.tickets_opened)
-        .bind(h.attributed_tickets)
-        .bind(h.unattributed_tickets)
-        .bind(h.tickets_resolved)
-        .bind(h.human_cost_nusd)
-        .execute(&mut **tx)
-        .await
-        .context("writing tw_agg_human_day")?;
-    }
+    insert_values(
+        tx,
+        "INSERT INTO tw_agg_human_day (day_ms, cost_center, channel, tickets_opened, attributed_tickets, \
+           unattributed_tickets, tickets_resolved, human_cost_nusd)",
+        8,
+        "ON CONFLICT (day_ms, cost_center, channel) DO UPDATE SET \
+           tickets_opened = tickets_opened + excluded.tickets_opened, \
+           attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
+           unattributed_tickets = unattributed_tickets + excluded.unattributed_tickets, \
+           tickets_resolved = tickets_resolved + excluded.tickets_resolved, \
+           human_cost_nusd = human_cost_nusd + excluded.human_cost_nusd",
+        &rows,
+        |q, (k, h)| {
+            q.bind(day_start(k.day_ms))
+                .bind(k.cost_center.as_str())
+                .bind(k.channel.as_str())
+                .bind(h.tickets_opened)
+                .bind(h.attributed_tickets)
+                .bind(h.unattributed_tickets)
+                .bind(h.tickets_resolved)
+                .bind(h.human_cost_nusd)
+        },
+    )
+    .await
+    .context("writing tw_agg_human_day")?;
     Ok(())
 }
 
 /// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
-/// owner writes them (the generation fence above holds), so read-modify-write is safe.
+/// owner writes them (the generation fence above holds), so read-modify-write is safe. The rows
+/// of a batch are distinct keys: all stored rows are read first (a join of the keys with the
+/// primary key), then the merged rows are upserted.
 async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     let rows = b.conf_rows();
     if rows.is_empty() {
         return Ok(());
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    for (partition, key, delta) in rows {
-        let stored = sqlx::query(
-            "SELECT conversations, routed_cheap, threshold_sum, threshold_n, hist FROM tw_conf_hist \
-             WHERE hour_ms = ?1 AND partition = ?2 AND signal = ?3 AND classifier_version = ?4 AND router = ?5",
-        )
-        .bind(key.hour_ms)
-        .bind(partition)
-        .bind(key.signal.as_str())
-        .bind(&key.classifier_version)
-        .bind(&key.router)
-        .fetch_optional(&mut **tx)
-        .await
-        .context("reading tw_conf_hist")?;
-        let mut merged = delta.clone();
-        if let Some(r) = stored {
-            let stored = ConfDelta::from_stored(
-                r.try_get(0)?,
+    // The stored row plus the delta, for the keys that have a stored row (addition commutes:
+    // the same sums as the delta plus the stored row).
+    let mut merged: Vec<Option<ConfDelta>> = vec![None; rows.len()];
+    let mut start = 0;
+    for n in chunk_sizes(rows.len()) {
+        let chunk = &rows[start..start + n];
+        let text = format!(
+            "SELECT v.column1, h.conversations, h.routed_cheap, h.threshold_sum, h.threshold_n, h.hist \
+             FROM (VALUES {}) AS v CROSS JOIN tw_conf_hist h \
+             ON h.hour_ms = v.column2 AND h.partition = v.column3 AND h.signal = v.column4 \
+               AND h.classifier_version = v.column5 AND h.router = v.column6",
+            placeholders(6, n)
+        );
+        let q = chunk.iter().enumerate().fold(sqlx::query(&text), |q, (i, (partition, key, _))| {
+            q.bind((start + i) as i64)
+                .bind(key.hour_ms)
+                .bind(*partition)
+                .bind(key.signal.as_str())
+                .bind(key.classifier_version.as_str())
+                .bind(key.router.as_str())
+        });
+        for r in q.fetch_all(&mut **tx).await.context("reading tw_conf_hist")? {
+            let i = usize::try_from(r.try_get::<i64, _>(0)?).context("row index")?;
+            let mut stored = ConfDelta::from_stored(
                 r.try_get(1)?,
                 r.try_get(2)?,
                 r.try_get(3)?,
-                &r.try_get::<Vec<u8>, _>(4)?,
+                r.try_get(4)?,
+                &r.try_get::<Vec<u8>, _>(5)?,
             )
             .context("stored histogram does not decode")?;
-            merged.add(&stored);
+            let (slot, (_, _, delta)) = merged.get_mut(i).zip(rows.get(i)).context("row index out of range")?;
+            stored.add(delta);
+            *slot = Some(stored);
         }
-        let n = i64::try_from(merged.hist.total()).unwrap_or(i64::MAX);
-        sqlx::query(
-            "INSERT INTO tw_conf_hist (hour_ms, partition, signal, classifier_version, router, n, conversations, \
-               routed_cheap, threshold_sum, threshold_n, hist, updated_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12) \
-             ON CONFLICT (hour_ms, partition, signal, classifier_version, router) DO UPDATE SET \
-               n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
-               threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
-               updated_at_ms = excluded.updated_at_ms",
-        )
-        .bind(key.hour_ms)
-        .bind(partition)
-        .bind(key.signal.as_str())
-        .bind(&key.classifier_version)
-        .bind(&key.router)
-        .bind(n)
-        .bind(merged.conversations)
-        .bind(merged.routed_cheap)
-        .bind(merged.threshold_sum)
-        .bind(merged.threshold_n)
-        .bind(merged.hist.to_bytes())
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await
-        .context("writing tw_conf_hist")?;
+        start += n;
     }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let out: Vec<_> = rows
+        .iter()
+        .zip(&merged)
+        .map(|((partition, key, delta), m)| {
+            let m = m.as_ref().unwrap_or(delta);
+            (*partition, *key, m, i64::try_from(m.hist.total()).unwrap_or(i64::MAX), m.hist.to_bytes())
+        })
+        .collect();
+    insert_values(
+        tx,
+        "INSERT INTO tw_conf_hist (hour_ms, partition, signal, classifier_version, router, n, conversations, \
+           routed_cheap, threshold_sum, threshold_n, hist, updated_at_ms)",
+        12,
+        "ON CONFLICT (hour_ms, partition, signal, classifier_version, router) DO UPDATE SET \
+           n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
+           threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
+           updated_at_ms = excluded.updated_at_ms",
+        &out,
+        |q, (partition, key, m, n, hist)| {
+            q.bind(key.hour_ms)
+                .bind(*partition)
+                .bind(key.signal.as_str())
+                .bind(key.classifier_version.as_str())
+                .bind(key.router.as_str())
+                .bind(*n)
+                .bind(m.conversations)
+                .bind(m.routed_cheap)
+                .bind(m.threshold_sum)
+                .bind(m.threshold_n)
+                .bind(hist.as_slice())
+                .bind(now_ms)
+        },
+    )
+    .await
+    .context("writing tw_conf_hist")?;
     Ok(())
 }
 
 async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    for d in &b.dead_letters {
-        sqlx::query(
-            "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        )
-        .bind(&d.topic)
-        .bind(d.partition)
-        .bind(d.offset)
-        .bind(d.reason)
-        .bind(&d.detail)
-        .bind(d.payload.as_deref())
-        // Same bound as the Postgres column (int).
-        .bind(i32::try_from(d.payload_len).unwrap_or(i32::MAX))
-        .bind(d.truncated)
-        .execute(&mut **tx)
-        .await
-        .context("writing tw_dead_letters")?;
-    }
+    insert_values(
+        tx,
+        "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated)",
+        8,
+        "",
+        &b.dead_letters,
+        |q, d| {
+            q.bind(d.topic.as_str())
+                .bind(d.partition)
+                .bind(d.offset)
+                .bind(d.reason)
+                .bind(d.detail.as_str())
+                .bind(d.payload.as_deref())
+                // Same bound as the Postgres column (int).
+                .bind(i32::try_from(d.payload_len).unwrap_or(i32::MAX))
+                .bind(d.truncated)
+        },
+    )
+    .await
+    .context("writing tw_dead_letters")?;
     Ok(())
 }
 
 /// Sampled decisions, inserted `pending`; an event already stored (a replayed batch) is left as it is.
 async fn write_rescore_samples(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     let now_ms = chrono::Utc::now().timestamp_millis();
-    for r in &b.rescore_samples {
-        sqlx::query(
-            "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts_ms, tier, model, \
-               classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
-               query_text, query_hash, inserted_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20) \
-             ON CONFLICT (event_id) DO NOTHING",
-        )
-        .bind(&r.event_id)
-        .bind(&r.conversation_id)
-        .bind(r.turn)
-        .bind(r.partition)
-        .bind(r.ts_ms)
-        .bind(&r.tier)
-        .bind(&r.model)
-        .bind(&r.classifier_version)
-        .bind(&r.router)
-        .bind(&r.segment)
-        .bind(r.router_confidence)
-        .bind(r.threshold)
-        .bind(r.margin)
-        .bind(r.ood_score)
-        .bind(r.p)
-        .bind(r.w)
-        .bind(&r.reason)
-        .bind(r.query_text.as_deref())
-        .bind(r.query_hash.as_deref())
-        .bind(now_ms)
-        .execute(&mut **tx)
-        .await
-        .context("writing tw_rescore_samples")?;
-    }
+    insert_values(
+        tx,
+        "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts_ms, tier, model, \
+           classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
+           query_text, query_hash, inserted_at_ms)",
+        20,
+        "ON CONFLICT (event_id) DO NOTHING",
+        &b.rescore_samples,
+        |q, r| {
+            q.bind(r.event_id.as_str())
+                .bind(r.conversation_id.as_str())
+                .bind(r.turn)
+                .bind(r.partition)
+                .bind(r.ts_ms)
+                .bind(r.tier.as_str())
+                .bind(r.model.as_str())
+                .bind(r.classifier_version.as_str())
+                .bind(r.router.as_str())
+                .bind(r.segment.as_str())
+                .bind(r.router_confidence)
+                .bind(r.threshold)
+                .bind(r.margin)
+                .bind(r.ood_score)
+                .bind(r.p)
+                .bind(r.w)
+                .bind(r.reason.as_str())
+                .bind(r.query_text.as_deref())
+                .bind(r.query_hash.as_deref())
+                .bind(now_ms)
+        },
+    )
+    .await
+    .context("writing tw_rescore_samples")?;
     Ok(())
 }
 
 /// HUMAN_REVIEW labels onto their turns' sample rows: the latest review wins (ties: "not
 /// addressed", as in the Postgres store), and an older label never overwrites a newer one.
 async fn write_review_labels(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut labels: Vec<_> = b.review_labels.iter().collect();
-    // Applied oldest first, "addressed" before "not addressed" at equal times, each only over an
-    // older-or-equal stored review: the survivor is the one the Postgres store picks.
-    labels.sort_by(|x, y| x.reviewed_ms.cmp(&y.reviewed_ms).then(y.addressed.cmp(&x.addressed)));
-    for l in labels {
-        sqlx::query(
-            "UPDATE tw_rescore_samples SET review_addressed = ?3, reviewed_at_ms = ?4 \
-             WHERE conversation_id = ?1 AND turn = ?2 AND (reviewed_at_ms IS NULL OR reviewed_at_ms <= ?4)",
-        )
-        .bind(&l.conversation_id)
-        .bind(l.turn)
-        .bind(l.addressed)
-        .bind(l.reviewed_ms)
-        .execute(&mut **tx)
-        .await
-        .context("writing review labels")?;
+    // Applying the labels one by one, oldest first and "addressed" before "not addressed" at
+    // equal times, each only over an older-or-equal stored review, leaves on a row the turn's
+    // last label in that order if that one is not older than the stored review, else the stored
+    // one: so only that last label per turn is applied, all turns in one UPDATE … FROM per chunk.
+    let mut last: HashMap<(&str, i32), &ReviewLabel> = HashMap::new();
+    for l in &b.review_labels {
+        let e = last.entry((l.conversation_id.as_str(), l.turn)).or_insert(l);
+        if (l.reviewed_ms, !l.addressed) >= (e.reviewed_ms, !e.addressed) {
+            *e = l;
+        }
     }
+    let mut labels: Vec<&ReviewLabel> = last.into_values().collect();
+    labels.sort_by(|x, y| (&x.conversation_id, x.turn).cmp(&(&y.conversation_id, y.turn)));
+    execute_chunked(
+        tx,
+        &labels,
+        |n| {
+            format!(
+                "UPDATE tw_rescore_samples SET review_addressed = v.column3, reviewed_at_ms = v.column4 \
+                 FROM (VALUES {}) AS v \
+                 WHERE conversation_id = v.column1 AND turn = v.column2 \
+                   AND (reviewed_at_ms IS NULL OR reviewed_at_ms <= v.column4)",
+                placeholders(4, n)
+            )
+        },
+        |q, chunk| {
+            chunk
+                .iter()
+                .fold(q, |q, l| q.bind(l.conversation_id.as_str()).bind(l.turn).bind(l.addressed).bind(l.reviewed_ms))
+        },
+    )
+    .await
+    .context("writing review labels")?;
     Ok(())
 }
 
@@ -699,6 +839,204 @@ mod tests {
     use std::os::unix::fs::PermissionsExt;
 
     use super::*;
+
+    #[test]
+    fn chunks_are_full_statements_then_powers_of_two() {
+        let sizes = |n| chunk_sizes(n).collect::<Vec<_>>();
+        assert_eq!(sizes(0), Vec::<usize>::new());
+        assert_eq!(sizes(1), vec![1]);
+        assert_eq!(sizes(127), vec![64, 32, 16, 8, 4, 2, 1]);
+        assert_eq!(sizes(128), vec![128]);
+        assert_eq!(sizes(300), vec![128, 128, 32, 8, 4]);
+        for n in 0..600 {
+            assert_eq!(sizes(n).iter().sum::<usize>(), n);
+        }
+        assert_eq!(placeholders(3, 2), "(?,?,?),(?,?,?)");
+        assert_eq!(placeholders(1, 1), "(?)");
+    }
+
+    fn dims(i: usize) -> std::sync::Arc<crate::metrics::Dims> {
+        std::sync::Arc::new(crate::metrics::Dims {
+            tier: if i % 2 == 0 { "cheap" } else { "capable" }.into(),
+            model: "m".into(),
+            classifier_version: "v1".into(),
+            router: "PRE_ROUTE".into(),
+            segment: format!("s{}", i % 7),
+            intent: String::new(),
+        })
+    }
+
+    fn sample(i: usize) -> super::super::RescoreSample {
+        super::super::RescoreSample {
+            event_id: format!("e{i}"),
+            conversation_id: format!("c{i}"),
+            turn: 1,
+            partition: 0,
+            ts_ms: 3_600_000 * i as i64,
+            tier: "cheap".into(),
+            model: "m".into(),
+            classifier_version: "v1".into(),
+            router: "PRE_ROUTE".into(),
+            segment: String::new(),
+            router_confidence: Some(0.8),
+            threshold: Some(0.5),
+            margin: None,
+            ood_score: None,
+            p: 0.5,
+            w: 2.0,
+            reason: "base".into(),
+            query_text: Some(format!("q{i}")),
+            query_hash: None,
+        }
+    }
+
+    fn label(conversation: &str, reviewed_ms: i64, addressed: bool) -> ReviewLabel {
+        ReviewLabel { conversation_id: conversation.into(), turn: 1, addressed, reviewed_ms }
+    }
+
+    /// A batch of 300 rows per table (several statements of different row counts) twice: the
+    /// aggregates add up, state upserts and deletes land, histograms merge, duplicate samples and
+    /// rescores apply once, and review labels keep the latest (ties: not addressed).
+    #[tokio::test]
+    async fn multi_row_statements_keep_the_row_by_row_semantics() {
+        use crate::metrics::{ConfKey, Deltas, Grain, Signal};
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("tw.db").to_str().unwrap()).await.unwrap();
+        store.migrate().await.unwrap();
+        assert_eq!(store.load_partition(0, &["routing"]).await.unwrap().generation, 0);
+        const N: usize = 300;
+        let batch = |generation: i64, state: Vec<(String, Option<Vec<u8>>)>, labels: Vec<ReviewLabel>| {
+            let mut deltas = Deltas::default();
+            let mut conf = vec![];
+            for i in 0..N {
+                let ts = 3_600_000 * i as i64;
+                deltas.quality_one(Grain::Hour, ts, &dims(i), |q| {
+                    q.decisions += 1;
+                    q.csat_sum += 0.5;
+                });
+                deltas.latency(ts, &dims(i), 10.0 + i as f64);
+                let key = ConfKey {
+                    hour_ms: ts,
+                    signal: Signal::RouterConfidence,
+                    classifier_version: "v1".into(),
+                    router: "PRE_ROUTE".into(),
+                };
+                let mut d = ConfDelta::default();
+                d.hist.record(0.25);
+                d.hist.record(i as f64 / N as f64);
+                d.conversations = 1;
+                d.threshold_sum = 0.5;
+                d.threshold_n = 1;
+                conf.push((key, d));
+            }
+            let mut samples: Vec<_> = (0..N).map(sample).collect();
+            samples.push(sample(3)); // the same event twice: stored once
+            CommitBatch {
+                partitions: vec![super::super::PartitionCommit {
+                    partition: 0,
+                    expected_generation: generation,
+                    watermark_ms: 1,
+                    state,
+                    offsets: vec![("routing".into(), generation + 10)],
+                    conf,
+                }],
+                deltas,
+                rescore_samples: samples,
+                review_labels: labels,
+                ..Default::default()
+            }
+        };
+        let upserts = |tag: u8| (0..N).map(move |i| (format!("c:{i}"), Some(vec![tag, i as u8]))).collect::<Vec<_>>();
+        let first = batch(
+            0,
+            upserts(1),
+            vec![
+                label("c1", 10, true),
+                label("c1", 10, false),
+                label("c1", 5, true),
+                label("c2", 20, true),
+                label("c3", 1, false),
+            ],
+        );
+        assert!(matches!(store.commit(&first).await.unwrap(), CommitOutcome::Committed(_)));
+        let mut state = upserts(2);
+        for (_, s) in state.iter_mut().take(200) {
+            *s = None;
+        }
+        let second = batch(1, state, vec![label("c2", 15, false), label("c3", 1, true), label("c4", 7, false)]);
+        assert!(matches!(store.commit(&second).await.unwrap(), CommitOutcome::Committed(_)));
+
+        let pool = store.pool();
+        let one =
+            |sql: &'static str| async move { sqlx::query_as::<_, (i64, f64)>(sql).fetch_one(pool).await.unwrap() };
+        assert_eq!(
+            one("SELECT count(*), total(decisions) + total(csat_sum) FROM tw_agg_quality WHERE decisions = 2").await,
+            (N as i64, 3.0 * N as f64)
+        );
+        assert_eq!(one("SELECT count(*), total(count) FROM tw_agg_latency").await, (N as i64, 2.0 * N as f64));
+        assert_eq!(one("SELECT count(*), 0.0 FROM tw_join_state").await, (100, 0.0));
+        let state: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT key, state FROM tw_join_state ORDER BY key").fetch_all(pool).await.unwrap();
+        let mut expected: Vec<(String, Vec<u8>)> = (200..N).map(|i| (format!("c:{i}"), vec![2, i as u8])).collect();
+        expected.sort();
+        assert_eq!(state, expected);
+        assert_eq!(one("SELECT next_offset, 0.0 FROM tw_offsets").await, (11, 0.0));
+        let conf: Vec<(i64, i64, i64, f64, Vec<u8>)> =
+            sqlx::query_as("SELECT hour_ms, n, conversations, threshold_sum, hist FROM tw_conf_hist ORDER BY hour_ms")
+                .fetch_all(pool)
+                .await
+                .unwrap();
+        assert_eq!(conf.len(), N);
+        for (i, (_, n, conversations, threshold_sum, hist)) in conf.iter().enumerate() {
+            assert_eq!((*n, *conversations, *threshold_sum), (4, 2, 1.0));
+            let mut expected = crate::stats::hist::ConfHist::new();
+            for _ in 0..2 {
+                expected.record(0.25);
+                expected.record(i as f64 / N as f64);
+            }
+            assert_eq!(*hist, expected.to_bytes(), "hour {i}");
+        }
+        assert_eq!(one("SELECT count(*), 0.0 FROM tw_rescore_samples").await, (N as i64, 0.0));
+        let labels: Vec<(String, Option<bool>, Option<i64>)> = sqlx::query_as(
+            "SELECT conversation_id, review_addressed, reviewed_at_ms FROM tw_rescore_samples \
+             WHERE conversation_id IN ('c1', 'c2', 'c3', 'c4', 'c5') ORDER BY 1",
+        )
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            labels,
+            vec![
+                ("c1".into(), Some(false), Some(10)), // the later time wins; at a tie, not addressed
+                ("c2".into(), Some(true), Some(20)),  // an older label does not overwrite a newer one
+                ("c3".into(), Some(true), Some(1)),   // an equal time does
+                ("c4".into(), Some(false), Some(7)),
+                ("c5".into(), None, None),
+            ]
+        );
+
+        // Rescores: a first result per event applies (Scored, or Shed), a repeat changes nothing.
+        let scored = |i: usize| RescoreResult {
+            event_id: format!("e{i}"),
+            outcome: RescoreOutcome::Scored { p_complex: 0.75, model_version: "m1".into(), threshold: 0.5 },
+        };
+        let shed = |i: usize| RescoreResult { event_id: format!("e{i}"), outcome: RescoreOutcome::Shed };
+        let mut results: Vec<_> = (0..200).map(scored).chain((200..N).map(shed)).collect();
+        results.push(shed(5));
+        results.push(scored(250));
+        assert_eq!(store.apply_rescores(&results).await.unwrap(), N as u64);
+        assert_eq!(store.apply_rescores(&results).await.unwrap(), 0);
+        assert_eq!(
+            one("SELECT count(*), sum(p_complex) FROM tw_rescore_samples WHERE status = 'scored' AND model_version = 'm1'")
+                .await,
+            (200, 150.0)
+        );
+        assert_eq!(one("SELECT count(*), 0.0 FROM tw_rescore_samples WHERE status = 'shed'").await, (100, 0.0));
+        assert_eq!(
+            one("SELECT sum(n), total(conversations) FROM tw_conf_hist WHERE signal = 'rescore_score'").await,
+            (200, 200.0)
+        );
+    }
 
     #[tokio::test]
     async fn new_database_files_are_private() {
