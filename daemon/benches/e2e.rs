@@ -104,12 +104,7 @@ async fn run(n: usize) {
     let mut daemon = Daemon::start(&cfg, "bench");
     // From the partition assignment (logged once the join state is loaded; polling follows), so
     // startup (migrations, group join) is reported apart.
-    while !daemon.log().contains(" assigned") {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            panic!("daemon exited ({status}) before its assignment\n{}", daemon.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    daemon.wait_assigned().await;
     let startup = t.elapsed();
     let t1 = Instant::now();
     env.wait_committed(sent, &mut daemon, Duration::from_secs(1800)).await;

@@ -214,12 +214,7 @@ async fn run() {
     }
     let t = Instant::now();
     let mut daemon = Daemon::start(&cfg, "steady");
-    while !daemon.log().contains(" assigned") {
-        if let Some(status) = daemon.child.try_wait().unwrap() {
-            panic!("daemon exited ({status}) before its assignment\n{}", daemon.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    daemon.wait_assigned().await;
     let pid = daemon.child.id();
     println!("steady: daemon pid {pid} assigned after {:.2}s", t.elapsed().as_secs_f64());
 

@@ -25,7 +25,7 @@ use crate::join::{JoinCounters, JoinReject, JoinSettings, PartitionJoin};
 use crate::metrics::Deltas;
 use crate::progress::{TopicProgress, WatermarkConfig, PROGRESS_KEY};
 use crate::rescore::runtime::{review_label, Rescoring};
-use crate::source::kafka::{block_on_unless_shutdown, load_retrying, ABANDON_AFTER_SHUTDOWN};
+use crate::source::kafka::{block_on_unless_shutdown, load_retrying};
 use crate::source::{Polled, RebalanceEvent, Source};
 use crate::store::{
     safe_detail, CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreSample,
@@ -104,6 +104,14 @@ pub struct RunStats {
     pub apply: Duration,
     /// Time spent in store commits (including retries).
     pub commit: Duration,
+}
+
+impl RunStats {
+    /// Count a committed batch's (messages, rejected).
+    fn add(&mut self, (messages, rejected): (u64, u64)) {
+        self.messages += messages;
+        self.rejected += rejected;
+    }
 }
 
 impl<S: Store + 'static> Pipeline<S> {
@@ -210,10 +218,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 if self.in_flight.as_mut().is_some_and(|f| f.attempt.is_ready()) {
                     // Nothing of the batch being polled is applied yet: `next` is empty.
                     match self.settle(source, &mut stats, None) {
-                        Ok(Settled::Committed(m, r) | Settled::RedoneWithNext(m, r)) => {
-                            stats.messages += m;
-                            stats.rejected += r;
-                        }
+                        Ok(settled) => stats.add(settled.counts()),
                         Err(stop) => {
                             stopped = Some(stop);
                             break;
@@ -245,20 +250,19 @@ impl<S: Store + 'static> Pipeline<S> {
                 last_idle_check = Instant::now();
                 let had_messages = !batch.is_empty();
                 batch_bytes = 0;
-                let (messages, rejected) = match self.process(source, std::mem::take(&mut batch), &mut stats) {
-                    Ok(r) => r,
+                match self.process(source, std::mem::take(&mut batch), &mut stats) {
+                    Ok(counts) => stats.add(counts),
                     Err(stop) => {
                         interrupted = self.stopped(stop)?;
                         break;
                     }
-                };
-                stats.messages += messages;
-                stats.rejected += rejected;
+                }
                 stats.batches += had_messages as u64;
                 let was = catching_up;
-                catching_up = filled || self.backlog() > self.max_events as i64;
+                let backlog = self.backlog();
+                catching_up = filled || backlog > self.max_events as i64;
                 if catching_up != was {
-                    tracing::debug!(catching_up, backlog = self.backlog(), "batch limits changed");
+                    tracing::debug!(catching_up, backlog, "batch limits changed");
                 }
             }
             self.publish_gauges();
@@ -273,10 +277,7 @@ impl<S: Store + 'static> Pipeline<S> {
         if !interrupted {
             loop {
                 match self.process(source, Vec::new(), &mut stats) {
-                    Ok((messages, rejected)) => {
-                        stats.messages += messages;
-                        stats.rejected += rejected;
-                    }
+                    Ok(counts) => stats.add(counts),
                     Err(stop) => {
                         interrupted = self.stopped(stop)?;
                         break;
@@ -290,10 +291,7 @@ impl<S: Store + 'static> Pipeline<S> {
         // The last batch's commit.
         if !interrupted {
             match self.settle(source, &mut stats, None) {
-                Ok(Settled::Committed(messages, rejected) | Settled::RedoneWithNext(messages, rejected)) => {
-                    stats.messages += messages;
-                    stats.rejected += rejected;
-                }
+                Ok(settled) => stats.add(settled.counts()),
                 Err(stop) => {
                     self.stopped(stop)?;
                 }
@@ -466,7 +464,7 @@ impl<S: Store + 'static> Pipeline<S> {
 
     /// Start committing `batch` on a thread of its own (the store's future need not be `Send`).
     fn spawn_commit(&self, batch: CommitBatch) -> Attempt {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let (tx, rx) = tokio::sync::oneshot::channel();
         let started = Instant::now();
         let (store, runtime) = (self.store.clone(), self.runtime.clone());
         let spawned = std::thread::Builder::new().name("tw-commit".into()).spawn(move || {
@@ -479,27 +477,6 @@ impl<S: Store + 'static> Pipeline<S> {
             return Attempt { rx: None, started, ready: None };
         }
         Attempt { rx: Some(rx), started, ready: None }
-    }
-
-    /// The result of a commit started by `spawn_commit`; `None` once shutdown has been requested
-    /// for [`ABANDON_AFTER_SHUTDOWN`] (the commit is abandoned; whether it lands or not, the store
-    /// stays consistent with its own offsets) or if the thread died.
-    fn wait_commit(&self, rx: &std::sync::mpsc::Receiver<CommitResult>) -> Option<CommitResult> {
-        let mut shutdown_seen: Option<Instant> = None;
-        loop {
-            match rx.recv_timeout(Duration::from_millis(50)) {
-                Ok(r) => return Some(r),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return None,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-                    if self.shutdown.load(Ordering::Relaxed) {
-                        let since = *shutdown_seen.get_or_insert_with(Instant::now);
-                        if since.elapsed() >= ABANDON_AFTER_SHUTDOWN {
-                            return None;
-                        }
-                    }
-                }
-            }
-        }
     }
 
     /// Apply `msgs` and commit them. When the store refuses the data (a value it cannot hold
@@ -756,10 +733,13 @@ impl<S: Store + 'static> Pipeline<S> {
             }
             let (batch, attempt, outcome) = match started.take() {
                 Some(Attempt { ready: Some((batch, outcome)), started, .. }) => (batch, started, Some(outcome)),
-                Some(Attempt { rx: Some(rx), started, .. }) => match self.wait_commit(&rx) {
-                    Some((batch, outcome)) => (batch, started, Some(outcome)),
-                    None => (CommitBatch::default(), started, None),
-                },
+                // `None`: abandoned after shutdown, or the thread died (its sender dropped).
+                Some(Attempt { rx: Some(rx), started, .. }) => {
+                    match block_on_unless_shutdown(&self.runtime, rx, &self.shutdown).and_then(Result::ok) {
+                        Some((batch, outcome)) => (batch, started, Some(outcome)),
+                        None => (CommitBatch::default(), started, None),
+                    }
+                }
                 _ => {
                     let batch = self.build_batch(&per_part);
                     let attempt = Instant::now();
@@ -972,7 +952,7 @@ type Positions = (u64, TopicProgress);
 
 /// A commit running on its own thread (`rx: None`: it could not be started; commit in line).
 struct Attempt {
-    rx: Option<std::sync::mpsc::Receiver<CommitResult>>,
+    rx: Option<tokio::sync::oneshot::Receiver<CommitResult>>,
     started: Instant,
     /// The result, once taken from `rx` by `is_ready`.
     ready: Option<CommitResult>,
@@ -985,12 +965,12 @@ impl Attempt {
     /// Whether the commit has finished (or could not start), without waiting.
     fn is_ready(&mut self) -> bool {
         if self.ready.is_none() {
-            match &self.rx {
+            match &mut self.rx {
                 Some(rx) => match rx.try_recv() {
                     Ok(r) => self.ready = Some(r),
-                    Err(std::sync::mpsc::TryRecvError::Empty) => return false,
-                    // The thread died: `commit` reports it as abandoned.
-                    Err(std::sync::mpsc::TryRecvError::Disconnected) => return true,
+                    Err(tokio::sync::oneshot::error::TryRecvError::Empty) => return false,
+                    // The thread died: `commit` reports it as fatal.
+                    Err(tokio::sync::oneshot::error::TryRecvError::Closed) => return true,
                 },
                 None => return true,
             }
@@ -1007,6 +987,15 @@ struct InFlight {
     /// Positions before the batch was applied, to roll back to if the store refuses it.
     saved: HashMap<i32, Positions>,
     attempt: Attempt,
+}
+
+impl Settled {
+    /// (messages, rejected) committed.
+    fn counts(&self) -> (u64, u64) {
+        match *self {
+            Settled::Committed(m, r) | Settled::RedoneWithNext(m, r) => (m, r),
+        }
+    }
 }
 
 /// How the batch in flight ended.

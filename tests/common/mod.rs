@@ -307,6 +307,18 @@ impl Daemon {
     }
 
     /// SIGTERM and wait for a clean exit; returns the daemon's log.
+    /// Wait until the daemon logs its partition assignment (its join state is loaded; polling
+    /// follows); panics if it exits first.
+    #[allow(dead_code)] // used by the benchmarks
+    pub async fn wait_assigned(&mut self) {
+        while !self.log().contains(" assigned") {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("daemon exited ({status}) before its assignment\n{}", self.log_tail());
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     pub fn stop(mut self) -> String {
         let pid = self.child.id() as i32;
         unsafe_kill(pid, "TERM");
