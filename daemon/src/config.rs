@@ -69,6 +69,9 @@ pub struct Config {
     /// Confidence drift evaluation and its alert thresholds (SPEC §4.3, §5).
     #[serde(default)]
     pub drift: crate::drift::DriftConfig,
+    /// `[router_eval]`: reliability curves, calibration regression and threshold advice.
+    #[serde(default)]
+    pub router_eval: crate::router_eval::RouterEvalConfig,
     /// Alert delivery.
     #[serde(default)]
     pub alerts: AlertsConfig,
@@ -867,6 +870,9 @@ impl Config {
             return Err(invalid("batch.catch_up_max_wait_ms", "must be at least batch.max_wait_ms"));
         }
         if let Some((key, reason)) = self.drift.problems().into_iter().next() {
+            return Err(invalid(&key, reason));
+        }
+        if let Some((key, reason)) = self.router_eval.problems().into_iter().next() {
             return Err(invalid(&key, reason));
         }
         for (i, w) in self.alerts.webhooks.iter().enumerate() {

@@ -21,6 +21,7 @@ pub mod progress;
 pub mod replay;
 pub mod report;
 pub mod rescore;
+pub mod router_eval;
 pub mod secret;
 pub mod sim;
 pub mod source;

@@ -123,6 +123,18 @@ enum Command {
         #[arg(long)]
         since: Option<chrono::NaiveDate>,
     },
+    /// Per classifier version: the threshold in force's net cost over the last evaluated week,
+    /// the recommended threshold, the saving and how sure it is (from `threshold_advice`).
+    Advise {
+        #[arg(long, short, env = "TIERWATCH_CONFIG")]
+        config: PathBuf,
+        /// Only this classifier version.
+        #[arg(long)]
+        classifier_version: Option<String>,
+        /// The evaluated window to read (one of `router_eval.windows_days`, as `Nd`).
+        #[arg(long, default_value = "7d")]
+        window: String,
+    },
     /// Drift references.
     Reference {
         #[command(subcommand)]
@@ -241,6 +253,9 @@ fn main() -> std::process::ExitCode {
             };
             report(c, range, &out)
         }),
+        Command::Advise { config, classifier_version, window } => {
+            load(&config).and_then(|c| advise(c, classifier_version.as_deref(), &window))
+        }
         Command::CheckConfig { config } => load(&config).and_then(|c| {
             println!("{}", effective_config_json(&c)?);
             eprintln!("configuration OK");
@@ -402,6 +417,24 @@ fn report(cfg: Config, range: tierwatch::report::DayRange, out: &std::path::Path
     Ok(())
 }
 
+fn advise(cfg: Config, classifier_version: Option<&str>, window: &str) -> anyhow::Result<()> {
+    let rt = runtime()?;
+    let pool = report_pool(&open_stores(&rt, &cfg)?);
+    let rows = rt.block_on(tierwatch::report::load::threshold_advice(&pool, window))?;
+    let advice = tierwatch::router_eval::advise::latest(&rows, classifier_version);
+    if advice.is_empty() {
+        anyhow::bail!(
+            "no threshold advice in the {} store yet{}: it needs a reference, a full {window} window of mature days and the threshold in force",
+            pool.backend(),
+            classifier_version.map(|v| format!(" for {v}")).unwrap_or_default()
+        );
+    }
+    for a in &advice {
+        print!("{}", tierwatch::router_eval::advise::render(a, window));
+    }
+    Ok(())
+}
+
 fn replay(cfg: Config, paths: [&PathBuf; 3], progress: bool) -> anyhow::Result<()> {
     let rt = runtime()?;
     match open_stores(&rt, &cfg)? {
@@ -500,7 +533,8 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
         telemetry.clone(),
         webhooks,
     )
-    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier);
+    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier)
+    .with_router_eval(cfg.router_eval.clone());
     {
         let shutdown = shutdown.clone();
         rt.spawn(async move {

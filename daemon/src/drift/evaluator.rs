@@ -19,6 +19,7 @@ use crate::alert::quality::{
 };
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
+use crate::router_eval::{self, pass::RouterEvalStore, RouterEvalConfig};
 use crate::stats::hist::ConfHist;
 use crate::stats::psi::PsiBins;
 use crate::telemetry::Telemetry;
@@ -42,6 +43,8 @@ pub struct Evaluator<E: EvalStore> {
     /// The misroute rule and the tier it does not apply to (the capable one).
     misroute: MisrouteRuleConfig,
     capable_tier: String,
+    /// Reliability curves, calibration regression and threshold advice.
+    router_eval: RouterEvalConfig,
 }
 
 /// What one pass did.
@@ -87,7 +90,7 @@ pub struct DriftRecord<'a> {
 
 /// The storage the evaluator needs (Postgres in production, SQLite embedded).
 #[allow(async_fn_in_trait)]
-pub trait EvalStore: Send + Sync {
+pub trait EvalStore: RouterEvalStore + Send + Sync {
     /// Become the one evaluating instance; false when another instance holds it.
     async fn try_lock(&self) -> anyhow::Result<bool>;
     async fn unlock(&self) -> anyhow::Result<()>;
@@ -141,6 +144,7 @@ impl<E: EvalStore> Evaluator<E> {
             webhooks,
             misroute: MisrouteRuleConfig::default(),
             capable_tier: "capable".into(),
+            router_eval: RouterEvalConfig::default(),
         }
     }
 
@@ -148,6 +152,12 @@ impl<E: EvalStore> Evaluator<E> {
     pub fn with_misroute(mut self, rule: MisrouteRuleConfig, capable_tier: &str) -> Self {
         self.misroute = rule;
         self.capable_tier = capable_tier.to_owned();
+        self
+    }
+
+    /// The router-evaluation settings (`[router_eval]`).
+    pub fn with_router_eval(mut self, cfg: RouterEvalConfig) -> Self {
+        self.router_eval = cfg;
         self
     }
 
@@ -224,6 +234,7 @@ impl<E: EvalStore> Evaluator<E> {
         let mut references = self.load_references().await?;
         self.complete_references(&days, last_day, &mut references).await?;
 
+        let thresholds = thresholds_of(&days);
         let cfg = self.cfg.clone();
         let refs = references.clone();
         // KS/PSI over many days: off the async workers.
@@ -235,13 +246,78 @@ impl<E: EvalStore> Evaluator<E> {
         let (firing, notified) = self.update_alerts(&rows, first_day * DAY_MS).await?;
         let (q_firing, q_notified) = self.quality_pass(wm).await?;
         let (m_firing, m_notified) = self.misroute_pass(last_day).await?;
+        let (c_firing, c_notified) = self.router_eval_pass(wm, first_day, last_day, &references, thresholds).await?;
         self.telemetry.finish_alert_pass();
         Ok(PassSummary {
             ran: true,
             rows: rows.values().map(|d| d.len()).sum(),
-            firing: firing + q_firing + m_firing,
-            notified: notified + q_notified + m_notified,
+            firing: firing + q_firing + m_firing + c_firing,
+            notified: notified + q_notified + m_notified + c_notified,
         })
+    }
+
+    /// Reliability curves, calibration error and threshold advice of every classifier version and
+    /// router over the look-back's mature days, and the calibration-regression alert.
+    async fn router_eval_pass(
+        &self,
+        wm: i64,
+        first_day: i64,
+        last_day: i64,
+        references: &HashMap<(String, Signal), Reference>,
+        thresholds: BTreeMap<router_eval::pass::Subject, BTreeMap<i64, f64>>,
+    ) -> anyhow::Result<(usize, usize)> {
+        let cfg = self.router_eval.clone();
+        let longest = cfg.longest_window();
+        let mut ctx = router_eval::pass::Context {
+            first_day,
+            last_day,
+            last_mature_day: (wm - self.window_ms).div_euclid(DAY_MS) - 1,
+            capable_tier: self.capable_tier.clone(),
+            thresholds,
+            ..Default::default()
+        };
+        for (cv, router, first) in self.store.calib_first_days().await? {
+            let signal =
+                if router == "CASCADE" { Signal::CascadeSelfConfidence } else { Signal::RouterConfidence };
+            if let Some(r) = references.get(&(cv.clone(), signal)) {
+                ctx.edges.insert((cv.clone(), router.clone()), r.bins.edges().to_vec());
+            }
+            ctx.first_days.insert((cv, router), first.div_euclid(DAY_MS));
+        }
+        if ctx.first_days.is_empty() {
+            return Ok((0, 0));
+        }
+        // The look-back's windows, and the baselines that lie before them.
+        let load_from = first_day - longest + 1;
+        let mut loaded = router_eval::pass::Loaded::default();
+        let to_ms = (last_day + 1) * DAY_MS;
+        loaded.add_cells(self.store.calib_cells(load_from * DAY_MS, to_ms).await?, &self.capable_tier);
+        let base_from = ctx.first_days.values().map(|&f| router_eval::pass::baseline_range(&cfg, f).0).min();
+        if let Some(base_from) = base_from.filter(|&b| b < load_from) {
+            let base_to = ctx.first_days.values().map(|&f| router_eval::pass::baseline_range(&cfg, f).1).max();
+            let base_to = base_to.unwrap_or(base_from).min(load_from - 1);
+            let rows = self.store.calib_cells(base_from * DAY_MS, (base_to + 1) * DAY_MS).await?;
+            loaded.add_cells(rows, &self.capable_tier);
+        }
+        loaded.add_rescore(self.store.rescore_cells(load_from * DAY_MS, to_ms).await?, &self.capable_tier);
+        for (day_ms, tickets, cost) in self.store.ticket_cost_days(load_from * DAY_MS, to_ms).await? {
+            ctx.ticket_costs.insert(day_ms.div_euclid(DAY_MS), (tickets, cost));
+        }
+        // Bootstraps over many days: off the async workers.
+        let (results, evals) =
+            tokio::task::spawn_blocking(move || router_eval::pass::evaluate(&cfg, &ctx, &loaded)).await?;
+        self.store.write_router_eval(first_day * DAY_MS, &results).await?;
+        let h = self.router_eval.hysteresis();
+        let (mut firing, mut notified) = (0, 0);
+        for (subject, list) in &evals {
+            let label = router_eval::pass::subject_label(subject);
+            let eps = episodes(router_eval::CALIBRATION_KIND, &label, list, &h);
+            let is_firing = eps.iter().any(|e| e.state == AlertState::Firing);
+            firing += is_firing as usize;
+            self.telemetry.set_alert_firing(router_eval::CALIBRATION_KIND, &label, is_firing);
+            notified += self.store_episodes(router_eval::CALIBRATION_KIND, &label, &eps, i64::MIN).await?;
+        }
+        Ok((firing, notified))
     }
 
     /// The rescorer's weighted misroute estimate of each routed-down tier, complete days only.
@@ -455,6 +531,23 @@ impl<E: EvalStore> Evaluator<E> {
         }
         Ok(sent)
     }
+}
+
+/// Mean threshold in force per (classifier_version, router) and day, from the drift windows of the
+/// routers' own confidence signals.
+fn thresholds_of(days: &DayWindows) -> BTreeMap<router_eval::pass::Subject, BTreeMap<i64, f64>> {
+    let mut out: BTreeMap<router_eval::pass::Subject, BTreeMap<i64, f64>> = BTreeMap::new();
+    for ((cv, router, signal), by_day) in days {
+        if *signal == Signal::RescoreScore {
+            continue;
+        }
+        for (day, w) in by_day {
+            if w.threshold_n > 0 {
+                out.entry((cv.clone(), router.clone())).or_default().insert(*day, w.threshold_sum / w.threshold_n as f64);
+            }
+        }
+    }
+    out
 }
 
 fn fmt_day(d: Option<chrono::NaiveDate>) -> String {

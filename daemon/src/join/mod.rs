@@ -15,11 +15,12 @@ use std::sync::Arc;
 use crate::config::{Config, Dimension};
 use crate::event::{Feedback, FeedbackKind, RouterKind, RoutingDecision, SupportTicket, TicketStatus};
 use crate::metrics::{
-    day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, FastMap, FastSet, Grain, OrphanKind, Signal,
+    calib_cell, calib_group, day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, FastMap, FastSet, Grain,
+    OrphanKind, Signal,
 };
 
 pub use cardinality::{Admitted, JoinLimits, JoinReject, ADMITTED_KEY, CAPPED_DIMENSIONS, OVERFLOW};
-pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, WaitingResolved};
+pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, TurnTags, WaitingResolved};
 
 /// Settings the join needs, extracted from [`Config`] once.
 #[derive(Debug, Clone)]
@@ -362,12 +363,19 @@ impl PartitionJoin {
         if new_in_tier_day {
             *out.tier_day.entry((day, dims.tier.clone())).or_default() += 1;
         }
+        let cell = calib_cell(d.confidence);
+        out.calib(d.ts, &dims, cell, calib_group(&d.conversation_id), |c| {
+            c.decisions += 1;
+            c.conf_e4 += i64::from(crate::stats::hist::bin_of(d.confidence).unwrap_or(0));
+            c.cost_nusd += cost;
+            c.capable_cost_nusd += capable_cost;
+        });
         conv.push_turn(Turn {
             turn: d.turn,
             ts: d.ts,
             dims,
             event_hash: h,
-            drift_series: state::short_series(version_router),
+            tags: TurnTags::new(state::short_series(version_router), cell),
         });
         self.dirty.insert(conv_key(&d.conversation_id));
 
@@ -536,6 +544,9 @@ impl PartitionJoin {
                 let first = match self.convs.get_mut(cid) {
                     Some(conv) if !conv.failed_deflection() => {
                         conv.set_failed_deflection();
+                        if let Some(i) = conv.turns().iter().position(|t| t.ts == ts && t.dims == dims) {
+                            mark_turn_failed(conv, i, cid, true, out);
+                        }
                         true
                     }
                     _ => false,
@@ -579,7 +590,19 @@ impl PartitionJoin {
                     };
                     if let Some(t) = target {
                         let (ts, dims) = (t.ts, t.dims.clone());
+                        let index = conv.turns().iter().position(|x| std::ptr::eq(x, t));
                         apply_feedback_effect(*kind, *score, ts, &dims, out, n);
+                        let failed = match (kind, score) {
+                            (FeedbackKind::ThumbsDown, _) => true,
+                            (FeedbackKind::HumanReview, Some(v)) => *v == 0.0,
+                            _ => false,
+                        };
+                        if let (true, Some(i)) = (failed, index) {
+                            if let Some(conv) = self.convs.get_mut(cid) {
+                                mark_turn_failed(conv, i, cid, false, out);
+                                self.dirty.insert(conv_key(cid));
+                            }
+                        }
                         return;
                     }
                 }
@@ -732,6 +755,19 @@ impl PartitionJoin {
         // Combinations no turn or ticket refers to any more (a retired model, say).
         self.dims_pool.retain(|_, dims| Arc::strong_count(dims) > 1);
     }
+}
+
+/// Record that turn `index` of a conversation failed (router evaluation): the turn's first failure
+/// counts in its confidence cell, and a failed deflection counts as one too.
+fn mark_turn_failed(conv: &mut ConvState, index: usize, cid: &str, failed_deflection: bool, out: &mut Deltas) {
+    let Some(turn) = conv.turns_mut().get_mut(index) else { return };
+    let first_failure = !turn.tags.failed();
+    turn.tags.set_failed();
+    let (ts, dims, cell) = (turn.ts, turn.dims.clone(), turn.tags.cell());
+    out.calib(ts, &dims, cell, calib_group(cid), |c| {
+        c.failures += first_failure as i64;
+        c.failed_deflections += failed_deflection as i64;
+    });
 }
 
 fn apply_feedback_effect(

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use crate::event::FeedbackKind;
-use crate::metrics::Dims;
+use crate::metrics::{Dims, CALIB_CELL_UNKNOWN};
 
 /// One conversation's turns and whatever waits for them.
 ///
@@ -80,10 +80,10 @@ impl ConvState {
     }
 
     /// Whether the conversation was already counted on `day_ms` in this drift series (a hash of
-    /// classifier version and router, see [`Turn::drift_series`]).
+    /// classifier version and router, see [`TurnTags::series`]).
     pub fn counted_for_drift(&self, day_ms: i64, series: u64) -> bool {
         let short = short_series(series);
-        self.turns.iter().any(|t| t.drift_series == short && crate::metrics::day_start(t.ts) == day_ms)
+        self.turns.iter().any(|t| t.tags.series() == short && crate::metrics::day_start(t.ts) == day_ms)
             || self.rare.as_ref().is_some_and(|r| r.drift_days.contains(&(day_ms, series)))
     }
 
@@ -196,40 +196,121 @@ impl Serialize for ConvState {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "TurnRepr")]
 pub struct Turn {
-    #[serde(rename = "k")]
     pub turn: i32,
-    #[serde(rename = "ts")]
     pub ts: i64,
-    /// Interned per partition: every turn with the same dimensions shares one copy. Written as
-    /// a six-string array (see [`dims_as_array`]); read as that or as the older name → value map.
-    #[serde(rename = "d", serialize_with = "dims_as_array")]
+    /// Interned per partition: every turn with the same dimensions shares one copy.
     pub dims: Arc<Dims>,
     /// Hash of the decision's event id (0 in state written before turns carried it: those hashes
     /// are in the conversation's `s` list).
-    #[serde(rename = "h", default)]
     pub event_hash: u64,
-    /// The drift series this turn was counted in: the low 32 bits of the (classifier version,
-    /// router) hash, never 0 (0 marks older state, whose counts are in `dd`). 32 bits keep a turn at
-    /// 32 bytes; two series of one conversation on one day collide with odds 2⁻³², and then the
-    /// conversation is counted once instead of twice in an effective sample size.
-    #[serde(rename = "v", default)]
-    pub drift_series: u32,
+    /// The drift series this turn was counted in, its confidence cell and whether it failed,
+    /// packed into 32 bits so a turn stays at 32 bytes.
+    pub tags: TurnTags,
+}
+
+/// The persisted shape of a [`Turn`]: `k`, `ts`, `d` (dims, written as a six-string array, see
+/// [`dims_as_array`]; read as that or as the older name → value map), `h`, `v` (drift series),
+/// `c` (confidence cell; absent in older state = unknown) and `x` (failed, written only when
+/// true).
+#[derive(Deserialize)]
+struct TurnRepr {
+    k: i32,
+    ts: i64,
+    d: Arc<Dims>,
+    #[serde(default)]
+    h: u64,
+    #[serde(default)]
+    v: u32,
+    #[serde(default = "unknown_cell")]
+    c: u8,
+    #[serde(default)]
+    x: bool,
+}
+
+fn unknown_cell() -> u8 {
+    CALIB_CELL_UNKNOWN
+}
+
+impl From<TurnRepr> for Turn {
+    fn from(r: TurnRepr) -> Self {
+        // Older state wrote 32-bit series: `new` keeps the 24 bits that are compared.
+        let mut tags = TurnTags::new(r.v, r.c);
+        if r.x {
+            tags.set_failed();
+        }
+        Turn { turn: r.k, ts: r.ts, dims: r.d, event_hash: r.h, tags }
+    }
+}
+
+impl Serialize for Turn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        struct Borrowed<'a> {
+            k: i32,
+            ts: i64,
+            #[serde(serialize_with = "dims_as_array")]
+            d: &'a Arc<Dims>,
+            h: u64,
+            v: u32,
+            c: u8,
+            #[serde(skip_serializing_if = "std::ops::Not::not")]
+            x: bool,
+        }
+        Borrowed {
+            k: self.turn,
+            ts: self.ts,
+            d: &self.dims,
+            h: self.event_hash,
+            v: self.tags.series(),
+            c: self.tags.cell(),
+            x: self.tags.failed(),
+        }
+        .serialize(serializer)
+    }
+}
+
+/// A turn's drift series, confidence cell and failure flag in one `u32`:
+/// `series (24 bits) | cell (7 bits) | failed (1 bit)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TurnTags(u32);
+
+impl TurnTags {
+    pub fn new(series: u32, cell: u8) -> Self {
+        TurnTags(((series & 0x00ff_ffff) << 8) | (u32::from(cell.min(CALIB_CELL_UNKNOWN)) << 1))
+    }
+    /// The drift series, see [`short_series`] (0 marks older state, whose counts are in `dd`).
+    pub fn series(self) -> u32 {
+        self.0 >> 8
+    }
+    /// The turn's 0.01 confidence cell ([`CALIB_CELL_UNKNOWN`] for older state).
+    pub fn cell(self) -> u8 {
+        ((self.0 >> 1) & 0x7f) as u8
+    }
+    pub fn failed(self) -> bool {
+        self.0 & 1 == 1
+    }
+    pub fn set_failed(&mut self) {
+        self.0 |= 1;
+    }
 }
 
 /// A turn's dimensions as `[tier, model, classifier_version, router, segment, intent]`: the
 /// field names made up half of a written turn and most of the time spent serializing the join
 /// state of a batch. `Dims`' derived `Deserialize` reads this array form as well as the map form
 /// that older state holds.
-fn dims_as_array<S: serde::Serializer>(d: &Arc<Dims>, serializer: S) -> Result<S::Ok, S::Error> {
+fn dims_as_array<S: serde::Serializer>(d: &&Arc<Dims>, serializer: S) -> Result<S::Ok, S::Error> {
     use serde::Serialize;
     (&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent).serialize(serializer)
 }
 
-/// The 32-bit form of a drift series hash stored in a [`Turn`].
+/// The 24-bit form of a drift series hash stored in a [`Turn`], never 0. Two series of one
+/// conversation on one day collide with odds 2⁻²⁴; then the conversation is counted once instead
+/// of twice in an effective sample size.
 pub fn short_series(series: u64) -> u32 {
-    (series as u32).max(1)
+    ((series as u32) & 0x00ff_ffff).max(1)
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

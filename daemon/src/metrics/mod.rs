@@ -245,6 +245,114 @@ impl ConfDelta {
     }
 }
 
+/// Width of a confidence cell of the router-evaluation aggregates: 0.01, the grid of candidate
+/// thresholds, so "routed cheap at threshold t" is exactly "cell ≥ 100·t".
+pub const CALIB_CELLS: u8 = 100;
+/// Conversations are hashed into this many groups; the calibration error's bootstrap resamples
+/// groups, so turns of one conversation always move together (they are not independent).
+pub const CALIB_GROUPS: u8 = 32;
+/// The cell of a turn whose confidence is not known (state written before turns carried it).
+pub const CALIB_CELL_UNKNOWN: u8 = 127;
+
+/// The 0.01 cell of a confidence, from its 1e-4 grid point (so it agrees with the drift
+/// histograms exactly); 1.0 falls in the top cell.
+pub fn calib_cell(confidence: f64) -> u8 {
+    match crate::stats::hist::bin_of(confidence) {
+        Some(bin) => ((bin / 100) as u8).min(CALIB_CELLS - 1),
+        None => CALIB_CELL_UNKNOWN,
+    }
+}
+
+/// The bootstrap group of a conversation.
+pub fn calib_group(conversation_id: &str) -> u8 {
+    (xxhash_rust::xxh3::xxh3_64_with_seed(conversation_id.as_bytes(), 0x7769_6e64) % u64::from(CALIB_GROUPS)) as u8
+}
+
+/// One router-evaluation cell in a batch: cohort day × the turn's (shared) dimensions ×
+/// confidence cell × conversation group. The dimensions collapse to (classifier_version, router,
+/// tier) when written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CalibKey {
+    pub day_ms: i64,
+    pub dims: Arc<Dims>,
+    pub cell: u8,
+    pub group: u8,
+}
+
+/// Additive counters of one router-evaluation cell.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CalibDelta {
+    pub decisions: i64,
+    /// Turns that failed: a failed deflection attributed to them, a THUMBS_DOWN, or a
+    /// HUMAN_REVIEW with score 0 (each turn at most once).
+    pub failures: i64,
+    /// Failed deflections attributed to these turns (the outcome that costs human support).
+    pub failed_deflections: i64,
+    /// Σ confidence in 1e-4 units (exact).
+    pub conf_e4: i64,
+    pub cost_nusd: i64,
+    pub capable_cost_nusd: i64,
+}
+
+impl CalibDelta {
+    pub fn add(&mut self, v: &CalibDelta) {
+        self.decisions += v.decisions;
+        self.failures += v.failures;
+        self.failed_deflections += v.failed_deflections;
+        self.conf_e4 += v.conf_e4;
+        self.cost_nusd += v.cost_nusd;
+        self.capable_cost_nusd += v.capable_cost_nusd;
+    }
+}
+
+/// A stored router-evaluation cell row: (day start ms, classifier_version, router, tier, cell,
+/// group) and its counters.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CalibRow {
+    pub day_ms: i64,
+    pub classifier_version: String,
+    pub router: String,
+    pub tier: String,
+    pub cell: u8,
+    pub group: u8,
+    pub counts: CalibCounts,
+}
+
+/// [`CalibDelta`] with an order, so rows sort deterministically.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct CalibCounts {
+    pub decisions: i64,
+    pub failures: i64,
+    pub failed_deflections: i64,
+    pub conf_e4: i64,
+    pub cost_nusd: i64,
+    pub capable_cost_nusd: i64,
+}
+
+impl From<CalibDelta> for CalibCounts {
+    fn from(d: CalibDelta) -> Self {
+        CalibCounts {
+            decisions: d.decisions,
+            failures: d.failures,
+            failed_deflections: d.failed_deflections,
+            conf_e4: d.conf_e4,
+            cost_nusd: d.cost_nusd,
+            capable_cost_nusd: d.capable_cost_nusd,
+        }
+    }
+}
+
+impl CalibCounts {
+    pub fn add(&mut self, v: &CalibCounts) {
+        self.decisions += v.decisions;
+        self.failures += v.failures;
+        self.failed_deflections += v.failed_deflections;
+        self.conf_e4 += v.conf_e4;
+        self.cost_nusd += v.cost_nusd;
+        self.capable_cost_nusd += v.capable_cost_nusd;
+    }
+}
+
 /// A hash map for the maps touched on every event (join state, batch deltas). SipHash, std's
 /// default, was the largest single cost of the hot path; foldhash is several times faster and
 /// still seeded per process, so crafted ids cannot pick collisions ahead of time.
@@ -265,6 +373,8 @@ pub struct Deltas {
     /// Confidence histograms. Stored per partition (read-modify-write by the partition's owner),
     /// so [`Deltas::merge`] leaves them out.
     pub conf: FastMap<ConfKey, ConfDelta>,
+    /// Router-evaluation cells (per-confidence outcomes, see [`CalibKey`]).
+    pub calib: FastMap<CalibKey, CalibDelta>,
 }
 
 impl Deltas {
@@ -275,6 +385,38 @@ impl Deltas {
             && self.human.is_empty()
             && self.orphans.is_empty()
             && self.conf.is_empty()
+            && self.calib.is_empty()
+    }
+
+    /// Apply `f` to a turn's router-evaluation cell (turns of unknown confidence have none).
+    pub fn calib(&mut self, ts_ms: i64, dims: &Arc<Dims>, cell: u8, group: u8, f: impl FnOnce(&mut CalibDelta)) {
+        if cell >= CALIB_CELLS {
+            return;
+        }
+        let key = CalibKey { day_ms: day_start(ts_ms), dims: dims.clone(), cell, group };
+        f(self.calib.entry(key).or_default());
+    }
+
+    /// The calibration cells collapsed to the stored key (classifier_version, router, tier), sorted.
+    pub fn calib_rows(&self) -> Vec<CalibRow> {
+        let mut merged: std::collections::BTreeMap<(i64, &str, &str, &str, u8, u8), CalibCounts> =
+            std::collections::BTreeMap::new();
+        for (k, v) in &self.calib {
+            let key = (k.day_ms, k.dims.classifier_version.as_str(), k.dims.router.as_str(), k.dims.tier.as_str(), k.cell, k.group);
+            merged.entry(key).or_default().add(&CalibCounts::from(*v));
+        }
+        merged
+            .into_iter()
+            .map(|((day_ms, cv, router, tier, cell, group), counts)| CalibRow {
+                day_ms,
+                classifier_version: cv.to_string(),
+                router: router.to_string(),
+                tier: tier.to_string(),
+                cell,
+                group,
+                counts,
+            })
+            .collect()
     }
 
     /// Record one decision's confidence.
@@ -335,6 +477,9 @@ impl Deltas {
         }
         for (k, v) in &other.orphans {
             *self.orphans.entry(*k).or_default() += v;
+        }
+        for (k, v) in &other.calib {
+            self.calib.entry(k.clone()).or_default().add(v);
         }
     }
 

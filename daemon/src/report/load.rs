@@ -60,6 +60,64 @@ impl ReportPool {
     }
 }
 
+/// One row of `threshold_advice`, as `tierwatch advise` and the report read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdviceView {
+    pub day: String,
+    pub classifier_version: String,
+    pub router: String,
+    pub window: String,
+    pub threshold: f64,
+    pub is_current: bool,
+    pub is_recommended: bool,
+    pub cheap_share: f64,
+    pub net_cost_usd: f64,
+    pub net_cost_lo_usd: f64,
+    pub net_cost_hi_usd: f64,
+    pub extrapolated: bool,
+}
+
+type AdviceTuple = (String, String, String, String, f64, i64, i64, f64, f64, f64, f64, i64);
+
+/// Every `threshold_advice` row of one window (e.g. `7d`), ordered by version, router, day and
+/// threshold.
+pub async fn threshold_advice(pool: &ReportPool, window: &str) -> anyhow::Result<Vec<AdviceView>> {
+    // The window is one of the configured `Nd` names; anything else is refused, not quoted.
+    anyhow::ensure!(
+        window.len() <= 4 && window.ends_with('d') && window[..window.len() - 1].bytes().all(|b| b.is_ascii_digit()),
+        "window must look like 7d, not {window:?}"
+    );
+    let rows: Vec<AdviceTuple> = pool
+        .rows(&format!(
+            r#"SELECT CAST(day AS TEXT), classifier_version, router, "window", CAST(threshold AS DOUBLE PRECISION),
+                      CAST(CASE WHEN is_current THEN 1 ELSE 0 END AS BIGINT),
+                      CAST(CASE WHEN is_recommended THEN 1 ELSE 0 END AS BIGINT),
+                      CAST(cheap_share AS DOUBLE PRECISION), CAST(net_cost_usd AS DOUBLE PRECISION),
+                      CAST(net_cost_lo_usd AS DOUBLE PRECISION), CAST(net_cost_hi_usd AS DOUBLE PRECISION),
+                      CAST(CASE WHEN extrapolated THEN 1 ELSE 0 END AS BIGINT)
+               FROM threshold_advice WHERE "window" = '{window}'
+               ORDER BY classifier_version, router, day, threshold"#
+        ))
+        .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AdviceView {
+            day: r.0,
+            classifier_version: r.1,
+            router: r.2,
+            window: r.3,
+            threshold: r.4,
+            is_current: r.5 != 0,
+            is_recommended: r.6 != 0,
+            cheap_share: r.7,
+            net_cost_usd: r.8,
+            net_cost_lo_usd: r.9,
+            net_cost_hi_usd: r.10,
+            extrapolated: r.11 != 0,
+        })
+        .collect())
+}
+
 /// The start of a query, to name it in an error.
 fn first_line(sql: &str) -> String {
     let words: Vec<&str> = sql.split_whitespace().take(8).collect();

@@ -249,6 +249,7 @@ impl PgStore {
         write_tier_day(&mut tx, batch).await?;
         write_human(&mut tx, batch).await?;
         write_orphans(&mut tx, batch).await?;
+        write_calibration(&mut tx, batch).await?;
         write_dead_letters(&mut tx, batch).await?;
         write_conf(&mut tx, batch).await?;
         write_rescore_samples(&mut tx, batch).await?;
@@ -567,6 +568,63 @@ async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
     .execute(&mut **tx)
     .await
     .context("writing tw_agg_human_day")?;
+    Ok(())
+}
+
+/// Add the router-evaluation cells of the batch into `tw_agg_calibration`.
+async fn write_calibration(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let rows = b.deltas.calib_rows();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let (mut d, mut cv, mut router, mut tier, mut cell, mut grp) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut v: [Vec<i64>; 6] = Default::default();
+    for r in rows {
+        d.push(r.day_ms);
+        cv.push(r.classifier_version);
+        router.push(r.router);
+        tier.push(r.tier);
+        cell.push(i16::from(r.cell));
+        grp.push(i16::from(r.group));
+        let c = r.counts;
+        for (i, x) in [c.decisions, c.failures, c.failed_deflections, c.conf_e4, c.cost_nusd, c.capable_cost_nusd]
+            .into_iter()
+            .enumerate()
+        {
+            v[i].push(x);
+        }
+    }
+    let [decisions, failures, failed_deflections, conf_e4, cost, capable_cost] = v;
+    sqlx::query(&format!(
+        r#"INSERT INTO tw_agg_calibration AS a (day, classifier_version, router, tier, cell, grp, decisions,
+             failures, failed_deflections, conf_e4, cost_nusd, capable_cost_nusd)
+           SELECT {DAY_OF_MS}, cv, r, t, c, g, n, f, fd, ce, co, cc
+           FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::smallint[],
+             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+             AS u(d, cv, r, t, c, g, n, f, fd, ce, co, cc)
+           ON CONFLICT (day, classifier_version, router, tier, cell, grp) DO UPDATE SET
+             decisions = a.decisions + excluded.decisions,
+             failures = a.failures + excluded.failures,
+             failed_deflections = a.failed_deflections + excluded.failed_deflections,
+             conf_e4 = a.conf_e4 + excluded.conf_e4,
+             cost_nusd = a.cost_nusd + excluded.cost_nusd,
+             capable_cost_nusd = a.capable_cost_nusd + excluded.capable_cost_nusd"#
+    ))
+    .bind(d)
+    .bind(cv)
+    .bind(router)
+    .bind(tier)
+    .bind(cell)
+    .bind(grp)
+    .bind(decisions)
+    .bind(failures)
+    .bind(failed_deflections)
+    .bind(conf_e4)
+    .bind(cost)
+    .bind(capable_cost)
+    .execute(&mut **tx)
+    .await
+    .context("writing tw_agg_calibration")?;
     Ok(())
 }
 

@@ -36,6 +36,10 @@ impl PgEvalStore {
     pub fn new(store: std::sync::Arc<PgStore>) -> Self {
         Self { store, lock: Mutex::new(None), leases: Mutex::new(HashMap::new()) }
     }
+
+    pub(crate) fn pg(&self) -> &PgStore {
+        &self.store
+    }
 }
 
 fn ms(col: &str) -> String {

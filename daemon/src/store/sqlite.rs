@@ -87,6 +87,11 @@ impl SqliteStore {
         Ok(Self { pool, write: tokio::sync::Mutex::new(()) })
     }
 
+    /// Holds this process's write transactions apart (see the `write` field).
+    pub(crate) async fn write_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.write.lock().await
+    }
+
     pub fn pool(&self) -> &SqlitePool {
         &self.pool
     }
@@ -351,6 +356,7 @@ impl SqliteStore {
         write_latency(&mut tx, batch).await?;
         write_tier_day(&mut tx, batch).await?;
         write_human(&mut tx, batch).await?;
+        write_calibration(&mut tx, batch).await?;
         write_orphans(&mut tx, batch).await?;
         write_dead_letters(&mut tx, batch).await?;
         write_conf(&mut tx, batch).await?;
@@ -613,6 +619,43 @@ async fn upsert_day_counter(
     )
     .await
     .with_context(|| format!("writing {table}"))?;
+    Ok(())
+}
+
+/// Add the router-evaluation cells of the batch into `tw_agg_calibration`.
+async fn write_calibration(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
+    let rows = b.deltas.calib_rows();
+    insert_values(
+        tx,
+        "INSERT INTO tw_agg_calibration (day_ms, classifier_version, router, tier, cell, grp, decisions, failures, \
+           failed_deflections, conf_e4, cost_nusd, capable_cost_nusd)",
+        12,
+        "ON CONFLICT (day_ms, classifier_version, router, tier, cell, grp) DO UPDATE SET \
+           decisions = decisions + excluded.decisions, \
+           failures = failures + excluded.failures, \
+           failed_deflections = failed_deflections + excluded.failed_deflections, \
+           conf_e4 = conf_e4 + excluded.conf_e4, \
+           cost_nusd = cost_nusd + excluded.cost_nusd, \
+           capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd",
+        &rows,
+        |q, r| {
+            let c = &r.counts;
+            q.bind(r.day_ms)
+                .bind(r.classifier_version.as_str())
+                .bind(r.router.as_str())
+                .bind(r.tier.as_str())
+                .bind(i64::from(r.cell))
+                .bind(i64::from(r.group))
+                .bind(c.decisions)
+                .bind(c.failures)
+                .bind(c.failed_deflections)
+                .bind(c.conf_e4)
+                .bind(c.cost_nusd)
+                .bind(c.capable_cost_nusd)
+        },
+    )
+    .await
+    .context("writing tw_agg_calibration")?;
     Ok(())
 }
 

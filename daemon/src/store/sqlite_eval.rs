@@ -25,6 +25,10 @@ impl SqliteEvalStore {
     pub fn new(store: Arc<SqliteStore>) -> Self {
         Self { store, busy: AtomicBool::new(false) }
     }
+
+    pub(crate) fn sqlite(&self) -> &SqliteStore {
+        &self.store
+    }
 }
 
 const NOW_MS: &str = "CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)";
