@@ -84,6 +84,9 @@ CREATE TABLE tw_threshold_advice (
     net_cost_usd                 double precision NOT NULL,
     net_cost_lo_usd              double precision NOT NULL,
     net_cost_hi_usd              double precision NOT NULL,
+    net_saving_usd               double precision NOT NULL,
+    net_saving_lo_usd            double precision NOT NULL,
+    net_saving_hi_usd            double precision NOT NULL,
     extrapolated                 boolean          NOT NULL,
     evaluated_at                 timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (day, classifier_version, router, "window", threshold)
@@ -115,7 +118,8 @@ CREATE VIEW threshold_advice AS
 SELECT day, classifier_version, router, "window", threshold, is_current, is_recommended, decisions, cheap_share,
        inference_cost_usd, expected_failed_deflections, expected_failed_deflections_lo,
        expected_failed_deflections_hi, cheap_failure_rate, human_cost_per_failure_usd, expected_human_cost_usd,
-       net_cost_usd, net_cost_lo_usd, net_cost_hi_usd, extrapolated, evaluated_at
+       net_cost_usd, net_cost_lo_usd, net_cost_hi_usd, net_saving_usd, net_saving_lo_usd, net_saving_hi_usd,
+       extrapolated, evaluated_at
 FROM tw_threshold_advice;
 COMMENT ON VIEW threshold_advice IS
     'What each candidate threshold on a 0.01 grid around the one in force would have cost over the window: inference cost plus expected failed deflections times the human cost per failure. Stricter thresholds replace the moved turns'' observed cheap outcomes with the capable tier''s failed-deflection rate in the nearest confidence bin it serves; looser thresholds estimate the cheap outcome of turns the cheap tier never served from the rescoring slice and are marked extrapolated. is_recommended: the lowest net cost whose cheap-tier failure rate stays under the configured ceiling.';
@@ -125,4 +129,5 @@ COMMENT ON COLUMN threshold_advice.expected_failed_deflections IS 'Failed deflec
 COMMENT ON COLUMN threshold_advice.cheap_failure_rate IS 'Expected failed deflections per turn among the turns the cheap tier would serve under this threshold: compared with the configured ceiling.';
 COMMENT ON COLUMN threshold_advice.human_cost_per_failure_usd IS 'Human cost charged per failed deflection: configured, else the window''s mean attributed ticket cost.';
 COMMENT ON COLUMN threshold_advice.net_cost_usd IS 'inference_cost_usd + expected_human_cost_usd over the window; net_cost_lo_usd / net_cost_hi_usd from the failed-deflection bounds.';
+COMMENT ON COLUMN threshold_advice.net_saving_usd IS 'Net cost of the threshold in force minus this threshold''s: positive = this one would have been cheaper. net_saving_lo_usd / net_saving_hi_usd bound it from the turns the two thresholds route differently only (the outcomes both share cancel), so they are much narrower than the difference of the net-cost bounds.';
 COMMENT ON COLUMN threshold_advice.extrapolated IS 'True when turns the cheap tier never served would move to it: their outcome is an estimate from the rescoring slice, not an observation.';

@@ -84,6 +84,9 @@ CREATE TABLE tw_threshold_advice (
     net_cost_usd                   REAL    NOT NULL,
     net_cost_lo_usd                REAL    NOT NULL,
     net_cost_hi_usd                REAL    NOT NULL,
+    net_saving_usd                 REAL    NOT NULL,
+    net_saving_lo_usd              REAL    NOT NULL,
+    net_saving_hi_usd              REAL    NOT NULL,
     extrapolated                   INTEGER NOT NULL,
     evaluated_at_ms                INTEGER NOT NULL
                                    DEFAULT (CAST(round((julianday('now') - 2440587.5) * 86400000.0) AS INTEGER)),
@@ -113,6 +116,7 @@ SELECT date(day_ms / 1000, 'unixepoch') AS day,
        classifier_version, router, "window", threshold, is_current, is_recommended, decisions, cheap_share,
        inference_cost_usd, expected_failed_deflections, expected_failed_deflections_lo,
        expected_failed_deflections_hi, cheap_failure_rate, human_cost_per_failure_usd, expected_human_cost_usd,
-       net_cost_usd, net_cost_lo_usd, net_cost_hi_usd, extrapolated,
+       net_cost_usd, net_cost_lo_usd, net_cost_hi_usd, net_saving_usd, net_saving_lo_usd, net_saving_hi_usd,
+       extrapolated,
        strftime('%Y-%m-%dT%H:%M:%fZ', evaluated_at_ms / 1000.0, 'unixepoch') AS evaluated_at
 FROM tw_threshold_advice;

@@ -84,6 +84,9 @@ pub struct Timeline {
     /// The first day of the simulated query-mix drift, if the scenario drifts.
     pub drift_starts: Option<NaiveDate>,
     pub alerts: Vec<AlertMark>,
+    /// The threshold advice of the 7-day window ending the day the first per-tier quality alert
+    /// fired (what a team would have read that day), per classifier version.
+    pub advice_at_alert: Vec<crate::router_eval::advise::Advice>,
 }
 
 impl Timeline {
@@ -187,8 +190,51 @@ impl Timeline {
         if misroute.is_some() {
             s.push_str(&line("misroute estimate → aggregate (unsplit) quality signal", misroute, agg));
         }
+        let calibration = self.first(crate::router_eval::CALIBRATION_KIND);
+        if calibration.is_some() {
+            s.push_str(&line("calibration regression → aggregate (unsplit) quality signal", calibration, agg));
+        }
+        let routed_share = self.first(ROUTED_SHARE_KIND);
+        if routed_share.is_some() {
+            s.push_str(&line("routed share deviation → aggregate (unsplit) quality signal", routed_share, agg));
+        }
+        for a in &self.advice_at_alert {
+            s.push_str(&advice_line(a));
+        }
         s
     }
+}
+
+/// The alert kind of the routed-share-vs-target rule.
+const ROUTED_SHARE_KIND: &str = "routed_share_deviation";
+
+/// "As it stood the day the per-tier alert fired: raising … would have cut …".
+fn advice_line(a: &crate::router_eval::advise::Advice) -> String {
+    let Some((saving, lo, hi)) = a.saving() else {
+        return format!(
+            "\nThreshold advice on {} (7-day window): no threshold of {} meets the failure-rate ceiling\n",
+            a.day, a.classifier_version
+        );
+    };
+    let Some(r) = &a.recommended else { return String::new() };
+    if (r.threshold - a.current.threshold).abs() < 1e-9 {
+        return format!(
+            "\nThreshold advice on {} (7-day window): keep {}'s threshold at {:.2}\n",
+            a.day, a.classifier_version, a.current.threshold
+        );
+    }
+    let verb = if r.threshold > a.current.threshold { "raising" } else { "lowering" };
+    format!(
+        "\nThreshold advice as it stood the day the per-tier alert fired ({}, 7-day window):\n  {verb} {}'s threshold from {:.2} to {:.2} would have cut the net weekly cost by ${:.0} (bounds ${:.0} to ${:.0}; {})\n",
+        a.day,
+        a.classifier_version,
+        a.current.threshold,
+        r.threshold,
+        saving,
+        lo,
+        hi,
+        a.confidence()
+    )
 }
 
 fn short_subject(s: &str) -> String {
@@ -265,6 +311,16 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
 
     let pool = ReportPool::Sqlite(store.pool().clone());
     let alerts = rt.block_on(crate::report::load::alerts(&pool, cfg.attribution.window_ms()))?;
+    let advice_at_alert = match alerts.iter().filter(|a| a.kind == QUALITY_KIND).map(|a| a.fired_at).min() {
+        Some(fired) => {
+            // The evaluated day is the one whose end is the alert's window end.
+            let day = (fired - chrono::Duration::milliseconds(1)).date_naive().to_string();
+            let rows = rt.block_on(crate::report::load::threshold_advice(&pool, "7d"))?;
+            let that_day: Vec<_> = rows.into_iter().filter(|r| r.day == day).collect();
+            crate::router_eval::advise::latest(&that_day, None)
+        }
+        None => vec![],
+    };
     let timeline = Timeline {
         scenario: opts.scenario,
         start: sim_cfg.start,
@@ -273,6 +329,7 @@ pub fn run(opts: &DemoOptions) -> anyhow::Result<DemoOutcome> {
         seed: sim_cfg.seed,
         drift_starts: sim_cfg.drift.map(|d| sim_cfg.start + chrono::Days::new(u64::from(d.start_day))),
         alerts,
+        advice_at_alert,
     };
     let report_started = Instant::now();
     let report = if opts.report {

@@ -74,10 +74,12 @@ pub struct AdviceView {
     pub net_cost_usd: f64,
     pub net_cost_lo_usd: f64,
     pub net_cost_hi_usd: f64,
+    /// Net cost of the threshold in force minus this one's, and its bounds.
+    pub net_saving: (f64, f64, f64),
     pub extrapolated: bool,
 }
 
-type AdviceTuple = (String, String, String, String, f64, i64, i64, f64, f64, f64, f64, i64);
+type AdviceTuple = (String, String, String, String, f64, i64, i64, f64, f64, f64, f64, i64, f64, f64, f64);
 
 /// Every `threshold_advice` row of one window (e.g. `7d`), ordered by version, router, day and
 /// threshold.
@@ -94,7 +96,9 @@ pub async fn threshold_advice(pool: &ReportPool, window: &str) -> anyhow::Result
                       CAST(CASE WHEN is_recommended THEN 1 ELSE 0 END AS BIGINT),
                       CAST(cheap_share AS DOUBLE PRECISION), CAST(net_cost_usd AS DOUBLE PRECISION),
                       CAST(net_cost_lo_usd AS DOUBLE PRECISION), CAST(net_cost_hi_usd AS DOUBLE PRECISION),
-                      CAST(CASE WHEN extrapolated THEN 1 ELSE 0 END AS BIGINT)
+                      CAST(CASE WHEN extrapolated THEN 1 ELSE 0 END AS BIGINT),
+                      CAST(net_saving_usd AS DOUBLE PRECISION), CAST(net_saving_lo_usd AS DOUBLE PRECISION),
+                      CAST(net_saving_hi_usd AS DOUBLE PRECISION)
                FROM threshold_advice WHERE "window" = '{window}'
                ORDER BY classifier_version, router, day, threshold"#
         ))
@@ -114,6 +118,7 @@ pub async fn threshold_advice(pool: &ReportPool, window: &str) -> anyhow::Result
             net_cost_lo_usd: r.9,
             net_cost_hi_usd: r.10,
             extrapolated: r.11 != 0,
+            net_saving: (r.12, r.13, r.14),
         })
         .collect())
 }
@@ -284,7 +289,8 @@ pub async fn alerts(pool: &ReportPool, window_ms: i64) -> anyhow::Result<Vec<Ale
     for (kind, subject, severity, state, fired, resolved, value, threshold, escalated) in rows {
         let fired_at = ts(fired)?;
         // Quality rules judge mature cohorts only; drift and misroute estimates are known at once.
-        let maturity = if kind == QUALITY_KIND || kind == AGGREGATE_KIND { window_ms } else { 0 };
+        let mature_only = [QUALITY_KIND, AGGREGATE_KIND, crate::router_eval::CALIBRATION_KIND];
+        let maturity = if mature_only.contains(&kind.as_str()) { window_ms } else { 0 };
         out.push(AlertMark {
             subject,
             severity,

@@ -33,8 +33,8 @@ pub struct AlertMark {
     /// The value and threshold at firing, or at escalation when it escalated.
     pub value: f64,
     pub threshold: f64,
-    /// When the evaluation could first run in production: drift at `fired_at`; quality rules use
-    /// mature cohorts only, so `fired_at` plus the attribution window W.
+    /// When the evaluation could first run in production: drift at `fired_at`; quality and
+    /// calibration rules use mature cohorts only, so `fired_at` plus the attribution window W.
     pub known_at: DateTime<Utc>,
 }
 

@@ -68,7 +68,112 @@ pub struct AdviceRow {
     pub net_cost_usd: f64,
     pub net_cost_lo_usd: f64,
     pub net_cost_hi_usd: f64,
+    /// Net cost of the threshold in force minus this one's (positive = this one is cheaper), with
+    /// bounds from the turns the two thresholds route differently only: the outcomes both share
+    /// cancel, so these bounds are much narrower than the difference of the net-cost bounds.
+    pub net_saving_usd: f64,
+    pub net_saving_lo_usd: f64,
+    pub net_saving_hi_usd: f64,
     pub extrapolated: bool,
+}
+
+/// Failed deflections and cost of some cells under one threshold.
+#[derive(Debug, Clone, Copy, Default)]
+struct Part {
+    cost_nusd: f64,
+    fd: f64,
+    fd_lo: f64,
+    fd_hi: f64,
+    cheap_n: f64,
+    cheap_fd: f64,
+    moved_down: f64,
+    evidence: bool,
+}
+
+/// The window's cells and the rates that stand in for moved turns.
+struct Env<'a> {
+    cascade: bool,
+    cheap: &'a [CalibCounts],
+    capable: &'a [CalibCounts],
+    rescore_capable: &'a [RescoreCell],
+    capable_near: Option<Rate>,
+    cheap_near: Option<Rate>,
+    cheap_cost_ratio: f64,
+    rescore_near: RescoreCell,
+}
+
+impl Env<'_> {
+    /// Cells `range` under the threshold of cell `k`.
+    fn under(&self, k: usize, range: std::ops::Range<usize>) -> Part {
+        let clip = |r: std::ops::Range<usize>| r.start.max(range.start)..r.end.min(range.end).max(r.start.max(range.start));
+        let cells = usize::from(CALIB_CELLS);
+        let kept_cheap = sum_cells(self.cheap, clip(k..cells));
+        let kept_capable = sum_cells(self.capable, clip(0..k));
+        let to_capable = sum_cells(self.cheap, clip(0..k));
+        let to_cheap = sum_cells(self.capable, clip(k..cells));
+
+        let mut cost = kept_cheap.cost_nusd as f64 + kept_capable.cost_nusd as f64;
+        cost += if self.cascade {
+            (to_capable.cost_nusd + to_capable.capable_cost_nusd) as f64
+        } else {
+            to_capable.capable_cost_nusd as f64
+        };
+        cost += if self.cascade {
+            (to_cheap.cost_nusd - to_cheap.capable_cost_nusd).max(0) as f64
+        } else {
+            to_cheap.capable_cost_nusd as f64 * self.cheap_cost_ratio
+        };
+
+        // Observed part.
+        let mut observed = kept_cheap;
+        observed.add(&kept_capable);
+        let (mut fd, mut fd_lo, mut fd_hi) = (0.0, 0.0, 0.0);
+        if let Some(r) = fd_rate(&observed) {
+            let n = observed.decisions as f64;
+            fd += r.p * n;
+            fd_lo += r.lo * n;
+            fd_hi += r.hi * n;
+        }
+        // Cheap → capable.
+        let moved_up = to_capable.decisions.max(0) as f64;
+        if moved_up > 0.0 {
+            let r = self.capable_near.unwrap_or(Rate { p: 0.0, lo: 0.0, hi: 1.0 });
+            fd += r.p * moved_up;
+            fd_lo += r.lo * moved_up;
+            fd_hi += r.hi * moved_up;
+        }
+        // Capable → cheap (extrapolated).
+        let moved_down = to_cheap.decisions.max(0) as f64;
+        let mut moved_down_fd = 0.0;
+        let mut evidence = RescoreCell::default();
+        for c in self.rescore_capable.get(k..cells).unwrap_or(&[]) {
+            evidence.add(c);
+        }
+        if moved_down > 0.0 {
+            let base = self.cheap_near.unwrap_or(Rate { p: 0.0, lo: 0.0, hi: 1.0 });
+            let near = self.rescore_near;
+            let ratio = if evidence.w > 0.0 && near.w > 0.0 && near.wy > 0.0 {
+                (evidence.wy / evidence.w) / (near.wy / near.w)
+            } else {
+                1.0
+            };
+            let p = (base.p * ratio).min(1.0);
+            moved_down_fd = p * moved_down;
+            fd += moved_down_fd;
+            fd_lo += (base.lo * ratio * 0.5).min(1.0) * moved_down;
+            fd_hi += (base.hi * ratio * 2.0).min(1.0) * moved_down;
+        }
+        Part {
+            cost_nusd: cost,
+            fd,
+            fd_lo,
+            fd_hi,
+            cheap_n: (kept_cheap.decisions + to_cheap.decisions).max(0) as f64,
+            cheap_fd: kept_cheap.failed_deflections as f64 + moved_down_fd,
+            moved_down,
+            evidence: evidence.w > 0.0 && self.rescore_near.w > 0.0,
+        }
+    }
 }
 
 /// A rate with its 95% bounds.
@@ -125,6 +230,16 @@ pub fn advise(cfg: &RouterEvalConfig, input: &AdviceInput<'_>) -> Vec<AdviceRow>
         s
     };
 
+    let env = Env {
+        cascade: input.cascade,
+        cheap: input.cheap,
+        capable: input.capable,
+        rescore_capable: input.rescore_capable,
+        capable_near,
+        cheap_near,
+        cheap_cost_ratio,
+        rescore_near,
+    };
     let span = (cfg.threshold_span * 100.0).round() as i64;
     let lo_cell = (k0 as i64 - span).max(1);
     let hi_cell = (k0 as i64 + span).min(cells as i64 - 1);
@@ -134,82 +249,33 @@ pub fn advise(cfg: &RouterEvalConfig, input: &AdviceInput<'_>) -> Vec<AdviceRow>
     let mut evidence_for = vec![];
     for k in lo_cell..=hi_cell {
         let k = k as usize;
-        let kept_cheap = sum_cells(input.cheap, k..cells);
-        let kept_capable = sum_cells(input.capable, 0..k);
-        let to_capable = sum_cells(input.cheap, 0..k);
-        let to_cheap = sum_cells(input.capable, k..cells);
-
-        let mut cost = kept_cheap.cost_nusd as f64 + kept_capable.cost_nusd as f64;
-        cost += if input.cascade {
-            (to_capable.cost_nusd + to_capable.capable_cost_nusd) as f64
-        } else {
-            to_capable.capable_cost_nusd as f64
-        };
-        cost += if input.cascade {
-            (to_cheap.cost_nusd - to_cheap.capable_cost_nusd).max(0) as f64
-        } else {
-            to_cheap.capable_cost_nusd as f64 * cheap_cost_ratio
-        };
-
-        // Observed part.
-        let mut observed = kept_cheap;
-        observed.add(&kept_capable);
-        let (mut fd, mut fd_lo, mut fd_hi) = (0.0, 0.0, 0.0);
-        if let Some(r) = fd_rate(&observed) {
-            let n = observed.decisions as f64;
-            fd += r.p * n;
-            fd_lo += r.lo * n;
-            fd_hi += r.hi * n;
-        }
-        // Cheap → capable.
-        let moved_up = to_capable.decisions.max(0) as f64;
-        if moved_up > 0.0 {
-            let r = capable_near.unwrap_or(Rate { p: 0.0, lo: 0.0, hi: 1.0 });
-            fd += r.p * moved_up;
-            fd_lo += r.lo * moved_up;
-            fd_hi += r.hi * moved_up;
-        }
-        // Capable → cheap (extrapolated).
-        let moved_down = to_cheap.decisions.max(0) as f64;
-        let mut moved_down_fd = 0.0;
-        let mut evidence = RescoreCell::default();
-        for c in input.rescore_capable.get(k..cells).unwrap_or(&[]) {
-            evidence.add(c);
-        }
-        evidence_for.push(evidence.w > 0.0 && rescore_near.w > 0.0);
-        if moved_down > 0.0 {
-            let base = cheap_near.unwrap_or(Rate { p: 0.0, lo: 0.0, hi: 1.0 });
-            let ratio = if evidence.w > 0.0 && rescore_near.w > 0.0 && rescore_near.wy > 0.0 {
-                (evidence.wy / evidence.w) / (rescore_near.wy / rescore_near.w)
-            } else {
-                1.0
-            };
-            let p = (base.p * ratio).min(1.0);
-            moved_down_fd = p * moved_down;
-            fd += moved_down_fd;
-            fd_lo += (base.lo * ratio * 0.5).min(1.0) * moved_down;
-            fd_hi += (base.hi * ratio * 2.0).min(1.0) * moved_down;
-        }
-        let cheap_n = (kept_cheap.decisions + to_cheap.decisions).max(0) as f64;
-        let cheap_fd = kept_cheap.failed_deflections as f64 + moved_down_fd;
-        let cost_usd = cost / 1e9;
+        let p = env.under(k, 0..cells);
+        evidence_for.push(p.evidence);
+        // Against the threshold in force only the cells between the two thresholds differ.
+        let between = k.min(k0)..k.max(k0);
+        let (now, then) = (env.under(k0, between.clone()), env.under(k, between));
+        let d_cost = (now.cost_nusd - then.cost_nusd) / 1e9;
+        let cost_usd = p.cost_nusd / 1e9;
         rows.push(AdviceRow {
             threshold: k as f64 / 100.0,
             is_current: k == k0,
             is_recommended: false,
             decisions: all.decisions as u64,
-            cheap_share: cheap_n / all.decisions as f64,
+            cheap_share: p.cheap_n / all.decisions as f64,
             inference_cost_usd: cost_usd,
-            expected_failed_deflections: fd,
-            expected_failed_deflections_lo: fd_lo.min(fd),
-            expected_failed_deflections_hi: fd_hi.max(fd),
-            cheap_failure_rate: (cheap_n > 0.0).then(|| cheap_fd / cheap_n),
+            expected_failed_deflections: p.fd,
+            expected_failed_deflections_lo: p.fd_lo.min(p.fd),
+            expected_failed_deflections_hi: p.fd_hi.max(p.fd),
+            cheap_failure_rate: (p.cheap_n > 0.0).then(|| p.cheap_fd / p.cheap_n),
             human_cost_per_failure_usd: hc,
-            expected_human_cost_usd: fd * hc,
-            net_cost_usd: cost_usd + fd * hc,
-            net_cost_lo_usd: cost_usd + fd_lo.min(fd) * hc,
-            net_cost_hi_usd: cost_usd + fd_hi.max(fd) * hc,
-            extrapolated: moved_down > 0.0,
+            expected_human_cost_usd: p.fd * hc,
+            net_cost_usd: cost_usd + p.fd * hc,
+            net_cost_lo_usd: cost_usd + p.fd_lo.min(p.fd) * hc,
+            net_cost_hi_usd: cost_usd + p.fd_hi.max(p.fd) * hc,
+            net_saving_usd: d_cost + (now.fd - then.fd) * hc,
+            net_saving_lo_usd: d_cost + (now.fd_lo.min(now.fd) - then.fd_hi.max(then.fd)) * hc,
+            net_saving_hi_usd: d_cost + (now.fd_hi.max(now.fd) - then.fd_lo.min(then.fd)) * hc,
+            extrapolated: p.moved_down > 0.0,
         });
     }
     if let Some(best) = recommended(cfg, &rows, k0, &evidence_for) {

@@ -14,12 +14,9 @@ pub struct Advice {
 }
 
 impl Advice {
-    /// Net saving of moving to the recommended threshold (positive = cheaper), with conservative
-    /// bounds: the difference of the two rows' bounds.
+    /// Net saving of moving to the recommended threshold (positive = cheaper) with its bounds.
     pub fn saving(&self) -> Option<(f64, f64, f64)> {
-        let r = self.recommended.as_ref()?;
-        let c = &self.current;
-        Some((c.net_cost_usd - r.net_cost_usd, c.net_cost_lo_usd - r.net_cost_hi_usd, c.net_cost_hi_usd - r.net_cost_lo_usd))
+        Some(self.recommended.as_ref()?.net_saving)
     }
 
     /// How sure the saving is, in one phrase.

@@ -117,6 +117,7 @@ fn advice_bounds_contain_the_true_net_cost_and_the_recommendation_is_near_the_op
     let (cheap_cost, capable_cost) = (250_000i64, 1_000_000i64); // nano-USD per decision
     let hc = 4.0;
     let (mut inside, mut total, mut near) = (0, 0, 0);
+    let (mut saving_inside, mut saving_total) = (0u32, 0u32);
     let seeds = 8;
     for seed in 0..seeds {
         let mut rng = SplitMix::new(seed);
@@ -166,6 +167,11 @@ fn advice_bounds_contain_the_true_net_cost_and_the_recommendation_is_near_the_op
             let t = truth(advice::threshold_cell(r.threshold));
             total += 1;
             inside += (r.net_cost_lo_usd <= t && t <= r.net_cost_hi_usd) as u32;
+            // The saving against the threshold in force, with its (narrower) bounds.
+            let saving = truth(60) - t;
+            saving_total += 1;
+            saving_inside += (r.net_saving_lo_usd <= saving + 1e-9 && saving - 1e-9 <= r.net_saving_hi_usd) as u32;
+            assert!(r.net_saving_hi_usd - r.net_saving_lo_usd <= r.net_cost_hi_usd - r.net_cost_lo_usd + 1e-9);
         }
         // Without rescoring evidence the advice never loosens: the optimum among the stricter ones.
         let best_truth = (60..=75).min_by(|&a, &b| truth(a).total_cmp(&truth(b))).unwrap();
@@ -175,6 +181,7 @@ fn advice_bounds_contain_the_true_net_cost_and_the_recommendation_is_near_the_op
         assert!(rows.iter().filter(|r| r.threshold < 0.6 - 1e-9).all(|r| r.extrapolated));
     }
     assert!(inside * 10 >= total * 9, "bounds contain the truth on {inside}/{total} stricter grid points");
+    assert!(saving_inside * 10 >= saving_total * 9, "saving bounds contain the truth on {saving_inside}/{saving_total}");
     assert!(near >= seeds as u32 - 1, "recommendation within 0.05 of the optimum in {near}/{seeds} runs");
 }
 

@@ -59,7 +59,7 @@ impl RouterEvalStore for PgEvalStore {
             r#"SELECT ((ts AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * 86400000,
                       classifier_version, router, tier,
                       LEAST(99, FLOOR(router_confidence * 100))::int,
-                      SUM(w), SUM(CASE WHEN p_complex >= rescore_threshold THEN w ELSE 0 END)
+                      SUM(w)::double precision, SUM(CASE WHEN p_complex >= rescore_threshold THEN w ELSE 0 END)::double precision
                FROM tw_rescore_samples
                WHERE status = 'scored' AND router_confidence IS NOT NULL
                  AND router_confidence >= 0 AND router_confidence <= 1
@@ -154,9 +154,10 @@ impl RouterEvalStore for PgEvalStore {
                          is_current, is_recommended, decisions, cheap_share, inference_cost_usd,
                          expected_failed_deflections, expected_failed_deflections_lo, expected_failed_deflections_hi,
                          cheap_failure_rate, human_cost_per_failure_usd, expected_human_cost_usd, net_cost_usd,
-                         net_cost_lo_usd, net_cost_hi_usd, extrapolated)
+                         net_cost_lo_usd, net_cost_hi_usd, extrapolated, net_saving_usd, net_saving_lo_usd,
+                         net_saving_hi_usd)
                        VALUES ({DATE_OF}, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                         $18, $19, $20)"#
+                         $18, $19, $20, $21, $22, $23)"#
                 ))
                 .bind(r.day_ms)
                 .bind(cv)
@@ -178,6 +179,9 @@ impl RouterEvalStore for PgEvalStore {
                 .bind(a.net_cost_lo_usd)
                 .bind(a.net_cost_hi_usd)
                 .bind(a.extrapolated)
+                .bind(a.net_saving_usd)
+                .bind(a.net_saving_lo_usd)
+                .bind(a.net_saving_hi_usd)
                 .execute(&mut *tx)
                 .await
                 .context("writing tw_threshold_advice")?;

@@ -49,7 +49,7 @@ impl RouterEvalStore for SqliteEvalStore {
         let rows = sqlx::query(
             r#"SELECT (ts_ms / 86400000) * 86400000, classifier_version, router, tier,
                       MIN(99, CAST(router_confidence * 100 AS INTEGER)),
-                      SUM(w), SUM(CASE WHEN p_complex >= rescore_threshold THEN w ELSE 0 END)
+                      CAST(SUM(w) AS REAL), CAST(SUM(CASE WHEN p_complex >= rescore_threshold THEN w ELSE 0.0 END) AS REAL)
                FROM tw_rescore_samples
                WHERE status = 'scored' AND router_confidence IS NOT NULL
                  AND router_confidence >= 0 AND router_confidence <= 1 AND ts_ms >= ? AND ts_ms < ?
@@ -144,9 +144,10 @@ impl RouterEvalStore for SqliteEvalStore {
                          is_current, is_recommended, decisions, cheap_share, inference_cost_usd,
                          expected_failed_deflections, expected_failed_deflections_lo, expected_failed_deflections_hi,
                          cheap_failure_rate, human_cost_per_failure_usd, expected_human_cost_usd, net_cost_usd,
-                         net_cost_lo_usd, net_cost_hi_usd, extrapolated)
+                         net_cost_lo_usd, net_cost_hi_usd, extrapolated, net_saving_usd, net_saving_lo_usd,
+                         net_saving_hi_usd)
                        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                         ?, ?, ?)"#,
+                         ?, ?, ?, ?, ?, ?)"#,
                 )
                 .bind(r.day_ms)
                 .bind(cv)
@@ -168,6 +169,9 @@ impl RouterEvalStore for SqliteEvalStore {
                 .bind(a.net_cost_lo_usd)
                 .bind(a.net_cost_hi_usd)
                 .bind(a.extrapolated)
+                .bind(a.net_saving_usd)
+                .bind(a.net_saving_lo_usd)
+                .bind(a.net_saving_hi_usd)
                 .execute(&mut *tx)
                 .await
                 .context("writing tw_threshold_advice")?;
