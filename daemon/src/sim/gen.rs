@@ -57,7 +57,10 @@ const TICKET_UNRESOLVED: [f64; 3] = [0.45, 0.50, 0.60];
 /// P(ticket) for a resolved conversation (human action needed anyway).
 const TICKET_RESOLVED: [f64; 3] = [0.012, 0.10, 0.10];
 /// Share of tickets the support system links to the AI conversation.
-const TICKET_LINKED: f64 = 0.92;
+pub(crate) const TICKET_LINKED: f64 = 0.92;
+/// Ticket delay after the last answer: log-normal with this median and σ (clamped to 10 min–30 d).
+pub(crate) const TICKET_DELAY_MEDIAN_HOURS: f64 = 16.0;
+pub(crate) const TICKET_DELAY_SIGMA: f64 = 0.95;
 
 /// Feedback rates.
 const THUMBS_DOWN_FAILED: f64 = 0.025;
@@ -364,15 +367,10 @@ impl<'a> Gen<'a> {
             } else {
                 ("capable", CAPABLE_MODEL, false, lat_capable, in_tok, out_capable, cost_capable, cost_capable)
             };
-            let p_fail = if cheap_tier {
-                if reads == Reads::Simple && cohort {
-                    FAIL_CHEAP_COHORT_SIMPLE
-                } else {
-                    FAIL_CHEAP[reads.idx()]
-                }
-            } else {
-                FAIL_CAPABLE[reads.idx()]
-            };
+            let p_fail_cheap =
+                if reads == Reads::Simple && cohort { FAIL_CHEAP_COHORT_SIMPLE } else { FAIL_CHEAP[reads.idx()] };
+            let p_fail_capable = FAIL_CAPABLE[reads.idx()];
+            let p_fail = if cheap_tier { p_fail_cheap } else { p_fail_capable };
             let failed = rr.bool(p_fail);
 
             let event_id = format!("{conversation_id}/d{k}");
@@ -412,6 +410,11 @@ impl<'a> Gen<'a> {
                 tier: tier.to_owned(),
                 answer_failed: failed,
                 cheap_answer_failed: failed && cheap_tier,
+                p_fail_cheap,
+                p_fail_capable,
+                p_ticket_unresolved: TICKET_UNRESOLVED[kind.idx()],
+                p_ticket_resolved: TICKET_RESOLVED[kind.idx()],
+                last_turn: false,
                 ticket_id: None,
                 ticket_linked: false,
             });
@@ -461,6 +464,9 @@ impl<'a> Gen<'a> {
         }
 
         let Some((last_truth, end, unresolved)) = last else { return };
+        if let Some(t) = truth.get_mut(last_truth) {
+            t.last_turn = true;
+        }
         // --- conversation-level outcomes ---
         if rr.bool(CSAT_RATE) {
             let weights: [f64; 5] = if unresolved { [0.2, 0.2, 0.25, 0.2, 0.15] } else { [0.02, 0.03, 0.1, 0.3, 0.55] };
@@ -478,7 +484,8 @@ impl<'a> Gen<'a> {
         }
         let p_ticket = if unresolved { TICKET_UNRESOLVED[kind.idx()] } else { TICKET_RESOLVED[kind.idx()] };
         if rr.bool(p_ticket) {
-            let delay = (rr.lognormal(16.0 * HOUR as f64, 0.95) as i64).clamp(10 * MINUTE, 30 * DAY);
+            let delay = (rr.lognormal(TICKET_DELAY_MEDIAN_HOURS * HOUR as f64, TICKET_DELAY_SIGMA) as i64)
+                .clamp(10 * MINUTE, 30 * DAY);
             let linked = rr.bool(TICKET_LINKED);
             let ticket_id = format!("TCK-{}-{day:03}-{idx:05}", self.tag);
             let conv = if linked { Some(conversation_id.clone()) } else { None };

@@ -89,6 +89,7 @@
 
 mod gen;
 pub mod kafka;
+pub mod truth;
 pub mod rng;
 pub mod text;
 mod write;
@@ -285,6 +286,17 @@ pub struct GroundTruth {
     pub answer_failed: bool,
     /// `answer_failed` and the cheap tier answered.
     pub cheap_answer_failed: bool,
+    /// P(the answer fails the real intent) had the cheap tier answered this turn, and had the
+    /// capable tier: what the simulation drew `answer_failed` from.
+    pub p_fail_cheap: f64,
+    pub p_fail_capable: f64,
+    /// The conversation's ticket probabilities (by its true kind) when its last answer failed and
+    /// when it did not.
+    pub p_ticket_unresolved: f64,
+    pub p_ticket_resolved: f64,
+    /// The conversation's last emitted turn: tickets follow the last answer, so only this turn
+    /// can carry a failed deflection.
+    pub last_turn: bool,
     /// On the conversation's last turn: the ticket the conversation led to (if emitted).
     pub ticket_id: Option<String>,
     /// That ticket carries the conversation id (else it is human volume the support system did
