@@ -500,7 +500,8 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
         telemetry.clone(),
         webhooks,
     )
-    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier);
+    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier)
+    .with_routed_share(&cfg.routing.targets, &cfg.alerts.routed_share);
     {
         let shutdown = shutdown.clone();
         rt.spawn(async move {

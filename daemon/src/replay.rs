@@ -69,7 +69,8 @@ pub fn replay_files<S: Store + 'static, E: EvalStore>(
         telemetry,
         None,
     )
-    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier);
+    .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier)
+    .with_routed_share(&cfg.routing.targets, &cfg.alerts.routed_share);
     let evaluation = rt.block_on(evaluator.pass())?;
     Ok(ReplayOutcome { stats, evaluation })
 }
