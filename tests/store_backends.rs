@@ -15,6 +15,10 @@ use chrono::{DateTime, NaiveDate};
 use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Column, PgPool, Row, SqlitePool, TypeInfo, ValueRef};
+use tierwatch::alert::quality::QualityRuleConfig;
+use tierwatch::alert::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
+use tierwatch::drift::evaluator::{EvalStore, Evaluator};
+use tierwatch::drift::DriftConfig;
 use tierwatch::metrics::{
     latency_bin, latency_bin_value, ConfDelta, ConfKey, Deltas, Dims, Grain, HumanDelta, OrphanKind, QualityDelta,
     QualityKey, Signal,
@@ -22,7 +26,9 @@ use tierwatch::metrics::{
 use tierwatch::stats::hist::ConfHist;
 use tierwatch::stats::WeightedProportion;
 use tierwatch::store::postgres::PgStore;
+use tierwatch::store::postgres_eval::PgEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
+use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::{
     CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreOutcome, RescoreResult,
     RescoreSample, ReviewLabel, Store, ViewSettings,
@@ -40,7 +46,7 @@ fn d0() -> i64 {
 const TOPICS: [&str; 3] = ["llm.routing-decisions", "llm.feedback", "support.tickets"];
 
 /// The public views of SPEC §6 that the migrations define.
-const VIEWS: [&str; 11] = [
+const VIEWS: [&str; 12] = [
     "tier_quality_hourly",
     "tier_quality_daily",
     "deflection_daily",
@@ -52,6 +58,7 @@ const VIEWS: [&str; 11] = [
     "alerts",
     "review_queue",
     "rescore_estimates_daily",
+    "cascade_daily",
 ];
 
 /// Columns holding a point in time (timestamptz in Postgres, ISO-8601 text in SQLite).
@@ -671,6 +678,7 @@ async fn suite(store: &impl Store, db: &impl Inspect) -> Snapshot {
             baseline_from: None,
             baseline_to: None,
             baseline_tier: "capable".into(),
+            own_baseline_days: 14,
         })
         .await
         .unwrap();
@@ -809,6 +817,7 @@ async fn suite(store: &impl Store, db: &impl Inspect) -> Snapshot {
             baseline_from: Some(NaiveDate::from_ymd_opt(2024, 3, 4).unwrap()),
             baseline_to: Some(NaiveDate::from_ymd_opt(2024, 3, 4).unwrap()),
             baseline_tier: "capable".into(),
+            own_baseline_days: 14,
         })
         .await
         .unwrap();
@@ -839,6 +848,7 @@ async fn suite(store: &impl Store, db: &impl Inspect) -> Snapshot {
             baseline_from: None,
             baseline_to: None,
             baseline_tier: "capable".into(),
+            own_baseline_days: 14,
         })
         .await
         .unwrap();
@@ -858,6 +868,7 @@ async fn suite(store: &impl Store, db: &impl Inspect) -> Snapshot {
             baseline_from: None,
             baseline_to: None,
             baseline_tier: "capable".into(),
+            own_baseline_days: 14,
         })
         .await
         .unwrap();
@@ -1312,6 +1323,9 @@ async fn check_views(be: &str, db: &impl Inspect, d0: i64) {
             ("excess_human_cost_usd", E::F(60.0)),
             ("mature", E::B(true)),
             ("matures_at", E::Ts(d0 + DAY + W)),
+            // Fewer than own_baseline_days (14) mature days: no own baseline yet.
+            ("own_baseline_rate", E::Null),
+            ("excess_vs_own_baseline_usd", E::F(0.0)),
         ],
     );
     let r = find(be, v, &rows, &[("day", E::S("2024-03-04")), ("tier", E::S("capable"))]);
@@ -1407,6 +1421,8 @@ async fn check_views(be: &str, db: &impl Inspect, d0: i64) {
             ("human_cost_usd", E::F(30.0)),
             ("excess_human_cost_usd", E::F(60.0)),
             ("net_usd", E::F(0.0045 - 60.0)),
+            ("excess_vs_own_baseline_usd", E::F(0.0)),
+            ("net_vs_own_baseline_usd", E::F(0.0045)),
             ("tickets_opened", E::I(2)),
             ("attributed_tickets", E::I(1)),
             ("unattributed_tickets", E::I(1)),
@@ -1497,6 +1513,9 @@ async fn check_views(be: &str, db: &impl Inspect, d0: i64) {
             ("cheap_share_observed", E::F(0.7)),
             ("status", E::S("warning")),
             ("evaluated_at", E::Ts(d0 + 7 * DAY + 123)),
+            ("cheap_share_target", E::Null),
+            ("cheap_share_observed_lo", E::Null),
+            ("cheap_share_observed_hi", E::Null),
         ],
     );
     let r = find(be, v, &rows, &[("window", E::S("7d"))]);
@@ -1541,21 +1560,24 @@ fn expected_columns(view: &str) -> Vec<String> {
         "deflection_daily" => "day tier ai_conversations failed_deflections deflected deflection_rate \
             deflection_rate_lo deflection_rate_hi failed_deflection_rate failed_deflection_rate_lo \
             failed_deflection_rate_hi inference_cost_usd capable_cost_usd inference_saved_usd attributed_tickets \
-            attributed_human_cost_usd baseline_rate mean_ticket_cost_usd excess_human_cost_usd mature matures_at"
+            attributed_human_cost_usd baseline_rate mean_ticket_cost_usd excess_human_cost_usd mature matures_at \
+            own_baseline_rate excess_vs_own_baseline_usd"
             .to_string(),
         "human_volume_daily" => "day cost_center channel tickets_opened attributed_tickets unattributed_tickets \
             tickets_resolved human_cost_usd mean_ticket_cost_usd"
             .to_string(),
         "ledger_daily" => "day inference_cost_usd capable_cost_usd inference_saved_usd attributed_human_cost_usd \
             human_cost_usd excess_human_cost_usd net_usd tickets_opened attributed_tickets unattributed_tickets \
-            tickets_resolved ai_conversations failed_deflections mature matures_at"
+            tickets_resolved ai_conversations failed_deflections mature matures_at \
+            excess_vs_own_baseline_usd net_vs_own_baseline_usd"
             .to_string(),
         "dead_letters" => {
             "id received_at topic partition kafka_offset reason detail payload payload_len truncated".to_string()
         }
         "orphans_daily" => "day kind count".to_string(),
         "confidence_drift_daily" => "day classifier_version router signal window n n_eff ref_n ks_d ks_p psi \
-            psi_noise cheap_share_expected cheap_share_observed status evaluated_at"
+            psi_noise cheap_share_expected cheap_share_observed status evaluated_at \
+            cheap_share_target cheap_share_observed_lo cheap_share_observed_hi"
             .to_string(),
         "alerts" => "id kind subject severity state value threshold window_start window_end fired_at \
             escalated_at resolved_at last_value updated_at"
@@ -1567,6 +1589,10 @@ fn expected_columns(view: &str) -> Vec<String> {
             .to_string(),
         "rescore_estimates_daily" => "day tier sampled scored pending shed weight_sum sampled_weight n_eff \
             n_eff_interval suspected_misroute_rate suspected_misroute_rate_lo suspected_misroute_rate_hi"
+            .to_string(),
+        "cascade_daily" => "day classifier_version decisions escalations escalation_rate escalation_rate_lo \
+            escalation_rate_hi over_escalation_rate over_escalation_rate_lo over_escalation_rate_hi \
+            over_escalation_scored over_escalation_n_eff"
             .to_string(),
         other => panic!("unknown view {other}"),
     };
@@ -1633,6 +1659,7 @@ async fn concurrent_settings(store: &impl Store, db: &impl Inspect) {
         baseline_from: (i % 2 == 0).then(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 5).unwrap()),
         baseline_to: (i % 2 == 0).then(|| chrono::NaiveDate::from_ymd_opt(2026, 1, 18).unwrap()),
         baseline_tier: "capable".into(),
+        own_baseline_days: 14,
     };
     // Four at once (the Postgres test pool's size), each on its own connection.
     for round in 0..10 {
@@ -1776,4 +1803,392 @@ async fn sqlite_commit_timing() {
 async fn postgres_commit_timing() {
     let (store, _) = postgres().await;
     time_commits("postgres", &store).await;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Router evaluation: own-baseline excess, cascade escalations, routed share vs target
+// ------------------------------------------------------------------------------------------------
+
+fn dims(tier: &str, model: &str, classifier_version: &str, router: &str) -> Dims {
+    Dims {
+        tier: tier.into(),
+        model: model.into(),
+        classifier_version: classifier_version.into(),
+        router: router.into(),
+        segment: "".into(),
+        intent: "".into(),
+    }
+}
+
+fn settings(own_baseline_days: u32, range: Option<(NaiveDate, NaiveDate)>) -> ViewSettings {
+    ViewSettings {
+        attribution_window_ms: W,
+        baseline_from: range.map(|r| r.0),
+        baseline_to: range.map(|r| r.1),
+        baseline_tier: "capable".into(),
+        own_baseline_days,
+    }
+}
+
+/// Load partition 0 of a fresh store and commit `deltas` (plus samples) with watermark `wm`.
+async fn commit_fresh(store: &impl Store, deltas: Deltas, samples: Vec<RescoreSample>, wm: i64) {
+    let g = store.load_partition(0, &TOPICS).await.unwrap().generation;
+    let batch =
+        CommitBatch { partitions: vec![part(0, g, wm)], deltas, rescore_samples: samples, ..Default::default() };
+    committed(store.commit(&batch).await.unwrap());
+}
+
+/// Per tier and day: a tier's own failed-deflection baseline (its first `own_baseline_days`
+/// mature days with traffic, or the configured range), the excess against it, and the ledger's
+/// sum and net, against hand-computed figures.
+async fn own_baseline_suite(store: &impl Store, db: &impl Inspect) {
+    let be = db.name();
+    let d0 = d0();
+    store.migrate().await.unwrap();
+    store.write_settings(&settings(2, None)).await.unwrap();
+    let mut d = Deltas::default();
+    // (tier, day, conversations, failed deflections). The capable tier has no traffic on day 1;
+    // "mid" only on days 0 and 1.
+    let traffic = [
+        ("cheap", 0, 10, 1),
+        ("cheap", 1, 10, 3),
+        ("cheap", 2, 20, 8),
+        ("cheap", 3, 10, 5),
+        ("capable", 0, 5, 1),
+        ("capable", 2, 5, 2),
+        ("capable", 3, 5, 1),
+        ("mid", 0, 4, 1),
+        ("mid", 1, 4, 3),
+    ];
+    for (tier, day, conversations, failed) in traffic {
+        let ts = d0 + day * DAY + 9 * HOUR;
+        // Cheap day 1 saved 4 USD of inference.
+        let (cost, capable_cost) = if (tier, day) == ("cheap", 1) { (1_000_000_000, 5_000_000_000) } else { (0, 0) };
+        let q = QualityDelta {
+            decisions: conversations,
+            conversations,
+            failed_deflections: failed,
+            cost_nusd: cost,
+            capable_cost_nusd: capable_cost,
+            ..Default::default()
+        };
+        quality(&mut d, ts, &dims(tier, "m", "v1", "PRE_ROUTE"), q);
+        d.tier_day.insert((ts, tier.into()), conversations);
+    }
+    // Two tickets resolved on day 0 for 40 USD: a mean ticket cost of 20 USD every day.
+    d.human(d0, "support", "phone", |h| {
+        *h =
+            HumanDelta { tickets_opened: 2, tickets_resolved: 2, human_cost_nusd: 40_000_000_000, ..Default::default() }
+    });
+    // Days 0–2 are mature, day 3 is not.
+    commit_fresh(store, d, vec![], d0 + 3 * DAY + W).await;
+
+    const DAYS: [&str; 4] = ["2024-03-04", "2024-03-05", "2024-03-06", "2024-03-07"];
+    let s = |i: usize| E::S(DAYS[i]);
+    let rate = |f: i64, n: i64| f as f64 / n as f64;
+    let excess = |f: i64, n: i64, base: f64| (rate(f, n) - base).max(0.0) * n as f64 * 20.0;
+    let check_tier = |rows: &[Rec], tier: &'static str, i: usize, base: Option<f64>, ex: f64| {
+        let r = find(be, "deflection_daily", rows, &[("day", s(i)), ("tier", E::S(tier))]);
+        let base = base.map_or(E::Null, E::F);
+        check(be, "deflection_daily", r, &[("own_baseline_rate", base), ("excess_vs_own_baseline_usd", E::F(ex))]);
+    };
+
+    // Default: the first 2 mature days with traffic. Cheap: days 0, 1 → 4/20. Capable: days 0
+    // and 2 (day 1 had no traffic) → 3/10. Mid: days 0, 1 → 4/8.
+    let rows = db.view("deflection_daily").await;
+    assert_eq!(rows.len(), 9, "{be}: {rows:?}");
+    let (cheap, capable, mid) = (rate(4, 20), rate(3, 10), rate(4, 8));
+    check_tier(&rows, "cheap", 0, Some(cheap), 0.0);
+    check_tier(&rows, "cheap", 1, Some(cheap), excess(3, 10, cheap));
+    check_tier(&rows, "cheap", 2, Some(cheap), excess(8, 20, cheap));
+    check_tier(&rows, "cheap", 3, Some(cheap), excess(5, 10, cheap)); // immature days count too
+    check_tier(&rows, "capable", 0, Some(capable), 0.0);
+    check_tier(&rows, "capable", 2, Some(capable), excess(2, 5, capable));
+    check_tier(&rows, "capable", 3, Some(capable), 0.0);
+    check_tier(&rows, "mid", 1, Some(mid), excess(3, 4, mid));
+    assert!(close(excess(8, 20, cheap), 80.0) && close(excess(2, 5, capable), 10.0), "hand-computed");
+    // The existing columns are unchanged: the capable tier's same-day rate as baseline.
+    let r = find(be, "deflection_daily", &rows, &[("day", s(2)), ("tier", E::S("cheap"))]);
+    check(be, "deflection_daily", r, &[("baseline_rate", E::F(0.4)), ("excess_human_cost_usd", E::F(0.0))]);
+
+    let ledger = db.view("ledger_daily").await;
+    let sums = [
+        0.0,
+        excess(3, 10, cheap) + excess(3, 4, mid),
+        excess(8, 20, cheap) + excess(2, 5, capable),
+        excess(5, 10, cheap),
+    ];
+    for (i, sum) in sums.into_iter().enumerate() {
+        let r = find(be, "ledger_daily", &ledger, &[("day", s(i))]);
+        let saved = if i == 1 { 4.0 } else { 0.0 };
+        check(
+            be,
+            "ledger_daily",
+            r,
+            &[("excess_vs_own_baseline_usd", E::F(sum)), ("net_vs_own_baseline_usd", E::F(saved - sum))],
+        );
+    }
+    assert!(close(sums[1], 40.0), "20 (cheap) + 20 (mid)");
+
+    // Three days needed: only the cheap tier has them (days 0–2 → 12/40); the others have none yet.
+    store.write_settings(&settings(3, None)).await.unwrap();
+    let rows = db.view("deflection_daily").await;
+    check_tier(&rows, "cheap", 3, Some(rate(12, 40)), excess(5, 10, rate(12, 40)));
+    check_tier(&rows, "capable", 2, None, 0.0);
+    check_tier(&rows, "mid", 1, None, 0.0);
+
+    // A configured range (day 2), per tier: cheap 8/20, capable 2/5; mid had no conversations
+    // there and keeps its first mature days.
+    let d2 = NaiveDate::from_ymd_opt(2024, 3, 6).unwrap();
+    store.write_settings(&settings(2, Some((d2, d2)))).await.unwrap();
+    let rows = db.view("deflection_daily").await;
+    check_tier(&rows, "cheap", 1, Some(rate(8, 20)), 0.0);
+    check_tier(&rows, "cheap", 3, Some(rate(8, 20)), excess(5, 10, rate(8, 20)));
+    check_tier(&rows, "capable", 3, Some(rate(2, 5)), 0.0);
+    check_tier(&rows, "mid", 1, Some(mid), excess(3, 4, mid));
+    // …while the existing baseline is the pooled range rate, (8 + 2) / 25.
+    let r = find(be, "deflection_daily", &rows, &[("day", s(3)), ("tier", E::S("capable"))]);
+    check(be, "deflection_daily", r, &[("baseline_rate", E::F(rate(10, 25)))]);
+}
+
+#[tokio::test]
+async fn own_baseline_excess_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lite, lite_db) = sqlite(&dir).await;
+    own_baseline_suite(&lite, &lite_db).await;
+    let (pg, pg_db) = postgres().await;
+    own_baseline_suite(&pg, &pg_db).await;
+}
+
+/// A sampled CASCADE decision of version v1 on day 0 (partition 0).
+fn cascade_sample(id: &str, tier: &str, router: &str, reason: &str, p: f64) -> RescoreSample {
+    let mut s = sample(id, &format!("conv-{id}"), d0() + 10 * HOUR, tier, reason, p);
+    s.partition = 0;
+    s.router = router.into();
+    s
+}
+
+/// `cascade_daily`: escalation counts and rate from the CASCADE aggregates only, and the
+/// over-escalation estimate from the scored sampled escalations, against hand-computed figures.
+async fn cascade_suite(store: &impl Store, db: &impl Inspect) {
+    let be = db.name();
+    let d0 = d0();
+    store.migrate().await.unwrap();
+    store.write_settings(&settings(14, None)).await.unwrap();
+    let mut d = Deltas::default();
+    let ts = d0 + 10 * HOUR;
+    let q = |decisions: i64, escalations: i64| QualityDelta {
+        decisions,
+        conversations: decisions,
+        escalations,
+        ..Default::default()
+    };
+    // v1, day 0: 30 kept cheap answers, 10 escalations over two capable models; a PRE_ROUTE row
+    // that must not count. v2, day 1: 6 + 2 escalated.
+    quality(&mut d, ts, &dims("cheap", "small-1", "v1", "CASCADE"), q(30, 0));
+    quality(&mut d, ts, &dims("capable", "large-1", "v1", "CASCADE"), q(6, 6));
+    quality(&mut d, ts, &dims("capable", "large-2", "v1", "CASCADE"), q(4, 4));
+    quality(&mut d, ts, &dims("capable", "large-1", "v1", "PRE_ROUTE"), q(5, 0));
+    quality(&mut d, ts + DAY, &dims("cheap", "small-1", "v2", "CASCADE"), q(6, 0));
+    quality(&mut d, ts + DAY, &dims("capable", "large-1", "v2", "CASCADE"), q(2, 2));
+    // Escalations in the sample (tier capable, CASCADE): base w 50 (one shed), low_margin w 10;
+    // a kept cheap answer and a PRE_ROUTE capable decision that must not count.
+    let samples = vec![
+        cascade_sample("c1", "capable", "CASCADE", "base", 0.02),
+        cascade_sample("c2", "capable", "CASCADE", "base", 0.02),
+        cascade_sample("c3", "capable", "CASCADE", "base", 0.02),
+        cascade_sample("c4", "capable", "CASCADE", "low_margin", 0.1),
+        cascade_sample("c5", "capable", "CASCADE", "low_margin", 0.1),
+        cascade_sample("c6", "cheap", "CASCADE", "base", 0.02),
+        cascade_sample("c7", "capable", "PRE_ROUTE", "base", 0.02),
+    ];
+    commit_fresh(store, d, samples, d0 + 5 * DAY).await;
+    let results = vec![
+        scored("c1", 0.2), // unnecessary (θ = 0.5)
+        scored("c2", 0.9),
+        RescoreResult { event_id: "c3".into(), outcome: RescoreOutcome::Shed },
+        scored("c4", 0.3), // unnecessary
+        scored("c5", 0.7),
+        scored("c6", 0.1),
+        scored("c7", 0.1),
+    ];
+    assert_eq!(store.apply_rescores(&results).await.unwrap(), 7, "{be}");
+
+    let v = "cascade_daily";
+    let rows = db.view(v).await;
+    assert_eq!(rows.len(), 2, "{be}: {rows:?}");
+    // Base cell: Σw 150 carried by the two scored rows (75 each); low_margin: 10 each.
+    let mut acc = WeightedProportion::new();
+    for (w, y) in [(75.0, true), (75.0, false), (10.0, true), (10.0, false)] {
+        acc.add(w, y).unwrap();
+    }
+    let (olo, ohi) = acc.kish_interval95().unwrap();
+    assert!((acc.n_eff().unwrap() - 170.0 * 170.0 / 11_450.0).abs() < 1e-12, "hand-computed Kish size");
+    let (elo, ehi) = wilson(10, 40);
+    let r = find(be, v, &rows, &[("classifier_version", E::S("v1"))]);
+    check(
+        be,
+        v,
+        r,
+        &[
+            ("day", E::S("2024-03-04")),
+            ("decisions", E::I(40)),
+            ("escalations", E::I(10)),
+            ("escalation_rate", E::F(0.25)),
+            ("escalation_rate_lo", E::F(elo)),
+            ("escalation_rate_hi", E::F(ehi)),
+            ("over_escalation_rate", E::F(0.5)),
+            ("over_escalation_rate_lo", E::F(olo)),
+            ("over_escalation_rate_hi", E::F(ohi)),
+            ("over_escalation_scored", E::I(4)),
+            ("over_escalation_n_eff", E::F(170.0 * 170.0 / 11_450.0)),
+        ],
+    );
+    let (elo, ehi) = wilson(2, 8);
+    let r = find(be, v, &rows, &[("classifier_version", E::S("v2"))]);
+    check(
+        be,
+        v,
+        r,
+        &[
+            ("day", E::S("2024-03-05")),
+            ("decisions", E::I(8)),
+            ("escalations", E::I(2)),
+            ("escalation_rate", E::F(0.25)),
+            ("escalation_rate_lo", E::F(elo)),
+            ("escalation_rate_hi", E::F(ehi)),
+            ("over_escalation_rate", E::Null),
+            ("over_escalation_rate_lo", E::Null),
+            ("over_escalation_rate_hi", E::Null),
+            ("over_escalation_scored", E::I(0)),
+            ("over_escalation_n_eff", E::Null),
+        ],
+    );
+}
+
+#[tokio::test]
+async fn cascade_daily_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lite, lite_db) = sqlite(&dir).await;
+    cascade_suite(&lite, &lite_db).await;
+    let (pg, pg_db) = postgres().await;
+    cascade_suite(&pg, &pg_db).await;
+}
+
+/// Routed share vs target through the evaluator: ten days of `router_confidence` for v1 (80% of
+/// decisions routed down, target 0.62 ± 0.05) and v2 (no target), one pass, then the target and
+/// the interval in `confidence_drift_daily` and one `routed_share_deviation` episode in `alerts`;
+/// a second pass changes nothing.
+async fn routed_share_suite<S: Store, E2: EvalStore>(store: &S, eval: Arc<E2>, db: &impl Inspect) {
+    let be = db.name();
+    let d0 = d0();
+    store.migrate().await.unwrap();
+    store.write_settings(&settings(14, None)).await.unwrap();
+    let values: Vec<f64> = (0..1000).map(|i| (i as f64 + 0.5) / 1000.0).collect();
+    let g = store.load_partition(0, &TOPICS).await.unwrap().generation;
+    let mut p = part(0, g, d0 + 10 * DAY + HOUR);
+    for day in 0..10 {
+        for cv in ["v1", "v2"] {
+            let key = ConfKey {
+                hour_ms: d0 + day * DAY + 10 * HOUR,
+                signal: Signal::RouterConfidence,
+                classifier_version: cv.into(),
+                router: "PRE_ROUTE".into(),
+            };
+            p.conf.push((key, conf(&values, 600, 800, 0.5)));
+        }
+    }
+    committed(store.commit(&CommitBatch { partitions: vec![p], ..Default::default() }).await.unwrap());
+
+    let targets = BTreeMap::from([("v1".to_string(), RoutedShareTarget { cheap_share: 0.62, tolerance: 0.05 })]);
+    let evaluator = Evaluator::new(
+        eval,
+        DriftConfig::default(),
+        QualityRuleConfig::default(),
+        W,
+        tierwatch::telemetry::Telemetry::new(),
+        None,
+    )
+    .with_routed_share(&targets, &RoutedShareRuleConfig::default());
+    let summary = evaluator.pass().await.unwrap();
+    assert!(summary.ran && summary.firing >= 1, "{be}: {summary:?}");
+
+    let v = "confidence_drift_daily";
+    let rows = db.view(v).await;
+    assert_eq!(rows.len(), 2 * 10 * 2, "{be}: two versions × ten days × two windows");
+    // Day 9's 7-day window: 7000 decisions, 4200 conversations, 5600 routed down.
+    let (lo, hi) = tierwatch::stats::wilson_at(0.8, 4200.0, tierwatch::stats::Z95).unwrap();
+    let key = |cv: &'static str, w: &'static str| {
+        [("day", E::S("2024-03-13")), ("classifier_version", E::S(cv)), ("window", E::S(w))]
+    };
+    let r = find(be, v, &rows, &key("v1", "7d"));
+    check(
+        be,
+        v,
+        r,
+        &[
+            ("n", E::I(7000)),
+            ("n_eff", E::I(4200)),
+            ("cheap_share_observed", E::F(0.8)),
+            ("cheap_share_target", E::F(0.62)),
+            ("cheap_share_observed_lo", E::F(lo)),
+            ("cheap_share_observed_hi", E::F(hi)),
+        ],
+    );
+    let (lo1, hi1) = tierwatch::stats::wilson_at(0.8, 600.0, tierwatch::stats::Z95).unwrap();
+    let r = find(be, v, &rows, &key("v1", "1d"));
+    check(
+        be,
+        v,
+        r,
+        &[
+            ("cheap_share_target", E::F(0.62)),
+            ("cheap_share_observed_lo", E::F(lo1)),
+            ("cheap_share_observed_hi", E::F(hi1)),
+        ],
+    );
+    let r = find(be, v, &rows, &key("v2", "7d"));
+    check(be, v, r, &[("cheap_share_target", E::Null), ("cheap_share_observed_lo", E::F(lo))]);
+
+    // Every 7-day interval lies above 0.67: fires on the third day (d0 + 2), still firing.
+    let alerts: Vec<Rec> = db.view("alerts").await.into_iter().filter(|r| r["kind"] == routed_share::KIND).collect();
+    assert_eq!(alerts.len(), 1, "{be}: {alerts:?}");
+    check(
+        be,
+        "alerts",
+        &alerts[0],
+        &[
+            ("subject", E::S("classifier_version=v1 router=PRE_ROUTE")),
+            ("severity", E::S("warning")),
+            ("state", E::S("firing")),
+            ("value", E::F(0.8)),
+            ("threshold", E::F(0.67)),
+            ("window_start", E::Ts(d0 - 4 * DAY)),
+            ("window_end", E::Ts(d0 + 3 * DAY)),
+            ("fired_at", E::Ts(d0 + 3 * DAY)),
+            ("last_value", E::F(0.8)),
+        ],
+    );
+    let before = normalize(&db.view("alerts").await);
+    evaluator.pass().await.unwrap();
+    let strip = |rows: Vec<BTreeMap<String, Norm>>| -> Vec<BTreeMap<String, Norm>> {
+        rows.into_iter()
+            .map(|mut r| {
+                r.remove("updated_at");
+                r
+            })
+            .collect()
+    };
+    assert_eq!(strip(normalize(&db.view("alerts").await)), strip(before), "{be}: a second pass changes nothing");
+}
+
+#[tokio::test]
+async fn routed_share_target_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lite, lite_db) = sqlite(&dir).await;
+    let lite = Arc::new(lite);
+    routed_share_suite(&*lite, Arc::new(SqliteEvalStore::new(lite.clone())), &lite_db).await;
+    let (pg, pg_db) = postgres().await;
+    let pg = Arc::new(pg);
+    routed_share_suite(&*pg, Arc::new(PgEvalStore::new(pg.clone())), &pg_db).await;
 }

@@ -82,6 +82,34 @@ pub struct Config {
     /// Query text in dead letters, and how long dead letters and the review queue are kept.
     #[serde(default)]
     pub privacy: crate::privacy::PrivacyConfig,
+    /// What each router was calibrated to do (target cheap shares), for the
+    /// `routed_share_deviation` alert.
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+/// `[routing]`: the intended behaviour of the routers, compared with the observed one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Per classifier_version, the share of decisions the router was calibrated to send off the
+    /// capable tier and the tolerance around it: `[routing.targets."router-2026-01"]` with
+    /// `cheap_share = 0.62` and optionally `tolerance = 0.05`. Versions without an entry have no
+    /// target (`confidence_drift_daily.cheap_share_target` is NULL, no alert).
+    #[serde(default)]
+    pub targets: BTreeMap<String, crate::alert::routed_share::RoutedShareTarget>,
+}
+
+impl RoutingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (cv, t) in &self.targets {
+            if cv.is_empty() {
+                return Err(invalid("routing.targets", "a classifier_version key must not be empty"));
+            }
+            t.validate(&format!("routing.targets.{cv}"))?;
+        }
+        Ok(())
+    }
 }
 
 /// How much of a sampled query's text the review queue keeps.
@@ -195,6 +223,9 @@ pub struct AlertsConfig {
     /// Misroute-estimate rule on the rescorer's weighted estimates (SPEC §5; needs `[rescore]`).
     #[serde(default)]
     pub misroute: crate::alert::misroute::MisrouteRuleConfig,
+    /// Hysteresis of the routed-share-deviation alert (targets in `[routing.targets]`).
+    #[serde(default)]
+    pub routed_share: crate::alert::routed_share::RoutedShareRuleConfig,
 }
 
 impl Default for AlertsConfig {
@@ -204,6 +235,7 @@ impl Default for AlertsConfig {
             queue_capacity: default_alert_queue(),
             quality: Default::default(),
             misroute: Default::default(),
+            routed_share: Default::default(),
         }
     }
 }
@@ -748,6 +780,8 @@ impl Config {
         }
         self.privacy.validate(self.rescore.as_ref().map(|r| (r.store_text, r.hash_key.expose())))?;
         self.alerts.misroute.validate()?;
+        self.alerts.routed_share.validate()?;
+        self.routing.validate()?;
         self.watermark.validate()?;
         let names = [
             ("topics.routing", &self.topics.routing),
@@ -960,6 +994,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("protobuf"), "{err}");
+    }
+
+    #[test]
+    fn routing_targets_parse_with_a_default_tolerance_and_are_validated() {
+        let c = Config::from_toml_str(&format!(
+            "{MINIMAL}\n[routing.targets.\"router-2026-01\"]\ncheap_share = 0.62\n\
+             [routing.targets.\"router-2026-02\"]\ncheap_share = 0.5\ntolerance = 0.1\n\
+             [alerts.routed_share]\nfire_after = 4\n"
+        ))
+        .unwrap();
+        let t = &c.routing.targets["router-2026-01"];
+        assert_eq!((t.cheap_share, t.tolerance), (0.62, 0.05));
+        assert_eq!(c.routing.targets["router-2026-02"].tolerance, 0.1);
+        assert_eq!((c.alerts.routed_share.fire_after, c.alerts.routed_share.resolve_after), (4, 2));
+        let err = Config::from_toml_str(&format!("{MINIMAL}\n[routing.targets.v1]\ncheap_share = 1.2\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("routing.targets.v1.cheap_share"), "{err}");
+        let err =
+            Config::from_toml_str(&format!("{MINIMAL}\n[routing.targets.v1]\ncheap_share = 0.6\ntolerance = 0\n"))
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("routing.targets.v1.tolerance"), "{err}");
+        let err = Config::from_toml_str(&format!("{MINIMAL}\n[routing.targets.v1]\ncheap_share = 0.6\nshare = 1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("share"), "{err}");
     }
 
     #[test]

@@ -534,7 +534,8 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
         webhooks,
     )
     .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier)
-    .with_router_eval(cfg.router_eval.clone());
+    .with_router_eval(cfg.router_eval.clone())
+    .with_routed_share(&cfg.routing.targets, &cfg.alerts.routed_share);
     {
         let shutdown = shutdown.clone();
         rt.spawn(async move {

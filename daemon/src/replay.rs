@@ -70,7 +70,8 @@ pub fn replay_files<S: Store + 'static, E: EvalStore>(
         None,
     )
     .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier)
-    .with_router_eval(cfg.router_eval.clone());
+    .with_router_eval(cfg.router_eval.clone())
+    .with_routed_share(&cfg.routing.targets, &cfg.alerts.routed_share);
     let evaluation = rt.block_on(evaluator.pass())?;
     Ok(ReplayOutcome { stats, evaluation })
 }

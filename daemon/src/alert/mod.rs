@@ -14,6 +14,7 @@ pub mod engine;
 pub mod misroute;
 pub mod outbox;
 pub mod quality;
+pub mod routed_share;
 pub mod webhook;
 
 #[cfg(test)]

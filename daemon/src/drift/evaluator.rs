@@ -17,6 +17,7 @@ use crate::alert::quality::{
     evaluations, family_size, tested_tier, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS,
     KIND as QUALITY_KIND,
 };
+use crate::alert::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
 use crate::router_eval::{self, pass::RouterEvalStore, RouterEvalConfig};
@@ -45,6 +46,9 @@ pub struct Evaluator<E: EvalStore> {
     capable_tier: String,
     /// Reliability curves, calibration regression and threshold advice.
     router_eval: RouterEvalConfig,
+    /// Target cheap shares per classifier version and the routed-share rule.
+    routing_targets: BTreeMap<String, RoutedShareTarget>,
+    routed_share: RoutedShareRuleConfig,
 }
 
 /// What one pass did.
@@ -145,7 +149,21 @@ impl<E: EvalStore> Evaluator<E> {
             misroute: MisrouteRuleConfig::default(),
             capable_tier: "capable".into(),
             router_eval: RouterEvalConfig::default(),
+            routing_targets: BTreeMap::new(),
+            routed_share: RoutedShareRuleConfig::default(),
         }
+    }
+
+    /// Target cheap shares per classifier version (`[routing.targets]`) and the
+    /// routed-share-deviation rule (`[alerts.routed_share]`).
+    pub fn with_routed_share(
+        mut self,
+        targets: &BTreeMap<String, RoutedShareTarget>,
+        rule: &RoutedShareRuleConfig,
+    ) -> Self {
+        self.routing_targets = targets.clone();
+        self.routed_share = rule.clone();
+        self
     }
 
     /// The misroute-estimate rule's settings and the capable tier (`ledger.capable_tier`).
@@ -238,7 +256,8 @@ impl<E: EvalStore> Evaluator<E> {
         let cfg = self.cfg.clone();
         let refs = references.clone();
         // KS/PSI over many days: off the async workers.
-        let rows = tokio::task::spawn_blocking(move || evaluate_all(&cfg, &refs, &days)).await?;
+        let mut rows = tokio::task::spawn_blocking(move || evaluate_all(&cfg, &refs, &days)).await?;
+        routed_share::set_targets(&mut rows, &self.routing_targets);
         let missing = rows.keys().filter(|s| !references.contains_key(&(s.0.clone(), s.2))).map(|s| s.0.clone());
         self.telemetry.set_missing_references(&missing.collect());
         self.write_rows(&rows).await?;
@@ -247,12 +266,13 @@ impl<E: EvalStore> Evaluator<E> {
         let (q_firing, q_notified) = self.quality_pass(wm).await?;
         let (m_firing, m_notified) = self.misroute_pass(last_day).await?;
         let (c_firing, c_notified) = self.router_eval_pass(wm, first_day, last_day, &references, thresholds).await?;
+        let (r_firing, r_notified) = self.routed_share_pass(&rows, first_day).await?;
         self.telemetry.finish_alert_pass();
         Ok(PassSummary {
             ran: true,
             rows: rows.values().map(|d| d.len()).sum(),
-            firing: firing + q_firing + m_firing + c_firing,
-            notified: notified + q_notified + m_notified + c_notified,
+            firing: firing + q_firing + m_firing + c_firing + r_firing,
+            notified: notified + q_notified + m_notified + c_notified + r_notified,
         })
     }
 
@@ -316,6 +336,31 @@ impl<E: EvalStore> Evaluator<E> {
             firing += is_firing as usize;
             self.telemetry.set_alert_firing(router_eval::CALIBRATION_KIND, &label, is_firing);
             notified += self.store_episodes(router_eval::CALIBRATION_KIND, &label, &eps, i64::MIN).await?;
+        }
+        Ok((firing, notified))
+    }
+
+    /// Each targeted classifier version's observed cheap share (`router_confidence`, 7-day
+    /// windows) against its target band. Like drift, it is re-evaluated over the look-back: the
+    /// episodes whose first window starts inside it are the ones re-derived.
+    async fn routed_share_pass(
+        &self,
+        rows: &BTreeMap<Subject, BTreeMap<(i64, &'static str), DriftRow>>,
+        first_day: i64,
+    ) -> anyhow::Result<(usize, usize)> {
+        let h = self.routed_share.hysteresis();
+        let since_ms = (first_day - routed_share::WINDOW_DAYS + 1) * DAY_MS;
+        let (mut firing, mut notified) = (0, 0);
+        for ((cv, router, signal), by_day) in rows {
+            let Some(target) = self.routing_targets.get(cv).filter(|_| *signal == Signal::RouterConfidence) else {
+                continue;
+            };
+            let subject = routed_share::subject(cv, router);
+            let eps = episodes(routed_share::KIND, &subject, &routed_share::evaluations(target, by_day), &h);
+            let is_firing = eps.iter().any(|e| e.state == AlertState::Firing);
+            firing += is_firing as usize;
+            self.telemetry.set_alert_firing(routed_share::KIND, &subject, is_firing);
+            notified += self.store_episodes(routed_share::KIND, &subject, &eps, since_ms).await?;
         }
         Ok((firing, notified))
     }

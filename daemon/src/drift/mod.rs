@@ -290,6 +290,12 @@ pub struct DriftRow {
     pub psi_noise: Option<f64>,
     pub cheap_share_expected: Option<f64>,
     pub cheap_share_observed: Option<f64>,
+    /// The configured target cheap share of the classifier version (`[routing.targets]`;
+    /// `router_confidence` rows only), set by the evaluator.
+    pub cheap_share_target: Option<f64>,
+    /// 95% Wilson interval of `cheap_share_observed` at `n_eff` (distinct conversations).
+    pub cheap_share_observed_lo: Option<f64>,
+    pub cheap_share_observed_hi: Option<f64>,
     pub status: Status,
     /// The value and threshold that decided the status (for alerts).
     pub value: f64,
@@ -302,6 +308,8 @@ pub fn evaluate(cfg: &DriftConfig, reference: Option<&Reference>, w: &Window) ->
     let n = w.hist.total();
     let n_eff = w.conversations.clamp(1, n.max(1));
     let observed = (n > 0).then(|| w.routed_cheap as f64 / n as f64);
+    let (observed_lo, observed_hi) =
+        observed.and_then(|p| crate::alert::routed_share::observed_interval(p, n, w.conversations)).unzip();
     let mut row = DriftRow {
         n,
         n_eff: w.conversations,
@@ -312,6 +320,9 @@ pub fn evaluate(cfg: &DriftConfig, reference: Option<&Reference>, w: &Window) ->
         psi_noise: None,
         cheap_share_expected: None,
         cheap_share_observed: observed,
+        cheap_share_target: None,
+        cheap_share_observed_lo: observed_lo,
+        cheap_share_observed_hi: observed_hi,
         status: Status::NoReference,
         value: 0.0,
         threshold: 0.0,

@@ -24,6 +24,10 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
     ("0005_alert_outbox.sql", include_str!("../../../migrations/0005_alert_outbox.sql")),
     ("0006_retention.sql", include_str!("../../../migrations/0006_retention.sql")),
     ("0007_router_eval.sql", include_str!("../../../migrations/0007_router_eval.sql")),
+    (
+        "0008_routed_share_own_baseline_cascade.sql",
+        include_str!("../../../migrations/0008_routed_share_own_baseline_cascade.sql"),
+    ),
 ];
 
 /// `(file name, contents)` of every SQLite migration, `migrations/sqlite/*.sql`.
@@ -34,6 +38,10 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[
     ("0005_alert_outbox.sql", include_str!("../../../migrations/sqlite/0005_alert_outbox.sql")),
     ("0006_retention.sql", include_str!("../../../migrations/sqlite/0006_retention.sql")),
     ("0007_router_eval.sql", include_str!("../../../migrations/sqlite/0007_router_eval.sql")),
+    (
+        "0008_routed_share_own_baseline_cascade.sql",
+        include_str!("../../../migrations/sqlite/0008_routed_share_own_baseline_cascade.sql"),
+    ),
 ];
 
 /// A migration set compiled into the binary.

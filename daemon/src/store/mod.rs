@@ -334,6 +334,10 @@ pub struct ViewSettings {
     pub baseline_from: Option<chrono::NaiveDate>,
     pub baseline_to: Option<chrono::NaiveDate>,
     pub baseline_tier: String,
+    /// Mature days with traffic that form a tier's own failed-deflection baseline when no
+    /// baseline date range applies (`deflection_daily.own_baseline_rate`); the quality rule's
+    /// `alerts.quality.baseline_days`.
+    pub own_baseline_days: u32,
 }
 
 impl ViewSettings {
@@ -344,6 +348,7 @@ impl ViewSettings {
             baseline_from: cfg.ledger.baseline_from,
             baseline_to: cfg.ledger.baseline_to,
             baseline_tier: cfg.ledger.capable_tier.clone(),
+            own_baseline_days: cfg.alerts.quality.baseline_days,
         }
     }
 
@@ -352,6 +357,7 @@ impl ViewSettings {
         let mut rows = vec![
             ("attribution_window_ms", self.attribution_window_ms.to_string()),
             ("baseline_tier", self.baseline_tier.clone()),
+            ("own_baseline_days", self.own_baseline_days.to_string()),
         ];
         if let (Some(a), Some(b)) = (self.baseline_from, self.baseline_to) {
             rows.push(("baseline_from", a.to_string()));

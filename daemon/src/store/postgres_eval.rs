@@ -129,15 +129,18 @@ impl EvalStore for PgEvalStore {
             let r = rec.row;
             sqlx::query(
                 "INSERT INTO tw_drift_daily (day, classifier_version, router, signal, \"window\", n, n_eff, ref_n, \
-                   ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at) \
+                   ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at, \
+                   cheap_share_target, cheap_share_observed_lo, cheap_share_observed_hi) \
                  VALUES ((to_timestamp($1::double precision / 1000) AT TIME ZONE 'UTC')::date, $2, $3, $4, $5, $6, \
-                   $7, $8, $9, $10, $11, $12, $13, $14, $15, now()) \
+                   $7, $8, $9, $10, $11, $12, $13, $14, $15, now(), $16, $17, $18) \
                  ON CONFLICT (day, classifier_version, router, signal, \"window\") DO UPDATE SET \
                    n = excluded.n, n_eff = excluded.n_eff, ref_n = excluded.ref_n, ks_d = excluded.ks_d, \
                    ks_p = excluded.ks_p, psi = excluded.psi, psi_noise = excluded.psi_noise, \
                    cheap_share_expected = excluded.cheap_share_expected, \
                    cheap_share_observed = excluded.cheap_share_observed, status = excluded.status, \
-                   evaluated_at = now()",
+                   evaluated_at = now(), cheap_share_target = excluded.cheap_share_target, \
+                   cheap_share_observed_lo = excluded.cheap_share_observed_lo, \
+                   cheap_share_observed_hi = excluded.cheap_share_observed_hi",
             )
             .bind(rec.day_ms)
             .bind(cv)
@@ -154,6 +157,9 @@ impl EvalStore for PgEvalStore {
             .bind(r.cheap_share_expected)
             .bind(r.cheap_share_observed)
             .bind(r.status.as_str())
+            .bind(r.cheap_share_target)
+            .bind(r.cheap_share_observed_lo)
+            .bind(r.cheap_share_observed_hi)
             .execute(&mut *tx)
             .await
             .context("writing tw_drift_daily")?;

@@ -106,14 +106,17 @@ impl EvalStore for SqliteEvalStore {
             let r = rec.row;
             sqlx::query(&format!(
                 "INSERT INTO tw_drift_daily (day_ms, classifier_version, router, signal, \"window\", n, n_eff, ref_n, \
-                   ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at_ms) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}) \
+                   ks_d, ks_p, psi, psi_noise, cheap_share_expected, cheap_share_observed, status, evaluated_at_ms, \
+                   cheap_share_target, cheap_share_observed_lo, cheap_share_observed_hi) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, {NOW_MS}, ?, ?, ?) \
                  ON CONFLICT (day_ms, classifier_version, router, signal, \"window\") DO UPDATE SET \
                    n = excluded.n, n_eff = excluded.n_eff, ref_n = excluded.ref_n, ks_d = excluded.ks_d, \
                    ks_p = excluded.ks_p, psi = excluded.psi, psi_noise = excluded.psi_noise, \
                    cheap_share_expected = excluded.cheap_share_expected, \
                    cheap_share_observed = excluded.cheap_share_observed, status = excluded.status, \
-                   evaluated_at_ms = excluded.evaluated_at_ms"
+                   evaluated_at_ms = excluded.evaluated_at_ms, cheap_share_target = excluded.cheap_share_target, \
+                   cheap_share_observed_lo = excluded.cheap_share_observed_lo, \
+                   cheap_share_observed_hi = excluded.cheap_share_observed_hi"
             ))
             .bind(rec.day_ms)
             .bind(cv)
@@ -130,6 +133,9 @@ impl EvalStore for SqliteEvalStore {
             .bind(r.cheap_share_expected)
             .bind(r.cheap_share_observed)
             .bind(r.status.as_str())
+            .bind(r.cheap_share_target)
+            .bind(r.cheap_share_observed_lo)
+            .bind(r.cheap_share_observed_hi)
             .execute(&mut *tx)
             .await
             .context("writing tw_drift_daily")?;
