@@ -32,6 +32,10 @@ async fn snapshot(db: &std::path::Path) -> Vec<String> {
         ("human_volume_daily", "day, cost_center, channel"),
         ("ledger_daily", "day"),
         ("confidence_drift_daily", "day, classifier_version, router, signal, \"window\""),
+        ("calibration_daily", "day, classifier_version, router, \"window\", bin"),
+        ("calibration_summary_daily", "day, classifier_version, router, \"window\""),
+        ("threshold_advice", "day, classifier_version, router, \"window\", threshold"),
+        ("cascade_daily", "day, classifier_version"),
         ("alerts", "id"),
     ] {
         // evaluated_at / updated_at are processing time: everything else must be identical.
@@ -80,6 +84,13 @@ fn postmortem_drift_and_per_tier_alerts_lead_the_aggregate_signal() {
         "the capable tier never regresses: {:?}",
         t.alerts.iter().filter(|a| a.subject.contains("tier=capable")).collect::<Vec<_>>()
     );
+
+    // Router evaluation: the reliability curve's regression and the routed-share deviation fire,
+    // and the advice as it stood the day the per-tier alert fired is printed.
+    for kind in ["calibration_regression", "routed_share_deviation"] {
+        assert!(t.first(kind).is_some(), "{kind} fires in the post-mortem");
+    }
+    assert!(t.render().contains("Threshold advice as it stood the day the per-tier alert fired"), "{}", t.render());
 
     // The report is one self-contained file with the eight charts and the timeline.
     let html = std::fs::read_to_string(o.report.as_ref().unwrap()).unwrap();

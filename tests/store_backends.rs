@@ -46,7 +46,7 @@ fn d0() -> i64 {
 const TOPICS: [&str; 3] = ["llm.routing-decisions", "llm.feedback", "support.tickets"];
 
 /// The public views of SPEC §6 that the migrations define.
-const VIEWS: [&str; 12] = [
+const VIEWS: [&str; 15] = [
     "tier_quality_hourly",
     "tier_quality_daily",
     "deflection_daily",
@@ -59,6 +59,9 @@ const VIEWS: [&str; 12] = [
     "review_queue",
     "rescore_estimates_daily",
     "cascade_daily",
+    "calibration_daily",
+    "calibration_summary_daily",
+    "threshold_advice",
 ];
 
 /// Columns holding a point in time (timestamptz in Postgres, ISO-8601 text in SQLite).
@@ -1593,6 +1596,19 @@ fn expected_columns(view: &str) -> Vec<String> {
         "cascade_daily" => "day classifier_version decisions escalations escalation_rate escalation_rate_lo \
             escalation_rate_hi over_escalation_rate over_escalation_rate_lo over_escalation_rate_hi \
             over_escalation_scored over_escalation_n_eff"
+            .to_string(),
+        "calibration_daily" => "day classifier_version router window bin conf_lo conf_hi conf_mean n failures \
+            failure_rate failure_rate_lo failure_rate_hi baseline_n baseline_failures baseline_failure_rate \
+            p_value status evaluated_at"
+            .to_string(),
+        "calibration_summary_daily" => "day classifier_version router window n failures bins ece ece_lo ece_hi \
+            overconfidence overconfidence_lo overconfidence_hi ece_plugin evaluated_at"
+            .to_string(),
+        "threshold_advice" => "day classifier_version router window threshold is_current is_recommended \
+            decisions cheap_share inference_cost_usd expected_failed_deflections expected_failed_deflections_lo \
+            expected_failed_deflections_hi cheap_failure_rate human_cost_per_failure_usd expected_human_cost_usd \
+            net_cost_usd net_cost_lo_usd net_cost_hi_usd net_saving_usd net_saving_lo_usd net_saving_hi_usd \
+            extrapolated evaluated_at"
             .to_string(),
         other => panic!("unknown view {other}"),
     };
