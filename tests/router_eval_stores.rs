@@ -55,7 +55,8 @@ const QUERIES: [(&str, &str); 4] = [
 ];
 
 /// SQLite keeps the cell table's day as epoch ms.
-const SQLITE_CELLS: &str = "(SELECT date(day_ms / 1000, 'unixepoch') AS day, classifier_version, router, tier, cell, grp, \
+const SQLITE_CELLS: &str =
+    "(SELECT date(day_ms / 1000, 'unixepoch') AS day, classifier_version, router, tier, cell, grp, \
     decisions, failures, failed_deflections, conf_e4, cost_nusd, capable_cost_nusd FROM tw_agg_calibration) c";
 
 /// Every row of every query as text, numbers printed to 12 significant digits (the stores keep

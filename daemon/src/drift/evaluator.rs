@@ -297,8 +297,7 @@ impl<E: EvalStore> Evaluator<E> {
             ..Default::default()
         };
         for (cv, router, first) in self.store.calib_first_days().await? {
-            let signal =
-                if router == "CASCADE" { Signal::CascadeSelfConfidence } else { Signal::RouterConfidence };
+            let signal = if router == "CASCADE" { Signal::CascadeSelfConfidence } else { Signal::RouterConfidence };
             if let Some(r) = references.get(&(cv.clone(), signal)) {
                 ctx.edges.insert((cv.clone(), router.clone()), r.bins.edges().to_vec());
             }
@@ -588,7 +587,9 @@ fn thresholds_of(days: &DayWindows) -> BTreeMap<router_eval::pass::Subject, BTre
         }
         for (day, w) in by_day {
             if w.threshold_n > 0 {
-                out.entry((cv.clone(), router.clone())).or_default().insert(*day, w.threshold_sum / w.threshold_n as f64);
+                out.entry((cv.clone(), router.clone()))
+                    .or_default()
+                    .insert(*day, w.threshold_sum / w.threshold_n as f64);
             }
         }
     }

@@ -211,6 +211,10 @@ pub struct Turn {
     pub tags: TurnTags,
 }
 
+// Every open conversation holds its turns: the series, cell and failure flag are packed so that a
+// turn stays at 32 bytes (the 256-byte-per-conversation budget).
+const _: () = assert!(std::mem::size_of::<Turn>() == 32);
+
 /// The persisted shape of a [`Turn`]: `k`, `ts`, `d` (dims, written as a six-string array, see
 /// [`dims_as_array`]; read as that or as the older name → value map), `h`, `v` (drift series),
 /// `c` (confidence cell; absent in older state = unknown) and `x` (failed, written only when

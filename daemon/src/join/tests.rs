@@ -660,3 +660,65 @@ fn turns_are_written_with_dims_as_an_array_and_read_back() {
     let restored = PartitionJoin::restore(vec![(key, bytes.unwrap())], T0 + HOUR_MS).unwrap();
     assert_eq!(restored.convs["c"].turns()[0].dims, h.j.convs["c"].turns()[0].dims);
 }
+
+/// Sum of the router-evaluation cells of a batch: (decisions, failures, failed deflections, Σconf·1e4).
+fn calib_totals(out: &Deltas) -> (i64, i64, i64, i64) {
+    out.calib
+        .values()
+        .fold((0, 0, 0, 0), |a, c| (a.0 + c.decisions, a.1 + c.failures, a.2 + c.failed_deflections, a.3 + c.conf_e4))
+}
+
+#[test]
+fn a_turn_fails_once_in_its_confidence_cell_whatever_reports_it() {
+    let mut h = Harness::new();
+    let mut d = decision("e1", "c", 0, T0, "cheap");
+    d.confidence = 0.8765;
+    h.d(d);
+    h.d(decision("e2", "c", 1, T0 + 1000, "cheap"));
+    assert_eq!(calib_totals(&h.out), (2, 0, 0, 8765 + 9000));
+    let cell_of =
+        |out: &Deltas, cell: u8| out.calib.iter().filter(|(k, _)| k.cell == cell).map(|(_, v)| *v).collect::<Vec<_>>();
+    assert_eq!(cell_of(&h.out, 87).len(), 1);
+    // Turn 0: a thumbs-down, then a wrong-intent review: one failure.
+    h.f(feedback("f1", "c", Some(0), T0 + 2000, FeedbackKind::ThumbsDown, None));
+    h.f(feedback("f2", "c", Some(0), T0 + 3000, FeedbackKind::HumanReview, Some(0.0)));
+    // A review that found the answer right is no failure.
+    h.f(feedback("f3", "c", Some(1), T0 + 3000, FeedbackKind::HumanReview, Some(1.0)));
+    assert_eq!(calib_totals(&h.out).1, 1);
+    assert_eq!(cell_of(&h.out, 87)[0].failures, 1);
+    // A ticket after the last turn: a failed deflection of turn 1, which now fails too.
+    h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
+    h.j.advance_watermark(T0 + 2 * HOUR_MS);
+    h.j.release_due(&h.s, &mut h.out, &mut h.n);
+    assert_eq!(calib_totals(&h.out), (2, 2, 1, 8765 + 9000));
+    assert_eq!(cell_of(&h.out, 90)[0].failed_deflections, 1);
+
+    // The flags survive a restore: a later thumbs-down on either turn adds no failure.
+    let entries: Vec<_> = h.j.take_dirty().into_iter().filter_map(|(k, v)| v.map(|v| (k, v))).collect();
+    let mut restored = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
+    assert!(restored.convs["c"].turns().iter().all(|t| t.tags.failed()));
+    assert_eq!(restored.convs["c"].turns()[0].tags.cell(), 87);
+    let mut out = Deltas::default();
+    let mut n = JoinCounters::default();
+    restored
+        .apply_feedback(
+            &h.s,
+            &feedback("f4", "c", Some(1), T0 + 3 * HOUR_MS, FeedbackKind::ThumbsDown, None),
+            &mut out,
+            &mut n,
+        )
+        .unwrap();
+    assert_eq!(calib_totals(&out), (0, 0, 0, 0));
+}
+
+#[test]
+fn turns_of_older_state_have_no_confidence_cell() {
+    // A turn written before cells existed (no `c`): restored as unknown, and its outcomes are
+    // counted in the quality rows but in no cell.
+    let json = br#"{"t":[{"k":0,"ts":1700000000000,"d":["cheap","m","v1","PRE_ROUTE","",""],"h":7,"v":4294967295}],"f":false}"#;
+    let j = PartitionJoin::restore(vec![("c:old".into(), json.to_vec())], 1_700_000_000_000).unwrap();
+    let t = &j.convs["old"].turns()[0];
+    assert_eq!(t.tags.cell(), crate::metrics::CALIB_CELL_UNKNOWN);
+    assert_eq!(t.tags.series(), 0x00ff_ffff, "older 32-bit series keep the bits that are compared");
+    assert!(!t.tags.failed());
+}

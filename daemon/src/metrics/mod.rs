@@ -402,7 +402,14 @@ impl Deltas {
         let mut merged: std::collections::BTreeMap<(i64, &str, &str, &str, u8, u8), CalibCounts> =
             std::collections::BTreeMap::new();
         for (k, v) in &self.calib {
-            let key = (k.day_ms, k.dims.classifier_version.as_str(), k.dims.router.as_str(), k.dims.tier.as_str(), k.cell, k.group);
+            let key = (
+                k.day_ms,
+                k.dims.classifier_version.as_str(),
+                k.dims.router.as_str(),
+                k.dims.tier.as_str(),
+                k.cell,
+                k.group,
+            );
             merged.entry(key).or_default().add(&CalibCounts::from(*v));
         }
         merged

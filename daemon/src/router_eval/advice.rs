@@ -105,7 +105,8 @@ struct Env<'a> {
 impl Env<'_> {
     /// Cells `range` under the threshold of cell `k`.
     fn under(&self, k: usize, range: std::ops::Range<usize>) -> Part {
-        let clip = |r: std::ops::Range<usize>| r.start.max(range.start)..r.end.min(range.end).max(r.start.max(range.start));
+        let clip =
+            |r: std::ops::Range<usize>| r.start.max(range.start)..r.end.min(range.end).max(r.start.max(range.start));
         let cells = usize::from(CALIB_CELLS);
         let kept_cheap = sum_cells(self.cheap, clip(k..cells));
         let kept_capable = sum_cells(self.capable, clip(0..k));
@@ -214,8 +215,7 @@ pub fn advise(cfg: &RouterEvalConfig, input: &AdviceInput<'_>) -> Vec<AdviceRow>
         .or_else(|| fd_rate(&sum_cells(input.capable, 0..cells)));
     // The cheap tier just above it; all of it when that range is empty.
     let cheap_near_counts = sum_cells(input.cheap, k0..(k0 + nb).min(cells));
-    let cheap_near =
-        fd_rate(&cheap_near_counts).or_else(|| fd_rate(&sum_cells(input.cheap, 0..cells)));
+    let cheap_near = fd_rate(&cheap_near_counts).or_else(|| fd_rate(&sum_cells(input.cheap, 0..cells)));
     let cheap_total = sum_cells(input.cheap, 0..cells);
     let cheap_cost_ratio = if cheap_total.capable_cost_nusd > 0 {
         cheap_total.cost_nusd as f64 / cheap_total.capable_cost_nusd as f64
@@ -297,7 +297,8 @@ pub fn advise(cfg: &RouterEvalConfig, input: &AdviceInput<'_>) -> Vec<AdviceRow>
 fn recommended(cfg: &RouterEvalConfig, rows: &[AdviceRow], k0: usize, evidence: &[bool]) -> Option<usize> {
     let rank = |r: &AdviceRow| if r.extrapolated && !r.is_current { r.net_cost_hi_usd } else { r.net_cost_usd };
     let meets = |r: &AdviceRow| r.cheap_failure_rate.is_none_or(|f| f <= cfg.failure_rate_ceiling);
-    let eligible = |i: usize, r: &AdviceRow| r.is_current || !r.extrapolated || evidence.get(i).copied().unwrap_or(false);
+    let eligible =
+        |i: usize, r: &AdviceRow| r.is_current || !r.extrapolated || evidence.get(i).copied().unwrap_or(false);
     rows.iter()
         .enumerate()
         .filter(|(i, r)| eligible(*i, r) && meets(r))

@@ -23,8 +23,12 @@ impl Advice {
     pub fn confidence(&self) -> &'static str {
         match (self.saving(), &self.recommended) {
             (None, _) => "no threshold meets the failure-rate ceiling",
-            (Some(_), Some(r)) if r.threshold == self.current.threshold => "keep it: the threshold in force is the best candidate",
-            (Some((_, lo, _)), Some(r)) if lo > 0.0 && !r.extrapolated => "sure: the saving's lower bound is above zero",
+            (Some(_), Some(r)) if r.threshold == self.current.threshold => {
+                "keep it: the threshold in force is the best candidate"
+            }
+            (Some((_, lo, _)), Some(r)) if lo > 0.0 && !r.extrapolated => {
+                "sure: the saving's lower bound is above zero"
+            }
             (Some((_, lo, _)), Some(_)) if lo > 0.0 => "likely, but extrapolated from the rescoring slice",
             (Some(_), Some(r)) if r.extrapolated => "unsure: extrapolated, and the bounds include no saving",
             _ => "unsure: the bounds include no saving",

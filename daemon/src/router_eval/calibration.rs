@@ -258,8 +258,7 @@ pub fn calibration_error(bins: &[Range<usize>], groups: &[Vec<CalibCounts>], rep
         n += s.decisions;
         failures += s.failures.min(s.decisions);
     }
-    let occupied: Vec<usize> =
-        (0..groups.len()).filter(|&g| per_group_bin[g].iter().any(|b| b.n > 0.0)).collect();
+    let occupied: Vec<usize> = (0..groups.len()).filter(|&g| per_group_bin[g].iter().any(|b| b.n > 0.0)).collect();
     let ones: Vec<u32> = (0..groups.len()).map(|g| u32::from(occupied.contains(&g))).collect();
     let point = errors(&per_group_bin, &ones, bins.len());
     let mut summary = Summary {

@@ -128,7 +128,8 @@ fn seed(subject: &Subject, day: i64, window: u32) -> u64 {
 pub fn baseline_range(cfg: &RouterEvalConfig, first_day: i64) -> (i64, i64) {
     match (cfg.baseline_from, cfg.baseline_to) {
         (Some(a), Some(b)) => {
-            let day = |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()) / DAY_MS;
+            let day =
+                |d: chrono::NaiveDate| d.and_hms_opt(0, 0, 0).map_or(0, |t| t.and_utc().timestamp_millis()) / DAY_MS;
             (day(a), day(b))
         }
         _ => (first_day, first_day + i64::from(cfg.baseline_days) - 1),
@@ -239,18 +240,14 @@ fn advice_for(
     from: i64,
     day: i64,
 ) -> Vec<AdviceRow> {
-    let thresholds: Vec<f64> = ctx
-        .thresholds
-        .get(subject)
-        .map(|t| t.range(from..=day).map(|(_, v)| *v).collect())
-        .unwrap_or_default();
+    let thresholds: Vec<f64> =
+        ctx.thresholds.get(subject).map(|t| t.range(from..=day).map(|(_, v)| *v).collect()).unwrap_or_default();
     if thresholds.is_empty() {
         return vec![];
     }
     let current = thresholds.iter().sum::<f64>() / thresholds.len() as f64;
     let hc = cfg.human_cost_per_failure_usd.unwrap_or_else(|| {
-        let (tickets, cost) =
-            ctx.ticket_costs.range(from..=day).fold((0i64, 0i64), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
+        let (tickets, cost) = ctx.ticket_costs.range(from..=day).fold((0i64, 0i64), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
         if tickets > 0 {
             cost as f64 / 1e9 / tickets as f64
         } else {
@@ -290,4 +287,3 @@ pub fn subjects(loaded: &Loaded) -> BTreeSet<Subject> {
 pub fn subject_label(s: &Subject) -> String {
     format!("classifier_version={} router={}", s.0, s.1)
 }
-

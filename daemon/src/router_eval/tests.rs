@@ -181,7 +181,10 @@ fn advice_bounds_contain_the_true_net_cost_and_the_recommendation_is_near_the_op
         assert!(rows.iter().filter(|r| r.threshold < 0.6 - 1e-9).all(|r| r.extrapolated));
     }
     assert!(inside * 10 >= total * 9, "bounds contain the truth on {inside}/{total} stricter grid points");
-    assert!(saving_inside * 10 >= saving_total * 9, "saving bounds contain the truth on {saving_inside}/{saving_total}");
+    assert!(
+        saving_inside * 10 >= saving_total * 9,
+        "saving bounds contain the truth on {saving_inside}/{saving_total}"
+    );
     assert!(near >= seeds as u32 - 1, "recommendation within 0.05 of the optimum in {near}/{seeds} runs");
 }
 
@@ -200,7 +203,8 @@ fn the_ceiling_excludes_thresholds_that_fail_too_often() {
         };
     }
     let none = vec![RescoreCell::default(); 100];
-    let cfg = RouterEvalConfig { failure_rate_ceiling: 0.2, human_cost_per_failure_usd: Some(0.0), ..Default::default() };
+    let cfg =
+        RouterEvalConfig { failure_rate_ceiling: 0.2, human_cost_per_failure_usd: Some(0.0), ..Default::default() };
     let rows = advise(
         &cfg,
         &AdviceInput {

@@ -89,9 +89,9 @@
 
 mod gen;
 pub mod kafka;
-pub mod truth;
 pub mod rng;
 pub mod text;
+pub mod truth;
 mod write;
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use crate::metrics::{CalibCounts, CalibRow};
 use crate::router_eval::advice::RescoreCell;
 use crate::router_eval::pass::{DayResult, RescoreCellRow, RouterEvalStore};
 
-
 impl RouterEvalStore for SqliteEvalStore {
     async fn calib_cells(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<CalibRow>> {
         let rows = sqlx::query(
