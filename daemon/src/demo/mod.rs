@@ -174,13 +174,13 @@ impl Timeline {
             (Some(_), Some(_)) => {
                 let d = Self::lead_days(a, b).unwrap_or_default();
                 if d >= 0.0 {
-                    format!("  {name:<58} {d:>6.0} days = {:.1} weeks\n", d / 7.0)
+                    format!("  {name:<62} {d:>6.0} days = {:.1} weeks\n", d / 7.0)
                 } else {
-                    format!("  {name:<58} no lead: it came {:.0} days later\n", -d)
+                    format!("  {name:<62} no lead: it came {:.0} days later\n", -d)
                 }
             }
-            (Some(_), None) => format!("  {name:<58} the later signal never fired within the run\n"),
-            _ => format!("  {name:<58} n/a (the earlier signal did not fire)\n"),
+            (Some(_), None) => format!("  {name:<62} the later signal never fired within the run\n"),
+            _ => format!("  {name:<62} n/a (the earlier signal did not fire)\n"),
         };
         let (drift, tier, agg) = (self.first_drift(), self.first_per_tier(), self.first_aggregate());
         s.push_str(&line("confidence drift  → aggregate (unsplit) quality signal", drift, agg));
