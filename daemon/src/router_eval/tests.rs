@@ -232,3 +232,68 @@ fn config_problems_name_the_key() {
     assert!(keys.contains(&"router_eval.windows_days".to_string()));
     assert!(RouterEvalConfig::default().problems().is_empty());
 }
+
+/// A pass over synthetic cells: quiet through the baseline and while nothing changes, regressed
+/// once the top bin's failure rate doubles, and advice rows for every mature window.
+#[test]
+fn a_pass_regresses_only_after_the_failure_rate_of_a_bin_rises() {
+    use crate::metrics::{CalibRow, DAY_MS};
+    let cfg = RouterEvalConfig::default();
+    let subject = ("v1".to_string(), "PRE_ROUTE".to_string());
+    let mut rows = vec![];
+    for day in 0..60i64 {
+        let fail_per_mille = if day >= 35 { 120 } else { 50 };
+        for group in 0..32u8 {
+            for (cell, tier) in [(95u8, "cheap"), (70, "cheap"), (40, "capable")] {
+                let decisions = 40;
+                let failures = if cell == 95 { decisions * fail_per_mille / 1000 } else { 2 };
+                rows.push(CalibRow {
+                    day_ms: day * DAY_MS,
+                    classifier_version: subject.0.clone(),
+                    router: subject.1.clone(),
+                    tier: tier.into(),
+                    cell,
+                    group,
+                    counts: CalibCounts {
+                        decisions,
+                        failures,
+                        failed_deflections: failures / 2,
+                        conf_e4: decisions * (i64::from(cell) * 100 + 50),
+                        cost_nusd: decisions * if tier == "cheap" { 250 } else { 1000 },
+                        capable_cost_nusd: decisions * 1000,
+                    },
+                });
+            }
+        }
+    }
+    let mut loaded = pass::Loaded::default();
+    loaded.add_cells(rows, "capable");
+    let mut ctx = pass::Context {
+        first_day: 0,
+        last_day: 59,
+        last_mature_day: 59,
+        capable_tier: "capable".into(),
+        ..Default::default()
+    };
+    ctx.first_days.insert(subject.clone(), 0);
+    ctx.thresholds.insert(subject.clone(), (0..60).map(|d| (d, 0.6)).collect());
+    ctx.ticket_costs = (0..60).map(|d| (d, (10, 10 * 20_000_000_000))).collect();
+    let (results, evals) = pass::evaluate(&cfg, &ctx, &loaded);
+    let evals = &evals[&subject];
+    // Evaluated from the first day after the baseline (days 0–13).
+    assert_eq!(evals.first().unwrap().window_start_ms, 14 * DAY_MS);
+    let regressed: Vec<i64> =
+        evals.iter().filter(|e| e.level.is_some()).map(|e| e.window_start_ms / DAY_MS).collect();
+    assert!(!regressed.is_empty() && regressed[0] >= 35, "regressed days {regressed:?}");
+    assert!(regressed.iter().all(|&d| d >= 35));
+    // 7d windows from day 6, 28d from day 27; each with bins, a summary and 31 advice rows.
+    let n7 = results.iter().filter(|r| r.window == "7d").count();
+    let n28 = results.iter().filter(|r| r.window == "28d").count();
+    assert_eq!((n7, n28), (54, 33));
+    assert!(results.iter().all(|r| r.advice.len() == 31 && !r.bins.is_empty()));
+    // Inside the baseline the bins are marked so, not tested.
+    let day10 = results.iter().find(|r| r.day_ms == 10 * DAY_MS && r.window == "7d").unwrap();
+    assert!(day10.bins.iter().all(|b| b.status == calibration::BinStatus::Baseline));
+    // The human cost per failure defaults to the window's mean attributed ticket cost ($20).
+    assert!((results[0].advice[0].human_cost_per_failure_usd - 20.0).abs() < 1e-9);
+}
