@@ -382,6 +382,12 @@ async fn per_tier_quality_regression_leads_the_aggregate_signal() {
     .await
     .unwrap();
     for (kind, subject, at) in &others {
+        // The cheap tier's failures rise in every confidence bin, so the reliability curve's
+        // regression is the same finding per bin; nothing else may fire.
+        if kind == "calibration_regression" {
+            assert_eq!(subject, "classifier_version=q router=PRE_ROUTE");
+            continue;
+        }
         assert_eq!(kind, "aggregate_quality_regression", "only the pooled signal may also fire: {subject}");
         assert!(at.timestamp_millis() > fired.0.timestamp_millis(), "the per-tier view leads the aggregate");
     }

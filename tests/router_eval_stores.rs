@@ -19,7 +19,7 @@ use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::{Store, ViewSettings};
 
 /// One SQL text per view for both backends (days as text, flags as integers, numbers as doubles).
-const QUERIES: [(&str, &str); 4] = [
+const QUERIES: [(&str, &str); 5] = [
     (
         "cells",
         r#"SELECT CAST(day AS TEXT), classifier_version, router, tier, CAST(cell AS BIGINT), CAST(grp AS BIGINT),
@@ -51,6 +51,14 @@ const QUERIES: [(&str, &str); 4] = [
                   CAST(cheap_share AS DOUBLE PRECISION), CAST(net_cost_usd AS DOUBLE PRECISION),
                   CAST(net_cost_lo_usd AS DOUBLE PRECISION), CAST(net_saving_hi_usd AS DOUBLE PRECISION)
            FROM threshold_advice ORDER BY 1, 2, 3, 4, 5"#,
+    ),
+    (
+        "tier_cost_daily",
+        r#"SELECT CAST(t.day AS TEXT), t.tier, CAST(t.deflected AS BIGINT),
+                  CAST(t.cost_per_successful_conversation_usd AS DOUBLE PRECISION),
+                  CAST((d.inference_cost_usd + d.attributed_human_cost_usd) / d.deflected AS DOUBLE PRECISION)
+           FROM tier_cost_daily t JOIN deflection_daily d ON d.day = t.day AND d.tier = t.tier
+           WHERE d.deflected > 0 ORDER BY 1, 2"#,
     ),
 ];
 
@@ -183,6 +191,11 @@ fn both_stores_evaluate_the_same_traffic_identically() {
     replay(&rt, &pg_cfg, pg.clone(), PgEvalStore::new(pg.clone()), &files);
     let pg_views = rt.block_on(async { read_views!(pg.pool(), "tw_agg_calibration") });
 
+    // tier_cost_daily is its formula over deflection_daily (last two columns).
+    for line in &sq_views.0[4] {
+        let cols: Vec<&str> = line.split('|').collect();
+        assert_eq!(cols[3], cols[4], "tier_cost_daily: {line}");
+    }
     for (i, (name, _)) in QUERIES.iter().enumerate() {
         assert!(sq_views.0[i].len() > 100, "{name}: {} rows", sq_views.0[i].len());
         assert_eq!(sq_views.0[i].len(), pg_views.0[i].len(), "{name}: row counts differ");

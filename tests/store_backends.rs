@@ -46,7 +46,7 @@ fn d0() -> i64 {
 const TOPICS: [&str; 3] = ["llm.routing-decisions", "llm.feedback", "support.tickets"];
 
 /// The public views of SPEC §6 that the migrations define.
-const VIEWS: [&str; 15] = [
+const VIEWS: [&str; 16] = [
     "tier_quality_hourly",
     "tier_quality_daily",
     "deflection_daily",
@@ -62,6 +62,7 @@ const VIEWS: [&str; 15] = [
     "calibration_daily",
     "calibration_summary_daily",
     "threshold_advice",
+    "tier_cost_daily",
 ];
 
 /// Columns holding a point in time (timestamptz in Postgres, ISO-8601 text in SQLite).
@@ -1609,6 +1610,9 @@ fn expected_columns(view: &str) -> Vec<String> {
             expected_failed_deflections_hi cheap_failure_rate human_cost_per_failure_usd expected_human_cost_usd \
             net_cost_usd net_cost_lo_usd net_cost_hi_usd net_saving_usd net_saving_lo_usd net_saving_hi_usd \
             extrapolated evaluated_at"
+            .to_string(),
+        "tier_cost_daily" => "day tier ai_conversations deflected inference_cost_usd attributed_human_cost_usd \
+            total_cost_usd cost_per_successful_conversation_usd mature"
             .to_string(),
         other => panic!("unknown view {other}"),
     };

@@ -28,6 +28,7 @@ pub(crate) const POSTGRES: &[(&str, &str)] = &[
         "0008_routed_share_own_baseline_cascade.sql",
         include_str!("../../../migrations/0008_routed_share_own_baseline_cascade.sql"),
     ),
+    ("0009_cost_per_success.sql", include_str!("../../../migrations/0009_cost_per_success.sql")),
 ];
 
 /// `(file name, contents)` of every SQLite migration, `migrations/sqlite/*.sql`.
@@ -42,6 +43,7 @@ pub(crate) const SQLITE: &[(&str, &str)] = &[
         "0008_routed_share_own_baseline_cascade.sql",
         include_str!("../../../migrations/sqlite/0008_routed_share_own_baseline_cascade.sql"),
     ),
+    ("0009_cost_per_success.sql", include_str!("../../../migrations/sqlite/0009_cost_per_success.sql")),
 ];
 
 /// A migration set compiled into the binary.
