@@ -25,7 +25,7 @@ fn promtool_accepts_the_rules_and_the_scrape_config() {
     std::fs::write(&local, text.replace("/etc/prometheus/tierwatch.rules.yml", rules.to_str().unwrap())).unwrap();
     let (ok, out) = run_tool("promtool", &["check", "config", local.to_str().unwrap()]);
     assert!(ok, "promtool check config:\n{out}");
-    assert!(out.contains("SUCCESS: 10 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
 }
 
 #[test]
@@ -64,7 +64,7 @@ fn every_alert_is_labelled_annotated_in_the_runbook_and_tested_firing_and_quiet(
         }
     }
     let alerts: Vec<_> = rules().into_iter().filter(|r| r.alert.is_some()).collect();
-    assert_eq!(alerts.len(), 10, "{alerts:#?}");
+    assert_eq!(alerts.len(), 12, "{alerts:#?}");
     for r in &alerts {
         let name = r.alert.as_deref().unwrap();
         let severity = r.labels.get("severity").map(String::as_str);
