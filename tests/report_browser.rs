@@ -10,7 +10,9 @@
 //!   elsewhere fails the test, whoever made it. The DOM is checked for external references too;
 //! - every chart has data: in the DOM Chromium built (`--dump-dom`), each of the eight figures has
 //!   an `<svg>` with at least one plotted `<polyline>` of three or more points and no "no data"
-//!   placeholder, and the two-ledgers table has rows;
+//!   placeholder, and the two-ledgers table has rows; the router-evaluation section follows with,
+//!   for each of its two charts, plotted figures or the one-line note of a section the views
+//!   cannot fill yet;
 //! - a screenshot (`--screenshot`, 1280×4000) lands in `target/test-output/report_browser/`.
 //!
 //! A second test writes the same page with `tierwatch report` from Postgres (a replay of the same
@@ -43,6 +45,11 @@ const CHARTS: [&str; 8] = [
     "Deflection rate vs human-handled volume",
     "Inference savings vs excess human cost",
 ];
+
+/// The router-evaluation charts (one per classifier version and router, after the eight above)
+/// and the start of the note that stands in for each when its view has no row.
+const ROUTER_EVAL: [(&str, &str); 2] =
+    [("Reliability curve: ", "Reliability curve"), ("Net cost vs threshold: ", "Net cost against the threshold")];
 
 fn sim() -> SimConfig {
     let mut s = SimConfig::new(Scenario::Postmortem);
@@ -206,12 +213,28 @@ fn check_page(html: &str) {
     assert!(!html.contains("No data yet"), "the page says it has no data");
     assert!(!html.contains("class=\"nodata\""), "a chart without data");
     let figures: Vec<&str> = html.split("<figure>").skip(1).map(|f| f.split("</figure>").next().unwrap()).collect();
-    assert_eq!(figures.len(), CHARTS.len(), "figures");
+    assert!(figures.len() >= CHARTS.len(), "figures: {}", figures.len());
     for (figure, title) in figures.iter().zip(CHARTS) {
         assert!(figure.contains(title), "figure order: want {title:?}");
         assert_eq!(figure.matches("<svg").count(), 1, "{title}: one svg");
         let plotted = figure.split("<polyline").skip(1).map(points).filter(|n| *n >= 3).count();
         assert!(plotted >= 1, "{title}: no plotted line with ≥ 3 points");
+    }
+    // The router evaluation: each chart drawn (its points as circles) or skipped with a note.
+    let section = html.split("<h2>Router evaluation</h2>").nth(1).expect("the router-evaluation section");
+    let section = section.split("<h2>").next().unwrap();
+    let extra = &figures[CHARTS.len()..];
+    for figure in extra {
+        let (title, _) = ROUTER_EVAL.iter().find(|(t, _)| figure.contains(t)).expect("a router-evaluation figure");
+        assert!(section.contains(figure), "{title}: outside the router-evaluation section");
+        assert_eq!(figure.matches("<svg").count(), 1, "{title}: one svg");
+        assert!(figure.matches("<circle").count() >= 3, "{title}: fewer than three plotted points");
+    }
+    for (title, note) in ROUTER_EVAL {
+        let drawn = extra.iter().any(|f| f.contains(title));
+        let skipped = section.contains(&format!("<p class=\"skipped\">{note}"));
+        assert!(drawn || skipped, "{title}: neither drawn nor skipped with a note");
+        println!("router evaluation, {note}: {}", if drawn { "drawn" } else { "skipped (no row yet)" });
     }
     let ledgers = html.split("<h2>The two ledgers</h2>").nth(1).expect("the two-ledgers table");
     let table = ledgers.split("</table>").next().unwrap();

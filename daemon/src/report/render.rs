@@ -8,7 +8,9 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
-use super::load::{DriftDay, ReportData, TierDay, TRAILING_DAYS};
+use super::load::{
+    AdviceView, CalibrationBin, DriftDay, EceDay, NetCostCurve, ReliabilityCurve, ReportData, TierDay, TRAILING_DAYS,
+};
 use super::Page;
 use crate::alert::quality::{AGGREGATE_KIND, KIND as QUALITY_KIND};
 use crate::drift::evaluator::DRIFT_KIND;
@@ -284,18 +286,39 @@ pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
         })?,
     ));
 
-    // 5. Routed share, expected vs observed.
+    // 5. Routed share, expected vs observed, with the observed share's interval and the target.
     let exp = series("1d", |d| d.share_expected.map(|v| v * 100.0));
-    let obs = series("1d", |d| d.share_observed.map(|v| v * 100.0));
-    let top = y_max(exp.iter().chain(&obs).map(|p| p.1), 10.0).min(100.0);
+    let obs: Vec<(f64, f64, f64, f64)> = data
+        .drift
+        .get("1d")
+        .map(|m| {
+            m.iter()
+                .filter_map(|(d, v)| {
+                    let o = v.share_observed?;
+                    Some((*d as f64 + 1.0, o, v.share_observed_lo.unwrap_or(o), v.share_observed_hi.unwrap_or(o)))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let target = series("1d", |d| d.share_target.map(|v| v * 100.0));
+    let top = y_max(exp.iter().chain(&target).map(|p| p.1).chain(obs.iter().map(|p| p.3 * 100.0)), 10.0).min(100.0);
+    let target_note = if target.is_empty() {
+        "No target share is configured ([routing.targets]), so no target line."
+    } else {
+        "The dashed line is the share it is meant to send ([routing.targets] cheap_share); the routed-share alert \
+         fires when the 7-day interval lies wholly outside the target ± its tolerance (configured, not drawn)."
+    };
     charts.push((
-        "Share of decisions routed to the cheap tier: what the router was calibrated to send (the reference above \
-         the threshold) against what it sends. The gap is the cost owner's view of confidence drift."
-            .to_owned(),
+        format!(
+            "Share of decisions routed to the cheap tier: what the router was calibrated to send (the reference above \
+             the threshold) against what it sends each day, with its Wilson 95% band at the day's distinct \
+             conversations. The gap is the cost owner's view of confidence drift. {target_note}"
+        ),
         chart_or_none(!exp.is_empty() || !obs.is_empty(), || {
             svg_chart("Routed to the cheap tier (%)", "% of decisions", 0.0..top, data, |c| {
                 line(c, &exp, RGBColor(160, 160, 160), "expected from the reference")?;
-                line(c, &obs, PER_TIER_MARKER, "observed")?;
+                rate_series(c, &obs, 100.0, PER_TIER_MARKER, "observed (Wilson 95% band)")?;
+                dashed_runs(c, &target, RGBColor(44, 160, 44), "target")?;
                 Ok(())
             })
         })?,
@@ -339,7 +362,7 @@ pub fn render(data: &ReportData, page: &Page) -> anyhow::Result<String> {
         })?,
     ));
 
-    Ok(html(page, &charts, &super::tables::tables(data)))
+    Ok(html(page, &charts, &router_eval(data)?, &super::tables::tables(data)))
 }
 
 /// A rate per tier and all tiers pooled ((count, trials) of each tier-day, 7-day trailing, with
@@ -470,6 +493,383 @@ fn dual_chart(
     Ok(svg)
 }
 
+/// Dashed line segments over consecutive days (a gap of more than one day breaks the line), one
+/// legend entry.
+fn dashed_runs(c: &mut Chart<'_, '_>, pts: &[(f64, f64)], color: RGBColor, label: &str) -> anyhow::Result<()> {
+    let style = ShapeStyle::from(&color).stroke_width(2);
+    for (i, run) in runs(pts).into_iter().enumerate() {
+        let drawn = c.draw_series(DashedLineSeries::new(run, 6, 4, style)).map_err(pe)?;
+        if i == 0 {
+            drawn.label(label.to_owned()).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        }
+    }
+    Ok(())
+}
+
+/// Points split where x jumps by more than one (a day without a value); a lone point is drawn as a
+/// short segment so that it stays visible.
+fn runs(pts: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let mut out: Vec<Vec<(f64, f64)>> = vec![];
+    for p in pts {
+        match out.last_mut() {
+            Some(run) if run.last().is_some_and(|q| p.0 - q.0 <= 1.0 + 1e-9) => run.push(*p),
+            _ => out.push(vec![*p]),
+        }
+    }
+    for run in &mut out {
+        if let [only] = run[..] {
+            run.push((only.0 + 0.5, only.1));
+        }
+    }
+    out
+}
+
+/// `28d` → `28-day window`.
+fn window_label(window: &str) -> String {
+    match window.strip_suffix('d').and_then(|n| n.parse::<u32>().ok()) {
+        Some(n) => format!("{n}-day window"),
+        None => format!("window {window}"),
+    }
+}
+
+/// A chart over a numeric x axis (confidence, threshold): no day axis, no alert markers.
+#[allow(clippy::too_many_arguments)]
+fn xy_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    x_range: std::ops::Range<f64>,
+    y_range: std::ops::Range<f64>,
+    y_fmt: &dyn Fn(&f64) -> String,
+    legend: SeriesLabelPosition,
+    draw: impl FnOnce(&mut Chart<'_, '_>) -> anyhow::Result<()>,
+) -> anyhow::Result<String> {
+    let mut svg = String::new();
+    {
+        let root: Area<'_> = SVGBackend::with_string(&mut svg, (W, H)).into_drawing_area();
+        root.fill(&WHITE).map_err(pe)?;
+        let mut chart = chart_builder(&root, title).build_cartesian_2d(x_range, y_range).map_err(pe)?;
+        chart
+            .configure_mesh()
+            .x_labels(16)
+            .x_label_formatter(&|x| format!("{x:.2}"))
+            .y_label_formatter(y_fmt)
+            .x_desc(x_desc)
+            .y_desc(y_desc)
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(pe)?;
+        draw(&mut chart)?;
+        draw_legend(&mut chart, legend)?;
+        root.present().map_err(pe)?;
+    }
+    Ok(svg)
+}
+
+const NOW_COLOR: RGBColor = RGBColor(214, 39, 40);
+const REGRESSED: RGBColor = RGBColor(140, 0, 0);
+const BASELINE: RGBColor = RGBColor(110, 110, 110);
+const RECOMMENDED: RGBColor = RGBColor(44, 160, 44);
+
+/// The reliability curve of one classifier version and router: failure rate per confidence bin
+/// now (Wilson band), the baseline window's, and the regressed bins; `None` when no bin has turns.
+fn reliability_chart(curve: &ReliabilityCurve) -> anyhow::Result<Option<String>> {
+    let drawn: Vec<&CalibrationBin> =
+        curve.bins.iter().filter(|b| b.now().is_some() || b.baseline().is_some()).collect();
+    if drawn.is_empty() {
+        return Ok(None);
+    }
+    let now: Vec<(f64, f64, f64, f64)> =
+        drawn.iter().filter_map(|b| b.now().map(|(r, lo, hi)| (b.x(), r, lo, hi))).collect();
+    let regressed: Vec<(f64, f64)> =
+        drawn.iter().filter(|b| b.regressed()).filter_map(|b| b.now().map(|(r, _, _)| (b.x(), r * 100.0))).collect();
+    let baseline: Vec<(f64, f64)> = drawn.iter().filter_map(|b| b.baseline().map(|r| (b.x(), r * 100.0))).collect();
+    let x_lo = drawn.iter().map(|b| b.conf_lo).fold(1.0, f64::min);
+    let x_hi = drawn.iter().map(|b| b.conf_hi).fold(0.0, f64::max).max(x_lo + 0.01);
+    let top = y_max(now.iter().map(|p| p.3 * 100.0).chain(baseline.iter().map(|p| p.1)), 1.0);
+    let mut edges: Vec<f64> = drawn.iter().flat_map(|b| [b.conf_lo, b.conf_hi]).collect();
+    edges.sort_by(f64::total_cmp);
+    edges.dedup();
+    let title = format!("Reliability curve: {} ({})", curve.classifier_version, curve.router);
+    let svg = xy_chart(
+        &title,
+        "router confidence (bins at the reference deciles)",
+        "failure rate of cheap-served turns (%)",
+        x_lo..x_hi,
+        0.0..top,
+        &|y| format!("{y:.1}"),
+        SeriesLabelPosition::UpperRight,
+        |c| {
+            let edge = RGBColor(215, 215, 215);
+            for x in &edges {
+                c.draw_series(std::iter::once(PathElement::new(vec![(*x, 0.0), (*x, top)], edge))).map_err(pe)?;
+            }
+            rate_series(
+                c,
+                &now,
+                100.0,
+                NOW_COLOR,
+                &format!("now: {} ending {}", window_label(&curve.window), curve.day),
+            )?;
+            c.draw_series(now.iter().map(|p| Circle::new((p.0, p.1 * 100.0), 3, NOW_COLOR.filled()))).map_err(pe)?;
+            if !baseline.is_empty() {
+                let style = ShapeStyle::from(&BASELINE).stroke_width(2);
+                c.draw_series(DashedLineSeries::new(baseline.iter().copied(), 6, 4, style))
+                    .map_err(pe)?
+                    .label("baseline window")
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+                c.draw_series(baseline.iter().map(|p| Circle::new(*p, 3, BASELINE.stroke_width(2)))).map_err(pe)?;
+            }
+            if !regressed.is_empty() {
+                c.draw_series(regressed.iter().map(|p| Circle::new(*p, 7, REGRESSED.filled())))
+                    .map_err(pe)?
+                    .label("regressed bin (calibration_regression test)")
+                    .legend(|(x, y)| Circle::new((x + 9, y), 5, REGRESSED.filled()));
+            }
+            Ok(())
+        },
+    )?;
+    Ok(Some(svg))
+}
+
+/// `0.110 [0.105–0.114] on 2026-05-24`.
+fn ece_text(e: &EceDay) -> String {
+    let interval = match (e.ece_lo, e.ece_hi) {
+        (Some(lo), Some(hi)) => format!(" [{lo:.3}–{hi:.3}]"),
+        _ => String::new(),
+    };
+    format!("{:.3}{interval} on {}", e.ece, e.day)
+}
+
+/// The calibration error line under a reliability curve: now against the first evaluated day.
+fn ece_line(curve: &ReliabilityCurve) -> String {
+    let Some(now) = &curve.ece_now else {
+        return format!("Calibration error: not computed yet for the {}.", window_label(&curve.window));
+    };
+    let over = now.overconfidence.map(|o| format!("; its overconfident part {o:.3}")).unwrap_or_default();
+    let first = match &curve.ece_first {
+        Some(first) if first.day != now.day => {
+            format!(", against {} (the first evaluated day in range)", ece_text(first))
+        }
+        _ => " (the first evaluated day in range)".to_owned(),
+    };
+    format!(
+        "Calibration error (ECE, debiased, 95% bootstrap interval over conversations), {}: {}{first}{over}.",
+        window_label(&curve.window),
+        ece_text(now)
+    )
+}
+
+/// The net cost against the threshold of one classifier version and router, with its bounds, the
+/// threshold in force and the recommended one; extrapolated candidates dashed and hollow.
+fn net_cost_chart(curve: &NetCostCurve) -> anyhow::Result<Option<String>> {
+    let rows = &curve.rows;
+    let (Some(first), Some(last)) = (rows.first(), rows.last()) else { return Ok(None) };
+    let lo = rows.iter().map(|r| r.net_cost_lo_usd.min(r.net_cost_usd)).fold(f64::INFINITY, f64::min);
+    let hi = rows.iter().map(|r| r.net_cost_hi_usd.max(r.net_cost_usd)).fold(f64::NEG_INFINITY, f64::max);
+    let pad = ((hi - lo) * 0.08).max(1.0);
+    let (y_lo, y_hi) = ((lo - pad).max(if lo >= 0.0 { 0.0 } else { f64::NEG_INFINITY }), hi + pad);
+    let x_range = (first.threshold - 0.01)..(last.threshold + 0.01);
+    let a = &curve.advice;
+    let title = format!("Net cost vs threshold: {} ({})", a.classifier_version, a.router);
+    let svg = xy_chart(
+        &title,
+        "threshold (confidence at or above it goes to the cheap tier)",
+        &format!("net cost, USD per {}", window_label(&curve.window)),
+        x_range,
+        y_lo..y_hi,
+        &|y| format!("{y:.0}"),
+        SeriesLabelPosition::UpperRight,
+        |c| {
+            let color = TIER_COLORS[0];
+            let band: Vec<(f64, f64)> = rows
+                .iter()
+                .map(|r| (r.threshold, r.net_cost_hi_usd))
+                .chain(rows.iter().rev().map(|r| (r.threshold, r.net_cost_lo_usd)))
+                .collect();
+            c.draw_series(std::iter::once(Polygon::new(band, color.mix(0.15))))
+                .map_err(pe)?
+                .label("bounds (95%)")
+                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 18, y + 5)], color.mix(0.15).filled()));
+            let solid = ShapeStyle::from(&color).stroke_width(2);
+            let pairs: Vec<(&AdviceView, &AdviceView)> = rows.iter().zip(rows.iter().skip(1)).collect();
+            let observed: Vec<_> = pairs.iter().filter(|(p, q)| !p.extrapolated && !q.extrapolated).collect();
+            if !observed.is_empty() {
+                c.draw_series(observed.iter().map(|(p, q)| {
+                    PathElement::new(vec![(p.threshold, p.net_cost_usd), (q.threshold, q.net_cost_usd)], solid)
+                }))
+                .map_err(pe)?
+                .label("net cost (observed outcomes)")
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], solid));
+            }
+            let dashed = pairs.iter().filter(|(p, q)| p.extrapolated || q.extrapolated);
+            for (i, (p, q)) in dashed.enumerate() {
+                let segment = [(p.threshold, p.net_cost_usd), (q.threshold, q.net_cost_usd)];
+                let drawn = c.draw_series(DashedLineSeries::new(segment, 5, 4, solid)).map_err(pe)?;
+                if i == 0 {
+                    drawn
+                        .label("net cost, extrapolated from the rescoring slice")
+                        .legend(move |(x, y)| Circle::new((x + 9, y), 4, color.stroke_width(2)));
+                }
+            }
+            c.draw_series(rows.iter().map(|r| {
+                let style = if r.extrapolated { color.stroke_width(2) } else { color.filled() };
+                Circle::new((r.threshold, r.net_cost_usd), 4, style)
+            }))
+            .map_err(pe)?;
+            let vline = |c: &mut Chart<'_, '_>, x: f64, color: RGBColor, dashed: bool, label: String| {
+                let style = ShapeStyle::from(&color).stroke_width(2);
+                let points = [(x, y_lo), (x, y_hi)];
+                let drawn = if dashed {
+                    c.draw_series(DashedLineSeries::new(points, 6, 4, style)).map_err(pe)?
+                } else {
+                    c.draw_series(LineSeries::new(points, style)).map_err(pe)?
+                };
+                drawn.label(label).legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+                anyhow::Ok(())
+            };
+            vline(c, a.current.threshold, RGBColor(40, 40, 40), true, format!("in force {:.2}", a.current.threshold))?;
+            if let Some(r) = a.recommended.as_ref().filter(|r| r.threshold != a.current.threshold) {
+                vline(c, r.threshold, RECOMMENDED, false, format!("recommended {:.2}", r.threshold))?;
+            }
+            Ok(())
+        },
+    )?;
+    Ok(Some(svg))
+}
+
+/// What moving to the recommended threshold would have saved, in one sentence.
+fn saving_line(curve: &NetCostCurve) -> String {
+    let a = &curve.advice;
+    match &a.recommended {
+        None => "No candidate keeps the cheap tier's expected failure rate under the configured ceiling: no \
+                 recommendation."
+            .to_owned(),
+        Some(r) if r.threshold == a.current.threshold => {
+            format!("The threshold in force, {:.2}, is the recommended one: nothing to change.", a.current.threshold)
+        }
+        Some(r) => {
+            let (saving, lo, hi) = r.net_saving;
+            format!(
+                "Recommended {:.2} (in force {:.2}): a net saving of {} over the {} ending {} (bounds {} to {}; {}).",
+                r.threshold,
+                a.current.threshold,
+                dollars(saving),
+                window_label(&curve.window),
+                a.day,
+                dollars(lo),
+                dollars(hi),
+                a.confidence()
+            )
+        }
+    }
+}
+
+/// `$1,234.56`, `-$18.72`.
+fn dollars(v: f64) -> String {
+    let s = super::tables::usd(v);
+    match s.strip_prefix('-') {
+        Some(abs) => format!("-${abs}"),
+        None => format!("${s}"),
+    }
+}
+
+/// One figure of the router-evaluation section, with a note under the chart.
+fn figure(out: &mut String, caption: &str, svg: &str, note: &str) {
+    let _ = writeln!(
+        out,
+        "<figure><figcaption>{}</figcaption>\n{svg}\n<p class=\"note\">{}</p>\n</figure>",
+        escape(caption),
+        escape(note)
+    );
+}
+
+fn skipped(out: &mut String, note: &str) {
+    let _ = writeln!(out, "<p class=\"skipped\">{}</p>", escape(note));
+}
+
+/// The router-evaluation section: per classifier version and router, the reliability curve
+/// (baseline vs now) and the net cost against the threshold, each on its last evaluated day; a
+/// one-line note in place of a chart the views cannot fill yet.
+fn router_eval(data: &ReportData) -> anyhow::Result<String> {
+    let mut out = String::new();
+    out.push_str(
+        "<h2>Router evaluation</h2>\n<p>Which confidence range became confidently wrong, and where the threshold \
+         should be: read from mature cohorts only, on the last evaluated day of each classifier version and \
+         router.</p>\n",
+    );
+    if data.reliability.is_empty() {
+        skipped(
+            &mut out,
+            "Reliability curve: nothing evaluated in this range yet (calibration_daily has no row: it needs a full \
+             window of mature days).",
+        );
+    }
+    for curve in &data.reliability {
+        let cascade = if curve.router == "CASCADE" {
+            " For a cascade these are the turns the cheap model answered without escalating, by its self-confidence: \
+             a rising bin is under-escalation."
+        } else {
+            ""
+        };
+        let no_baseline = if curve.bins.iter().any(|b| b.baseline().is_some()) {
+            ""
+        } else {
+            " No baseline yet: it fills in once the baseline window's days (configured, or the first mature days of \
+             this version) are evaluated."
+        };
+        let caption = format!(
+            "Reliability curve of {} ({}): the failure rate (failed deflection, thumbs-down or a reviewer's \
+             \"wrong\") of the turns the cheap tier kept, per confidence bin, over the {} ending {}, with its Wilson \
+             95% band, against the same bins in the baseline window. A point sits at its turns' mean confidence; \
+             grey lines are bin edges. Large dark-red dots: bins regressed (significantly and materially above \
+             their baseline).{no_baseline}{cascade}",
+            curve.classifier_version,
+            curve.router,
+            window_label(&curve.window),
+            curve.day
+        );
+        match reliability_chart(curve)? {
+            Some(svg) => figure(&mut out, &caption, &svg, &ece_line(curve)),
+            None => skipped(
+                &mut out,
+                &format!(
+                    "Reliability curve of {} ({}): no bin has cheap-served turns in the {} ending {}.",
+                    curve.classifier_version,
+                    curve.router,
+                    window_label(&curve.window),
+                    curve.day
+                ),
+            ),
+        }
+    }
+    if data.net_cost.is_empty() {
+        skipped(
+            &mut out,
+            "Net cost against the threshold: no threshold advice in this range yet (threshold_advice has no row: it \
+             needs a reference, a full window of mature days and the threshold in force).",
+        );
+    }
+    for curve in &data.net_cost {
+        let a = &curve.advice;
+        let caption = format!(
+            "Net cost against the threshold for {} ({}): inference cost plus expected failed deflections × the \
+             human cost per failure, over the {} ending {}, per candidate threshold, with its bounds. Dashed line \
+             and hollow points: extrapolated (a looser threshold sends the cheap tier turns it never served; their \
+             outcome is the rescoring slice's estimate). The saving's bounds count only the turns the two \
+             thresholds route differently, so they are narrower than the band.",
+            a.classifier_version,
+            a.router,
+            window_label(&curve.window),
+            a.day
+        );
+        if let Some(svg) = net_cost_chart(curve)? {
+            figure(&mut out, &caption, &svg, &saving_line(curve));
+        }
+    }
+    Ok(out)
+}
+
 pub(crate) fn escape(s: &str) -> String {
     s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
 }
@@ -489,7 +889,8 @@ fn head(page: &Page) -> String {
          table{{border-collapse:collapse;font-size:12px;margin:.6em 0 2em}}\
          th,td{{padding:2px 7px;border-bottom:1px solid #e4e4e4;text-align:right;white-space:nowrap}}\
          th{{background:#f3f3f3}}td.l,th.l{{text-align:left}}tr.immature td{{color:#888;font-style:italic}}\
-         .nodata{{background:#fff6e0;border:1px solid #f0d080;padding:1em}}</style>\n</head><body>\n\
+         .nodata{{background:#fff6e0;border:1px solid #f0d080;padding:1em}}\
+         p.note{{font-size:14px;color:#444;margin:.3em 0}}p.skipped{{font-size:14px;color:#666;font-style:italic}}</style>\n</head><body>\n\
          <h1>{}</h1>\n<p>{}</p>\n",
         escape(&page.title),
         escape(&page.heading),
@@ -501,12 +902,13 @@ fn head(page: &Page) -> String {
     s
 }
 
-fn html(page: &Page, charts: &[(String, Option<String>)], tables: &str) -> String {
+fn html(page: &Page, charts: &[(String, Option<String>)], router_eval: &str, tables: &str) -> String {
     let mut s = head(page);
     for (caption, svg) in charts {
         let body = svg.as_deref().unwrap_or(NO_CHART_DATA);
         let _ = writeln!(s, "<figure><figcaption>{}</figcaption>\n{body}\n</figure>", escape(caption));
     }
+    s.push_str(router_eval);
     s.push_str(tables);
     s.push_str("</body></html>\n");
     s
@@ -523,4 +925,154 @@ pub fn empty_page(page: &Page) -> String {
          The page fills in once the daemon has committed its first batches.</p>\n</body></html>\n",
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::report::load::{ReportSettings, Thresholds};
+    use crate::router_eval::advise::Advice;
+
+    fn empty_data() -> ReportData {
+        ReportData {
+            start: NaiveDate::from_ymd_opt(2026, 3, 1).unwrap(),
+            days: 7,
+            settings: ReportSettings {
+                capable_tier: "capable".to_owned(),
+                window_hours: 72.0,
+                window_ms: 72 * 3_600_000,
+                thresholds: Thresholds { warning_d: 0.1, critical_d: 0.2, warning_psi: 0.1, critical_psi: 0.25 },
+            },
+            misroute: BTreeMap::new(),
+            sample_share: BTreeMap::new(),
+            samples: BTreeMap::new(),
+            tiers: BTreeMap::new(),
+            drift: BTreeMap::new(),
+            money: BTreeMap::new(),
+            cost_centers: BTreeMap::new(),
+            channels: BTreeMap::new(),
+            first_immature: None,
+            alerts: vec![],
+            reliability: vec![],
+            net_cost: vec![],
+        }
+    }
+
+    fn bin(bin: i64, n: u64, rate: f64, baseline: Option<f64>, status: &str) -> CalibrationBin {
+        CalibrationBin {
+            day: "2026-03-07".to_owned(),
+            classifier_version: "v<1>".to_owned(),
+            router: "PRE_ROUTE".to_owned(),
+            window: "28d".to_owned(),
+            bin,
+            conf_lo: 0.5 + bin as f64 * 0.1,
+            conf_hi: 0.6 + bin as f64 * 0.1,
+            conf_mean: None,
+            n,
+            failure_rate: (n > 0).then_some(rate),
+            failure_rate_lo: (n > 0).then_some(rate * 0.8),
+            failure_rate_hi: (n > 0).then_some(rate * 1.2),
+            baseline_n: if baseline.is_some() { 100 } else { 0 },
+            baseline_failure_rate: baseline,
+            status: status.to_owned(),
+        }
+    }
+
+    fn row(threshold: f64, extrapolated: bool, saving: (f64, f64, f64)) -> AdviceView {
+        AdviceView {
+            day: "2026-03-07".to_owned(),
+            classifier_version: "v1".to_owned(),
+            router: "PRE_ROUTE".to_owned(),
+            window: "7d".to_owned(),
+            threshold,
+            is_current: false,
+            is_recommended: false,
+            cheap_share: 0.5,
+            net_cost_usd: 1000.0 - threshold * 100.0,
+            net_cost_lo_usd: 900.0,
+            net_cost_hi_usd: 1100.0,
+            net_saving: saving,
+            extrapolated,
+        }
+    }
+
+    fn net_cost(current: f64, recommended: Option<f64>, saving: (f64, f64, f64)) -> NetCostCurve {
+        let rows: Vec<AdviceView> = [0.58, 0.59, 0.60, 0.61, 0.62].iter().map(|t| row(*t, *t < 0.6, saving)).collect();
+        let pick = |t: f64| rows.iter().find(|r| r.threshold == t).cloned();
+        NetCostCurve {
+            advice: Advice {
+                day: "2026-03-07".to_owned(),
+                classifier_version: "v1".to_owned(),
+                router: "PRE_ROUTE".to_owned(),
+                current: pick(current).unwrap(),
+                recommended: recommended.and_then(pick),
+            },
+            window: "7d".to_owned(),
+            rows,
+        }
+    }
+
+    #[test]
+    fn day_runs_break_at_gaps_and_a_lone_day_gets_a_segment() {
+        let r = runs(&[(1.0, 5.0), (2.0, 5.0), (5.0, 6.0), (7.0, 7.0), (8.0, 7.0)]);
+        assert_eq!(r, vec![vec![(1.0, 5.0), (2.0, 5.0)], vec![(5.0, 6.0), (5.5, 6.0)], vec![(7.0, 7.0), (8.0, 7.0)]]);
+        assert!(runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_saving_line_names_the_recommendation_and_its_bounds() {
+        let c = net_cost(0.60, Some(0.62), (210.0, -18.72, 517.3));
+        let line = saving_line(&c);
+        assert!(line.starts_with("Recommended 0.62 (in force 0.60): a net saving of $210.00"), "{line}");
+        assert!(line.contains("(bounds -$18.72 to $517.30; unsure"), "{line}");
+        assert!(saving_line(&net_cost(0.60, Some(0.60), (0.0, 0.0, 0.0))).contains("nothing to change"));
+        assert!(saving_line(&net_cost(0.60, None, (0.0, 0.0, 0.0))).contains("no recommendation"));
+        assert_eq!(dollars(1234.5), "$1,234.50");
+        assert_eq!(window_label("7d"), "7-day window");
+    }
+
+    #[test]
+    fn an_empty_router_evaluation_is_two_notes_and_no_figure() {
+        let html = router_eval(&empty_data()).unwrap();
+        assert!(html.contains("<h2>Router evaluation</h2>"));
+        assert_eq!(html.matches("<p class=\"skipped\">").count(), 2, "{html}");
+        assert!(!html.contains("<figure>") && !html.contains("nodata"));
+    }
+
+    #[test]
+    fn the_router_evaluation_draws_both_curves_with_regressed_bins_and_markers() {
+        let mut data = empty_data();
+        data.reliability = vec![ReliabilityCurve {
+            classifier_version: "v<1>".to_owned(),
+            router: "PRE_ROUTE".to_owned(),
+            window: "28d".to_owned(),
+            day: "2026-03-07".to_owned(),
+            bins: vec![
+                bin(0, 0, 0.0, None, "insufficient"),
+                bin(1, 500, 0.12, Some(0.05), "regressed"),
+                bin(2, 500, 0.04, Some(0.03), "ok"),
+                bin(3, 500, 0.02, Some(0.02), "ok"),
+            ],
+            ece_now: None,
+            ece_first: None,
+        }];
+        data.net_cost = vec![net_cost(0.60, Some(0.62), (210.0, 20.0, 400.0))];
+        let html = router_eval(&data).unwrap();
+        assert_eq!(html.matches("<figure>").count(), 2, "{html}");
+        assert!(!html.contains("class=\"skipped\""));
+        // Names are escaped in the caption and in the SVG.
+        assert!(html.contains("Reliability curve of v&lt;1&gt; (PRE_ROUTE)") && !html.contains("v<1>"));
+        assert!(html.contains("regressed bin") && html.contains("baseline window"));
+        assert!(html.contains("in force 0.60") && html.contains("recommended 0.62"));
+        assert!(html.contains("extrapolated from the rescoring slice"));
+        assert!(html.contains("Calibration error: not computed yet for the 28-day window."));
+
+        // A curve whose bins have no turns at all is a note, not an empty chart.
+        data.reliability[0].bins = vec![bin(0, 0, 0.0, None, "insufficient")];
+        let html = router_eval(&data).unwrap();
+        assert_eq!(html.matches("<figure>").count(), 1);
+        assert!(html.contains("no bin has cheap-served turns in the 28-day window ending 2026-03-07"));
+    }
 }

@@ -35,7 +35,7 @@ fn periods(data: &ReportData) -> Vec<Period> {
 }
 
 /// `1,234.56`, `-12.00`.
-fn usd(v: f64) -> String {
+pub(crate) fn usd(v: f64) -> String {
     let cents = (v.abs() * 100.0).round() as u64;
     let (whole, frac) = (cents / 100, cents % 100);
     let digits = whole.to_string();
