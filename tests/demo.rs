@@ -92,9 +92,11 @@ fn postmortem_drift_and_per_tier_alerts_lead_the_aggregate_signal() {
     }
     assert!(t.render().contains("Threshold advice as it stood the day the per-tier alert fired"), "{}", t.render());
 
-    // The report is one self-contained file with the eight charts and the timeline.
+    // The report is one self-contained file with the eight charts, the two router-evaluation
+    // charts of the one classifier version (reliability curve, net cost vs threshold) and the
+    // timeline.
     let html = std::fs::read_to_string(o.report.as_ref().unwrap()).unwrap();
-    assert_eq!(html.matches("<svg").count(), 8, "eight charts");
+    assert_eq!(html.matches("<svg").count(), 10, "ten charts");
     assert!(!html.contains("<script") && !html.contains("src=\"http") && !html.contains("href=\"http"));
     assert!(html.contains("confidence_drift") && html.contains("aggregate_quality_regression"));
 

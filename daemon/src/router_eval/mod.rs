@@ -225,6 +225,6 @@ impl SplitMix {
     }
     /// Uniform in `0..n` (n ≤ 2³², bias below 2⁻³²).
     pub fn below(&mut self, n: u32) -> u32 {
-        ((self.next_u64() >> 32) * u64::from(n) >> 32) as u32
+        (((self.next_u64() >> 32) * u64::from(n)) >> 32) as u32
     }
 }
