@@ -1,6 +1,77 @@
 //! Storage: what a batch commits and what an assignment loads, behind a small trait so the
 //! pipeline is testable without a database. The Postgres implementation is in [`postgres`].
 
+/// Binds a `calibration_daily` row after its day (the one column whose type differs per store).
+/// A macro rather than a function: the query types differ per backend, the binds do not.
+macro_rules! bind_calibration_bin {
+    ($q:expr, $r:expr, $b:expr) => {
+        $q.bind(&$r.subject.0)
+            .bind(&$r.subject.1)
+            .bind(&$r.window)
+            .bind($b.bin as i64)
+            .bind($b.conf_lo)
+            .bind($b.conf_hi)
+            .bind($b.conf_mean)
+            .bind($b.n as i64)
+            .bind($b.failures as i64)
+            .bind($b.failure_rate)
+            .bind($b.failure_rate_lo)
+            .bind($b.failure_rate_hi)
+            .bind($b.baseline_n as i64)
+            .bind($b.baseline_failures as i64)
+            .bind($b.baseline_failure_rate)
+            .bind($b.p_value)
+            .bind($b.status.as_str())
+    };
+}
+
+/// Binds a `calibration_summary_daily` row after its day.
+macro_rules! bind_calibration_summary {
+    ($q:expr, $r:expr) => {
+        $q.bind(&$r.subject.0)
+            .bind(&$r.subject.1)
+            .bind(&$r.window)
+            .bind($r.summary.n as i64)
+            .bind($r.summary.failures as i64)
+            .bind($r.summary.bins as i64)
+            .bind($r.summary.ece)
+            .bind($r.summary.ece_lo)
+            .bind($r.summary.ece_hi)
+            .bind($r.summary.overconfidence)
+            .bind($r.summary.overconfidence_lo)
+            .bind($r.summary.overconfidence_hi)
+            .bind($r.summary.ece_plugin)
+    };
+}
+
+/// Binds a `threshold_advice` row after its day.
+macro_rules! bind_threshold_advice {
+    ($q:expr, $r:expr, $a:expr) => {
+        $q.bind(&$r.subject.0)
+            .bind(&$r.subject.1)
+            .bind(&$r.window)
+            .bind($a.threshold)
+            .bind($a.is_current)
+            .bind($a.is_recommended)
+            .bind($a.decisions as i64)
+            .bind($a.cheap_share)
+            .bind($a.inference_cost_usd)
+            .bind($a.expected_failed_deflections)
+            .bind($a.expected_failed_deflections_lo)
+            .bind($a.expected_failed_deflections_hi)
+            .bind($a.cheap_failure_rate)
+            .bind($a.human_cost_per_failure_usd)
+            .bind($a.expected_human_cost_usd)
+            .bind($a.net_cost_usd)
+            .bind($a.net_cost_lo_usd)
+            .bind($a.net_cost_hi_usd)
+            .bind($a.extrapolated)
+            .bind($a.net_saving_usd)
+            .bind($a.net_saving_lo_usd)
+            .bind($a.net_saving_hi_usd)
+    };
+}
+
 mod migrations;
 pub mod postgres;
 pub mod postgres_eval;

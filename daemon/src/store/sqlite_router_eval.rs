@@ -83,97 +83,36 @@ impl RouterEvalStore for SqliteEvalStore {
                 .await
                 .with_context(|| format!("clearing {table}"))?;
         }
+        let insert_bin = String::from(
+            r#"INSERT INTO tw_calibration_daily (day_ms, classifier_version, router, "window", bin, conf_lo, conf_hi,
+                 conf_mean, n, failures, failure_rate, failure_rate_lo, failure_rate_hi, baseline_n,
+                 baseline_failures, baseline_failure_rate, p_value, status)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
+        );
+        let insert_summary = String::from(
+            r#"INSERT INTO tw_calibration_summary_daily (day_ms, classifier_version, router, "window", n, failures,
+                 bins, ece, ece_lo, ece_hi, overconfidence, overconfidence_lo, overconfidence_hi, ece_plugin)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
+        );
+        let insert_advice = String::from(
+            r#"INSERT INTO tw_threshold_advice (day_ms, classifier_version, router, "window", threshold, is_current,
+                 is_recommended, decisions, cheap_share, inference_cost_usd, expected_failed_deflections,
+                 expected_failed_deflections_lo, expected_failed_deflections_hi, cheap_failure_rate,
+                 human_cost_per_failure_usd, expected_human_cost_usd, net_cost_usd, net_cost_lo_usd,
+                 net_cost_hi_usd, extrapolated, net_saving_usd, net_saving_lo_usd, net_saving_hi_usd)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+                 ?, ?, ?, ?, ?)"#
+        );
         for r in rows {
-            let (cv, router) = &r.subject;
             for b in &r.bins {
-                sqlx::query(
-                    r#"INSERT INTO tw_calibration_daily (day_ms, classifier_version, router, "window", bin, conf_lo,
-                         conf_hi, conf_mean, n, failures, failure_rate, failure_rate_lo, failure_rate_hi, baseline_n,
-                         baseline_failures, baseline_failure_rate, p_value, status)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-                )
-                .bind(r.day_ms)
-                .bind(cv)
-                .bind(router)
-                .bind(&r.window)
-                .bind(b.bin as i64)
-                .bind(b.conf_lo)
-                .bind(b.conf_hi)
-                .bind(b.conf_mean)
-                .bind(b.n as i64)
-                .bind(b.failures as i64)
-                .bind(b.failure_rate)
-                .bind(b.failure_rate_lo)
-                .bind(b.failure_rate_hi)
-                .bind(b.baseline_n as i64)
-                .bind(b.baseline_failures as i64)
-                .bind(b.baseline_failure_rate)
-                .bind(b.p_value)
-                .bind(b.status.as_str())
-                .execute(&mut *tx)
-                .await
-                .context("writing tw_calibration_daily")?;
+                let q = sqlx::query(&insert_bin).bind(r.day_ms);
+                bind_calibration_bin!(q, r, b).execute(&mut *tx).await.context("writing tw_calibration_daily")?;
             }
-            let s = &r.summary;
-            sqlx::query(
-                r#"INSERT INTO tw_calibration_summary_daily (day_ms, classifier_version, router, "window", n, failures,
-                     bins, ece, ece_lo, ece_hi, overconfidence, overconfidence_lo, overconfidence_hi, ece_plugin)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
-            )
-            .bind(r.day_ms)
-            .bind(cv)
-            .bind(router)
-            .bind(&r.window)
-            .bind(s.n as i64)
-            .bind(s.failures as i64)
-            .bind(s.bins as i64)
-            .bind(s.ece)
-            .bind(s.ece_lo)
-            .bind(s.ece_hi)
-            .bind(s.overconfidence)
-            .bind(s.overconfidence_lo)
-            .bind(s.overconfidence_hi)
-            .bind(s.ece_plugin)
-            .execute(&mut *tx)
-            .await
-            .context("writing tw_calibration_summary_daily")?;
+            let q = sqlx::query(&insert_summary).bind(r.day_ms);
+            bind_calibration_summary!(q, r).execute(&mut *tx).await.context("writing tw_calibration_summary_daily")?;
             for a in &r.advice {
-                sqlx::query(
-                    r#"INSERT INTO tw_threshold_advice (day_ms, classifier_version, router, "window", threshold,
-                         is_current, is_recommended, decisions, cheap_share, inference_cost_usd,
-                         expected_failed_deflections, expected_failed_deflections_lo, expected_failed_deflections_hi,
-                         cheap_failure_rate, human_cost_per_failure_usd, expected_human_cost_usd, net_cost_usd,
-                         net_cost_lo_usd, net_cost_hi_usd, extrapolated, net_saving_usd, net_saving_lo_usd,
-                         net_saving_hi_usd)
-                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                         ?, ?, ?, ?, ?, ?)"#,
-                )
-                .bind(r.day_ms)
-                .bind(cv)
-                .bind(router)
-                .bind(&r.window)
-                .bind(a.threshold)
-                .bind(a.is_current)
-                .bind(a.is_recommended)
-                .bind(a.decisions as i64)
-                .bind(a.cheap_share)
-                .bind(a.inference_cost_usd)
-                .bind(a.expected_failed_deflections)
-                .bind(a.expected_failed_deflections_lo)
-                .bind(a.expected_failed_deflections_hi)
-                .bind(a.cheap_failure_rate)
-                .bind(a.human_cost_per_failure_usd)
-                .bind(a.expected_human_cost_usd)
-                .bind(a.net_cost_usd)
-                .bind(a.net_cost_lo_usd)
-                .bind(a.net_cost_hi_usd)
-                .bind(a.extrapolated)
-                .bind(a.net_saving_usd)
-                .bind(a.net_saving_lo_usd)
-                .bind(a.net_saving_hi_usd)
-                .execute(&mut *tx)
-                .await
-                .context("writing tw_threshold_advice")?;
+                let q = sqlx::query(&insert_advice).bind(r.day_ms);
+                bind_threshold_advice!(q, r, a).execute(&mut *tx).await.context("writing tw_threshold_advice")?;
             }
         }
         tx.commit().await?;
