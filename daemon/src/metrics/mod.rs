@@ -279,31 +279,8 @@ pub struct CalibKey {
     pub group: u8,
 }
 
-/// Additive counters of one router-evaluation cell.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct CalibDelta {
-    pub decisions: i64,
-    /// Turns that failed: a failed deflection attributed to them, a THUMBS_DOWN, or a
-    /// HUMAN_REVIEW with score 0 (each turn at most once).
-    pub failures: i64,
-    /// Failed deflections attributed to these turns (the outcome that costs human support).
-    pub failed_deflections: i64,
-    /// Σ confidence in 1e-4 units (exact).
-    pub conf_e4: i64,
-    pub cost_nusd: i64,
-    pub capable_cost_nusd: i64,
-}
-
-impl CalibDelta {
-    pub fn add(&mut self, v: &CalibDelta) {
-        self.decisions += v.decisions;
-        self.failures += v.failures;
-        self.failed_deflections += v.failed_deflections;
-        self.conf_e4 += v.conf_e4;
-        self.cost_nusd += v.cost_nusd;
-        self.capable_cost_nusd += v.capable_cost_nusd;
-    }
-}
+/// What a batch adds to one router-evaluation cell (the same counters as a stored row).
+pub type CalibDelta = CalibCounts;
 
 /// A stored router-evaluation cell row: (day start ms, classifier_version, router, tier, cell,
 /// group) and its counters.
@@ -318,28 +295,19 @@ pub struct CalibRow {
     pub counts: CalibCounts,
 }
 
-/// [`CalibDelta`] with an order, so rows sort deterministically.
+/// Additive counters of one router-evaluation cell (ordered, so rows sort deterministically).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct CalibCounts {
     pub decisions: i64,
+    /// Turns that failed: a failed deflection attributed to them, a THUMBS_DOWN, or a
+    /// HUMAN_REVIEW with score 0 (each turn at most once).
     pub failures: i64,
+    /// Failed deflections attributed to these turns (the outcome that costs human support).
     pub failed_deflections: i64,
+    /// Σ confidence in 1e-4 units (exact).
     pub conf_e4: i64,
     pub cost_nusd: i64,
     pub capable_cost_nusd: i64,
-}
-
-impl From<CalibDelta> for CalibCounts {
-    fn from(d: CalibDelta) -> Self {
-        CalibCounts {
-            decisions: d.decisions,
-            failures: d.failures,
-            failed_deflections: d.failed_deflections,
-            conf_e4: d.conf_e4,
-            cost_nusd: d.cost_nusd,
-            capable_cost_nusd: d.capable_cost_nusd,
-        }
-    }
 }
 
 impl CalibCounts {
@@ -410,7 +378,7 @@ impl Deltas {
                 k.cell,
                 k.group,
             );
-            merged.entry(key).or_default().add(&CalibCounts::from(*v));
+            merged.entry(key).or_default().add(v);
         }
         merged
             .into_iter()

@@ -282,8 +282,7 @@ fn a_pass_regresses_only_after_the_failure_rate_of_a_bin_rises() {
     let evals = &evals[&subject];
     // Evaluated from the first day after the baseline (days 0–13).
     assert_eq!(evals.first().unwrap().window_start_ms, 14 * DAY_MS);
-    let regressed: Vec<i64> =
-        evals.iter().filter(|e| e.level.is_some()).map(|e| e.window_start_ms / DAY_MS).collect();
+    let regressed: Vec<i64> = evals.iter().filter(|e| e.level.is_some()).map(|e| e.window_start_ms / DAY_MS).collect();
     assert!(!regressed.is_empty() && regressed[0] >= 35, "regressed days {regressed:?}");
     assert!(regressed.iter().all(|&d| d >= 35));
     // 7d windows from day 6, 28d from day 27; each with bins, a summary and 31 advice rows.

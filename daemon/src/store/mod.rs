@@ -1,6 +1,25 @@
 //! Storage: what a batch commits and what an assignment loads, behind a small trait so the
 //! pipeline is testable without a database. The Postgres implementation is in [`postgres`].
 
+/// Inserts every row of a router-evaluation pass in `$tx` with the backend's three INSERT texts
+/// (each takes the day first, then the columns the `bind_*` macros below bind).
+macro_rules! insert_router_eval_rows {
+    ($tx:expr, $rows:expr, $insert_bin:expr, $insert_summary:expr, $insert_advice:expr) => {
+        for r in $rows {
+            for b in &r.bins {
+                let q = sqlx::query($insert_bin).bind(r.day_ms);
+                bind_calibration_bin!(q, r, b).execute(&mut *$tx).await.context("writing tw_calibration_daily")?;
+            }
+            let q = sqlx::query($insert_summary).bind(r.day_ms);
+            bind_calibration_summary!(q, r).execute(&mut *$tx).await.context("writing tw_calibration_summary_daily")?;
+            for a in &r.advice {
+                let q = sqlx::query($insert_advice).bind(r.day_ms);
+                bind_threshold_advice!(q, r, a).execute(&mut *$tx).await.context("writing tw_threshold_advice")?;
+            }
+        }
+    };
+}
+
 /// Binds a `calibration_daily` row after its day (the one column whose type differs per store).
 /// A macro rather than a function: the query types differ per backend, the binds do not.
 macro_rules! bind_calibration_bin {

@@ -114,18 +114,7 @@ impl RouterEvalStore for PgEvalStore {
                VALUES ({DATE_OF}, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
                  $19, $20, $21, $22, $23)"#
         );
-        for r in rows {
-            for b in &r.bins {
-                let q = sqlx::query(&insert_bin).bind(r.day_ms);
-                bind_calibration_bin!(q, r, b).execute(&mut *tx).await.context("writing tw_calibration_daily")?;
-            }
-            let q = sqlx::query(&insert_summary).bind(r.day_ms);
-            bind_calibration_summary!(q, r).execute(&mut *tx).await.context("writing tw_calibration_summary_daily")?;
-            for a in &r.advice {
-                let q = sqlx::query(&insert_advice).bind(r.day_ms);
-                bind_threshold_advice!(q, r, a).execute(&mut *tx).await.context("writing tw_threshold_advice")?;
-            }
-        }
+        insert_router_eval_rows!(tx, rows, &insert_bin, &insert_summary, &insert_advice);
         tx.commit().await?;
         Ok(())
     }

@@ -87,12 +87,12 @@ impl RouterEvalStore for SqliteEvalStore {
             r#"INSERT INTO tw_calibration_daily (day_ms, classifier_version, router, "window", bin, conf_lo, conf_hi,
                  conf_mean, n, failures, failure_rate, failure_rate_lo, failure_rate_hi, baseline_n,
                  baseline_failures, baseline_failure_rate, p_value, status)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
         );
         let insert_summary = String::from(
             r#"INSERT INTO tw_calibration_summary_daily (day_ms, classifier_version, router, "window", n, failures,
                  bins, ece, ece_lo, ece_hi, overconfidence, overconfidence_lo, overconfidence_hi, ece_plugin)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"#,
         );
         let insert_advice = String::from(
             r#"INSERT INTO tw_threshold_advice (day_ms, classifier_version, router, "window", threshold, is_current,
@@ -101,20 +101,9 @@ impl RouterEvalStore for SqliteEvalStore {
                  human_cost_per_failure_usd, expected_human_cost_usd, net_cost_usd, net_cost_lo_usd,
                  net_cost_hi_usd, extrapolated, net_saving_usd, net_saving_lo_usd, net_saving_hi_usd)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
-                 ?, ?, ?, ?, ?)"#
+                 ?, ?, ?, ?, ?)"#,
         );
-        for r in rows {
-            for b in &r.bins {
-                let q = sqlx::query(&insert_bin).bind(r.day_ms);
-                bind_calibration_bin!(q, r, b).execute(&mut *tx).await.context("writing tw_calibration_daily")?;
-            }
-            let q = sqlx::query(&insert_summary).bind(r.day_ms);
-            bind_calibration_summary!(q, r).execute(&mut *tx).await.context("writing tw_calibration_summary_daily")?;
-            for a in &r.advice {
-                let q = sqlx::query(&insert_advice).bind(r.day_ms);
-                bind_threshold_advice!(q, r, a).execute(&mut *tx).await.context("writing tw_threshold_advice")?;
-            }
-        }
+        insert_router_eval_rows!(tx, rows, &insert_bin, &insert_summary, &insert_advice);
         tx.commit().await?;
         Ok(())
     }
