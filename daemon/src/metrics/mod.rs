@@ -270,13 +270,35 @@ pub fn calib_group(conversation_id: &str) -> u8 {
 
 /// One router-evaluation cell in a batch: cohort day × the turn's (shared) dimensions ×
 /// confidence cell × conversation group. The dimensions collapse to (classifier_version, router,
-/// tier) when written.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// tier) when written ([`Deltas::calib_rows`]).
+///
+/// Hashed and compared by the dimensions' *pointer*: a partition interns each combination once,
+/// so equal pointers are equal dimensions, and hashing one address instead of six strings is what
+/// keeps this second map off the hot path's profile. Two partitions' copies of the same
+/// combination are simply separate entries until `calib_rows` merges them by value.
+#[derive(Debug, Clone)]
 pub struct CalibKey {
     pub day_ms: i64,
     pub dims: Arc<Dims>,
     pub cell: u8,
     pub group: u8,
+}
+
+impl PartialEq for CalibKey {
+    fn eq(&self, o: &Self) -> bool {
+        self.day_ms == o.day_ms && Arc::ptr_eq(&self.dims, &o.dims) && self.cell == o.cell && self.group == o.group
+    }
+}
+
+impl Eq for CalibKey {}
+
+impl std::hash::Hash for CalibKey {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.day_ms.hash(h);
+        std::ptr::hash(Arc::as_ptr(&self.dims), h);
+        self.cell.hash(h);
+        self.group.hash(h);
+    }
 }
 
 /// What a batch adds to one router-evaluation cell (the same counters as a stored row).
