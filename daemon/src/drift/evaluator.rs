@@ -310,13 +310,12 @@ impl<E: EvalStore> Evaluator<E> {
         let load_from = first_day - longest + 1;
         let mut loaded = router_eval::pass::Loaded::default();
         let to_ms = (last_day + 1) * DAY_MS;
-        loaded.add_cells(self.store.calib_cells(load_from * DAY_MS, to_ms).await?, &self.capable_tier);
+        self.load_cells(&mut loaded, load_from, last_day).await?;
         let base_from = ctx.first_days.values().map(|&f| router_eval::pass::baseline_range(&cfg, f).0).min();
         if let Some(base_from) = base_from.filter(|&b| b < load_from) {
             let base_to = ctx.first_days.values().map(|&f| router_eval::pass::baseline_range(&cfg, f).1).max();
             let base_to = base_to.unwrap_or(base_from).min(load_from - 1);
-            let rows = self.store.calib_cells(base_from * DAY_MS, (base_to + 1) * DAY_MS).await?;
-            loaded.add_cells(rows, &self.capable_tier);
+            self.load_cells(&mut loaded, base_from, base_to).await?;
         }
         loaded.add_rescore(self.store.rescore_cells(load_from * DAY_MS, to_ms).await?, &self.capable_tier);
         for (day_ms, tickets, cost) in self.store.ticket_cost_days(load_from * DAY_MS, to_ms).await? {
@@ -362,6 +361,19 @@ impl<E: EvalStore> Evaluator<E> {
             notified += self.store_episodes(routed_share::KIND, &subject, &eps, since_ms).await?;
         }
         Ok((firing, notified))
+    }
+
+    /// Fold the cells of days `first..=last` into `loaded`, a week per query: the rows of a whole
+    /// look-back read at once peaked at ~460 MB (the demo's 154 days into SQLite), folded a week at
+    /// a time the pass holds only the folded cells.
+    async fn load_cells(&self, loaded: &mut router_eval::pass::Loaded, first: i64, last: i64) -> anyhow::Result<()> {
+        let mut from = first;
+        while from <= last {
+            let to = (from + 7).min(last + 1);
+            loaded.add_cells(self.store.calib_cells(from * DAY_MS, to * DAY_MS).await?, &self.capable_tier);
+            from = to;
+        }
+        Ok(())
     }
 
     /// The rescorer's weighted misroute estimate of each routed-down tier, complete days only.
