@@ -80,8 +80,8 @@ enum Command {
         out: Option<PathBuf>,
         /// Files: `jsonl` or `avro` (object container files). Kafka: `avro`, `confluent` (schema
         /// ids 1, 2, 3) or `json`.
-        #[arg(long, default_value = "jsonl")]
-        format: String,
+        #[arg(long, value_enum, default_value_t = SimFormat::Jsonl)]
+        format: SimFormat,
         /// Produce to this Kafka cluster (bootstrap servers) instead of writing files.
         #[arg(long, conflicts_with = "out")]
         kafka: Option<String>,
@@ -156,6 +156,19 @@ struct ScenarioArgs {
     seed: u64,
 }
 
+/// `simulate --format`: which formats fit files and which fit Kafka is checked where they are used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SimFormat {
+    /// JSON Lines files (for Kafka: taken as `avro`, the default wire format).
+    Jsonl,
+    /// Avro object container files; on Kafka, bare Avro datums.
+    Avro,
+    /// Kafka only: the Confluent wire format (schema ids 1, 2, 3).
+    Confluent,
+    /// Kafka only: plain JSON objects.
+    Json,
+}
+
 /// `--start`: a date, or `auto` for "end yesterday".
 #[derive(Clone, Copy)]
 enum SimStart {
@@ -226,9 +239,9 @@ fn main() -> std::process::ExitCode {
         Command::Simulate { run, start, out, format, kafka, routing_topic, feedback_topic, tickets_topic } => {
             match (kafka, out) {
                 (Some(brokers), _) => {
-                    simulate_to_kafka(&run, start, brokers, [routing_topic, feedback_topic, tickets_topic], &format)
+                    simulate_to_kafka(&run, start, brokers, [routing_topic, feedback_topic, tickets_topic], format)
                 }
-                (None, Some(out)) => simulate(&run, start, &out, &format),
+                (None, Some(out)) => simulate(&run, start, &out, format),
                 (None, None) => Err(anyhow::anyhow!("give --out DIR or --kafka BROKERS")),
             }
         }
@@ -279,15 +292,20 @@ fn effective_config_json(c: &Config) -> anyhow::Result<String> {
     Ok(serde_json::to_string_pretty(c)?)
 }
 
-fn simulate(run: &ScenarioArgs, start: Option<SimStart>, out: &std::path::Path, format: &str) -> anyhow::Result<()> {
+fn simulate(
+    run: &ScenarioArgs,
+    start: Option<SimStart>,
+    out: &std::path::Path,
+    format: SimFormat,
+) -> anyhow::Result<()> {
     let cfg = run.sim_config(start);
     let scenario = run.scenario;
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let started = std::time::Instant::now();
     let summary = match format {
-        "jsonl" => tierwatch::sim::write_jsonl_days(out, &cfg)?,
-        "avro" => tierwatch::sim::write_avro_ocf_days(out, &cfg)?,
-        other => anyhow::bail!("--format must be `jsonl` or `avro`, not `{other}`"),
+        SimFormat::Jsonl => tierwatch::sim::write_jsonl_days(out, &cfg)?,
+        SimFormat::Avro => tierwatch::sim::write_avro_ocf_days(out, &cfg)?,
+        other => anyhow::bail!("--format for files must be `jsonl` or `avro`, not `{other:?}`"),
     };
     eprintln!(
         "{scenario}: {} decisions, {} feedback, {} tickets ({} ground-truth rows) in {:.1}s → {}",
@@ -325,14 +343,13 @@ fn simulate_to_kafka(
     start: Option<SimStart>,
     brokers: String,
     topics: [String; 3],
-    format: &str,
+    format: SimFormat,
 ) -> anyhow::Result<()> {
     let cfg = run.sim_config(start);
     let format = match format {
-        "avro" | "jsonl" => tierwatch::decode::WireFormat::Avro,
-        "confluent" => tierwatch::decode::WireFormat::Confluent,
-        "json" => tierwatch::decode::WireFormat::Json,
-        other => anyhow::bail!("--format for Kafka must be `avro`, `confluent` or `json`, not `{other}`"),
+        SimFormat::Avro | SimFormat::Jsonl => tierwatch::decode::WireFormat::Avro,
+        SimFormat::Confluent => tierwatch::decode::WireFormat::Confluent,
+        SimFormat::Json => tierwatch::decode::WireFormat::Json,
     };
     let started = std::time::Instant::now();
     let target = tierwatch::sim::kafka::KafkaTarget { brokers, topics, format };

@@ -64,7 +64,7 @@ pub fn produce(cfg: &SimConfig, target: &KafkaTarget) -> anyhow::Result<WriteSum
         .set("compression.type", "lz4")
         .create_with_context(context.clone())
         .context("creating the Kafka producer")?;
-    check_copartitioned(&producer, &target.topics)?;
+    crate::source::kafka::check_copartitioned(producer.client(), &target.topics)?;
 
     let mut summary = WriteSummary::default();
     for day in days(cfg) {
@@ -103,24 +103,4 @@ pub fn produce(cfg: &SimConfig, target: &KafkaTarget) -> anyhow::Result<WriteSum
         bail!("{failed} messages were not delivered (first error: {first})");
     }
     Ok(summary)
-}
-
-fn check_copartitioned<P: Producer<Deliveries>>(producer: &P, topics: &[String; 3]) -> anyhow::Result<()> {
-    let mut counts = vec![];
-    for t in topics {
-        let md = producer
-            .client()
-            .fetch_metadata(Some(t), Duration::from_secs(10))
-            .with_context(|| format!("reading the metadata of topic {t}"))?;
-        let n = md.topics().first().filter(|m| m.error().is_none()).map_or(0, |m| m.partitions().len());
-        if n == 0 {
-            bail!("topic {t} does not exist; create the three topics with the same partition count");
-        }
-        counts.push(format!("{t}: {n}"));
-    }
-    let first = counts[0].rsplit(' ').next();
-    if counts.iter().any(|c| c.rsplit(' ').next() != first) {
-        bail!("topics are not co-partitioned ({}): the daemon joins them by partition", counts.join(", "));
-    }
-    Ok(())
 }

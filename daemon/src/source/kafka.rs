@@ -309,7 +309,7 @@ pub fn create_consumer<S: Store + 'static>(
     let consumer: TwConsumer<S> = cc.create_with_context(ctx).context("creating the Kafka consumer")?;
     // A wrong password or an untrusted certificate: one clear error now, not endless retries.
     wait_connected(&consumer, &consumer.context().connect, &kafka.brokers, &topics[0], CONNECT_BOUND)?;
-    check_copartitioned(&consumer, &topics)?;
+    check_copartitioned(consumer.client(), &topics)?;
     let refs: Vec<&str> = topics.iter().map(String::as_str).collect();
     consumer.subscribe(&refs).context("subscribing to the topics")?;
     Ok(consumer)
@@ -319,10 +319,16 @@ pub fn create_consumer<S: Store + 'static>(
 const CONNECT_BOUND: Duration = Duration::from_secs(15);
 
 /// The join needs the three topics to have the same partition count.
-pub fn check_copartitioned<C: Consumer<X>, X: ConsumerContext>(consumer: &C, topics: &[String]) -> anyhow::Result<()> {
+///
+/// Checked by the daemon before it subscribes and by `tierwatch simulate --kafka` before it
+/// produces, through any client (consumer or producer).
+pub fn check_copartitioned<C: ClientContext>(
+    client: &rdkafka::client::Client<C>,
+    topics: &[String],
+) -> anyhow::Result<()> {
     let mut counts = BTreeMap::new();
     for t in topics {
-        let md = consumer
+        let md = client
             .fetch_metadata(Some(t), Duration::from_secs(15))
             .with_context(|| format!("fetching metadata of topic {t}"))?;
         let n = md
