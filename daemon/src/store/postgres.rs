@@ -75,7 +75,10 @@ impl Store for PgStore {
         // as `commit`, whose fence UPDATE holds these rows while it read-modify-writes the
         // partition's histograms, so the merge below never interleaves with a commit's.
         sqlx::query(
-            "SELECT partition FROM tw_partitions WHERE partition IN                (SELECT partition FROM tw_rescore_samples WHERE event_id = ANY($1) AND status = 'pending')              ORDER BY partition FOR UPDATE",
+            r#"SELECT partition FROM tw_partitions
+               WHERE partition IN
+                 (SELECT partition FROM tw_rescore_samples WHERE event_id = ANY($1) AND status = 'pending')
+               ORDER BY partition FOR UPDATE"#,
         )
         .bind(&ids)
         .fetch_all(&mut *tx)
@@ -99,7 +102,12 @@ impl Store for PgStore {
         if !sid.is_empty() {
             // `status = 'pending'` makes a second application (or one after a shed) a no-op.
             let rows = sqlx::query(
-                "UPDATE tw_rescore_samples s SET status = 'scored', p_complex = u.p, model_version = u.mv,                    rescore_threshold = u.th, scored_at = now()                  FROM UNNEST($1::text[], $2::float8[], $3::text[], $4::float8[]) AS u(id, p, mv, th)                  WHERE s.event_id = u.id AND s.status = 'pending'                  RETURNING s.partition, (extract(epoch FROM s.ts) * 1000)::bigint, s.classifier_version, s.router,                    s.p_complex, s.tier <> (SELECT baseline_tier FROM tw_clock)",
+                r#"UPDATE tw_rescore_samples s SET status = 'scored', p_complex = u.p, model_version = u.mv,
+                     rescore_threshold = u.th, scored_at = now()
+                   FROM UNNEST($1::text[], $2::float8[], $3::text[], $4::float8[]) AS u(id, p, mv, th)
+                   WHERE s.event_id = u.id AND s.status = 'pending'
+                   RETURNING s.partition, (extract(epoch FROM s.ts) * 1000)::bigint, s.classifier_version, s.router,
+                     s.p_complex, s.tier <> (SELECT baseline_tier FROM tw_clock)"#,
             )
             .bind(&sid)
             .bind(&sp)
@@ -134,7 +142,9 @@ impl Store for PgStore {
         limit: i64,
     ) -> anyhow::Result<Vec<(String, Option<String>)>> {
         let rows = sqlx::query(
-            "SELECT event_id, query_text FROM tw_rescore_samples              WHERE status = 'pending' AND inserted_at < to_timestamp($1::double precision / 1000)              ORDER BY inserted_at, event_id LIMIT $2",
+            r#"SELECT event_id, query_text FROM tw_rescore_samples
+               WHERE status = 'pending' AND inserted_at < to_timestamp($1::double precision / 1000)
+               ORDER BY inserted_at, event_id LIMIT $2"#,
         )
         // timestamptz spans about ±290 000 years; clamp so "everything" (i64::MAX) is not an error.
         .bind(inserted_before_ms.clamp(-8_000_000_000_000_000, 8_000_000_000_000_000))
