@@ -194,7 +194,7 @@ impl Timeline {
         if calibration.is_some() {
             s.push_str(&line("calibration regression → aggregate (unsplit) quality signal", calibration, agg));
         }
-        let routed_share = self.first(ROUTED_SHARE_KIND);
+        let routed_share = self.first(crate::alert::routed_share::KIND);
         if routed_share.is_some() {
             s.push_str(&line("routed share deviation → aggregate (unsplit) quality signal", routed_share, agg));
         }
@@ -204,9 +204,6 @@ impl Timeline {
         s
     }
 }
-
-/// The alert kind of the routed-share-vs-target rule.
-const ROUTED_SHARE_KIND: &str = "routed_share_deviation";
 
 /// "As it stood the day the per-tier alert fired: raising … would have cut …".
 fn advice_line(a: &crate::router_eval::advise::Advice) -> String {

@@ -292,7 +292,6 @@ impl<E: EvalStore> Evaluator<E> {
             first_day,
             last_day,
             last_mature_day: (wm - self.window_ms).div_euclid(DAY_MS) - 1,
-            capable_tier: self.capable_tier.clone(),
             thresholds,
             ..Default::default()
         };

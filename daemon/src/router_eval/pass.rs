@@ -3,13 +3,13 @@
 //! the look-back (so late outcomes change past rows, whichever instance evaluates), replaces the
 //! stored rows of those days and returns the calibration-regression evaluations per subject.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use super::advice::{advise, AdviceInput, AdviceRow, RescoreCell};
 use super::calibration::{bins_from_edges, calibration_error, decile_edges, reliability, BinRow, BinStatus, Summary};
 use super::{Cells, RouterEvalConfig, Served};
 use crate::alert::{Evaluation, Severity};
-use crate::metrics::{CalibRow, DAY_MS};
+use crate::metrics::{CalibCounts, CalibRow, DAY_MS};
 
 /// (classifier_version, router)
 pub type Subject = (String, String);
@@ -59,7 +59,6 @@ pub struct Context {
     pub last_day: i64,
     /// Mature days end at or before this day index (inclusive).
     pub last_mature_day: i64,
-    pub capable_tier: String,
     /// Frozen reference edges per subject (1e-4 grid points), when a drift reference exists.
     pub edges: BTreeMap<Subject, Vec<u16>>,
     /// Mean threshold in force per subject and day index.
@@ -202,7 +201,7 @@ pub fn evaluate(
                         *e = (regressed, rate, bar);
                     }
                 }
-                let advice = advice_for(cfg, ctx, subject, cascade, &w, rescore_days, from, day);
+                let advice = advice_for(cfg, ctx, subject, cascade, &w, &cheap, rescore_days, from, day);
                 out.push(DayResult {
                     day_ms: day * DAY_MS,
                     subject: subject.clone(),
@@ -236,6 +235,7 @@ fn advice_for(
     subject: &Subject,
     cascade: bool,
     w: &Cells,
+    cheap: &[CalibCounts],
     rescore_days: Option<&BTreeMap<i64, [Vec<RescoreCell>; 2]>>,
     from: i64,
     day: i64,
@@ -262,13 +262,12 @@ fn advice_for(
             }
         }
     }
-    let cheap = w.per_cell(Served::Cheap);
     let capable = w.per_cell(Served::Capable);
     advise(
         cfg,
         &AdviceInput {
             cascade,
-            cheap: &cheap,
+            cheap,
             capable: &capable,
             rescore_cheap: &rescore[0],
             rescore_capable: &rescore[1],
@@ -276,11 +275,6 @@ fn advice_for(
             human_cost_per_failure_usd: hc,
         },
     )
-}
-
-/// Subjects seen, for the firing gauge.
-pub fn subjects(loaded: &Loaded) -> BTreeSet<Subject> {
-    loaded.cells.keys().cloned().collect()
 }
 
 /// The label of a calibration-regression subject.

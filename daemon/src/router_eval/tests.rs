@@ -268,13 +268,7 @@ fn a_pass_regresses_only_after_the_failure_rate_of_a_bin_rises() {
     }
     let mut loaded = pass::Loaded::default();
     loaded.add_cells(rows, "capable");
-    let mut ctx = pass::Context {
-        first_day: 0,
-        last_day: 59,
-        last_mature_day: 59,
-        capable_tier: "capable".into(),
-        ..Default::default()
-    };
+    let mut ctx = pass::Context { first_day: 0, last_day: 59, last_mature_day: 59, ..Default::default() };
     ctx.first_days.insert(subject.clone(), 0);
     ctx.thresholds.insert(subject.clone(), (0..60).map(|d| (d, 0.6)).collect());
     ctx.ticket_costs = (0..60).map(|d| (d, (10, 10 * 20_000_000_000))).collect();
