@@ -26,32 +26,6 @@ pub fn bins_from_edges(edges: &[u16]) -> Vec<Range<usize>> {
     out
 }
 
-/// Edges at the deciles of a confidence distribution held in 0.01 cells (used when no drift
-/// reference exists: the deciles of the baseline's decisions), as 1e-4 grid points.
-pub fn decile_edges(per_cell: &[u64]) -> Vec<u16> {
-    let total: u64 = per_cell.iter().sum();
-    if total == 0 {
-        return (1..10).map(|i| (i * 1000) as u16).collect();
-    }
-    let mut edges = vec![];
-    for i in 1..10u64 {
-        // The cell holding the ⌈i·n/10⌉-th smallest decision; the edge is its top grid point.
-        let rank = (i * total).div_ceil(10);
-        let mut seen = 0;
-        for (cell, &n) in per_cell.iter().enumerate() {
-            seen += n;
-            if seen >= rank {
-                let e = (cell * 100 + 99) as u16;
-                if edges.last().is_none_or(|&l| l < e) && e < 10_000 {
-                    edges.push(e);
-                }
-                break;
-            }
-        }
-    }
-    edges
-}
-
 /// Status of one bin in one window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BinStatus {

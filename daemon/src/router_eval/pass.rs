@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 
 use super::advice::{advise, AdviceInput, AdviceRow, RescoreCell};
-use super::calibration::{bins_from_edges, calibration_error, decile_edges, reliability, BinRow, BinStatus, Summary};
+use super::calibration::{bins_from_edges, calibration_error, reliability, BinRow, BinStatus, Summary};
 use super::{Cells, RouterEvalConfig, Served};
 use crate::alert::{Evaluation, Severity};
 use crate::metrics::{CalibCounts, CalibRow, DAY_MS};
@@ -31,8 +31,11 @@ pub struct DayResult {
     pub day_ms: i64,
     pub subject: Subject,
     pub window: String,
+    /// Empty, with no summary, until the subject's drift reference is frozen: bins are cut at
+    /// the reference's edges, and edges taken from a partly loaded baseline would make a row
+    /// depend on when the evaluator happened to run.
     pub bins: Vec<BinRow>,
-    pub summary: Summary,
+    pub summary: Option<Summary>,
     pub advice: Vec<AdviceRow>,
 }
 
@@ -59,7 +62,8 @@ pub struct Context {
     pub last_day: i64,
     /// Mature days end at or before this day index (inclusive).
     pub last_mature_day: i64,
-    /// Frozen reference edges per subject (1e-4 grid points), when a drift reference exists.
+    /// Frozen reference edges per subject (1e-4 grid points); a subject without them gets advice
+    /// but no reliability rows yet.
     pub edges: BTreeMap<Subject, Vec<u16>>,
     /// Mean threshold in force per subject and day index.
     pub thresholds: BTreeMap<Subject, BTreeMap<i64, f64>>,
@@ -150,17 +154,7 @@ pub fn evaluate(
         let baseline_ready = base_last <= ctx.last_mature_day;
         let baseline = window_cells(days, base_first, base_last);
         let baseline_cheap = baseline.per_cell(Served::Cheap);
-        let edges = match ctx.edges.get(subject) {
-            Some(e) => e.clone(),
-            None => {
-                let mut all = baseline.per_cell(Served::Cheap);
-                for (a, b) in all.iter_mut().zip(baseline.per_cell(Served::Capable)) {
-                    a.add(&b);
-                }
-                decile_edges(&all.iter().map(|c| c.decisions.max(0) as u64).collect::<Vec<_>>())
-            }
-        };
-        let bins = bins_from_edges(&edges);
+        let bins = ctx.edges.get(subject).map(|e| bins_from_edges(e)).unwrap_or_default();
         let tests = bins.len() * cfg.windows_days.len();
         let cascade = subject.1 == "CASCADE";
         let rescore_days = loaded.rescore.get(subject);
@@ -185,12 +179,9 @@ pub fn evaluate(
                     in_baseline,
                     tests,
                 );
-                let summary = calibration_error(
-                    &bins,
-                    &w.per_group_cell(Served::Cheap),
-                    cfg.bootstrap_replicates,
-                    seed(subject, day, wd),
-                );
+                let summary = (!bins.is_empty()).then(|| {
+                    calibration_error(&bins, &w.per_group_cell(Served::Cheap), cfg.bootstrap_replicates, seed(subject, day, wd))
+                });
                 // Regression: the worst regressed bin's rate against its bar.
                 let e = regressions.entry(day).or_insert((false, 0.0, 0.0));
                 for r in &rows {
@@ -223,7 +214,9 @@ pub fn evaluate(
                 threshold,
             })
             .collect();
-        evals.insert(subject.clone(), list);
+        if !bins.is_empty() {
+            evals.insert(subject.clone(), list);
+        }
     }
     (out, evals)
 }

@@ -10,8 +10,13 @@ macro_rules! insert_router_eval_rows {
                 let q = sqlx::query($insert_bin).bind(r.day_ms);
                 bind_calibration_bin!(q, r, b).execute(&mut *$tx).await.context("writing tw_calibration_daily")?;
             }
-            let q = sqlx::query($insert_summary).bind(r.day_ms);
-            bind_calibration_summary!(q, r).execute(&mut *$tx).await.context("writing tw_calibration_summary_daily")?;
+            if let Some(summary) = &r.summary {
+                let q = sqlx::query($insert_summary).bind(r.day_ms);
+                bind_calibration_summary!(q, r, summary)
+                    .execute(&mut *$tx)
+                    .await
+                    .context("writing tw_calibration_summary_daily")?;
+            }
             for a in &r.advice {
                 let q = sqlx::query($insert_advice).bind(r.day_ms);
                 bind_threshold_advice!(q, r, a).execute(&mut *$tx).await.context("writing tw_threshold_advice")?;
@@ -46,20 +51,20 @@ macro_rules! bind_calibration_bin {
 
 /// Binds a `calibration_summary_daily` row after its day.
 macro_rules! bind_calibration_summary {
-    ($q:expr, $r:expr) => {
+    ($q:expr, $r:expr, $summary:expr) => {
         $q.bind(&$r.subject.0)
             .bind(&$r.subject.1)
             .bind(&$r.window)
-            .bind($r.summary.n as i64)
-            .bind($r.summary.failures as i64)
-            .bind($r.summary.bins as i64)
-            .bind($r.summary.ece)
-            .bind($r.summary.ece_lo)
-            .bind($r.summary.ece_hi)
-            .bind($r.summary.overconfidence)
-            .bind($r.summary.overconfidence_lo)
-            .bind($r.summary.overconfidence_hi)
-            .bind($r.summary.ece_plugin)
+            .bind($summary.n as i64)
+            .bind($summary.failures as i64)
+            .bind($summary.bins as i64)
+            .bind($summary.ece)
+            .bind($summary.ece_lo)
+            .bind($summary.ece_hi)
+            .bind($summary.overconfidence)
+            .bind($summary.overconfidence_lo)
+            .bind($summary.overconfidence_hi)
+            .bind($summary.ece_plugin)
     };
 }
 
