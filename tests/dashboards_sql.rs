@@ -53,10 +53,11 @@ fn yaml_str<'a>(v: &'a yaml_serde::Value, key: &str, what: &str) -> &'a str {
     v.get(key).and_then(yaml_serde::Value::as_str).unwrap_or_else(|| panic!("{what}: `{key}` is missing"))
 }
 
-/// The public views documented in migrations/README.md (the headings of its "Public views"
-/// section): the only relations a dashboard may read.
+/// The public views documented in docs/contract.md (the headings of its "Public views" section;
+/// tests/docs_coverage.rs checks they are exactly the migrations' views): the only relations a
+/// dashboard may read.
 fn public_views() -> BTreeSet<String> {
-    let text = std::fs::read_to_string(repo().join("migrations/README.md")).expect("migrations/README.md");
+    let text = std::fs::read_to_string(repo().join("docs/contract.md")).expect("docs/contract.md");
     let section = text.split("\n## ").find(|s| s.starts_with("Public views")).expect("a Public views section");
     let views: BTreeSet<String> = section
         .lines()
@@ -65,7 +66,10 @@ fn public_views() -> BTreeSet<String> {
         .filter(|name| !name.ends_with(".sql"))
         .map(str::to_string)
         .collect();
-    assert!(views.contains("ledger_daily") && views.contains("alerts"), "public views read from the README: {views:?}");
+    assert!(
+        views.contains("ledger_daily") && views.contains("alerts"),
+        "public views read from docs/contract.md: {views:?}"
+    );
     views
 }
 

@@ -212,7 +212,7 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
             assert!((got - want).abs() <= tol, "{what}: {key} {got} vs scipy {want} (tolerance {tol})");
         };
         close(2, "ks_d", 1e-12); // exact on the 1e-4 grid
-        close(3, "ks_p", 1e-3); // SPEC §4.3 contract for n, m ≥ 500
+        close(3, "ks_p", 1e-3); // docs/contract.md#confidence-drift: the contract for n, m ≥ 500
         close(4, "psi", 1e-9);
         close(5, "psi_noise", 1e-9);
     }

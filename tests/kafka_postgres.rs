@@ -1,6 +1,6 @@
 //! End to end through a real Kafka broker and a real Postgres: produce events in all three wire
 //! formats, run the `tierwatch` binary, and compare the public views with numbers computed by
-//! hand from SPEC §3–§4 — including across a graceful restart and across kill -9.
+//! hand from docs/contract.md (attribution, metrics) — including across a graceful restart and across kill -9.
 
 #[path = "common/mod.rs"]
 mod common;

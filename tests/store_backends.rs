@@ -45,7 +45,7 @@ fn d0() -> i64 {
 
 const TOPICS: [&str; 3] = ["llm.routing-decisions", "llm.feedback", "support.tickets"];
 
-/// The public views of SPEC §6 that the migrations define.
+/// The public views (docs/contract.md#public-views) that the migrations define.
 const VIEWS: [&str; 16] = [
     "tier_quality_hourly",
     "tier_quality_daily",

@@ -1,5 +1,6 @@
-//! Drift evaluation of a 10M-sample day against a 10M-sample reference (SPEC §8: < 10 ms):
-//! KS (D and the asymptotic p-value) + PSI on frozen reference deciles + its noise level.
+//! Drift evaluation of a 10M-sample day against a 10M-sample reference (target < 10 ms,
+//! docs/architecture.md#performance-targets): KS (D and the asymptotic p-value) + PSI on frozen
+//! reference deciles + its noise level.
 //!
 //! `cargo bench --bench drift`. The histograms and the frozen PSI edges are built once, outside the
 //! timed loop (edges are frozen when the reference is set, not per evaluation).

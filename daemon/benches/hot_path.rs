@@ -1,5 +1,6 @@
-//! The in-process hot path (SPEC §8: ≥ 500k events/s on one core): decode + validate + join +
-//! aggregate, and the join-state serialization a commit needs, without Kafka or a database.
+//! The in-process hot path (target ≥ 500k events/s on one core,
+//! docs/architecture.md#performance-targets): decode + validate + join + aggregate, and the
+//! join-state serialization a commit needs, without Kafka or a database.
 //!
 //! `cargo bench --bench hot_path`
 

@@ -1,4 +1,5 @@
-//! Memory per open conversation (SPEC §8: ≤ 256 bytes; 1M open conversations under 512 MB RSS).
+//! Memory per open conversation (target ≤ 256 bytes; 1M open conversations under 512 MB RSS;
+//! docs/architecture.md#performance-targets).
 //!
 //! Opens `TW_BENCH_CONVERSATIONS` (default 1,000,000) conversations in one `PartitionJoin`, two
 //! turns each (the shared benchmark traffic, decisions only, all within the attribution window so
@@ -63,7 +64,7 @@ fn main() {
     let per = (after.saturating_sub(before)) as f64 / open.max(1) as f64;
     println!(
         "join_memory: {open} open conversations (2 turns each, ids of {} bytes): RSS {:.1} MB → {:.1} MB, {per:.0} bytes per conversation \
-         (SPEC §8: ≤ 256)",
+         (target: ≤ 256)",
         if id_len > 0 { id_len.to_string() } else { "10–11".to_string() },
         before as f64 / 1e6,
         after as f64 / 1e6

@@ -1,6 +1,6 @@
-//! The rescorer (SPEC §8: ≥ 20k rescored queries/s on one core): featurize + tract inference on
-//! batches of simulator queries, single thread, and `ood_score` alone (the sampler calls it on the
-//! ingest path).
+//! The rescorer (target ≥ 20k rescored queries/s on one core,
+//! docs/architecture.md#performance-targets): featurize + tract inference on batches of simulator
+//! queries, single thread, and `ood_score` alone (the sampler calls it on the ingest path).
 //!
 //! `cargo bench --bench rescore`
 

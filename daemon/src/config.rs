@@ -42,7 +42,7 @@ pub struct Config {
     /// `[postgres]` and `[sqlite]`.
     #[serde(default)]
     pub sqlite: Option<SqliteConfig>,
-    /// Join and attribution rules (SPEC §3).
+    /// Join and attribution rules (docs/contract.md#attribution).
     #[serde(default)]
     pub attribution: AttributionConfig,
     /// Which group-by dimensions are kept (bounds cardinality).
@@ -51,7 +51,7 @@ pub struct Config {
     /// Prices used when an event leaves a cost field null.
     #[serde(default)]
     pub pricing: PricingConfig,
-    /// Deflection-ledger options (SPEC §4.2).
+    /// Deflection-ledger options (docs/contract.md#deflection-ledger).
     #[serde(default)]
     pub ledger: LedgerConfig,
     /// Input limits and dead-lettering.
@@ -66,7 +66,7 @@ pub struct Config {
     /// HTTP endpoint for /metrics, /healthz and /readyz.
     #[serde(default)]
     pub http: HttpConfig,
-    /// Confidence drift evaluation and its alert thresholds (SPEC §4.3, §5).
+    /// Confidence drift evaluation and its alert thresholds (docs/contract.md#confidence-drift).
     #[serde(default)]
     pub drift: crate::drift::DriftConfig,
     /// `[router_eval]`: reliability curves, calibration regression and threshold advice.
@@ -75,7 +75,7 @@ pub struct Config {
     /// Alert delivery.
     #[serde(default)]
     pub alerts: AlertsConfig,
-    /// The rescoring slice (SPEC §4.4): sample, rescore with the ONNX model, weighted estimates.
+    /// The rescoring slice (docs/contract.md#rescoring-slice): sample, rescore with the ONNX model, weighted estimates.
     /// Absent = no rescoring.
     #[serde(default)]
     pub rescore: Option<RescoreConfig>,
@@ -217,10 +217,11 @@ pub struct AlertsConfig {
     /// delivered, never dropped. Accepted so existing config files keep loading.
     #[serde(default = "default_alert_queue")]
     pub queue_capacity: usize,
-    /// Tier quality regression rule (SPEC §5).
+    /// Tier quality regression rule (docs/contract.md#tier_quality_regression).
     #[serde(default)]
     pub quality: crate::alert::quality::QualityRuleConfig,
-    /// Misroute-estimate rule on the rescorer's weighted estimates (SPEC §5; needs `[rescore]`).
+    /// Misroute-estimate rule on the rescorer's weighted estimates (docs/contract.md#misroute_estimate; needs
+    /// `[rescore]`).
     #[serde(default)]
     pub misroute: crate::alert::misroute::MisrouteRuleConfig,
     /// Hysteresis of the routed-share-deviation alert (targets in `[routing.targets]`).

@@ -1,4 +1,4 @@
-//! Event contracts (v1), SPEC §2.
+//! Event contracts (v1), docs/contract.md#events.
 //!
 //! The Rust mirror of the three committed Avro schemas under `schemas/`. Field order here follows
 //! the schema field order (which the hand-written Avro decoder in [`crate::decode`] relies on).
@@ -266,7 +266,7 @@ impl Stream {
         }
     }
 
-    /// Default topic name from SPEC §2.
+    /// Default topic name (docs/contract.md#topics-keys-and-partitions).
     pub fn default_topic(&self) -> &'static str {
         match self {
             Stream::Routing => "llm.routing-decisions",

@@ -176,8 +176,8 @@ impl<S: Store + 'static> Pipeline<S> {
         }
     }
 
-    /// Sample decisions for rescoring (SPEC §4.4). When `run` returns, every committed sample has
-    /// been scored (or shed) and written.
+    /// Sample decisions for rescoring (docs/contract.md#rescoring-slice). When `run` returns, every committed sample
+    /// has been scored (or shed) and written.
     pub fn with_rescoring(mut self, rescoring: Rescoring) -> Self {
         self.rescoring = Some(rescoring);
         self

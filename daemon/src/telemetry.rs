@@ -20,7 +20,7 @@ pub struct Telemetry {
     /// `tierwatch_events_consumed_total{topic}`: messages read from Kafka and committed.
     consumed: IntCounterVec,
     consumed_cache: LabelCache,
-    /// `tierwatch_events_rejected_total{topic,reason}`: messages dead-lettered (SPEC §2).
+    /// `tierwatch_events_rejected_total{topic,reason}`: messages dead-lettered (docs/contract.md#bad-input).
     rejected: IntCounterVec,
     rejected_cache: LabelCache,
     /// `tierwatch_events_duplicate_total`: events whose event_id was already applied.

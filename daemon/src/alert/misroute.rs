@@ -1,9 +1,9 @@
-//! Misroute estimate (SPEC §5): the rescorer's weighted suspected-misroute rate of a routed-down
-//! tier against a configured ceiling, evaluated each complete UTC day on the rolling 7-day window.
+//! Misroute estimate (docs/contract.md#misroute_estimate): the rescorer's weighted suspected-misroute rate of a
+//! routed-down tier against a configured ceiling, evaluated each complete UTC day on the rolling 7-day window.
 //! Pure: daily estimates in, evaluations out.
 //!
-//! SPEC §5 fires on the **upper** 95% bound exceeding the ceiling: "we cannot rule out that more
-//! than the ceiling is misrouted". That is the warning here; a **critical** needs the lower bound
+//! The **upper** 95% bound exceeding the ceiling means "we cannot rule out that more than the
+//! ceiling is misrouted": that is the warning here; a **critical** needs the lower bound
 //! above the ceiling (more than the ceiling is misrouted, with 95% confidence). A day's sample is
 //! small (2% of a tier's decisions, half of them down-weighted), so its upper bound crosses any
 //! useful ceiling by chance: in the demo's baseline weeks daily upper bounds reached 0.24–0.29 at

@@ -1,4 +1,4 @@
-//! Alerts (SPEC §5): the alert model, the hysteresis engine and webhook delivery.
+//! Alerts (docs/contract.md#alert-rules): the alert model, the hysteresis engine and webhook delivery.
 //!
 //! * This module: the model — [`Severity`], [`AlertState`], one rule's [`Evaluation`]s, the
 //!   [`Hysteresis`] rules and the resulting [`Episode`]s.
@@ -109,7 +109,7 @@ pub struct Evaluation {
     pub threshold: f64,
 }
 
-/// Hysteresis rules (SPEC §5 defaults: warning after 3 consecutive, critical after 2, resolve after
+/// Hysteresis rules (docs/contract.md#lifecycle; defaults: warning after 3 consecutive, critical after 2, resolve after
 /// 2 clean). A count of 0 is treated as 1: a streak of zero evaluations is not a condition.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hysteresis {

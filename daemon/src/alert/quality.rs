@@ -1,5 +1,5 @@
-//! Tier quality regression (SPEC §5): a tier's thumbs-down, failed-deflection or review-error
-//! rate on mature cohorts, daily and rolling 7 days, against the same tier's baseline window —
+//! Tier quality regression (docs/contract.md#tier_quality_regression): a tier's thumbs-down, failed-deflection or
+//! review-error rate on mature cohorts, daily and rolling 7 days, against the same tier's baseline window —
 //! one-sided two-proportion test, Bonferroni-corrected over everything tested, and at least a
 //! relative effect. The same rule on all tiers pooled is the "aggregate quality signal" a
 //! single-model dashboard would have shown; it is computed for comparison, so the per-tier view's

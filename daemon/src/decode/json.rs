@@ -1,4 +1,4 @@
-//! Plain-JSON wire format: a JSON object with the schema's field names (SPEC §2).
+//! Plain-JSON wire format: a JSON object with the schema's field names (docs/contract.md#wire-formats).
 //!
 //! Not Avro's JSON encoding: a null is `null`, a union value is the bare value, an enum is its
 //! symbol string, a timestamp is epoch milliseconds. Optional fields may be absent; unknown fields

@@ -1,4 +1,4 @@
-//! Wire decoding and validation of the three event streams (SPEC §2).
+//! Wire decoding and validation of the three event streams (docs/contract.md#events).
 //!
 //! * [`WireFormat::Avro`]: a bare Avro binary datum written with the committed schema; decoded by
 //!   the hand-written decoder in [`avro`] straight into the structs (no per-call schema work).

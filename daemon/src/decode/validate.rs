@@ -1,4 +1,4 @@
-//! Semantic validation of decoded events (SPEC §2 "What bad input gets").
+//! Semantic validation of decoded events (docs/contract.md#bad-input).
 //!
 //! The first violated constraint wins; the detail names the field and the offending value (never
 //! the raw bytes of a string: a rejected string may hold NUL or be megabytes long).

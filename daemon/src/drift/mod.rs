@@ -1,4 +1,4 @@
-//! Confidence drift (SPEC §4.3): compare each day's (and rolling 7 days') confidence histogram
+//! Confidence drift (docs/contract.md#confidence-drift): compare each day's (and rolling 7 days') confidence histogram
 //! of a classifier version with its frozen reference, and classify the result.
 //!
 //! This module is pure: [`evaluate`] turns histograms into a [`DriftRow`]. [`evaluator`] does the
@@ -16,7 +16,7 @@ use crate::stats::hist::ConfHist;
 use crate::stats::ks::{effective_size, ks_two_sample_with_n_eff};
 use crate::stats::psi::{psi, psi_noise, PsiBins};
 
-/// Drift thresholds and reference settings (`[drift]`). Defaults are SPEC §5's.
+/// Drift thresholds and reference settings (`[drift]`). Defaults: docs/contract.md#confidence_drift.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DriftConfig {

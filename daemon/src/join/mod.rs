@@ -1,4 +1,4 @@
-//! Join and attribution (SPEC §3), one partition at a time.
+//! Join and attribution (docs/contract.md#attribution), one partition at a time.
 //!
 //! The three topics are keyed by conversation id and co-partitioned, so everything needed to join
 //! a conversation lives in one partition's state. [`PartitionJoin`] holds that state, applies

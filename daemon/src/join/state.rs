@@ -10,9 +10,10 @@ use crate::metrics::{Dims, CALIB_CELL_UNKNOWN};
 
 /// One conversation's turns and whatever waits for them.
 ///
-/// A gateway keeps every conversation of the attribution window open (SPEC §8: ≤ 256 bytes each),
-/// and the common one has a few turns and nothing else. So the turns sit in one exact-size
-/// allocation that also carries each decision's event hash (duplicate detection) and drift series
+/// A gateway keeps every conversation of the attribution window open (target ≤ 256 bytes each,
+/// docs/architecture.md#performance-targets), and the common one has a few turns and nothing
+/// else. So the turns sit in one exact-size allocation that also carries each decision's event
+/// hash (duplicate detection) and drift series
 /// (the drift histograms' per-day conversation count), and everything rarer — feedback hashes,
 /// parked outcomes, entries of older state — sits behind one optional box.
 ///

@@ -1,4 +1,4 @@
-//! Every attribution rule of SPEC §3, checked on hand-computed expectations.
+//! Every attribution rule of docs/contract.md#attribution, checked on hand-computed expectations.
 
 use super::*;
 use std::collections::BTreeMap;

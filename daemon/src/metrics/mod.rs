@@ -83,7 +83,7 @@ pub struct QualityKey {
     pub dims: Arc<Dims>,
 }
 
-/// Additive counters of one quality row (SPEC §4.1).
+/// Additive counters of one quality row (docs/contract.md#per-tier-quality).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QualityDelta {
     pub decisions: i64,
@@ -128,7 +128,7 @@ pub struct HumanKey {
     pub channel: String,
 }
 
-/// Additive counters of the human-support ledger (SPEC §4.2, the other teams' side).
+/// Additive counters of the human-support ledger (docs/contract.md#deflection-ledger, the other teams' side).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct HumanDelta {
     pub tickets_opened: i64,
@@ -175,7 +175,7 @@ impl OrphanKind {
     }
 }
 
-/// A confidence signal tracked for drift (SPEC §4.3).
+/// A confidence signal tracked for drift (docs/contract.md#confidence-drift).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Signal {
     /// PRE_ROUTE: the router classifier's probability that the query is simple.

@@ -1,4 +1,4 @@
-//! The rescorer (SPEC §4.4): a local ONNX classifier giving p_complex, the probability that a
+//! The rescorer (docs/contract.md#rescoring-slice): a local ONNX classifier giving p_complex, the probability that a
 //! query needs the capable tier, for the sampled slice of decisions.
 //!
 //! * [`features`]: hashed word/char n-gram features, bit-compatible with `training/featurize.py`.

@@ -1,8 +1,8 @@
 //! Rescoring off the hot path: a hot-reloadable [`ModelHandle`] and a [`RescorePool`] of worker
 //! threads behind a bounded queue.
 //!
-//! Ingestion must never wait for the rescorer (SPEC §8): [`RescorePool::try_submit`] returns the
-//! job when the queue is full and the caller counts it as shed (its sampling weight is then not
+//! Ingestion must never wait for the rescorer (docs/architecture.md#performance-targets): [`RescorePool::try_submit`]
+//! returns the job when the queue is full and the caller counts it as shed (its sampling weight is then not
 //! realised, which the caller must account for, e.g. by not recording the decision as sampled).
 //! Workers take up to `batch_size` queued jobs at a time, score them with the model current at
 //! that moment, and send one [`Outcome`] per job to a tokio unbounded channel (never blocks).

@@ -1,5 +1,5 @@
-//! The rescoring slice inside the daemon (SPEC §4.4): which decisions the pipeline samples, how
-//! their scores come back, and how nothing is lost or counted twice.
+//! The rescoring slice inside the daemon (docs/architecture.md#the-rescoring-slice): which decisions the pipeline
+//! samples, how their scores come back, and how nothing is lost or counted twice.
 //!
 //! * On the hot path [`Rescoring::sample`] decides (deterministically in `event_id`) and builds the
 //!   sample row; the row is committed **with the batch** that applied the decision, as `pending`.

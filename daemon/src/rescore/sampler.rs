@@ -1,4 +1,4 @@
-//! Long-tail oversampling of routing decisions for rescoring and review (SPEC §4.4).
+//! Long-tail oversampling of routing decisions for rescoring and review (docs/contract.md#rescoring-slice).
 //!
 //! Each decision is sampled with probability `p = min(1, base_rate × boost)`, where
 //! `boost = (low_margin_boost if |confidence − threshold| < low_margin_band) × (ood_boost if
@@ -17,7 +17,7 @@
 //! its exact `p` (hence `w`) needs it. Above it the item is out whatever the score, which is the
 //! common case (≈ 1 − base_rate × low-margin boost × ood_boost of the traffic).
 //!
-//! The caller decides eligibility: SPEC §4.4 samples "each decision with query text", so decisions
+//! The caller decides eligibility: only decisions with query text are eligible, so decisions
 //! without text (redacted) should not be offered (they cannot be rescored).
 
 use serde::{Deserialize, Serialize};

@@ -1,4 +1,4 @@
-//! The simulator's three streams straight to Kafka: keyed like the gateway's (SPEC §2: the
+//! The simulator's three streams straight to Kafka: keyed like the gateway's (docs/contract.md#events: the
 //! conversation id, the ticket id for an unlinked ticket), partitioned with the Java client's
 //! murmur2 hash so the simulator lands on the same partitions a real gateway's producers would,
 //! and only onto topics that are co-partitioned (same partition count) — otherwise the daemon

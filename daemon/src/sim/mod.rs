@@ -1,5 +1,5 @@
-//! Deterministic scenario simulator (SPEC §7): the three event streams of an LLM support agent
-//! behind a router, plus the ground truth the streams never carry.
+//! Deterministic scenario simulator (docs/architecture.md#reference-scenarios): the three event streams of an LLM
+//! support agent behind a router, plus the ground truth the streams never carry.
 //!
 //! Same [`SimConfig`] (seed included) → byte-identical events, files and ground truth, on a given
 //! platform (see [`rng`] for the libm caveat). Every conversation draws from its own generator
@@ -73,7 +73,7 @@
 //! # Measured (seed 42, 1500 conversations/day, 140 days)
 //! Reproduce with `cargo test -p tierwatch --release --lib sim::tests::report -- --ignored
 //! --nocapture` (`SIM_PER_DAY`, `SIM_SEED`, `SIM_DRIFT` override), which also re-implements the
-//! SPEC §5 rules on the 7-day windows against weeks 1–2:
+//! alert rules (docs/contract.md#alert-rules) on the 7-day windows against weeks 1–2:
 //! * Baseline thumbs-down ≈ 2.7 per 1000 decisions (≈ 4.5–5 by week 17 of postmortem).
 //! * Failed deflections (linked ticket within 72 h, per conversation and tier): cheap 4.8%,
 //!   capable 9.8%, pooled 6.5% in weeks 1–2; postmortem week 16: cheap 11.0%, capable 7.6%,
@@ -115,7 +115,7 @@ pub const FEEDBACK_FILE: &str = "feedback";
 pub const TICKETS_FILE: &str = "support_tickets";
 pub const TRUTH_FILE: &str = "ground_truth.jsonl";
 
-/// A named reference scenario (SPEC §7).
+/// A named reference scenario (docs/architecture.md#reference-scenarios).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
@@ -382,8 +382,8 @@ impl Iterator for DayIter<'_> {
     }
 }
 
-/// The Kafka message key of an event (SPEC §2): `conversation_id`, or `ticket_id` for an
-/// unlinked ticket.
+/// The Kafka message key of an event (docs/contract.md#topics-keys-and-partitions): `conversation_id`, or `ticket_id`
+/// for an unlinked ticket.
 pub fn message_key(ev: &Event) -> &str {
     match ev {
         Event::Ticket(t) => t.conversation_id.as_deref().unwrap_or(&t.ticket_id),

@@ -18,7 +18,7 @@ fn decisions(sim: &Simulation) -> impl Iterator<Item = &RoutingDecision> {
 
 const DAY_MS: i64 = 86_400_000;
 
-/// Per-day analysis with the daemon's semantics (SPEC §3), computed independently here.
+/// Per-day analysis with the daemon's semantics (docs/contract.md#attribution), computed independently here.
 #[derive(Default)]
 struct DayStats {
     conf: ConfHist,
@@ -425,7 +425,7 @@ fn files_decode_back_to_the_same_events() {
     assert_eq!(truth, sim.truth);
 }
 
-/// Measured rates and a re-implementation of the alert rules (SPEC §5) on the simulated streams:
+/// Measured rates and a re-implementation of the alert rules (docs/contract.md#alert-rules) on the simulated streams:
 /// `cargo test -p tierwatch --release --lib sim::tests::report -- --ignored --nocapture`.
 #[test]
 #[ignore]

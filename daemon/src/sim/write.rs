@@ -1,4 +1,4 @@
-//! File writers: plain JSON Lines (SPEC §2 JSON wire format, one object per line) or Avro object
+//! File writers: plain JSON Lines (docs/contract.md#wire-formats, one object per line) or Avro object
 //! container files with the committed schemas; ground truth always as JSON Lines.
 //!
 //! Files in `dir`: `routing_decisions.{jsonl,avro}`, `feedback.{jsonl,avro}`,

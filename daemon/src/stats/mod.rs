@@ -1,5 +1,5 @@
-//! Pure statistics for drift and quality alerts (SPEC §4.3, §5): no I/O, no clocks, no panics on
-//! data.
+//! Pure statistics for drift and quality alerts (docs/contract.md#confidence-drift, #alert-rules): no I/O, no clocks,
+//! no panics on data.
 //!
 //! * [`hist`]: [`ConfHist`], the exact mergeable 10001-bin histogram of confidences at 1e-4
 //!   resolution (why a flat array is fine: see its module docs).
@@ -10,7 +10,7 @@
 //!   noise level.
 //! * [`weighted`]: the mergeable weighted proportion (Hájek estimator, Kish and linearization
 //!   effective sizes, Wilson interval at a fractional effective size) of the rescoring slice
-//!   (SPEC §4.4); oracle: `tools/oracle/weighted_fixtures.py`.
+//!   (docs/contract.md#rescoring-slice); oracle: `tools/oracle/weighted_fixtures.py`.
 //! * This module: Wilson score intervals, the one-sided pooled two-proportion z test, Bonferroni.
 //!
 //! Checked against scipy by fixtures generated with `tools/oracle/stats_fixtures.py` (committed

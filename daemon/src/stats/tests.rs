@@ -15,7 +15,7 @@ use super::psi::{psi, psi_noise, PsiBins, DEFAULT_PSI_BINS, DEFAULT_PSI_FLOOR};
 use super::{bonferroni, two_proportion_one_sided, wilson, wilson95, Z95};
 
 // ---------------------------------------------------------------------------------------------
-// Tolerances. The contract (SPEC §4.3) is D to 1e-12 and p to 1e-3 absolute for n, m ≥ 500; the
+// Tolerances. The contract (docs/contract.md#confidence-drift) is D to 1e-12 and p to 1e-3 absolute for n, m ≥ 500; the
 // tighter bounds are what this implementation achieves against scipy 1.15 and are asserted so a
 // regression shows.
 const D_TOL: f64 = 1e-12;
@@ -431,8 +431,8 @@ fn psi_bins_edge_rule() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Large-n discipline (SPEC §5): with millions of samples every tiny shift is "significant"; the
-// effect size D is what separates them.
+// Large-n discipline (docs/contract.md#confidence-drift): with millions of samples every tiny shift is "significant";
+// the effect size D is what separates them.
 
 #[test]
 fn large_n_tiny_shift_is_significant_but_small() {

@@ -1,5 +1,5 @@
-//! Weighted proportions for an oversampled slice (SPEC §4.4): the Hájek estimator of a population
-//! share from a Poisson sample with inclusion probabilities `p_i` and weights `w_i = 1/p_i`.
+//! Weighted proportions for an oversampled slice (docs/contract.md#rescoring-slice): the Hájek estimator of a
+//! population share from a Poisson sample with inclusion probabilities `p_i` and weights `w_i = 1/p_i`.
 //!
 //! An oversampled slice is a biased sample by design (low-margin and out-of-distribution queries
 //! are drawn up to `boost` times more often), so its plain share of positives is *not* the
@@ -9,7 +9,7 @@
 //! R̂ = Σ w·y / Σ w                      (Hájek: a ratio, so it never leaves [0, 1])
 //! ```
 //!
-//! **Interval.** SPEC §4.4 asks for "an interval from Kish's effective sample size"
+//! **Interval.** The textbook choice is an interval from Kish's effective sample size
 //! `n_Kish = (Σw)² / Σw²`. Kish's formula assumes the weights are unrelated to `y`; here they are
 //! not (we oversample exactly where misroutes concentrate), so the interval uses the effective
 //! size implied by the linearization (Taylor) variance of the ratio instead:
@@ -123,7 +123,7 @@ impl WeightedProportion {
         wilson_at(self.rate()?, self.n_eff_interval()?, Z95)
     }
 
-    /// Wilson at `(R̂, n_Kish)`: the interval SPEC §4.4 names, kept for comparison (it is what the
+    /// Wilson at `(R̂, n_Kish)`: the textbook interval, kept for comparison (it is what the
     /// coverage test measures against [`Self::interval95`]).
     pub fn kish_interval95(&self) -> Option<(f64, f64)> {
         wilson_at(self.rate()?, self.n_eff()?, Z95)

@@ -321,7 +321,7 @@ pub struct PartitionCommit {
     pub conf: Vec<(ConfKey, ConfDelta)>,
 }
 
-/// A sampled decision for the rescoring slice (SPEC §4.4), stored in `tw_rescore_samples` as
+/// A sampled decision for the rescoring slice (docs/contract.md#rescoring-slice), stored in `tw_rescore_samples` as
 /// `pending` by the commit of the batch that carried the decision.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RescoreSample {

@@ -1,4 +1,4 @@
-//! Embedded SQLite store: the try-it-without-servers default (SPEC §1). Same tables, same
+//! Embedded SQLite store: the try-it-without-servers default (docs/architecture.md#stores). Same tables, same
 //! views and the same commit semantics as [`super::postgres::PgStore`]; the schema lives in
 //! `migrations/sqlite/` (time as epoch-ms integers internally, ISO-8601 text in the views).
 //!
