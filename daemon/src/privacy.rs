@@ -21,33 +21,42 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{ConfigError, TextPrivacy};
+use crate::config::{invalid, ConfigError, Validate};
 use crate::secret::Secret;
 use crate::store::Store;
 
+/// How much of a query's text is kept (the review queue's `rescore.store_text`, the dead
+/// letters' `privacy.dead_letter_text`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TextPrivacy {
+    /// The query text as received.
+    #[default]
+    Full,
+    /// A keyed hash of the text (`hash_key`): equal queries can be grouped, not read.
+    Hashed,
+    /// Neither text nor hash.
+    None,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PrivacyConfig {
     /// What dead letters keep of a routing decision's query text: `full` (the raw message
     /// prefix), `hashed` (JSON: `query_text` replaced by its keyed hash; other formats: no bytes)
     /// or `none` (JSON: `query_text` removed; other formats: no bytes). Default: the review
     /// queue's `rescore.store_text` when `[rescore]` is configured, else `full`.
-    #[serde(default)]
     pub dead_letter_text: Option<TextPrivacy>,
     /// Key of the hash for `dead_letter_text = "hashed"`; defaults to `rescore.hash_key`.
-    #[serde(default)]
     pub hash_key: Secret,
     /// Dead letters are deleted this many days after they were written. Absent: kept forever.
-    #[serde(default)]
     pub dead_letter_retention_days: Option<f64>,
     /// Review-queue rows (sampled decisions, with their text, hash, score and review label) are
     /// deleted this many days after they were inserted; their weight leaves
     /// `rescore_estimates_daily` with them, so keep it longer than the days you want estimated.
     /// Absent: kept forever.
-    #[serde(default)]
     pub review_retention_days: Option<f64>,
     /// Seconds between two runs of the retention task.
-    #[serde(default = "default_retention_interval")]
     pub retention_interval_seconds: f64,
 }
 
@@ -58,38 +67,37 @@ impl Default for PrivacyConfig {
             hash_key: Secret::default(),
             dead_letter_retention_days: None,
             review_retention_days: None,
-            retention_interval_seconds: default_retention_interval(),
+            retention_interval_seconds: 3600.0,
         }
     }
 }
 
-fn default_retention_interval() -> f64 {
-    3600.0
-}
-
-impl PrivacyConfig {
-    /// Check the section, given the review queue's setting and key (`[rescore]`, if any).
-    pub fn validate(&self, rescore: Option<(TextPrivacy, &str)>) -> Result<(), ConfigError> {
-        let invalid = |key: &str, reason: &str| ConfigError::Invalid { key: key.into(), reason: reason.into() };
-        if self.scrubber(rescore).mode == TextPrivacy::Hashed && self.key(rescore).is_empty() {
-            return Err(invalid(
-                "privacy.hash_key",
-                "must be set (or rescore.hash_key) when dead letters keep hashed query text",
-            ));
-        }
+impl Validate for PrivacyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         for (key, v) in [
             ("privacy.dead_letter_retention_days", self.dead_letter_retention_days),
             ("privacy.review_retention_days", self.review_retention_days),
         ] {
-            if let Some(v) = v {
-                if !(v.is_finite() && v > 0.0) {
-                    return Err(invalid(key, "must be a positive number of days"));
-                }
+            if v.is_some_and(|v| !(v.is_finite() && v > 0.0)) {
+                return Err(invalid(key, "must be a positive number of days"));
             }
         }
         let s = self.retention_interval_seconds;
         if !(s.is_finite() && s > 0.0) {
             return Err(invalid("privacy.retention_interval_seconds", "must be a positive number of seconds"));
+        }
+        Ok(())
+    }
+}
+
+impl PrivacyConfig {
+    /// The check that needs `[rescore]` too: hashed dead letters need a key from one of them.
+    pub fn validate_key(&self, rescore: Option<(TextPrivacy, &str)>) -> Result<(), ConfigError> {
+        if self.scrubber(rescore).mode == TextPrivacy::Hashed && self.key(rescore).is_empty() {
+            return Err(invalid(
+                "privacy.hash_key",
+                "must be set (or rescore.hash_key) when dead letters keep hashed query text",
+            ));
         }
         Ok(())
     }
@@ -258,12 +266,12 @@ mod tests {
         assert_eq!(p.scrubber(Some((TextPrivacy::None, ""))).mode, TextPrivacy::None);
         assert_eq!(p.scrubber(Some((TextPrivacy::Hashed, "rk"))).key, "rk");
         let err = PrivacyConfig { dead_letter_text: Some(TextPrivacy::Hashed), ..Default::default() }
-            .validate(None)
+            .validate_key(None)
             .unwrap_err()
             .to_string();
         assert!(err.contains("privacy.hash_key"), "{err}");
         let err = PrivacyConfig { review_retention_days: Some(0.0), ..Default::default() }
-            .validate(None)
+            .validate()
             .unwrap_err()
             .to_string();
         assert!(err.contains("privacy.review_retention_days"), "{err}");

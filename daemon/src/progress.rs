@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{invalid, ConfigError};
+use crate::config::{invalid, ConfigError, Validate};
 
 /// Join-state key under which a partition's per-topic progress is persisted (next to the
 /// conversations and tickets; the join ignores keys it does not know).
@@ -51,8 +51,8 @@ impl Default for WatermarkConfig {
     }
 }
 
-impl WatermarkConfig {
-    pub fn validate(&self) -> Result<(), ConfigError> {
+impl Validate for WatermarkConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         if !(self.idle_partition_seconds.is_finite() && self.idle_partition_seconds > 0.0) {
             return Err(invalid("watermark.idle_partition_seconds", "must be a positive number of seconds"));
         }
@@ -61,6 +61,9 @@ impl WatermarkConfig {
         }
         Ok(())
     }
+}
+
+impl WatermarkConfig {
 
     pub fn idle_after(&self) -> Duration {
         Duration::from_secs_f64(self.idle_partition_seconds)

@@ -16,61 +16,43 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Evaluation, Hysteresis, Severity};
+use crate::config::{invalid, ConfigError, Validate};
 use crate::metrics::DAY_MS;
 
 pub const KIND: &str = "misroute_estimate";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct MisrouteRuleConfig {
     /// Ceiling on a routed-down tier's suspected-misroute rate (share of its decisions the
     /// rescorer judges complex): warning when the upper 95% bound exceeds it, critical when the
     /// lower bound does.
-    #[serde(default = "d_ceiling")]
     pub ceiling: f64,
     /// Scored samples a 7-day window needs before it is judged (a handful gives a uselessly wide
     /// interval).
-    #[serde(default = "d_min_scored")]
     pub min_scored: u64,
     /// A window whose 95% interval is wider than this is not judged: an upper bound says
     /// something only once the interval is narrow. Measured on the control scenario at 500
     /// conversations a day (7-day windows of ~230 samples, widths ~0.11), the upper bound alone
     /// crossed a 0.2 ceiling several times at a true rate near 0.09.
-    #[serde(default = "d_max_width")]
     pub max_interval_width: f64,
     /// Consecutive days at warning (or worse) before a warning fires.
-    #[serde(default = "d_after")]
     pub warning_after: u32,
     /// Consecutive days at critical before it fires or escalates.
-    #[serde(default = "d_after")]
     pub critical_after: u32,
     /// Consecutive clean days before it resolves.
-    #[serde(default = "d_after")]
     pub resolve_after: u32,
-}
-
-fn d_ceiling() -> f64 {
-    0.2
-}
-fn d_min_scored() -> u64 {
-    200
-}
-fn d_max_width() -> f64 {
-    0.1
-}
-fn d_after() -> u32 {
-    2
 }
 
 impl Default for MisrouteRuleConfig {
     fn default() -> Self {
         Self {
-            ceiling: d_ceiling(),
-            min_scored: d_min_scored(),
-            max_interval_width: d_max_width(),
-            warning_after: d_after(),
-            critical_after: d_after(),
-            resolve_after: d_after(),
+            ceiling: 0.2,
+            min_scored: 200,
+            max_interval_width: 0.1,
+            warning_after: 2,
+            critical_after: 2,
+            resolve_after: 2,
         }
     }
 }
@@ -83,19 +65,15 @@ impl MisrouteRuleConfig {
             resolve_after: self.resolve_after,
         }
     }
+}
 
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+impl Validate for MisrouteRuleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         if !(self.max_interval_width.is_finite() && self.max_interval_width > 0.0) {
-            return Err(crate::config::ConfigError::Invalid {
-                key: "alerts.misroute.max_interval_width".into(),
-                reason: "must be a positive width".into(),
-            });
+            return Err(invalid("alerts.misroute.max_interval_width", "must be a positive width"));
         }
         if !(self.ceiling.is_finite() && self.ceiling > 0.0 && self.ceiling < 1.0) {
-            return Err(crate::config::ConfigError::Invalid {
-                key: "alerts.misroute.ceiling".into(),
-                reason: "must be in (0, 1)".into(),
-            });
+            return Err(invalid("alerts.misroute.ceiling", "must be in (0, 1)"));
         }
         Ok(())
     }

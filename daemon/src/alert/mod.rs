@@ -10,6 +10,7 @@
 //!   outbox written with each transition, retried with backoff (across restarts), firing alerts
 //!   re-posted to Alertmanager periodically; it never slows ingestion.
 
+pub mod config;
 pub mod engine;
 pub mod misroute;
 pub mod outbox;
@@ -22,6 +23,7 @@ mod engine_tests;
 #[cfg(test)]
 mod webhook_tests;
 
+pub use config::AlertsConfig;
 pub use engine::{episode_id, episodes, firing};
 pub use outbox::{webhook_key, OutboxRow, OutboxStore};
 pub use webhook::{

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{Evaluation, Severity};
+use crate::config::{invalid, ConfigError, Validate};
 use crate::metrics::DAY_MS;
 use crate::stats::{bonferroni, two_proportion_one_sided};
 
@@ -19,7 +20,7 @@ pub const AGGREGATE_KIND: &str = "aggregate_quality_regression";
 pub const ALL_TIERS: &str = "all";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct QualityRuleConfig {
     /// First day (UTC) of the baseline window; with `baseline_to`. Default: each tier's first
     /// `baseline_days` mature days.
@@ -27,33 +28,15 @@ pub struct QualityRuleConfig {
     /// Last day (inclusive) of the baseline window.
     pub baseline_to: Option<chrono::NaiveDate>,
     /// Mature days that form the default baseline.
-    #[serde(default = "d_baseline_days")]
     pub baseline_days: u32,
     /// Family-wise significance level, split (Bonferroni) over tiers × metrics × windows.
-    #[serde(default = "d_alpha")]
     pub alpha: f64,
     /// Minimum relative increase over the baseline rate (0.2 = +20%).
-    #[serde(default = "d_rel")]
     pub min_relative_increase: f64,
     /// Consecutive regressed evaluations before the alert fires.
-    #[serde(default = "d_after")]
     pub fire_after: u32,
     /// Consecutive clean evaluations before it resolves.
-    #[serde(default = "d_after")]
     pub resolve_after: u32,
-}
-
-fn d_baseline_days() -> u32 {
-    14
-}
-fn d_alpha() -> f64 {
-    0.001
-}
-fn d_rel() -> f64 {
-    0.2
-}
-fn d_after() -> u32 {
-    2
 }
 
 impl Default for QualityRuleConfig {
@@ -61,11 +44,11 @@ impl Default for QualityRuleConfig {
         Self {
             baseline_from: None,
             baseline_to: None,
-            baseline_days: d_baseline_days(),
-            alpha: d_alpha(),
-            min_relative_increase: d_rel(),
-            fire_after: d_after(),
-            resolve_after: d_after(),
+            baseline_days: 14,
+            alpha: 0.001,
+            min_relative_increase: 0.2,
+            fire_after: 2,
+            resolve_after: 2,
         }
     }
 }
@@ -78,6 +61,24 @@ impl QualityRuleConfig {
             critical_after: self.fire_after,
             resolve_after: self.resolve_after,
         }
+    }
+}
+
+impl Validate for QualityRuleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.baseline_from.is_some() != self.baseline_to.is_some() || self.baseline_from > self.baseline_to {
+            return Err(invalid("alerts.quality.baseline_to", "set both baseline dates, the second not before the first"));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(invalid("alerts.quality.alpha", "must be in (0, 1)"));
+        }
+        if !(self.min_relative_increase >= 0.0 && self.min_relative_increase.is_finite()) {
+            return Err(invalid("alerts.quality.min_relative_increase", "must be ≥ 0"));
+        }
+        if self.baseline_days == 0 || self.fire_after == 0 || self.resolve_after == 0 {
+            return Err(invalid("alerts.quality", "baseline_days, fire_after and resolve_after must be ≥ 1"));
+        }
+        Ok(())
     }
 }
 

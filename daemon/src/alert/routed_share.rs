@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Evaluation, Hysteresis, Severity};
 use crate::drift::DriftRow;
+use crate::config::{invalid, ConfigError, Validate};
 use crate::metrics::DAY_MS;
 
 pub const KIND: &str = "routed_share_deviation";
@@ -25,6 +26,34 @@ pub const KIND: &str = "routed_share_deviation";
 /// The rolling window the rule judges (the drift evaluator's `7d` rows).
 pub const WINDOW: &str = "7d";
 pub const WINDOW_DAYS: i64 = 7;
+
+/// `[routing]`: the intended behaviour of the routers, compared with the observed one.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Per classifier_version, the share of decisions the router was calibrated to send off the
+    /// capable tier and the tolerance around it: `[routing.targets."router-2026-01"]` with
+    /// `cheap_share = 0.62` and optionally `tolerance = 0.05`. Versions without an entry have no
+    /// target (`confidence_drift_daily.cheap_share_target` is NULL, no alert).
+    pub targets: BTreeMap<String, RoutedShareTarget>,
+}
+
+impl Validate for RoutingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (cv, t) in &self.targets {
+            if cv.is_empty() {
+                return Err(invalid("routing.targets", "a classifier_version key must not be empty"));
+            }
+            if !(t.cheap_share.is_finite() && t.cheap_share > 0.0 && t.cheap_share < 1.0) {
+                return Err(invalid(&format!("routing.targets.{cv}.cheap_share"), "must be in (0, 1)"));
+            }
+            if !(t.tolerance.is_finite() && t.tolerance > 0.0 && t.tolerance <= 0.5) {
+                return Err(invalid(&format!("routing.targets.{cv}.tolerance"), "must be in (0, 0.5]"));
+            }
+        }
+        Ok(())
+    }
+}
 
 /// What a router was calibrated to do: one entry of `[routing.targets]`, keyed by
 /// classifier_version.
@@ -48,41 +77,21 @@ impl RoutedShareTarget {
     pub fn band(&self) -> (f64, f64) {
         (self.cheap_share - self.tolerance, self.cheap_share + self.tolerance)
     }
-
-    /// An error naming the offending key under `key` (the entry's configuration key).
-    pub fn validate(&self, key: &str) -> Result<(), crate::config::ConfigError> {
-        if !(self.cheap_share.is_finite() && self.cheap_share > 0.0 && self.cheap_share < 1.0) {
-            return Err(crate::config::invalid(&format!("{key}.cheap_share"), "must be in (0, 1)"));
-        }
-        if !(self.tolerance.is_finite() && self.tolerance > 0.0 && self.tolerance <= 0.5) {
-            return Err(crate::config::invalid(&format!("{key}.tolerance"), "must be in (0, 0.5]"));
-        }
-        Ok(())
-    }
 }
 
 /// `[alerts.routed_share]`: the hysteresis of the `routed_share_deviation` alert.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct RoutedShareRuleConfig {
     /// Consecutive days whose 7-day interval lies outside the band before the alert fires.
-    #[serde(default = "d_fire_after")]
     pub fire_after: u32,
     /// Consecutive days whose interval reaches into the band before it resolves.
-    #[serde(default = "d_resolve_after")]
     pub resolve_after: u32,
-}
-
-fn d_fire_after() -> u32 {
-    3
-}
-fn d_resolve_after() -> u32 {
-    2
 }
 
 impl Default for RoutedShareRuleConfig {
     fn default() -> Self {
-        Self { fire_after: d_fire_after(), resolve_after: d_resolve_after() }
+        Self { fire_after: 3, resolve_after: 2 }
     }
 }
 
@@ -92,10 +101,12 @@ impl RoutedShareRuleConfig {
     pub fn hysteresis(&self) -> Hysteresis {
         Hysteresis { warning_after: self.fire_after, critical_after: u32::MAX, resolve_after: self.resolve_after }
     }
+}
 
-    pub fn validate(&self) -> Result<(), crate::config::ConfigError> {
+impl Validate for RoutedShareRuleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
         if self.fire_after == 0 || self.resolve_after == 0 {
-            return Err(crate::config::invalid("alerts.routed_share", "fire_after and resolve_after must be ≥ 1"));
+            return Err(invalid("alerts.routed_share", "fire_after and resolve_after must be ≥ 1"));
         }
         Ok(())
     }
@@ -299,13 +310,12 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let bad = RoutedShareTarget { cheap_share: 1.0, tolerance: 0.05 };
-        let err = bad.validate("routing.targets.v1").unwrap_err().to_string();
+        let routing = |t: RoutedShareTarget| RoutingConfig { targets: [("v1".to_string(), t)].into_iter().collect() };
+        let err = routing(RoutedShareTarget { cheap_share: 1.0, tolerance: 0.05 }).validate().unwrap_err().to_string();
         assert!(err.contains("routing.targets.v1.cheap_share"), "{err}");
-        let bad = RoutedShareTarget { cheap_share: 0.6, tolerance: 0.6 };
-        let err = bad.validate("routing.targets.v1").unwrap_err().to_string();
+        let err = routing(RoutedShareTarget { cheap_share: 0.6, tolerance: 0.6 }).validate().unwrap_err().to_string();
         assert!(err.contains("routing.targets.v1.tolerance"), "{err}");
-        assert!(target().validate("k").is_ok());
+        assert!(routing(target()).validate().is_ok());
         assert!(RoutedShareRuleConfig { fire_after: 0, resolve_after: 2 }.validate().is_err());
     }
 }

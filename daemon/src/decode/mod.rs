@@ -24,10 +24,11 @@ pub use encode::{encode, to_avro_value, try_encode};
 pub use validate::{now_ms, validate, validate_with, FieldLimits, MAX_HANDLE_MINUTES, MIN_TS_MS};
 
 /// How a topic's payloads are encoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WireFormat {
-    /// Bare Avro binary datum with the local (committed) schema.
+    /// Bare Avro binary datum with the local (committed) schema (the default).
+    #[default]
     Avro,
     /// Confluent framing: magic byte 0, 4-byte big-endian schema id, Avro datum.
     Confluent,

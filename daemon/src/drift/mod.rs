@@ -12,145 +12,89 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::alert::Severity;
+use crate::config::{first_problem, ConfigError, Validate};
 use crate::stats::hist::ConfHist;
 use crate::stats::ks::{effective_size, ks_two_sample_with_n_eff};
 use crate::stats::psi::{psi, psi_noise, PsiBins};
 
 /// Drift thresholds and reference settings (`[drift]`). Defaults: docs/contract.md#confidence_drift.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct DriftConfig {
     /// Evaluate only windows with at least this many decisions (current window).
-    #[serde(default = "d_min_n")]
     pub min_n: u64,
     /// Warning when KS D ≥ this (with p < `ks_p_max`): the classifier is leaving its range.
-    #[serde(default = "d_warn_d")]
     pub warning_ks_d: f64,
     /// Critical when KS D ≥ this (with p < `ks_p_max`).
-    #[serde(default = "d_crit_d")]
     pub critical_ks_d: f64,
     /// Significance gate for the KS rules.
-    #[serde(default = "d_p")]
     pub ks_p_max: f64,
     /// Warning when PSI ≥ max(this, the no-drift noise level).
-    #[serde(default = "d_warn_psi")]
     pub warning_psi: f64,
     /// Critical when PSI ≥ max(this, the no-drift noise level).
-    #[serde(default = "d_crit_psi")]
     pub critical_psi: f64,
     /// Quantile of χ²(B−1) for the PSI noise level (1/n + 1/m)·χ²_q(B−1).
-    #[serde(default = "d_noise_q")]
     pub psi_noise_quantile: f64,
     /// PSI bins (edges at the reference's quantiles, frozen with the reference).
-    #[serde(default = "d_bins")]
     pub psi_bins: usize,
     /// PSI share floor.
-    #[serde(default = "d_floor")]
     pub psi_floor: f64,
     /// Reference files per classifier version: `"clf-2026-01" = "refs/clf-2026-01.txt"` (one
     /// confidence per line, a CSV whose first column is the confidence, or a histogram written by
     /// `tierwatch reference build`). Versions without a file use their first `baseline_days`.
-    #[serde(default)]
     pub reference_files: BTreeMap<String, String>,
     /// Baseline date ranges of the stream per classifier version, used instead of the first
     /// `baseline_days`: `"clf-2026-01" = { from = "2026-01-05", to = "2026-01-11" }` (UTC, inclusive).
-    #[serde(default)]
     pub reference_windows: BTreeMap<String, DateRange>,
     /// Days (complete UTC days, starting with the first day a version is seen) that form the
     /// reference of a classifier version that has no reference file.
-    #[serde(default = "d_baseline_days")]
     pub baseline_days: u32,
     /// Seconds between evaluation passes.
-    #[serde(default = "d_every")]
     pub evaluate_every_seconds: u64,
     /// Complete days (back from the watermark) every pass re-evaluates from the stored histograms;
     /// late data older than this no longer changes drift rows or alert episodes. A backfill or the
     /// demo sets it to cover the whole replayed period.
-    #[serde(default = "d_lookback_days")]
     pub lookback_days: u32,
     /// Hysteresis: consecutive warning evaluations before a warning fires.
-    #[serde(default = "d_warn_after")]
     pub warning_after: u32,
     /// Hysteresis: consecutive critical evaluations before a critical fires.
-    #[serde(default = "d_crit_after")]
     pub critical_after: u32,
     /// Hysteresis: consecutive clean evaluations before an alert resolves.
-    #[serde(default = "d_resolve_after")]
     pub resolve_after: u32,
-}
-
-fn d_min_n() -> u64 {
-    500
-}
-fn d_warn_d() -> f64 {
-    0.02
-}
-fn d_crit_d() -> f64 {
-    0.1
-}
-fn d_p() -> f64 {
-    0.001
-}
-fn d_warn_psi() -> f64 {
-    0.1
-}
-fn d_crit_psi() -> f64 {
-    0.25
-}
-fn d_noise_q() -> f64 {
-    0.999
-}
-fn d_bins() -> usize {
-    10
-}
-fn d_floor() -> f64 {
-    1e-4
-}
-fn d_baseline_days() -> u32 {
-    7
-}
-fn d_every() -> u64 {
-    30
-}
-fn d_lookback_days() -> u32 {
-    60
-}
-fn d_warn_after() -> u32 {
-    3
-}
-fn d_crit_after() -> u32 {
-    2
-}
-fn d_resolve_after() -> u32 {
-    2
 }
 
 impl Default for DriftConfig {
     fn default() -> Self {
         Self {
-            min_n: d_min_n(),
-            warning_ks_d: d_warn_d(),
-            critical_ks_d: d_crit_d(),
-            ks_p_max: d_p(),
-            warning_psi: d_warn_psi(),
-            critical_psi: d_crit_psi(),
-            psi_noise_quantile: d_noise_q(),
-            psi_bins: d_bins(),
-            psi_floor: d_floor(),
+            min_n: 500,
+            warning_ks_d: 0.02,
+            critical_ks_d: 0.1,
+            ks_p_max: 0.001,
+            warning_psi: 0.1,
+            critical_psi: 0.25,
+            psi_noise_quantile: 0.999,
+            psi_bins: 10,
+            psi_floor: 1e-4,
             reference_files: BTreeMap::new(),
             reference_windows: BTreeMap::new(),
-            baseline_days: d_baseline_days(),
-            evaluate_every_seconds: d_every(),
-            lookback_days: d_lookback_days(),
-            warning_after: d_warn_after(),
-            critical_after: d_crit_after(),
-            resolve_after: d_resolve_after(),
+            baseline_days: 7,
+            evaluate_every_seconds: 30,
+            lookback_days: 60,
+            warning_after: 3,
+            critical_after: 2,
+            resolve_after: 2,
         }
     }
 }
 
+impl Validate for DriftConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        first_problem(self.problems())
+    }
+}
+
 impl DriftConfig {
-    /// Problems as (key, reason).
+    /// Every invalid key with the reason (empty when valid).
     pub fn problems(&self) -> Vec<(String, String)> {
         let mut out = vec![];
         let mut check = |key: &str, ok: bool, reason: &str| {

@@ -17,6 +17,7 @@
 //! `[batch]`); `NAME.json` next to it is the sidecar (see `training/README.md` for the format and
 //! how the committed `models/rescorer.onnx` was trained).
 
+pub mod config;
 pub mod features;
 pub mod model;
 pub mod pool;
@@ -25,6 +26,7 @@ pub mod sampler;
 
 use std::path::PathBuf;
 
+pub use config::RescoreConfig;
 pub use features::{FeatureBuf, Featurizer, FeaturizerSpec};
 pub use model::{Rescorer, Sidecar};
 pub use pool::{Failed, Job, ModelHandle, ModelWatcher, Outcome, PoolConfig, RescorePool, Scored};

@@ -22,7 +22,8 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::model::valid_score;
 use super::pool::{Job, ModelHandle, ModelWatcher, Outcome, PoolConfig, RescorePool};
-use crate::config::{RescoreConfig, TextPrivacy};
+use crate::privacy::TextPrivacy;
+use super::RescoreConfig;
 use crate::event::{Feedback, FeedbackKind, RoutingDecision};
 use crate::store::{RescoreOutcome, RescoreResult, RescoreSample, ReviewLabel, Store};
 use crate::telemetry::{RescoreMetrics, StoreErrors};

@@ -23,7 +23,7 @@
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::config::ConfigError;
+use crate::config::{ConfigError, Validate};
 
 /// Sampler settings (`[rescore.sampler]`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -81,9 +81,9 @@ pub struct Sample {
     pub ood: Option<f64>,
 }
 
-impl SamplerConfig {
+impl Validate for SamplerConfig {
     /// Check every field, naming the key (`rescore.sampler.<field>`) and the reason.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         let bad = |key: &str, reason: &str| {
             Err(ConfigError::Invalid { key: format!("rescore.sampler.{key}"), reason: reason.to_string() })
         };
@@ -104,7 +104,9 @@ impl SamplerConfig {
         }
         Ok(())
     }
+}
 
+impl SamplerConfig {
     /// The uniform draw of `event_id`, in [0, 1): the top 53 bits of the seeded xxh3 hash.
     pub fn uniform(&self, event_id: &str) -> f64 {
         (xxh3_64_with_seed(event_id.as_bytes(), self.seed) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)

@@ -25,6 +25,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::{first_problem, ConfigError, Validate};
 use crate::metrics::{CalibCounts, CALIB_CELLS, CALIB_GROUPS};
 
 pub const CALIBRATION_KIND: &str = "calibration_regression";
@@ -86,6 +87,12 @@ impl Default for RouterEvalConfig {
             human_cost_per_failure_usd: None,
             neighbour_cells: 10,
         }
+    }
+}
+
+impl Validate for RouterEvalConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        first_problem(self.problems())
     }
 }
 
