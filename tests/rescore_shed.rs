@@ -13,7 +13,7 @@ use tierwatch::sim::{Scenario, SimConfig};
 use tierwatch::stats::weighted::WeightedProportion;
 use tierwatch::store::sqlite::SqliteStore;
 use tierwatch::store::sqlite_eval::SqliteEvalStore;
-use tierwatch::store::{Store, ViewSettings};
+use tierwatch::store::Store;
 
 #[test]
 fn shed_samples_are_reweighted_not_lost() {
@@ -38,7 +38,7 @@ fn shed_samples_are_reweighted_not_lost() {
     let store = rt.block_on(async {
         let s = SqliteStore::open(&db.display().to_string()).await.unwrap();
         s.migrate().await.unwrap();
-        s.write_settings(&ViewSettings::from_config(&cfg)).await.unwrap();
+        s.write_settings(&cfg.view_settings()).await.unwrap();
         Arc::new(s)
     });
     let files = ["routing_decisions.avro", "feedback.avro", "support_tickets.avro"].map(|f| dir.path().join(f));

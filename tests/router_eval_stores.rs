@@ -16,7 +16,7 @@ use tierwatch::store::postgres::PgStore;
 use tierwatch::store::postgres_eval::PgEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
 use tierwatch::store::sqlite_eval::SqliteEvalStore;
-use tierwatch::store::{Store, ViewSettings};
+use tierwatch::store::Store;
 
 /// One SQL text per view for both backends (days as text, flags as integers, numbers as doubles).
 const QUERIES: [(&str, &str); 5] = [
@@ -165,7 +165,7 @@ fn both_stores_evaluate_the_same_traffic_identically() {
     let sqlite = Arc::new(rt.block_on(async {
         let s = SqliteStore::open(db.to_str().unwrap()).await.unwrap();
         s.migrate().await.unwrap();
-        s.write_settings(&ViewSettings::from_config(&cfg)).await.unwrap();
+        s.write_settings(&cfg.view_settings()).await.unwrap();
         s
     }));
     replay(&rt, &cfg, sqlite.clone(), SqliteEvalStore::new(sqlite.clone()), &files);
@@ -185,7 +185,7 @@ fn both_stores_evaluate_the_same_traffic_identically() {
     let pg = Arc::new(rt.block_on(async {
         let s = PgStore::connect(&url, 4).await.unwrap();
         s.migrate().await.unwrap();
-        s.write_settings(&ViewSettings::from_config(&pg_cfg)).await.unwrap();
+        s.write_settings(&pg_cfg.view_settings()).await.unwrap();
         s
     }));
     replay(&rt, &pg_cfg, pg.clone(), PgEvalStore::new(pg.clone()), &files);

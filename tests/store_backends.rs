@@ -16,7 +16,7 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Column, PgPool, Row, SqlitePool, TypeInfo, ValueRef};
 use tierwatch::alert::quality::QualityRuleConfig;
-use tierwatch::alert::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
+use tierwatch::drift::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use tierwatch::drift::evaluator::{EvalStore, Evaluator};
 use tierwatch::drift::DriftConfig;
 use tierwatch::metrics::{

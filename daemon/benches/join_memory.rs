@@ -36,7 +36,7 @@ fn main() {
     let mut cfg = Config::from_toml_str("[sqlite]\npath = \"unused.db\"\n").expect("config");
     // Everything stays open: a window longer than the traffic's span.
     cfg.attribution.window_hours = 24.0 * 365.0;
-    let settings = JoinSettings::from_config(&cfg);
+    let settings = cfg.join_settings();
     // Decisions only, generated in chunks so the generator's own memory does not count.
     let before = rss_bytes();
     let mut join = PartitionJoin::new();

@@ -14,7 +14,7 @@ use tierwatch::store::postgres::PgStore;
 use tierwatch::store::postgres_eval::PgEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
 use tierwatch::store::sqlite_eval::SqliteEvalStore;
-use tierwatch::store::{Store, ViewSettings};
+use tierwatch::store::Store;
 use tierwatch::telemetry::Telemetry;
 
 #[derive(Parser)]
@@ -391,7 +391,7 @@ enum Stores {
 }
 
 fn open_stores(rt: &tokio::runtime::Runtime, cfg: &Config) -> anyhow::Result<Stores> {
-    let settings = ViewSettings::from_config(cfg);
+    let settings = cfg.view_settings();
     rt.block_on(async {
         if let Some(pg) = &cfg.postgres {
             let store = PgStore::connect(&pg.url, pg.max_connections).await?;

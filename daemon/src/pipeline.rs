@@ -155,7 +155,7 @@ impl<S: Store + 'static> Pipeline<S> {
             store,
             runtime,
             telemetry,
-            settings: JoinSettings::from_config(cfg),
+            settings: cfg.join_settings(),
             topics,
             decoders,
             dead_letter_max_bytes: cfg.limits.dead_letter_max_bytes,

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{invalid, ConfigError, Validate};
@@ -37,6 +38,14 @@ pub enum TextPrivacy {
     Hashed,
     /// Neither text nor hash.
     None,
+}
+
+/// The keyed hash (HMAC-SHA256, hex) of a query text: what `review_queue.query_hash` and hashed
+/// dead letters keep instead of the text.
+pub(crate) fn keyed_hash(key: &str, text: &str) -> String {
+    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
+    mac.update(text.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -199,7 +208,7 @@ impl DeadLetterScrub {
         match obj.remove("query_text") {
             None => Some(bytes),
             Some(serde_json::Value::String(text)) if self.mode == TextPrivacy::Hashed => {
-                let hash = format!("hmac-sha256:{}", crate::rescore::runtime::keyed_hash(&self.key, &text));
+                let hash = format!("hmac-sha256:{}", keyed_hash(&self.key, &text));
                 obj.insert("query_text".into(), serde_json::Value::String(hash));
                 serde_json::to_vec(&obj).ok()
             }
@@ -232,7 +241,7 @@ mod tests {
     fn hashed_replaces_the_text_by_its_keyed_hash() {
         let out = scrub(TextPrivacy::Hashed).payload(Some(JSON.to_vec())).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        let expected = format!("hmac-sha256:{}", crate::rescore::runtime::keyed_hash("k", "my card 4111 was charged"));
+        let expected = format!("hmac-sha256:{}", keyed_hash("k", "my card 4111 was charged"));
         assert_eq!(v["query_text"], serde_json::Value::String(expected));
         assert_eq!(v["conversation_id"], "c1");
         assert!(!String::from_utf8_lossy(&out).contains("4111"));

@@ -10,10 +10,11 @@ use prometheus::proto::MetricFamily;
 use prometheus::{
     Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
+use serde::Serialize;
 
 use crate::decode::RejectReason;
 use crate::join::{JoinReject, CAPPED_DIMENSIONS};
-use crate::store::StoreErrorKind;
+use crate::store::error::StoreErrorKind;
 
 pub struct Telemetry {
     pub registry: Registry,
@@ -70,7 +71,7 @@ pub struct Telemetry {
     /// `tierwatch_rescore_*`: the rescoring worker pool and its model reloads.
     pub rescore: RescoreMetrics,
     /// `tierwatch_alert_webhook_deliveries_total{result}`: alert webhook posts by result.
-    pub webhooks: crate::alert::WebhookMetrics,
+    pub webhooks: WebhookMetrics,
     /// `tierwatch_consumer_lag_messages{topic,partition}`: high watermark − committed position
     /// of each owned topic-partition whose both ends are known; a partition's series go when it
     /// is revoked.
@@ -434,7 +435,7 @@ impl Telemetry {
             alert_firing,
             missing_reference,
             rescore: RescoreMetrics::new().with_store_errors(store_errors.clone()),
-            webhooks: crate::alert::WebhookMetrics::new().with_store_errors(store_errors.clone()),
+            webhooks: WebhookMetrics::new().with_store_errors(store_errors.clone()),
             store_errors,
             consumed,
             consumed_cache: Default::default(),
@@ -603,6 +604,91 @@ impl Telemetry {
         encoder.encode_to_string(&self.registry.gather()).unwrap_or_default()
     }
 }
+
+/// `tierwatch_alert_webhook_deliveries_total{result}`: webhook posts by result, summed over all
+/// webhooks (one notification to two webhooks counts twice). Results: `delivered` (a 2xx for an
+/// outbox notification), `rejected` (a non-retryable answer: the notification is given up),
+/// `retried` (a failed attempt that will be retried), `resent` and `resend_failed` (periodic
+/// re-posts of the firing alerts to Alertmanager webhooks, one per post).
+#[derive(Clone)]
+pub struct WebhookMetrics {
+    pub(crate) deliveries: prometheus::IntCounterVec,
+    pub(crate) delivered: prometheus::IntCounter,
+    pub(crate) rejected: prometheus::IntCounter,
+    pub(crate) retried: prometheus::IntCounter,
+    pub(crate) resent: prometheus::IntCounter,
+    pub(crate) resend_failed: prometheus::IntCounter,
+    /// Failed outbox reads and writes (`tierwatch_store_errors_total`, registered by `Telemetry`).
+    pub(crate) store_errors: StoreErrors,
+}
+
+impl Default for WebhookMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl WebhookMetrics {
+    /// Unregistered metrics (`Telemetry::new` registers them; tests may use them bare).
+    pub fn new() -> Self {
+        let deliveries = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "tierwatch_alert_webhook_deliveries_total",
+                "Alert webhook posts by result (delivered, rejected, retried, resent, resend_failed)",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        let get = |r: &str| deliveries.with_label_values(&[r]);
+        WebhookMetrics {
+            delivered: get("delivered"),
+            rejected: get("rejected"),
+            retried: get("retried"),
+            resent: get("resent"),
+            resend_failed: get("resend_failed"),
+            deliveries,
+            store_errors: StoreErrors::new(),
+        }
+    }
+
+    /// Count the outbox's store errors on these (registered) counters.
+    pub fn with_store_errors(mut self, store_errors: StoreErrors) -> Self {
+        self.store_errors = store_errors;
+        self
+    }
+
+    /// The collectors to register.
+    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
+        vec![Box::new(self.deliveries.clone())]
+    }
+
+    /// The counters as numbers.
+    pub fn stats(&self) -> WebhookStats {
+        WebhookStats {
+            delivered: self.delivered.get(),
+            rejected: self.rejected.get(),
+            retried: self.retried.get(),
+            resent: self.resent.get(),
+            resend_failed: self.resend_failed.get(),
+        }
+    }
+}
+
+/// Delivery counters, summed over all webhooks: see [`WebhookMetrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct WebhookStats {
+    /// Outbox notifications delivered (a 2xx answer).
+    pub delivered: u64,
+    /// Outbox notifications given up on (a non-retryable answer).
+    pub rejected: u64,
+    /// Failed attempts that will be retried.
+    pub retried: u64,
+    /// Periodic re-posts of the firing alerts that were accepted.
+    pub resent: u64,
+    /// Periodic re-posts that failed (the next one comes one interval later).
+    pub resend_failed: u64,
+}
+
 
 #[cfg(test)]
 mod tests {

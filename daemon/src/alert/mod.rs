@@ -10,12 +10,10 @@
 //!   outbox written with each transition, retried with backoff (across restarts), firing alerts
 //!   re-posted to Alertmanager periodically; it never slows ingestion.
 
-pub mod config;
 pub mod engine;
 pub mod misroute;
 pub mod outbox;
 pub mod quality;
-pub mod routed_share;
 pub mod webhook;
 
 #[cfg(test)]
@@ -23,12 +21,12 @@ mod engine_tests;
 #[cfg(test)]
 mod webhook_tests;
 
-pub use config::AlertsConfig;
 pub use engine::{episode_id, episodes, firing};
 pub use outbox::{webhook_key, OutboxRow, OutboxStore};
+pub use crate::telemetry::{WebhookMetrics, WebhookStats};
 pub use webhook::{
     alertmanager_payload, alertmanager_payload_until, slack_payload, Notification, PayloadFormat, WebhookConfig,
-    WebhookMetrics, WebhookSink, WebhookStats,
+    WebhookSink,
 };
 
 use serde::{Deserialize, Serialize};

@@ -33,6 +33,7 @@ use tokio::task::JoinHandle;
 
 use super::outbox::{webhook_key, OutboxRow, OutboxStore};
 use super::{AlertState, Episode, Severity};
+use crate::telemetry::{WebhookMetrics, WebhookStats};
 
 /// One webhook to POST alert notifications to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -346,90 +347,6 @@ pub fn payload(format: PayloadFormat, n: &Notification, valid_until_ms: Option<i
 }
 
 // ---------- delivery ----------
-
-/// `tierwatch_alert_webhook_deliveries_total{result}`: webhook posts by result, summed over all
-/// webhooks (one notification to two webhooks counts twice). Results: `delivered` (a 2xx for an
-/// outbox notification), `rejected` (a non-retryable answer: the notification is given up),
-/// `retried` (a failed attempt that will be retried), `resent` and `resend_failed` (periodic
-/// re-posts of the firing alerts to Alertmanager webhooks, one per post).
-#[derive(Clone)]
-pub struct WebhookMetrics {
-    deliveries: prometheus::IntCounterVec,
-    delivered: prometheus::IntCounter,
-    rejected: prometheus::IntCounter,
-    retried: prometheus::IntCounter,
-    resent: prometheus::IntCounter,
-    resend_failed: prometheus::IntCounter,
-    /// Failed outbox reads and writes (`tierwatch_store_errors_total`, registered by `Telemetry`).
-    store_errors: crate::telemetry::StoreErrors,
-}
-
-impl Default for WebhookMetrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl WebhookMetrics {
-    /// Unregistered metrics (`Telemetry::new` registers them; tests may use them bare).
-    pub fn new() -> Self {
-        let deliveries = prometheus::IntCounterVec::new(
-            prometheus::Opts::new(
-                "tierwatch_alert_webhook_deliveries_total",
-                "Alert webhook posts by result (delivered, rejected, retried, resent, resend_failed)",
-            ),
-            &["result"],
-        )
-        .expect("static metric definition");
-        let get = |r: &str| deliveries.with_label_values(&[r]);
-        WebhookMetrics {
-            delivered: get("delivered"),
-            rejected: get("rejected"),
-            retried: get("retried"),
-            resent: get("resent"),
-            resend_failed: get("resend_failed"),
-            deliveries,
-            store_errors: crate::telemetry::StoreErrors::new(),
-        }
-    }
-
-    /// Count the outbox's store errors on these (registered) counters.
-    pub fn with_store_errors(mut self, store_errors: crate::telemetry::StoreErrors) -> Self {
-        self.store_errors = store_errors;
-        self
-    }
-
-    /// The collectors to register.
-    pub fn collectors(&self) -> Vec<Box<dyn prometheus::core::Collector>> {
-        vec![Box::new(self.deliveries.clone())]
-    }
-
-    /// The counters as numbers.
-    pub fn stats(&self) -> WebhookStats {
-        WebhookStats {
-            delivered: self.delivered.get(),
-            rejected: self.rejected.get(),
-            retried: self.retried.get(),
-            resent: self.resent.get(),
-            resend_failed: self.resend_failed.get(),
-        }
-    }
-}
-
-/// Delivery counters, summed over all webhooks: see [`WebhookMetrics`].
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct WebhookStats {
-    /// Outbox notifications delivered (a 2xx answer).
-    pub delivered: u64,
-    /// Outbox notifications given up on (a non-retryable answer).
-    pub rejected: u64,
-    /// Failed attempts that will be retried.
-    pub retried: u64,
-    /// Periodic re-posts of the firing alerts that were accepted.
-    pub resent: u64,
-    /// Periodic re-posts that failed (the next one comes one interval later).
-    pub resend_failed: u64,
-}
 
 /// How often a delivery task looks at the outbox without being woken (rows written by another
 /// instance, a wake-up lost to a crash).

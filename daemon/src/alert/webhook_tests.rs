@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 
 use super::engine::episode_id;
 use super::outbox::{webhook_key, OutboxRow, OutboxStore};
-use super::webhook::{one_line, WebhookStats};
+use super::webhook::one_line;
+use crate::telemetry::WebhookStats;
 use super::{
     alertmanager_payload, alertmanager_payload_until, slack_payload, AlertState, Episode, Notification, PayloadFormat,
     Severity, WebhookConfig, WebhookMetrics, WebhookSink,

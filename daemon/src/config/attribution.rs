@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError, Validate};
+pub use crate::join::Dimension;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,17 +84,6 @@ impl Validate for AttributionConfig {
         }
         Ok(())
     }
-}
-
-/// The optional group-by dimensions. `tier` is always kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Dimension {
-    Model,
-    ClassifierVersion,
-    Router,
-    Segment,
-    Intent,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{invalid, ConfigError, Validate};
 use crate::decode::FieldLimits;
+use crate::join::JoinLimits;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -50,15 +51,16 @@ pub struct LimitsConfig {
 
 impl Default for LimitsConfig {
     fn default() -> Self {
+        let join = JoinLimits::default();
         Self {
             max_payload_bytes: 64 * 1024,
             dead_letter_max_bytes: 16 * 1024,
             max_future_hours: 24.0,
-            max_tiers: 16,
-            max_dimension_values: 500,
-            max_turns_per_conversation: 1000,
-            max_feedback_per_conversation: 1000,
-            max_events_per_ticket: 100,
+            max_tiers: join.max_tiers,
+            max_dimension_values: join.max_dimension_values,
+            max_turns_per_conversation: join.max_turns_per_conversation,
+            max_feedback_per_conversation: join.max_feedback_per_conversation,
+            max_events_per_ticket: join.max_events_per_ticket,
             max_id_bytes: FieldLimits::DEFAULT_MAX_ID_BYTES,
             max_dimension_bytes: FieldLimits::DEFAULT_MAX_DIMENSION_BYTES,
             max_text_bytes: FieldLimits::DEFAULT_MAX_TEXT_BYTES,
@@ -75,6 +77,18 @@ impl LimitsConfig {
             max_dimension_bytes: self.max_dimension_bytes,
             max_text_bytes: self.max_text_bytes,
             max_cost_usd: self.max_cost_usd,
+        }
+    }
+}
+
+impl From<&LimitsConfig> for JoinLimits {
+    fn from(l: &LimitsConfig) -> Self {
+        Self {
+            max_tiers: l.max_tiers,
+            max_dimension_values: l.max_dimension_values,
+            max_turns_per_conversation: l.max_turns_per_conversation,
+            max_feedback_per_conversation: l.max_feedback_per_conversation,
+            max_events_per_ticket: l.max_events_per_ticket,
         }
     }
 }

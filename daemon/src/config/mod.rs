@@ -10,6 +10,7 @@
 //! pricing, limits and batching, HTTP) are the files beside this one. Features import only
 //! [`error`], never this module's assembly, so the dependency runs one way.
 
+mod alerts;
 mod attribution;
 mod error;
 mod http;
@@ -23,13 +24,13 @@ use figment::providers::{Env, Format, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
 
-pub use crate::alert::routed_share::RoutingConfig;
-pub use crate::alert::AlertsConfig;
+pub use crate::drift::routed_share::RoutingConfig;
 pub use crate::drift::DriftConfig;
 pub use crate::privacy::{PrivacyConfig, TextPrivacy};
 pub use crate::progress::WatermarkConfig;
 pub use crate::rescore::RescoreConfig;
 pub use crate::router_eval::RouterEvalConfig;
+pub use alerts::AlertsConfig;
 pub use attribution::{AttributionConfig, Dimension, DimensionsConfig, LedgerConfig, PricingConfig};
 pub use error::{first_problem, invalid, ConfigError, Validate};
 pub use http::HttpConfig;
@@ -156,6 +157,37 @@ impl Config {
     /// What dead letters keep of the query text: `[privacy]`, else the review queue's setting.
     pub fn dead_letter_scrub(&self) -> crate::privacy::DeadLetterScrub {
         self.privacy.scrubber(self.rescore.as_ref().map(|r| (r.store_text, r.hash_key.expose())))
+    }
+
+    /// What the join needs, read once: attribution, kept dimensions, capable tier, prices and
+    /// cardinality bounds.
+    pub fn join_settings(&self) -> crate::join::JoinSettings {
+        crate::join::JoinSettings {
+            window_ms: self.attribution.window_ms(),
+            grace_ms: self.attribution.grace_ms(),
+            pending_ms: self.attribution.pending_ms(),
+            lateness_ms: self.attribution.lateness_ms(),
+            pending_max: self.attribution.pending_max_per_partition,
+            ticket_retention_ms: self.attribution.ticket_retention_ms(),
+            keep: self.dimensions.keep.iter().copied().collect(),
+            capable_tier: self.ledger.capable_tier.clone(),
+            capable_usd_per_input_token: self.pricing.capable_input_usd_per_mtok.map(|p| p / 1e6),
+            capable_usd_per_output_token: self.pricing.capable_output_usd_per_mtok.map(|p| p / 1e6),
+            ticket_cost_per_channel: self.pricing.ticket_cost_usd_per_channel.clone().into_iter().collect(),
+            ticket_cost_per_minute: self.pricing.ticket_cost_usd_per_minute,
+            limits: crate::join::JoinLimits::from(&self.limits),
+        }
+    }
+
+    /// The settings the views read from `tw_settings` (attribution window, ledger baselines).
+    pub fn view_settings(&self) -> crate::store::ViewSettings {
+        crate::store::ViewSettings {
+            attribution_window_ms: self.attribution.window_ms(),
+            baseline_from: self.ledger.baseline_from,
+            baseline_to: self.ledger.baseline_to,
+            baseline_tier: self.ledger.capable_tier.clone(),
+            own_baseline_days: self.alerts.quality.baseline_days,
+        }
     }
 
     /// The Kafka section, which `run` needs.

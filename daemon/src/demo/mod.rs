@@ -31,7 +31,7 @@ use crate::sim::{self, Scenario, SimConfig};
 use crate::stats::hist::ConfHist;
 use crate::store::sqlite::SqliteStore;
 use crate::store::sqlite_eval::SqliteEvalStore;
-use crate::store::{Store, ViewSettings};
+use crate::store::Store;
 
 /// The committed default rescorer, built into the binary so the demo needs no files.
 const MODEL_ONNX: &[u8] = include_bytes!("../../../models/rescorer.onnx");
@@ -194,7 +194,7 @@ impl Timeline {
         if calibration.is_some() {
             s.push_str(&line("calibration regression → aggregate (unsplit) quality signal", calibration, agg));
         }
-        let routed_share = self.first(crate::alert::routed_share::KIND);
+        let routed_share = self.first(crate::drift::routed_share::KIND);
         if routed_share.is_some() {
             s.push_str(&line("routed share deviation → aggregate (unsplit) quality signal", routed_share, agg));
         }
@@ -380,7 +380,7 @@ fn replay_into(
     let store = rt.block_on(async {
         let store = SqliteStore::open(&sqlite.path).await?;
         store.migrate().await?;
-        store.write_settings(&ViewSettings::from_config(cfg)).await?;
+        store.write_settings(&cfg.view_settings()).await?;
         anyhow::Ok(Arc::new(store))
     })?;
     let outcome = crate::replay::replay_files(

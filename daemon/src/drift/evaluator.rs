@@ -17,7 +17,7 @@ use crate::alert::quality::{
     evaluations, family_size, tested_tier, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS,
     KIND as QUALITY_KIND,
 };
-use crate::alert::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
+use crate::drift::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
 use crate::metrics::{Signal, DAY_MS};
 use crate::router_eval::{self, pass::RouterEvalStore, RouterEvalConfig};
@@ -224,7 +224,7 @@ impl<E: EvalStore> Evaluator<E> {
             Ok(_) => {}
             Err(e) => {
                 t.evaluator_pass.observe(started.elapsed().as_secs_f64());
-                if let Some(kind) = crate::store::StoreErrorKind::of_database_error(e) {
+                if let Some(kind) = crate::store::error::StoreErrorKind::of_database_error(e) {
                     t.store_errors.count(kind);
                 }
             }

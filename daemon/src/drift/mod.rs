@@ -5,6 +5,7 @@
 //! I/O (reading the recorded histograms, writing `tw_drift_daily`, driving the alerts).
 
 pub mod evaluator;
+pub mod routed_share;
 pub mod reference;
 
 use std::collections::BTreeMap;
@@ -253,7 +254,7 @@ pub fn evaluate(cfg: &DriftConfig, reference: Option<&Reference>, w: &Window) ->
     let n_eff = w.conversations.clamp(1, n.max(1));
     let observed = (n > 0).then(|| w.routed_cheap as f64 / n as f64);
     let (observed_lo, observed_hi) =
-        observed.and_then(|p| crate::alert::routed_share::observed_interval(p, n, w.conversations)).unzip();
+        observed.and_then(|p| crate::drift::routed_share::observed_interval(p, n, w.conversations)).unzip();
     let mut row = DriftRow {
         n,
         n_eff: w.conversations,

@@ -29,7 +29,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::config::{Config, Dimension, LimitsConfig};
+use super::Dimension;
 use crate::event::RoutingDecision;
 use crate::metrics::FastSet;
 
@@ -61,27 +61,16 @@ pub struct JoinLimits {
     pub max_events_per_ticket: usize,
 }
 
-impl JoinLimits {
-    pub fn from_config(c: &Config) -> Self {
-        Self::from(&c.limits)
-    }
-}
-
-impl From<&LimitsConfig> for JoinLimits {
-    fn from(l: &LimitsConfig) -> Self {
-        Self {
-            max_tiers: l.max_tiers,
-            max_dimension_values: l.max_dimension_values,
-            max_turns_per_conversation: l.max_turns_per_conversation,
-            max_feedback_per_conversation: l.max_feedback_per_conversation,
-            max_events_per_ticket: l.max_events_per_ticket,
-        }
-    }
-}
-
 impl Default for JoinLimits {
+    /// Also the defaults of the `[limits]` keys of the same names.
     fn default() -> Self {
-        Self::from(&LimitsConfig::default())
+        Self {
+            max_tiers: 16,
+            max_dimension_values: 500,
+            max_turns_per_conversation: 1000,
+            max_feedback_per_conversation: 1000,
+            max_events_per_ticket: 100,
+        }
     }
 }
 

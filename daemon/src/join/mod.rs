@@ -12,7 +12,6 @@ mod state;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
-use crate::config::{Config, Dimension};
 use crate::event::{Feedback, FeedbackKind, RouterKind, RoutingDecision, SupportTicket, TicketStatus};
 use crate::metrics::{
     calib_cell, calib_group, day_start, hour_start, nano_usd, ConfKey, Deltas, Dims, FastMap, FastSet, Grain,
@@ -22,7 +21,18 @@ use crate::metrics::{
 pub use cardinality::{Admitted, JoinLimits, JoinReject, ADMITTED_KEY, CAPPED_DIMENSIONS, OVERFLOW};
 pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, TurnTags, WaitingResolved};
 
-/// Settings the join needs, extracted from [`Config`] once.
+/// The optional group-by dimensions (`[dimensions] keep`). `tier` is always kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Dimension {
+    Model,
+    ClassifierVersion,
+    Router,
+    Segment,
+    Intent,
+}
+
+/// Settings the join needs, extracted from the configuration once (`Config::join_settings`).
 #[derive(Debug, Clone)]
 pub struct JoinSettings {
     pub window_ms: i64,
@@ -41,26 +51,6 @@ pub struct JoinSettings {
     pub ticket_cost_per_minute: Option<f64>,
     /// Cardinality bounds (distinct values, turns, feedback and ticket events).
     pub limits: JoinLimits,
-}
-
-impl JoinSettings {
-    pub fn from_config(c: &Config) -> Self {
-        Self {
-            window_ms: c.attribution.window_ms(),
-            grace_ms: c.attribution.grace_ms(),
-            pending_ms: c.attribution.pending_ms(),
-            lateness_ms: c.attribution.lateness_ms(),
-            pending_max: c.attribution.pending_max_per_partition,
-            ticket_retention_ms: c.attribution.ticket_retention_ms(),
-            keep: c.dimensions.keep.iter().copied().collect(),
-            capable_tier: c.ledger.capable_tier.clone(),
-            capable_usd_per_input_token: c.pricing.capable_input_usd_per_mtok.map(|p| p / 1e6),
-            capable_usd_per_output_token: c.pricing.capable_output_usd_per_mtok.map(|p| p / 1e6),
-            ticket_cost_per_channel: c.pricing.ticket_cost_usd_per_channel.clone().into_iter().collect(),
-            ticket_cost_per_minute: c.pricing.ticket_cost_usd_per_minute,
-            limits: JoinLimits::from_config(c),
-        }
-    }
 }
 
 impl Default for JoinSettings {

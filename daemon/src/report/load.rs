@@ -17,6 +17,7 @@ use super::{AlertMark, DayRange};
 use crate::alert::misroute::EstimateDay;
 use crate::alert::quality::{AGGREGATE_KIND, KIND as QUALITY_KIND};
 use crate::config::Config;
+pub use crate::router_eval::advise::AdviceView;
 use crate::stats::wilson95;
 
 /// Days pooled by the rate charts: daily rates at demo volume are too noisy to read.
@@ -58,25 +59,6 @@ impl ReportPool {
             ReportPool::Postgres(_) => "Postgres",
         }
     }
-}
-
-/// One row of `threshold_advice`, as `tierwatch advise` and the report read it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AdviceView {
-    pub day: String,
-    pub classifier_version: String,
-    pub router: String,
-    pub window: String,
-    pub threshold: f64,
-    pub is_current: bool,
-    pub is_recommended: bool,
-    pub cheap_share: f64,
-    pub net_cost_usd: f64,
-    pub net_cost_lo_usd: f64,
-    pub net_cost_hi_usd: f64,
-    /// Net cost of the threshold in force minus this one's, and its bounds.
-    pub net_saving: (f64, f64, f64),
-    pub extrapolated: bool,
 }
 
 type AdviceTuple = (String, String, String, String, f64, i64, i64, f64, f64, f64, f64, i64, f64, f64, f64);

@@ -17,12 +17,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hmac::{Hmac, Mac};
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::model::valid_score;
 use super::pool::{Job, ModelHandle, ModelWatcher, Outcome, PoolConfig, RescorePool};
-use crate::privacy::TextPrivacy;
+use crate::privacy::{keyed_hash, TextPrivacy};
 use super::RescoreConfig;
 use crate::event::{Feedback, FeedbackKind, RoutingDecision};
 use crate::store::{RescoreOutcome, RescoreResult, RescoreSample, ReviewLabel, Store};
@@ -205,12 +204,6 @@ fn stored_text(privacy: TextPrivacy, key: &str, text: &str) -> (Option<String>, 
         TextPrivacy::Hashed => (None, Some(keyed_hash(key, text))),
         TextPrivacy::None => (None, None),
     }
-}
-
-pub(crate) fn keyed_hash(key: &str, text: &str) -> String {
-    let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
-    mac.update(text.as_bytes());
-    hex::encode(mac.finalize().into_bytes())
 }
 
 /// Apply scores and sheds in store transactions, retrying a failed write with the same results

@@ -1,7 +1,24 @@
 //! `tierwatch advise`: per classifier version and router, what the latest evaluated week says
 //! about the threshold in force, in the words a cost owner acts on.
 
-use crate::report::load::AdviceView;
+/// One row of `threshold_advice`, as `tierwatch advise` and the report read it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdviceView {
+    pub day: String,
+    pub classifier_version: String,
+    pub router: String,
+    pub window: String,
+    pub threshold: f64,
+    pub is_current: bool,
+    pub is_recommended: bool,
+    pub cheap_share: f64,
+    pub net_cost_usd: f64,
+    pub net_cost_lo_usd: f64,
+    pub net_cost_hi_usd: f64,
+    /// Net cost of the threshold in force minus this one's, and its bounds.
+    pub net_saving: (f64, f64, f64),
+    pub extrapolated: bool,
+}
 
 /// The advice of one classifier version and router on its latest evaluated day.
 #[derive(Debug, Clone, PartialEq)]

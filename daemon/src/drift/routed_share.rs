@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::{Evaluation, Hysteresis, Severity};
-use crate::drift::DriftRow;
+use super::DriftRow;
+use crate::alert::{Evaluation, Hysteresis, Severity};
 use crate::config::{invalid, ConfigError, Validate};
 use crate::metrics::DAY_MS;
 
@@ -159,7 +159,7 @@ pub fn evaluations(target: &RoutedShareTarget, rows: &BTreeMap<(i64, &'static st
 
 /// Show each classifier version's target on its `router_confidence` rows (both windows).
 pub fn set_targets(
-    rows: &mut BTreeMap<crate::drift::evaluator::Subject, BTreeMap<(i64, &'static str), DriftRow>>,
+    rows: &mut BTreeMap<super::evaluator::Subject, BTreeMap<(i64, &'static str), DriftRow>>,
     targets: &BTreeMap<String, RoutedShareTarget>,
 ) {
     for ((cv, _, signal), by_day) in rows.iter_mut() {

@@ -1,12 +1,13 @@
-//! `[alerts]`: where alerts are delivered and the rules' own settings.
+//! `[alerts]`: where alerts are delivered, and the settings of the rules, which their features own
+//! (`alert::quality`, `alert::misroute`, `drift::routed_share`).
 
 use serde::{Deserialize, Serialize};
 
-use super::misroute::MisrouteRuleConfig;
-use super::quality::QualityRuleConfig;
-use super::routed_share::RoutedShareRuleConfig;
-use super::WebhookConfig;
-use crate::config::{invalid, ConfigError, Validate};
+use super::{invalid, ConfigError, Validate};
+use crate::alert::misroute::MisrouteRuleConfig;
+use crate::alert::quality::QualityRuleConfig;
+use crate::alert::WebhookConfig;
+use crate::drift::routed_share::RoutedShareRuleConfig;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
