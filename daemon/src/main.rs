@@ -145,8 +145,8 @@ enum Command {
 /// Which simulated run: shared by `simulate` and `demo`.
 #[derive(clap::Args)]
 struct ScenarioArgs {
-    /// postmortem (drift from week 3), control (no drift) or cascade.
-    #[arg(long, default_value = "postmortem")]
+    /// Which reference scenario.
+    #[arg(long, value_enum, default_value_t = tierwatch::sim::Scenario::Postmortem)]
     scenario: tierwatch::sim::Scenario,
     #[arg(long, default_value_t = 140)]
     days: u32,
@@ -468,14 +468,7 @@ fn replay_with<S: Store + 'static, E: EvalStore>(
     paths: [&PathBuf; 3],
     progress: bool,
 ) -> anyhow::Result<()> {
-    let shutdown = Arc::new(AtomicBool::new(false));
-    {
-        let shutdown = shutdown.clone();
-        rt.spawn(async move {
-            wait_for_signal().await;
-            shutdown.store(true, Ordering::Relaxed);
-        });
-    }
+    let shutdown = shutdown_on_signal(&rt);
     let started = std::time::Instant::now();
     let outcome =
         tierwatch::replay::replay_files(&rt, &cfg, store, eval, paths.map(|p| p.as_path()), progress, shutdown)?;
@@ -513,7 +506,7 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
     report: Arc<tierwatch::report::LiveReport>,
 ) -> anyhow::Result<()> {
     let telemetry = Telemetry::new();
-    let shutdown = Arc::new(AtomicBool::new(false));
+    let shutdown = shutdown_on_signal(&rt);
     if !cfg.http.listen.is_empty() {
         let t = telemetry.clone();
         let listen = cfg.http.listen.clone();
@@ -553,14 +546,6 @@ fn run_with<S: Store + 'static, E: EvalStore + OutboxStore>(
     .with_misroute(cfg.alerts.misroute.clone(), &cfg.ledger.capable_tier)
     .with_router_eval(cfg.router_eval.clone())
     .with_routed_share(&cfg.routing.targets, &cfg.alerts.routed_share);
-    {
-        let shutdown = shutdown.clone();
-        rt.spawn(async move {
-            wait_for_signal().await;
-            tracing::info!("shutdown requested; finishing the batch in flight");
-            shutdown.store(true, Ordering::Relaxed);
-        });
-    }
     let handle = rt.handle().clone();
     let stats = std::thread::scope(|scope| {
         // The evaluator: its own thread driving its future (store access is async but its heavy
@@ -636,6 +621,18 @@ fn start_rescoring<S: Store + 'static>(
         }
     }
     Ok(Some(r))
+}
+
+/// A flag set on SIGTERM or SIGINT: the pipeline finishes the batch in flight and stops.
+fn shutdown_on_signal(rt: &tokio::runtime::Runtime) -> Arc<AtomicBool> {
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let flag = shutdown.clone();
+    rt.spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested; finishing the batch in flight");
+        flag.store(true, Ordering::Relaxed);
+    });
+    shutdown
 }
 
 async fn wait_for_signal() {

@@ -116,7 +116,7 @@ pub const TICKETS_FILE: &str = "support_tickets";
 pub const TRUTH_FILE: &str = "ground_truth.jsonl";
 
 /// A named reference scenario (docs/architecture.md#reference-scenarios).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Scenario {
     /// Pre-routing with a threshold; from week 3 the query mix drifts.
@@ -142,18 +142,6 @@ impl Scenario {
 impl std::fmt::Display for Scenario {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Scenario {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "postmortem" => Ok(Scenario::Postmortem),
-            "control" => Ok(Scenario::Control),
-            "cascade" => Ok(Scenario::Cascade),
-            other => Err(format!("unknown scenario {other:?} (postmortem, control, cascade)")),
-        }
     }
 }
 
