@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
                 };
             }
             if (n + 1) % BATCH == 0 {
-                join.release_due(&settings, &mut deltas, &mut counters);
+                join.release_due(&settings, &mut deltas);
                 join.sweep(&settings, &mut deltas, false);
                 if serialize {
                     state_bytes += join.take_dirty().iter().map(|(_, v)| v.as_ref().map_or(0, Vec::len)).sum::<usize>();

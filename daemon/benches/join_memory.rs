@@ -15,7 +15,7 @@
 mod traffic;
 
 use tierwatch::config::Config;
-use tierwatch::join::{JoinCounters, JoinSettings, PartitionJoin};
+use tierwatch::join::{JoinCounters, PartitionJoin};
 use tierwatch::metrics::Deltas;
 
 fn rss_bytes() -> u64 {

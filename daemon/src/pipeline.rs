@@ -676,7 +676,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 tracing::trace!(partition = p, watermark_ms = wm, "watermark advances");
                 o.join.advance_watermark(wm);
             }
-            o.join.release_due(&self.settings, &mut work.deltas, &mut counters);
+            o.join.release_due(&self.settings, &mut work.deltas);
             o.join.sweep(&self.settings, &mut work.deltas, false);
             work.watermark_ms = o.join.watermark_ms();
             work.state = o.join.take_dirty();
@@ -876,7 +876,6 @@ impl<S: Store + 'static> Pipeline<S> {
         t.orphans(&orphans);
         t.duplicates.inc_by(counters.duplicates);
         t.cost_unknown.inc_by(counters.cost_unknown);
-        t.feedback_without_score.inc_by(counters.feedback_without_score);
         t.dimension_values_capped(&counters.capped);
         t.batches.inc();
         t.last_commit.set(crate::telemetry::unix_now_seconds());

@@ -30,8 +30,6 @@ pub struct Telemetry {
     orphans: IntCounterVec,
     /// `tierwatch_cost_unknown_total`: null costs the price table could not derive.
     pub cost_unknown: IntCounter,
-    /// `tierwatch_feedback_without_score_total`: CSAT / HUMAN_REVIEW feedback with a null score.
-    pub feedback_without_score: IntCounter,
     /// `tierwatch_batches_committed_total`: transactions committed.
     pub batches: IntCounter,
     /// `tierwatch_commit_failures_total`: commits that failed (retried) or were fenced.
@@ -399,10 +397,6 @@ impl Telemetry {
                 "Events ignored as duplicates of an applied event_id",
             ),
             cost_unknown: counter("tierwatch_cost_unknown_total", "Null costs the price table could not derive"),
-            feedback_without_score: counter(
-                "tierwatch_feedback_without_score_total",
-                "CSAT or HUMAN_REVIEW feedback without a score",
-            ),
             batches: counter("tierwatch_batches_committed_total", "Batches committed to the store"),
             commit_failures: counter("tierwatch_commit_failures_total", "Batch commits that failed and were retried"),
             fenced: counter("tierwatch_fenced_total", "Commits refused because another owner wrote the partition"),
@@ -451,7 +445,6 @@ impl Telemetry {
             Box::new(t.orphans.clone()),
             Box::new(t.duplicates.clone()),
             Box::new(t.cost_unknown.clone()),
-            Box::new(t.feedback_without_score.clone()),
             Box::new(t.batches.clone()),
             Box::new(t.commit_failures.clone()),
             Box::new(t.fenced.clone()),

@@ -84,8 +84,6 @@ pub struct JoinCounters {
     pub tickets: u64,
     /// Costs that were null and could not be derived from the price table.
     pub cost_unknown: u64,
-    /// Feedback that carries no usable score (CSAT / HUMAN_REVIEW with null score).
-    pub feedback_without_score: u64,
     /// A second OPENED event for a ticket already opened (ignored).
     pub ticket_reopened: u64,
     /// Decisions whose value of a dimension was grouped as [`OVERFLOW`], by
@@ -374,7 +372,7 @@ impl PartitionJoin {
             let waiting = conv.take_pending();
             self.pending_count -= waiting.len();
             for p in waiting {
-                self.attribute_pending(s, &d.conversation_id, p, out, n);
+                self.attribute_pending(s, &d.conversation_id, p, out);
             }
         }
         Ok(())
@@ -404,7 +402,7 @@ impl PartitionJoin {
         n.feedback += 1;
         self.dirty.insert(conv_key(&f.conversation_id));
         let pending = PendingOutcome::Feedback { turn: f.turn, ts: f.ts, kind: f.kind, score: f.score };
-        self.attribute_pending(s, &f.conversation_id, pending, out, n);
+        self.attribute_pending(s, &f.conversation_id, pending, out);
         Ok(())
     }
 
@@ -467,7 +465,7 @@ impl PartitionJoin {
                 let pending = PendingOutcome::Ticket { ticket_id: t.ticket_id.clone(), ts: t.ts };
                 open_conv(&mut self.convs, cid);
                 self.dirty.insert(conv_key(cid));
-                self.attribute_pending(s, cid, pending, out, n);
+                self.attribute_pending(s, cid, pending, out);
             }
         }
     }
@@ -563,7 +561,6 @@ impl PartitionJoin {
         cid: &str,
         p: PendingOutcome,
         out: &mut Deltas,
-        n: &mut JoinCounters,
     ) {
         let settled_until = self.watermark_ms.saturating_sub(s.lateness_ms);
         let waits_for_watermark = match &p {
@@ -581,7 +578,7 @@ impl PartitionJoin {
                     if let Some(t) = target {
                         let (ts, dims) = (t.ts, t.dims.clone());
                         let index = conv.turns().iter().position(|x| std::ptr::eq(x, t));
-                        apply_feedback_effect(*kind, *score, ts, &dims, out, n);
+                        apply_feedback_effect(*kind, *score, ts, &dims, out);
                         let failed = match (kind, score) {
                             (FeedbackKind::ThumbsDown, _) => true,
                             (FeedbackKind::HumanReview, Some(v)) => *v == 0.0,
@@ -624,7 +621,7 @@ impl PartitionJoin {
     }
 
     /// Attribute the outcomes the watermark has now passed (call after advancing it).
-    pub fn release_due(&mut self, s: &JoinSettings, out: &mut Deltas, n: &mut JoinCounters) {
+    pub fn release_due(&mut self, s: &JoinSettings, out: &mut Deltas) {
         let settled_until = self.watermark_ms.saturating_sub(s.lateness_ms);
         while let Some((ts, _)) = self.due.first() {
             if *ts > settled_until {
@@ -640,7 +637,7 @@ impl PartitionJoin {
             self.pending_count -= waiting.len();
             self.dirty.insert(conv_key(&cid));
             for p in waiting {
-                self.attribute_pending(s, &cid, p, out, n);
+                self.attribute_pending(s, &cid, p, out);
             }
         }
     }
@@ -766,7 +763,6 @@ fn apply_feedback_effect(
     ts: i64,
     dims: &Arc<Dims>,
     out: &mut Deltas,
-    n: &mut JoinCounters,
 ) {
     match (kind, score) {
         (FeedbackKind::ThumbsUp, _) => out.quality_both(ts, dims, |q| q.thumbs_up += 1),
@@ -779,7 +775,9 @@ fn apply_feedback_effect(
             q.reviews_n += 1;
             q.reviews_wrong += (v == 0.0) as i64;
         }),
-        (FeedbackKind::Csat | FeedbackKind::HumanReview, None) => n.feedback_without_score += 1,
+        // Validation dead-letters CSAT and HUMAN_REVIEW without a score (`invalid_value`), so
+        // none reaches the join; if one did, it would rate nothing.
+        (FeedbackKind::Csat | FeedbackKind::HumanReview, None) => {}
     }
 }
 

@@ -380,7 +380,7 @@ fn time_based_attribution_waits_for_the_watermark() {
     h.d(decision("e2", "c", 1, T0 + 2 * HOUR_MS, "cheap"));
     assert_eq!(h.j.pending_outcomes(), 2);
     h.j.advance_watermark(T0 + 10 * HOUR_MS);
-    h.j.release_due(&h.s, &mut h.out, &mut h.n);
+    h.j.release_due(&h.s, &mut h.out);
     assert_eq!(h.j.pending_outcomes(), 0);
     let cheap = h.q(Grain::Day, T0, "cheap");
     assert_eq!((cheap.failed_deflections, cheap.thumbs_down), (1, 1), "both go to the latest turn before them");
@@ -402,7 +402,7 @@ fn waiting_outcomes_survive_restore_and_release_later() {
     let mut j = PartitionJoin::restore(entries, h.j.watermark_ms()).unwrap();
     let mut out = Deltas::default();
     j.advance_watermark(T0 + HOUR_MS);
-    j.release_due(&h.s, &mut out, &mut h.n);
+    j.release_due(&h.s, &mut out);
     let fd: i64 = out.quality.iter().filter(|(k, _)| k.grain == Grain::Day).map(|(_, v)| v.failed_deflections).sum();
     assert_eq!(fd, 1);
 }
@@ -689,7 +689,7 @@ fn a_turn_fails_once_in_its_confidence_cell_whatever_reports_it() {
     // A ticket after the last turn: a failed deflection of turn 1, which now fails too.
     h.t(ticket("o1", "T1", Some("c"), T0 + HOUR_MS, TicketStatus::Opened, None));
     h.j.advance_watermark(T0 + 2 * HOUR_MS);
-    h.j.release_due(&h.s, &mut h.out, &mut h.n);
+    h.j.release_due(&h.s, &mut h.out);
     assert_eq!(calib_totals(&h.out), (2, 2, 1, 8765 + 9000));
     assert_eq!(cell_of(&h.out, 90)[0].failed_deflections, 1);
 
