@@ -17,11 +17,6 @@ pub mod quality;
 pub mod routed_share;
 pub mod webhook;
 
-#[cfg(test)]
-mod engine_tests;
-#[cfg(test)]
-mod webhook_tests;
-
 pub use engine::{episode_id, episodes, firing};
 pub use outbox::{webhook_key, OutboxRow, OutboxStore};
 pub use webhook::{
