@@ -63,11 +63,8 @@ async fn survives_database_and_broker_restarts() {
     env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
 
     // Postgres goes down while a new part of the stream arrives.
-    env.pool.close().await;
-    services("postgres-down");
     let second = part(n / 3..2 * n / 3, &env.topics);
-    send_all(&p, &second).await;
-    daemon.wait_log("commit failed; retrying", Duration::from_secs(60)).await;
+    env.postgres_down_while_producing(&p, &second, &mut daemon).await;
     assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon must survive a database outage");
     services("postgres-up");
     let env = env.reconnect().await;

@@ -53,11 +53,8 @@ async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact(
     let mut daemon = Daemon::start(&cfg, "outage");
     env.wait_committed(topic_counts(&first, &env.topics), &mut daemon, Duration::from_secs(60)).await;
 
-    env.pool.close().await;
-    services("postgres-down");
     let second = part(n / 2..n, &env.topics);
-    send_all(&p, &second).await;
-    daemon.wait_log("commit failed; retrying", Duration::from_secs(60)).await;
+    env.postgres_down_while_producing(&p, &second, &mut daemon).await;
     // Let the backoff grow past a few seconds, then stop it while it is still retrying.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stopping = Instant::now();

@@ -252,19 +252,9 @@ pub fn feedback_up() -> Feedback {
     }
 }
 
+/// An opened ticket about no conversation: [`ticket`] without its conversation.
 pub fn ticket_opened_unlinked() -> SupportTicket {
-    SupportTicket {
-        event_id: "tk-1".into(),
-        ticket_id: "TCK-1".into(),
-        conversation_id: None,
-        ts: T0,
-        status: TicketStatus::Opened,
-        cost_center: "support".into(),
-        channel: "phone".into(),
-        handle_minutes: None,
-        cost_usd: None,
-        reason: None,
-    }
+    SupportTicket { conversation_id: None, ..ticket("tk-1", "TCK-1", "", T0) }
 }
 
 pub fn ticket_resolved() -> SupportTicket {

@@ -173,6 +173,22 @@ max_connections = 4
         }
     }
 
+    /// A Postgres outage under a running daemon: closes the test's pool, stops the server
+    /// (`scripts/services.sh postgres-down`), produces `items` meanwhile and waits until the daemon
+    /// logs a failed commit that it retries. Bring the server back with `services("postgres-up")`
+    /// and [`Env::reconnect`].
+    pub async fn postgres_down_while_producing(
+        &self,
+        producer: &FutureProducer,
+        items: &[(String, Event, WireFormat)],
+        daemon: &mut Daemon,
+    ) {
+        self.pool.close().await;
+        services("postgres-down");
+        send_all(producer, items).await;
+        daemon.wait_log("commit failed; retrying", Duration::from_secs(60)).await;
+    }
+
     /// Wait until the store's offsets show `counts[i]` messages of topic i.
     pub async fn wait_committed(&self, counts: [i64; 3], daemon: &mut Daemon, timeout: Duration) {
         let start = Instant::now();
