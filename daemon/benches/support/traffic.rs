@@ -114,8 +114,8 @@ fn ticket(i: usize, c: &str, ts: i64, channel: &str) -> Event {
     .into()
 }
 
-/// Conversation `i`'s turn `k` in the [`realistic`] traffic (intent, confidence, latency and
-/// cost vary with `i` and `k`).
+/// Conversation `i`'s turn `k`: intent, confidence, latency and cost vary with `i` and `k` (as in
+/// [`realistic`] and [`Live`]; [`events`] fixes the intent and cost and varies the others by `i`).
 fn decision(i: usize, k: i32, c: &str, ts: i64, tier: &str) -> RoutingDecision {
     RoutingDecision {
         segment: Some(["smb", "enterprise", "consumer"][i % 3].into()),
