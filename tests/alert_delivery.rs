@@ -134,29 +134,11 @@ fn decisions(days: i64, shifted: std::ops::RangeInclusive<i64>) -> Vec<Event> {
 }
 
 async fn produce(env: &Env, events: &[Event]) {
-    let items: Vec<_> = events.iter().map(|e| (env.topics[0].clone(), e.clone(), WireFormat::Avro)).collect();
+    let items = env.on_topics(events.iter().cloned(), WireFormat::Avro);
     send_all(&env.producer(), &items).await;
 }
 
 /// Polls `check` every 200 ms until it returns `Some`, failing after `secs` with `what`.
-async fn wait_until<T, F, Fut>(daemon: &mut Daemon, secs: u64, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        if let Some(st) = daemon.child.try_wait().unwrap() {
-            panic!("daemon exited ({st}) while waiting for {what}\n{}", daemon.log_tail());
-        }
-        assert!(start.elapsed() < Duration::from_secs(secs), "timed out waiting for {what}\n{}", daemon.log_tail());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// (state, notified) of the one drift episode, if any.
 async fn episode(env: &Env) -> Option<(String, String)> {
     let row = sqlx::query("SELECT state, notified FROM tw_alerts WHERE kind = 'confidence_drift'")
@@ -202,12 +184,13 @@ async fn alerts_reach_a_real_alertmanager_across_kill9_stay_active_and_resolve()
     // 1. Alertmanager down when the episode fires: the transition waits in the outbox.
     produce(&env, &first).await;
     let mut daemon = Daemon::start(&cfg, "daemon1");
-    wait_until(&mut daemon, 240, "a firing episode and a failed delivery attempt", || async {
-        let ep = episode(&env).await?;
-        let rows = outbox(&env).await;
-        (ep.0 == "firing" && rows.len() == 1 && rows[0].3 >= 2).then_some(())
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(240), "a firing episode and a failed delivery attempt", || async {
+            let ep = episode(&env).await?;
+            let rows = outbox(&env).await;
+            (ep.0 == "firing" && rows.len() == 1 && rows[0].3 >= 2).then_some(())
+        })
+        .await;
     let rows = outbox(&env).await;
     assert_eq!(rows, vec![("firing:critical".to_string(), false, false, rows[0].3)], "undelivered before the crash");
     daemon.kill9();
@@ -216,18 +199,20 @@ async fn alerts_reach_a_real_alertmanager_across_kill9_stay_active_and_resolve()
     am.wait_ready().await;
     assert!(am.drift_alerts().await.is_empty());
     let mut daemon = Daemon::start(&cfg, "daemon2");
-    wait_until(&mut daemon, 120, "the outbox row delivered after the restart", || async {
-        let rows = outbox(&env).await;
-        (rows.len() == 1 && rows[0].1).then_some(())
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(120), "the outbox row delivered after the restart", || async {
+            let rows = outbox(&env).await;
+            (rows.len() == 1 && rows[0].1).then_some(())
+        })
+        .await;
     let rows = outbox(&env).await;
     assert!(!rows[0].2, "accepted, not rejected: {rows:?}");
-    let alerts = wait_until(&mut daemon, 30, "the alert active in Alertmanager", || async {
-        let a = am.drift_alerts().await;
-        (!a.is_empty()).then_some(a)
-    })
-    .await;
+    let alerts = daemon
+        .wait_until(Duration::from_secs(30), "the alert active in Alertmanager", || async {
+            let a = am.drift_alerts().await;
+            (!a.is_empty()).then_some(a)
+        })
+        .await;
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0]["labels"]["severity"], "critical");
     assert_eq!(alerts[0]["status"]["state"], "active");
@@ -246,17 +231,19 @@ async fn alerts_reach_a_real_alertmanager_across_kill9_stay_active_and_resolve()
 
     // 3. The shift is over: tierwatch resolves the episode, Alertmanager follows at once.
     produce(&env, &rest).await;
-    wait_until(&mut daemon, 240, "the episode resolved", || async {
-        (episode(&env).await?.0 == "resolved").then_some(())
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(240), "the episode resolved", || async {
+            (episode(&env).await?.0 == "resolved").then_some(())
+        })
+        .await;
     let resolved_at = Instant::now();
     // The last re-post (≤ 2 s ago) said endsAt = +8 s: only the resolved notification ends it
     // within 4 s.
-    wait_until(&mut daemon, 4, "Alertmanager to resolve the alert", || async {
-        am.drift_alerts().await.is_empty().then_some(())
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(4), "Alertmanager to resolve the alert", || async {
+            am.drift_alerts().await.is_empty().then_some(())
+        })
+        .await;
     assert!(resolved_at.elapsed() < Duration::from_secs(4));
     let rows = outbox(&env).await;
     assert_eq!(
@@ -269,8 +256,8 @@ async fn alerts_reach_a_real_alertmanager_across_kill9_stay_active_and_resolve()
 
     let (_, metrics) = http_get(http_port, "/metrics");
     let count = |result: &str| -> f64 {
-        let key = format!("tierwatch_alert_webhook_deliveries_total{{result=\"{result}\"}} ");
-        metrics.lines().find_map(|l| l.strip_prefix(key.as_str())).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+        metric_value(&metrics, &format!("tierwatch_alert_webhook_deliveries_total{{result=\"{result}\"}}"))
+            .unwrap_or(0.0)
     };
     // This process delivered the firing row (after restart) and the resolved one; it re-posted.
     assert_eq!(count("delivered"), 2.0, "{metrics}");

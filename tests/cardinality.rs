@@ -13,8 +13,8 @@ use common::*;
 use sqlx::Row;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
-const DAY0: i64 = 1_767_571_200_000; // 2026-01-05, a UTC midnight
 const N: usize = 5_000;
 const LONG_TURNS: i32 = 30;
 const MAX_TURNS: i32 = 20;
@@ -22,27 +22,7 @@ const MAX_VALUES: usize = 10;
 const MAX_TIERS: usize = 4;
 
 fn decision(id: String, conv: String, turn: i32, at: i64, tier: String, model: String) -> Event {
-    Event::Decision(RoutingDecision {
-        event_id: id,
-        conversation_id: conv,
-        turn,
-        ts: at,
-        segment: None,
-        query_text: None,
-        router: RouterKind::PreRoute,
-        classifier_version: "v1".into(),
-        intent: None,
-        confidence: 0.8,
-        threshold: Some(0.5),
-        tier,
-        model,
-        escalated: false,
-        latency_ms: 40.0,
-        input_tokens: 10,
-        output_tokens: 10,
-        cost_usd: 0.001,
-        capable_cost_usd: Some(0.002),
-    })
+    RoutingDecision { tier, model, latency_ms: 40.0, ..testkit::decision(id, conv, turn, at) }.into()
 }
 
 /// 5,000 one-turn conversations, each with its own model; every 100th with its own tier too; and
@@ -114,9 +94,7 @@ async fn dead_letters(env: &Env) -> Vec<(String, i64)> {
 }
 
 fn metric(text: &str, series: &str) -> i64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok()))
-        .unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}")) as i64
+    metric_value(text, series).unwrap_or_else(|| panic!("{series} not in /metrics:\n{text}")) as i64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,6 +17,7 @@ use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
 use tierwatch::stats::hist::ConfHist;
 use tierwatch::stats::ks::ks_statistic;
+use tierwatch::testkit;
 
 const DAY: i64 = 86_400_000;
 const DAYS: i64 = 30;
@@ -74,7 +75,7 @@ async fn run(env: &Env, s: &Stream, extra: &str) -> Daemon {
         ["avro", "avro", "avro"],
         &format!("[http]\nlisten = \"\"\n[drift]\nevaluate_every_seconds = 1\n{extra}"),
     );
-    let items: Vec<_> = s.events.iter().map(|e| (env.topics[0].clone(), e.clone(), WireFormat::Avro)).collect();
+    let items = env.on_topics(s.events.iter().cloned(), WireFormat::Avro);
     send_all(&env.producer(), &items).await;
     let mut daemon = Daemon::start(&cfg, "drift");
     env.wait_committed([items.len() as i64, 0, 0], &mut daemon, Duration::from_secs(180)).await;
@@ -293,57 +294,31 @@ async fn shifted_week_raises_one_critical_alert_that_resolves_and_control_stays_
 async fn per_tier_quality_regression_leads_the_aggregate_signal() {
     let env = Env::new("quality").await;
     let per_day = 400;
-    let mut items = vec![];
+    let mut items: Vec<(String, Event, WireFormat)> = vec![];
     let mut counts = [0i64; 3];
     for day in 0..DAYS {
         for tier in ["cheap", "capable"] {
             for i in 0..per_day {
                 let conv = format!("{tier}-{day}-{i}");
                 let at = day0() + day * DAY + (i as i64 * DAY / per_day as i64);
-                items.push((
-                    env.topics[0].clone(),
-                    Event::Decision(RoutingDecision {
-                        event_id: format!("d-{conv}"),
-                        conversation_id: conv.clone(),
-                        turn: 0,
-                        ts: at,
-                        segment: None,
-                        query_text: None,
-                        router: RouterKind::PreRoute,
-                        classifier_version: "q".into(),
-                        intent: None,
-                        confidence: 0.7,
-                        threshold: Some(0.6),
-                        tier: tier.into(),
-                        model: tier.into(),
-                        escalated: false,
-                        latency_ms: 10.0,
-                        input_tokens: 1,
-                        output_tokens: 1,
-                        cost_usd: 0.001,
-                        capable_cost_usd: Some(0.004),
-                    }),
-                    WireFormat::Avro,
-                ));
+                let decision = RoutingDecision {
+                    classifier_version: "q".into(),
+                    confidence: 0.7,
+                    threshold: Some(0.6),
+                    tier: tier.into(),
+                    model: tier.into(),
+                    input_tokens: 1,
+                    output_tokens: 1,
+                    capable_cost_usd: Some(0.004),
+                    ..testkit::decision(format!("d-{conv}"), conv.clone(), 0, at)
+                };
+                items.push((env.topics[0].clone(), decision.into(), WireFormat::Avro));
                 counts[0] += 1;
                 let every = if tier == "cheap" && day >= 20 { 10 } else { 20 };
                 if i % every == 0 {
-                    items.push((
-                        env.topics[2].clone(),
-                        Event::Ticket(SupportTicket {
-                            event_id: format!("t-{conv}"),
-                            ticket_id: format!("T-{conv}"),
-                            conversation_id: Some(conv.clone()),
-                            ts: at + 6 * 3_600_000,
-                            status: TicketStatus::Opened,
-                            cost_center: "support".into(),
-                            channel: "phone".into(),
-                            handle_minutes: None,
-                            cost_usd: None,
-                            reason: None,
-                        }),
-                        WireFormat::Avro,
-                    ));
+                    let ticket =
+                        testkit::ticket(format!("t-{conv}"), format!("T-{conv}"), conv.clone(), at + 6 * 3_600_000);
+                    items.push((env.topics[2].clone(), ticket.into(), WireFormat::Avro));
                     counts[2] += 1;
                 }
             }

@@ -13,58 +13,37 @@ use common::*;
 use sqlx::Row;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
 const H: i64 = 3_600_000;
 
 fn decision(i: usize, k: i32, at: i64) -> Event {
     let tier = if i % 2 == 0 { "cheap" } else { "capable" };
-    Event::Decision(RoutingDecision {
-        event_id: format!("d-{i}-{k}"),
-        conversation_id: format!("c-{i}"),
-        turn: k,
-        ts: at,
-        segment: None,
-        query_text: None,
+    RoutingDecision {
         router: RouterKind::Cascade,
         classifier_version: "head-1".into(),
-        intent: None,
         confidence: 0.7,
-        threshold: Some(0.5),
         tier: tier.into(),
         model: tier.into(),
         escalated: k == 1,
         latency_ms: 50.0,
-        input_tokens: 10,
-        output_tokens: 10,
-        cost_usd: 0.001,
-        capable_cost_usd: Some(0.002),
-    })
+        ..testkit::decision(format!("d-{i}-{k}"), format!("c-{i}"), k, at)
+    }
+    .into()
 }
 
 fn part(range: std::ops::Range<usize>, topics: &[String; 3]) -> Vec<(String, Event, WireFormat)> {
-    let d = 1_767_571_200_000i64;
     let mut out = vec![];
     for i in range {
-        let at = d + (i as i64) * 60_000;
+        let at = DAY0 + (i as i64) * 60_000;
         out.push((topics[0].clone(), decision(i, 0, at), WireFormat::Avro));
         out.push((topics[0].clone(), decision(i, 1, at + 1000), WireFormat::Avro));
         if i % 3 == 0 {
-            out.push((
-                topics[2].clone(),
-                Event::Ticket(SupportTicket {
-                    event_id: format!("t-{i}"),
-                    ticket_id: format!("T{i}"),
-                    conversation_id: Some(format!("c-{i}")),
-                    ts: at + H,
-                    status: TicketStatus::Opened,
-                    cost_center: "support".into(),
-                    channel: "chat".into(),
-                    handle_minutes: None,
-                    cost_usd: None,
-                    reason: None,
-                }),
-                WireFormat::Avro,
-            ));
+            let ticket = SupportTicket {
+                channel: "chat".into(),
+                ..testkit::ticket(format!("t-{i}"), format!("T{i}"), format!("c-{i}"), at + H)
+            };
+            out.push((topics[2].clone(), ticket.into(), WireFormat::Avro));
         }
     }
     out
@@ -84,15 +63,8 @@ async fn survives_database_and_broker_restarts() {
     env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
 
     // Postgres goes down while a new part of the stream arrives.
-    env.pool.close().await;
-    services("postgres-down");
     let second = part(n / 3..2 * n / 3, &env.topics);
-    send_all(&p, &second).await;
-    let wait = std::time::Instant::now();
-    while !daemon.log().contains("commit failed; retrying") {
-        assert!(wait.elapsed() < Duration::from_secs(60), "no failed commit seen\n{}", daemon.log_tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.postgres_down_while_producing(&p, &second, &mut daemon).await;
     assert!(daemon.child.try_wait().unwrap().is_none(), "the daemon must survive a database outage");
     services("postgres-up");
     let env = env.reconnect().await;

@@ -11,9 +11,9 @@ use common::*;
 use sqlx::Row;
 use tierwatch::decode::{encode, WireFormat};
 use tierwatch::event::*;
+use tierwatch::sim::FileFormat;
+use tierwatch::testkit::{self, DAY0};
 
-/// 2026-01-05T00:00:00Z.
-const D: i64 = 1_767_571_200_000;
 /// 9999-12-31T23:59:59Z.
 const YEAR_9999: i64 = 253_402_300_799_000;
 
@@ -24,38 +24,15 @@ type TierTotals = (String, i64, i64, i64, i64);
 
 fn decision(i: usize, tier: &str) -> RoutingDecision {
     RoutingDecision {
-        event_id: format!("d-{i}"),
-        conversation_id: format!("c-{i}"),
-        turn: 0,
-        ts: D + i as i64 * 1000,
-        segment: None,
-        query_text: None,
-        router: RouterKind::PreRoute,
-        classifier_version: "v1".into(),
-        intent: None,
-        confidence: 0.8,
-        threshold: Some(0.5),
         tier: tier.into(),
-        model: "m".into(),
-        escalated: false,
         latency_ms: 20.0,
-        input_tokens: 10,
-        output_tokens: 10,
-        cost_usd: 0.001,
         capable_cost_usd: None,
+        ..testkit::decision(format!("d-{i}"), format!("c-{i}"), 0, DAY0 + i as i64 * 1000)
     }
 }
 
 fn thumbs_down(i: usize, conversation: &str) -> Feedback {
-    Feedback {
-        event_id: format!("f-{i}"),
-        conversation_id: conversation.into(),
-        turn: Some(0),
-        ts: D + i as i64 * 1000 + 500,
-        kind: FeedbackKind::ThumbsDown,
-        score: None,
-        source: None,
-    }
+    testkit::thumbs_down(format!("f-{i}"), conversation, Some(0), DAY0 + i as i64 * 1000 + 500)
 }
 
 fn tier_of(i: usize) -> &'static str {
@@ -95,18 +72,6 @@ async fn dead_letters(env: &Env) -> Vec<(String, String, String, i32, i32, bool)
     .into_iter()
     .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
     .collect()
-}
-
-/// Poll `tier_totals` until it equals `want` (outcomes land once the watermark passes them).
-async fn wait_totals(env: &Env, want: &[(String, i64, i64, i64, i64)]) -> Vec<(String, i64, i64, i64, i64)> {
-    let start = Instant::now();
-    loop {
-        let got = env.tier_totals().await;
-        if got == want || start.elapsed() > Duration::from_secs(20) {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The value of a counter series whose line contains every one of `labels`.
@@ -171,7 +136,7 @@ async fn hostile_messages_are_dead_lettered_and_the_rest_counted_exactly() {
     let sent = [g[0] + h[0] + 1, g[1] + h[1], g[2] + h[2]];
     env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
 
-    let got = wait_totals(&env, &want).await;
+    let got = env.wait_tier_totals(&want, Duration::from_secs(20)).await;
     assert_eq!(got, want, "every good event counted exactly once");
     let dead = dead_letters(&env).await;
     let reasons: Vec<(&str, &str)> = dead.iter().map(|d| (d.0.as_str(), d.1.as_str())).collect();
@@ -247,7 +212,7 @@ async fn a_message_postgres_refuses_is_bisected_out_of_its_batch() {
     let sent = topic_counts(&items, &env.topics);
     let mut daemon = Daemon::start(&cfg, "bisect");
     env.wait_committed(sent, &mut daemon, Duration::from_secs(60)).await;
-    let got = wait_totals(&env, &want).await;
+    let got = env.wait_tier_totals(&want, Duration::from_secs(20)).await;
     assert_eq!(got, want, "every other message committed exactly once");
     let dead = dead_letters(&env).await;
     assert_eq!(dead.len(), 1, "{dead:?}");
@@ -257,10 +222,10 @@ async fn a_message_postgres_refuses_is_bisected_out_of_its_batch() {
     assert!(status.contains("200"), "readyz: {status}");
     // The refused commits are counted as the store's bad-data errors, and as nothing else.
     let metrics = metrics_once_counted(port, sent.iter().sum());
-    let value = |series: &str| metrics.lines().find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok());
-    assert!(value(r#"tierwatch_store_errors_total{class="bad_data"} "#).is_some_and(|n| n >= 1.0), "{metrics}");
-    assert_eq!(value(r#"tierwatch_store_errors_total{class="fatal"} "#), Some(0.0), "{metrics}");
-    assert_eq!(value(r#"tierwatch_store_errors_total{class="transient"} "#), Some(0.0), "{metrics}");
+    let value = |series: &str| metric_value(&metrics, series);
+    assert!(value(r#"tierwatch_store_errors_total{class="bad_data"}"#).is_some_and(|n| n >= 1.0), "{metrics}");
+    assert_eq!(value(r#"tierwatch_store_errors_total{class="fatal"}"#), Some(0.0), "{metrics}");
+    assert_eq!(value(r#"tierwatch_store_errors_total{class="transient"}"#), Some(0.0), "{metrics}");
     let log = stop_within(daemon, Duration::from_secs(10));
     assert!(log.contains("bisecting"), "the batch was bisected\n{log}");
 }
@@ -268,18 +233,9 @@ async fn a_message_postgres_refuses_is_bisected_out_of_its_batch() {
 #[test]
 fn replay_rejects_a_year_9999_decision() {
     let dir = tempfile::tempdir().unwrap();
-    let mut streams: [Vec<u8>; 3] = Default::default();
-    for i in 0..20 {
-        streams[0].extend(encode(&Event::Decision(decision(i, tier_of(i))), WireFormat::Json, 0));
-        streams[0].push(b'\n');
-    }
-    let far = Event::Decision(RoutingDecision { ts: YEAR_9999, ..decision(99, "cheap") });
-    streams[0].extend(encode(&far, WireFormat::Json, 0));
-    streams[0].push(b'\n');
-    let files = ["routing", "feedback", "tickets"].map(|s| dir.path().join(format!("{s}.jsonl")));
-    for (f, text) in files.iter().zip(&streams) {
-        std::fs::write(f, text).unwrap();
-    }
+    let mut events: Vec<Event> = (0..20).map(|i| decision(i, tier_of(i)).into()).collect();
+    events.push(RoutingDecision { ts: YEAR_9999, ..decision(99, "cheap") }.into());
+    let files = testkit::write_event_files(dir.path(), &events, FileFormat::Jsonl);
     let db = dir.path().join("replay.db");
     let cfg = dir.path().join("replay.toml");
     std::fs::write(&cfg, format!("[sqlite]\npath = \"{}\"\n[http]\nlisten = \"\"\n", db.display())).unwrap();
@@ -289,7 +245,7 @@ fn replay_rejects_a_year_9999_decision() {
     rt.block_on(async {
         let lite = sqlx::sqlite::SqlitePoolOptions::new().connect(&format!("sqlite://{}", db.display())).await.unwrap();
         let wm: i64 = sqlx::query_scalar("SELECT MAX(watermark_ms) FROM tw_partitions").fetch_one(&lite).await.unwrap();
-        assert!(wm <= D + 19_000, "the watermark stays at the good events' time, got {wm}");
+        assert!(wm <= DAY0 + 19_000, "the watermark stays at the good events' time, got {wm}");
         let reason: String = sqlx::query_scalar("SELECT reason FROM tw_dead_letters").fetch_one(&lite).await.unwrap();
         assert_eq!(reason, "future_timestamp");
     });

@@ -13,53 +13,38 @@ use common::*;
 use sqlx::Row;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
 const H: i64 = 3_600_000;
 const DAY: i64 = 24 * H;
 const MIN: i64 = 60_000;
-
-fn day0() -> i64 {
-    NaiveDate::from_ymd_opt(2026, 1, 5).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
-}
 
 fn ts(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap()
 }
 
 fn decision(id: &str, conv: &str, turn: i32, at: i64, tier: &str) -> Event {
-    Event::Decision(RoutingDecision {
-        event_id: id.into(),
-        conversation_id: conv.into(),
-        turn,
-        ts: at,
+    let cheap = tier == "cheap";
+    RoutingDecision {
         segment: Some("smb".into()),
         query_text: Some("where is my charge from?".into()),
-        router: RouterKind::PreRoute,
         classifier_version: "clf-1".into(),
         intent: Some("billing".into()),
-        confidence: 0.8,
         threshold: Some(0.6),
         tier: tier.into(),
-        model: if tier == "cheap" { "small-1".into() } else { "large-1".into() },
-        escalated: false,
-        latency_ms: if tier == "cheap" { 120.0 } else { 900.0 },
+        model: if cheap { "small-1".into() } else { "large-1".into() },
+        latency_ms: if cheap { 120.0 } else { 900.0 },
         input_tokens: 200,
         output_tokens: 100,
-        cost_usd: if tier == "cheap" { 0.001 } else { 0.004 },
+        cost_usd: if cheap { 0.001 } else { 0.004 },
         capable_cost_usd: Some(0.004),
-    })
+        ..testkit::decision(id, conv, turn, at)
+    }
+    .into()
 }
 
 fn feedback(id: &str, conv: &str, turn: Option<i32>, at: i64, kind: FeedbackKind, score: Option<f64>) -> Event {
-    Event::Feedback(Feedback {
-        event_id: id.into(),
-        conversation_id: conv.into(),
-        turn,
-        ts: at,
-        kind,
-        score,
-        source: None,
-    })
+    Feedback { score, ..testkit::feedback(id, conv, turn, at, kind) }.into()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -73,30 +58,20 @@ fn ticket(
     ch: &str,
     cost: Option<f64>,
 ) -> Event {
-    Event::Ticket(SupportTicket {
-        event_id: id.into(),
-        ticket_id: tid.into(),
+    SupportTicket {
         conversation_id: conv.map(Into::into),
-        ts: at,
         status,
         cost_center: cc.into(),
         channel: ch.into(),
-        handle_minutes: None,
         cost_usd: cost,
         reason: Some("billing".into()),
-    })
+        ..testkit::ticket(id, tid, "", at)
+    }
+    .into()
 }
 
 /// Formats used by the exact scenario: one topic per wire format.
 const FORMATS: [WireFormat; 3] = [WireFormat::Avro, WireFormat::Json, WireFormat::Confluent];
-
-fn topic_idx(ev: &Event) -> usize {
-    match ev {
-        Event::Decision(_) => 0,
-        Event::Feedback(_) => 1,
-        Event::Ticket(_) => 2,
-    }
-}
 
 #[derive(Debug, PartialEq, Default, Clone)]
 struct QualityRow {
@@ -155,7 +130,7 @@ fn approx(a: f64, b: f64) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exact_numbers_across_formats_out_of_order_and_restart() {
     let env = Env::new("exact").await;
-    let d = day0();
+    let d = DAY0;
     let port = free_port();
     let cfg = env.config(
         ["avro", "json", "confluent"],
@@ -202,7 +177,7 @@ listen = "127.0.0.1:{port}"
         ticket("t1-o", "T1", Some("c1"), d + 10 * H, TicketStatus::Opened, "support", "phone", None),
     ];
     for ev in &phase1 {
-        let i = topic_idx(ev);
+        let i = testkit::stream_index(ev);
         send(&p, &env.topics[i], ev, FORMATS[i]).await;
         sent[i] += 1;
     }
@@ -314,7 +289,7 @@ listen = "127.0.0.1:{port}"
         phase2.push(decision(&format!("d-{c}"), c, 0, d + 5 * DAY, "cheap"));
     }
     for ev in &phase2 {
-        let i = topic_idx(ev);
+        let i = testkit::stream_index(ev);
         send(&p, &env.topics[i], ev, FORMATS[i]).await;
         sent[i] += 1;
     }
@@ -454,7 +429,7 @@ listen = "127.0.0.1:{port}"
 /// A bulk stream with simple structure, so the expected totals are plain counts:
 /// per tier [decisions, conversations, thumbs_down, failed_deflections, attributed tickets].
 fn bulk(conversations: usize) -> (Vec<Event>, BTreeMap<String, [i64; 5]>, i64) {
-    let d = day0();
+    let d = DAY0;
     let mut expect: BTreeMap<String, [i64; 5]> = BTreeMap::new();
     let mut events = Vec::new();
     let mut tickets = 0;
@@ -489,18 +464,9 @@ fn bulk(conversations: usize) -> (Vec<Event>, BTreeMap<String, [i64; 5]>, i64) {
 }
 
 async fn produce_bulk(env: &Env, events: &[Event]) -> [i64; 3] {
-    let p = env.producer();
-    let mut sent = [0i64; 3];
-    let items: Vec<_> = events
-        .iter()
-        .map(|ev| {
-            let i = topic_idx(ev);
-            sent[i] += 1;
-            (env.topics[i].clone(), ev.clone(), WireFormat::Avro)
-        })
-        .collect();
-    send_all(&p, &items).await;
-    sent
+    let items = env.on_topics(events.iter().cloned(), WireFormat::Avro);
+    send_all(&env.producer(), &items).await;
+    topic_counts(&items, &env.topics)
 }
 
 async fn committed_total(env: &Env) -> i64 {
@@ -591,7 +557,7 @@ async fn exactly_once_across_rebalances() {
     let mut a = Daemon::start(&cfg, "a");
     env.wait_committed(sent, &mut a, Duration::from_secs(60)).await;
     let mut b = Daemon::start(&cfg, "b");
-    wait_log(&mut b, "assigned").await;
+    b.wait_log("assigned", Duration::from_secs(60)).await;
     let more = produce_bulk(&env, &events[third..2 * third]).await;
     (0..3).for_each(|i| sent[i] += more[i]);
     env.wait_committed(sent, &mut b, Duration::from_secs(60)).await;
@@ -603,17 +569,6 @@ async fn exactly_once_across_rebalances() {
     assert!(b.log().matches("assigned").count() >= 2, "b took over a's partitions\n{}", b.log_tail());
     let _ = b.stop();
     assert_bulk_totals(&env, &expect, tickets, "totals after a join and a crash in the group").await;
-}
-
-async fn wait_log(d: &mut Daemon, needle: &str) {
-    let start = std::time::Instant::now();
-    while !d.log().contains(needle) {
-        assert!(start.elapsed() < Duration::from_secs(60), "no '{needle}' in log\n{}", d.log_tail());
-        if let Some(s) = d.child.try_wait().unwrap() {
-            panic!("daemon exited {s}\n{}", d.log_tail());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,6 @@ mod common;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use chrono::NaiveDate;
 use common::*;
 use rdkafka::admin::{AdminClient, AdminOptions, AlterConfig, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
@@ -19,6 +18,7 @@ use rdkafka::producer::FutureProducer;
 use sqlx::Row;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
 const MIN: i64 = 60_000;
 
@@ -71,32 +71,18 @@ fn secure_config(env: &Env, s: &Secure, mechanism: &str, password: &str, ca: &st
     path
 }
 
-fn day0() -> i64 {
-    NaiveDate::from_ymd_opt(2026, 1, 5).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp_millis()
-}
-
 fn decision(conv: &str, turn: i32, at: i64, tier: &str) -> Event {
-    Event::Decision(RoutingDecision {
-        event_id: format!("d-{conv}-{turn}"),
-        conversation_id: conv.into(),
-        turn,
-        ts: at,
-        segment: None,
+    RoutingDecision {
         query_text: Some("why was I charged twice?".into()),
-        router: RouterKind::PreRoute,
         classifier_version: "clf-1".into(),
-        intent: None,
         confidence: 0.7,
-        threshold: Some(0.5),
         tier: tier.into(),
         model: format!("{tier}-model"),
-        escalated: false,
         latency_ms: 100.0,
-        input_tokens: 10,
-        output_tokens: 10,
-        cost_usd: 0.001,
         capable_cost_usd: Some(0.004),
-    })
+        ..testkit::decision(format!("d-{conv}-{turn}"), conv, turn, at)
+    }
+    .into()
 }
 
 /// A small stream (JSON on all three topics, no tickets) and the `tier_totals` it must give:
@@ -108,23 +94,15 @@ fn stream(topics: &[String; 3], conversations: usize) -> (Items, Totals) {
     for i in 0..conversations {
         let conv = format!("conv-{i}");
         let tier = if i % 3 == 0 { "capable" } else { "cheap" };
-        let at = day0() + i as i64 * MIN;
+        let at = DAY0 + i as i64 * MIN;
         let turns = if i % 2 == 0 { 2 } else { 1 };
         for t in 0..turns {
             items.push((topics[0].clone(), decision(&conv, t, at + t as i64 * 1000, tier), WireFormat::Json));
         }
         let down = i % 4 == 0;
         if down {
-            let fb = Event::Feedback(Feedback {
-                event_id: format!("f-{conv}"),
-                conversation_id: conv.clone(),
-                turn: Some(0),
-                ts: at + 30_000,
-                kind: FeedbackKind::ThumbsDown,
-                score: None,
-                source: None,
-            });
-            items.push((topics[1].clone(), fb, WireFormat::Json));
+            let fb = testkit::thumbs_down(format!("f-{conv}"), conv.clone(), Some(0), at + 30_000);
+            items.push((topics[1].clone(), fb.into(), WireFormat::Json));
         }
         let acc = if tier == "cheap" { &mut cheap } else { &mut capable };
         acc.0 += turns as i64;
@@ -136,14 +114,6 @@ fn stream(topics: &[String; 3], conversations: usize) -> (Items, Totals) {
         ("cheap".to_string(), cheap.0, cheap.1, cheap.2, 0),
     ];
     (items, expected)
-}
-
-fn counts(items: &[(String, Event, WireFormat)], topics: &[String; 3]) -> [i64; 3] {
-    let mut c = [0i64; 3];
-    for (t, _, _) in items {
-        c[topics.iter().position(|x| x == t).unwrap()] += 1;
-    }
-    c
 }
 
 /// Wait for the daemon to exit by itself; returns how long it took and its log.
@@ -177,7 +147,7 @@ async fn sasl_ssl_scram_sha256_consumes_exactly_with_postgres_tls() {
     let tls_url = tls_url.replacen("/postgres?", &format!("/{db}?"), 1);
     let cfg = secure_config(&env, &s, "SCRAM-SHA-256", &s.password, &s.ca, Some(&tls_url));
     let mut daemon = Daemon::start(&cfg, "sasl256");
-    env.wait_committed(counts(&items, &env.topics), &mut daemon, Duration::from_secs(90)).await;
+    env.wait_committed(topic_counts(&items, &env.topics), &mut daemon, Duration::from_secs(90)).await;
     assert_eq!(env.tier_totals().await, expected);
     // Every connection the daemon holds to its database is encrypted.
     let rows = sqlx::query(
@@ -219,7 +189,7 @@ async fn zstd_topic_over_sasl_ssl_scram_sha512_consumes_exactly() {
     send_all(&producer, &items).await;
     let cfg = secure_config(&env, &s, "SCRAM-SHA-512", &s.password, &s.ca, None);
     let mut daemon = Daemon::start(&cfg, "zstd");
-    env.wait_committed(counts(&items, &env.topics), &mut daemon, Duration::from_secs(90)).await;
+    env.wait_committed(topic_counts(&items, &env.topics), &mut daemon, Duration::from_secs(90)).await;
     assert_eq!(env.tier_totals().await, expected);
     daemon.stop();
 }

@@ -12,11 +12,12 @@ use std::time::{Duration, Instant};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::Row;
 use tierwatch::decode::{encode, WireFormat};
-use tierwatch::event::{Event, RouterKind, RoutingDecision};
+use tierwatch::event::{Event, RoutingDecision};
 use tierwatch::privacy::Retention;
 use tierwatch::store::postgres::PgStore;
 use tierwatch::store::sqlite::SqliteStore;
 use tierwatch::store::Store;
+use tierwatch::testkit::{self, DAY0};
 
 fn tierwatch(args: &[&str], envs: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tierwatch"));
@@ -90,27 +91,17 @@ const SECRET_TEXT: &str = "my card 4111-1111 was charged twice";
 
 /// A routing decision the validator rejects (confidence 7), carrying a query text.
 fn rejected_decision_json() -> Vec<u8> {
-    let d = Event::Decision(RoutingDecision {
-        event_id: "d-bad".into(),
-        conversation_id: "c-bad".into(),
-        turn: 0,
-        ts: 1_767_571_200_000,
-        segment: None,
+    let d: Event = RoutingDecision {
         query_text: Some(SECRET_TEXT.into()),
-        router: RouterKind::PreRoute,
         classifier_version: "clf-1".into(),
-        intent: None,
         confidence: 0.5,
         threshold: None,
-        tier: "cheap".into(),
-        model: "m".into(),
-        escalated: false,
         latency_ms: 1.0,
         input_tokens: 1,
         output_tokens: 1,
-        cost_usd: 0.001,
-        capable_cost_usd: Some(0.002),
-    });
+        ..testkit::decision("d-bad", "c-bad", 0, DAY0)
+    }
+    .into();
     let mut v: serde_json::Value = serde_json::from_slice(&encode(&d, WireFormat::Json, 7)).unwrap();
     v["confidence"] = serde_json::json!(7.0);
     serde_json::to_vec(&v).unwrap()

@@ -14,8 +14,9 @@ use std::io::{Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, http_get, send_raw, Daemon, Env, PARTITIONS};
+use common::{free_port, http_get, send_raw, simulate_command, Daemon, Env, PARTITIONS};
 use promtools::{dashboard_exprs, metric_names, promtool_check_exprs, rules, rules_path};
+use tierwatch::sim::{Scenario, SimConfig};
 
 /// A Prometheus server on loopback, in its own directory; killed on drop.
 struct Prometheus {
@@ -144,11 +145,11 @@ async fn dashboards_and_rules_evaluate_on_a_prometheus_scraping_a_live_daemon() 
     // Simulated traffic on the three topics, produced by the simulator while Prometheus scrapes,
     // and a few messages that are not JSON (rejected as dead letters).
     let sim_log = env.dir.path().join("simulate.log");
-    let mut sim = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .args(["simulate", "--kafka", &env.brokers, "--format", "json", "--scenario", "postmortem"])
-        .args(["--routing-topic", &env.topics[0], "--feedback-topic", &env.topics[1]])
-        .args(["--tickets-topic", &env.topics[2]])
-        .args(["--days", "56", "--conversations-per-day", "300", "--seed", "7"])
+    let mut run = SimConfig::new(Scenario::Postmortem);
+    run.days = 56;
+    run.conversations_per_day = 300;
+    run.seed = 7;
+    let mut sim = simulate_command(&env.brokers, &env.topics, "json", &run)
         .stdout(Stdio::null())
         .stderr(Stdio::from(std::fs::File::create(&sim_log).unwrap()))
         .spawn()

@@ -14,47 +14,28 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use sqlx::Row;
 use tierwatch::decode::{encode, WireFormat};
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
 const H: i64 = 3_600_000;
 const MIN: i64 = 60_000;
-const DAY0: i64 = 1_767_571_200_000; // 2026-01-05
 
 fn decision_at(conv: &str, at: i64) -> Event {
     common::decision(format!("d-{conv}"), conv.into(), 0, at, "clf-1", 0.8)
 }
 
 fn thumbs_down(conv: &str, at: i64) -> Event {
-    Event::Feedback(Feedback {
-        event_id: format!("f-{conv}"),
-        conversation_id: conv.into(),
-        turn: None,
-        ts: at,
-        kind: FeedbackKind::ThumbsDown,
-        score: None,
-        source: None,
-    })
+    testkit::thumbs_down(format!("f-{conv}"), conv, None, at).into()
 }
 
 fn ticket(conv: &str, at: i64) -> Event {
-    Event::Ticket(SupportTicket {
-        event_id: format!("t-{conv}-{at}"),
-        ticket_id: format!("T-{conv}-{at}"),
-        conversation_id: Some(conv.into()),
-        ts: at,
-        status: TicketStatus::Opened,
-        cost_center: "support".into(),
-        channel: "phone".into(),
-        handle_minutes: None,
-        cost_usd: None,
-        reason: None,
-    })
+    testkit::ticket(format!("t-{conv}-{at}"), format!("T-{conv}-{at}"), conv, at).into()
 }
 
 /// A conversation id that lands on partition `p`.
@@ -83,22 +64,7 @@ async fn offset_rows(env: &Env) -> i64 {
 }
 
 fn pending(port: u16) -> Option<f64> {
-    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let (_, body) = http_get(port, "/metrics");
-    body.lines().find_map(|l| l.strip_prefix("tierwatch_pending_outcomes ").and_then(|v| v.trim().parse().ok()))
-}
-
-async fn wait_for<F, Fut>(what: &str, daemon: &mut Daemon, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(daemon.child.try_wait().unwrap().is_none(), "daemon exited\n{}", daemon.log_tail());
-        assert!(start.elapsed() < timeout, "timed out waiting for {what}\n{}", daemon.log_tail());
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    scrape_metric(port, "tierwatch_pending_outcomes")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +92,11 @@ async fn quiet_topics_release_outcomes_and_latest_loses_nothing() {
 
     let mut daemon = Daemon::start(&cfg, "quiet-1");
     // Where each of the 9 topic-partitions starts is stored before anything is consumed there.
-    wait_for("stored start offsets", &mut daemon, Duration::from_secs(60), || async {
-        offset_rows(&env).await == 3 * PARTITIONS as i64
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(60), "stored start offsets", || async {
+            (offset_rows(&env).await == 3 * PARTITIONS as i64).then_some(())
+        })
+        .await;
 
     // New traffic: decisions and turn-less thumbs-down on every partition, two days later.
     let day = DAY0 + 2 * 24 * H;
@@ -158,19 +125,21 @@ async fn quiet_topics_release_outcomes_and_latest_loses_nothing() {
 
     send_all(&p, &new).await;
     let n = convs.len() as i64;
-    wait_for("every turn-less thumbs-down attributed", &mut daemon, Duration::from_secs(60), || async {
-        totals(&env).await == (n, n, 1) && pending(port) == Some(0.0)
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(60), "every turn-less thumbs-down attributed", || async {
+            (totals(&env).await == (n, n, 1) && pending(port) == Some(0.0)).then_some(())
+        })
+        .await;
     daemon.stop();
 
     // While it is down, a ticket on partition 1, whose tickets were never consumed (only skipped).
     let victim = conv_on(1, 1);
     send_all(&p, &[(env.topics[2].clone(), ticket(&victim, day + 2 * H), WireFormat::Avro)]).await;
     let mut daemon = Daemon::start(&cfg, "quiet-2");
-    wait_for("the ticket produced while stopped", &mut daemon, Duration::from_secs(60), || async {
-        totals(&env).await == (n, n, 2) && pending(port) == Some(0.0)
-    })
-    .await;
+    daemon
+        .wait_until(Duration::from_secs(60), "the ticket produced while stopped", || async {
+            (totals(&env).await == (n, n, 2) && pending(port) == Some(0.0)).then_some(())
+        })
+        .await;
     daemon.stop();
 }

@@ -4,105 +4,42 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::path::Path;
-
 use common::*;
 use sqlx::Row;
-use tierwatch::decode::{encode, schema, to_avro_value, WireFormat};
 use tierwatch::event::*;
+use tierwatch::sim::FileFormat;
+use tierwatch::testkit::{self, DAY0};
 
 const H: i64 = 3_600_000;
 
 fn events() -> Vec<Event> {
-    let d = 1_767_571_200_000i64; // 2026-01-05
     let mut out = vec![];
     for i in 0..600 {
         let c = format!("r-{i}");
         let tier = if i % 4 == 0 { "capable" } else { "cheap" };
-        let at = d + i as i64 * 120_000;
+        let at = DAY0 + i as i64 * 120_000;
         for k in 0..(1 + i % 2) {
-            out.push(Event::Decision(RoutingDecision {
-                event_id: format!("d-{i}-{k}"),
-                conversation_id: c.clone(),
-                turn: k,
-                ts: at + k as i64 * 1000,
+            let d = RoutingDecision {
                 segment: Some("smb".into()),
                 query_text: Some(format!("where is my order {i}?")),
-                router: RouterKind::PreRoute,
-                classifier_version: "v1".into(),
-                intent: None,
                 confidence: 0.5 + (i % 50) as f64 / 100.0,
                 threshold: Some(0.6),
                 tier: tier.into(),
                 model: tier.into(),
-                escalated: false,
                 latency_ms: 100.0,
-                input_tokens: 10,
-                output_tokens: 10,
-                cost_usd: 0.001,
                 capable_cost_usd: Some(0.004),
-            }));
+                ..testkit::decision(format!("d-{i}-{k}"), c.clone(), k, at + k as i64 * 1000)
+            };
+            out.push(d.into());
         }
         if i % 6 == 0 {
-            out.push(Event::Feedback(Feedback {
-                event_id: format!("f-{i}"),
-                conversation_id: c.clone(),
-                turn: None,
-                ts: at + 60_000,
-                kind: FeedbackKind::ThumbsDown,
-                score: None,
-                source: None,
-            }));
+            out.push(testkit::thumbs_down(format!("f-{i}"), c.clone(), None, at + 60_000).into());
         }
         if i % 5 == 0 {
-            out.push(Event::Ticket(SupportTicket {
-                event_id: format!("t-{i}"),
-                ticket_id: format!("T{i}"),
-                conversation_id: Some(c.clone()),
-                ts: at + 5 * H,
-                status: TicketStatus::Opened,
-                cost_center: "support".into(),
-                channel: "phone".into(),
-                handle_minutes: None,
-                cost_usd: None,
-                reason: None,
-            }));
+            out.push(testkit::ticket(format!("t-{i}"), format!("T{i}"), c.clone(), at + 5 * H).into());
         }
     }
     out
-}
-
-fn by_stream(evs: &[Event], stream: Stream) -> Vec<&Event> {
-    evs.iter().filter(|e| e.stream() == stream).collect()
-}
-
-fn write_jsonl(dir: &Path, evs: &[Event]) -> [std::path::PathBuf; 3] {
-    Stream::ALL.map(|s| {
-        let path = dir.join(format!("{}.jsonl", s.as_str()));
-        let mut text = Vec::new();
-        for e in by_stream(evs, s) {
-            text.extend(encode(e, WireFormat::Json, 0));
-            text.push(b'\n');
-        }
-        // One malformed line: dead-lettered, never fatal.
-        if s == Stream::Feedback {
-            text.extend(b"{\"event_id\": \"broken\"\n");
-        }
-        std::fs::write(&path, text).unwrap();
-        path
-    })
-}
-
-fn write_avro(dir: &Path, evs: &[Event]) -> [std::path::PathBuf; 3] {
-    Stream::ALL.map(|s| {
-        let path = dir.join(format!("{}.avro", s.as_str()));
-        let mut w = apache_avro::Writer::new(schema(s), Vec::new());
-        for e in by_stream(evs, s) {
-            w.append(to_avro_value(e)).unwrap();
-        }
-        std::fs::write(&path, w.into_inner().unwrap()).unwrap();
-        path
-    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -120,7 +57,10 @@ async fn replay_is_exact_resumable_and_format_independent() {
     let expect: Vec<_> = expect.into_iter().map(|(t, v)| (t, v.0, v.1, v.2, v.3)).collect();
 
     let json_env = Env::new("replayjson").await;
-    let files = write_jsonl(json_env.dir.path(), &evs);
+    let files = testkit::write_event_files(json_env.dir.path(), &evs, FileFormat::Jsonl);
+    // One malformed line: dead-lettered, never fatal.
+    let mut feedback = std::fs::OpenOptions::new().append(true).open(&files[1]).unwrap();
+    std::io::Write::write_all(&mut feedback, b"{\"event_id\": \"broken\"\n").unwrap();
     // No [kafka] section: replay reads files.
     let cfg = json_env.dir.path().join("replay.toml");
     std::fs::write(&cfg, format!("[postgres]\nurl = \"{}\"\n[http]\nlisten = \"\"\n", json_env.db_url)).unwrap();
@@ -135,7 +75,7 @@ async fn replay_is_exact_resumable_and_format_independent() {
     assert_eq!(json_env.tier_totals().await, expect);
 
     let avro_env = Env::new("replayavro").await;
-    let files = write_avro(avro_env.dir.path(), &evs);
+    let files = testkit::write_event_files(avro_env.dir.path(), &evs, FileFormat::AvroOcf);
     let cfg = avro_env.dir.path().join("replay.toml");
     std::fs::write(&cfg, format!("[postgres]\nurl = \"{}\"\n[http]\nlisten = \"\"\n", avro_env.db_url)).unwrap();
     replay(&cfg, &files);

@@ -18,6 +18,7 @@ use tierwatch::rescore::sampler::SamplerConfig;
 use tierwatch::rescore::Rescorer;
 use tierwatch::sim::{Scenario, SimConfig};
 use tierwatch::stats::weighted::WeightedProportion;
+use tierwatch::testkit;
 
 const BASE_RATE: f64 = 0.1;
 
@@ -92,15 +93,15 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
         .take(3)
         .enumerate()
     {
-        reviews.push(Event::Feedback(Feedback {
-            event_id: format!("review-{i}"),
-            conversation_id: ev.conversation_id.clone(),
-            turn: Some(ev.turn),
-            ts: ev.ts + 60_000,
-            kind: FeedbackKind::HumanReview,
-            score: Some(if i == 2 { 1.0 } else { 0.0 }),
-            source: Some("review-queue".into()),
-        }));
+        let review = testkit::feedback(
+            format!("review-{i}"),
+            ev.conversation_id.clone(),
+            Some(ev.turn),
+            ev.ts + 60_000,
+            FeedbackKind::HumanReview,
+        );
+        let score = Some(if i == 2 { 1.0 } else { 0.0 });
+        reviews.push(Feedback { score, source: Some("review-queue".into()), ..review }.into());
     }
     let reviewed: Vec<(String, i32, bool)> = reviews
         .iter()
@@ -110,17 +111,8 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
         })
         .collect();
 
-    let mut items = vec![];
-    let mut counts = [0i64; 3];
-    for ev in run.events.iter().chain(&reviews) {
-        let idx = match ev {
-            Event::Decision(_) => 0,
-            Event::Feedback(_) => 1,
-            Event::Ticket(_) => 2,
-        };
-        counts[idx] += 1;
-        items.push((env.topics[idx].clone(), ev.clone(), WireFormat::Avro));
-    }
+    let items = env.on_topics(run.events.iter().chain(&reviews).cloned(), WireFormat::Avro);
+    let counts = topic_counts(&items, &env.topics);
     send_all(&env.producer(), &items).await;
     // The daemon serves a copy, so the test can break and mend it under it.
     let served = env.dir.path().join("rescorer.onnx");

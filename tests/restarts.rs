@@ -12,71 +12,45 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use sqlx::Row;
+use tierwatch::decode::WireFormat;
+use tierwatch::event::Event;
+use tierwatch::sim::{Scenario, SimConfig};
+use tierwatch::testkit;
 
 /// Columns that record processing (wall-clock) time, not results.
 const WALL_CLOCK_COLUMNS: &[&str] = &["received_at", "evaluated_at", "updated_at", "created_at"];
+
+/// The simulated backlog: ten days of the post-mortem scenario.
+fn sim() -> SimConfig {
+    let mut sim = SimConfig::new(Scenario::Postmortem);
+    sim.days = 10;
+    sim.conversations_per_day = 900;
+    sim.seed = 11;
+    sim
+}
 
 /// Outcomes that arrive days after the last decision (tickets and turn-less feedback about the
 /// last conversations): they are released only when the watermark follows the small topics past
 /// the decisions' last time.
 async fn produce_tail(env: &Env) {
-    use tierwatch::decode::WireFormat;
-    use tierwatch::event::*;
-    let mut sim = tierwatch::sim::SimConfig::new(tierwatch::sim::Scenario::Postmortem);
-    sim.days = 10;
-    let end = sim.day_start_ms(10);
-    let mut items = vec![];
+    let end = sim().day_start_ms(10);
+    let mut events: Vec<Event> = vec![];
     for i in 0..30i64 {
         let conv = format!("tail-{i}");
         let at = end - 3_600_000 + i * 1000;
-        let d = decision(format!("tail-d-{i}"), conv.clone(), 0, at, "tail-clf", 0.9);
-        items.push((env.topics[0].clone(), d, WireFormat::Avro));
-        items.push((
-            env.topics[1].clone(),
-            Event::Feedback(Feedback {
-                event_id: format!("tail-f-{i}"),
-                conversation_id: conv.clone(),
-                turn: None,
-                ts: at + 24 * 3_600_000,
-                kind: FeedbackKind::ThumbsDown,
-                score: None,
-                source: None,
-            }),
-            WireFormat::Avro,
-        ));
-        items.push((
-            env.topics[2].clone(),
-            Event::Ticket(SupportTicket {
-                event_id: format!("tail-t-{i}"),
-                ticket_id: format!("tail-T-{i}"),
-                conversation_id: Some(conv),
-                ts: at + (48 + i) * 3_600_000 / 2,
-                status: TicketStatus::Opened,
-                cost_center: "support".into(),
-                channel: "phone".into(),
-                handle_minutes: None,
-                cost_usd: None,
-                reason: None,
-            }),
-            WireFormat::Avro,
-        ));
+        events.push(decision(format!("tail-d-{i}"), conv.clone(), 0, at, "tail-clf", 0.9));
+        events.push(testkit::thumbs_down(format!("tail-f-{i}"), conv.clone(), None, at + 24 * 3_600_000).into());
+        let ts = at + (48 + i) * 3_600_000 / 2;
+        events.push(testkit::ticket(format!("tail-t-{i}"), format!("tail-T-{i}"), conv, ts).into());
     }
-    send_all(&env.producer(), &items).await;
+    send_all(&env.producer(), &env.on_topics(events, WireFormat::Avro)).await;
 }
 
 fn simulate_to(env: &Env) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .args(["simulate", "--kafka", &env.brokers, "--format", "avro"])
-        .args(["--routing-topic", &env.topics[0], "--feedback-topic", &env.topics[1]])
-        .args(["--tickets-topic", &env.topics[2]])
-        .args(["--days", "10", "--conversations-per-day", "900", "--seed", "11"])
-        .output()
-        .expect("run tierwatch simulate");
+    let out = simulate_command(&env.brokers, &env.topics, "avro", &sim()).output().expect("run tierwatch simulate");
     assert!(out.status.success(), "simulate failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -108,20 +82,6 @@ async fn new_run(env: &Env, name: &str) -> Run {
     Run { pool, config, port }
 }
 
-async fn committed(run: &Run, topic: &str) -> i64 {
-    let exists: bool =
-        sqlx::query("SELECT to_regclass('tw_offsets') IS NOT NULL").fetch_one(&run.pool).await.unwrap().get(0);
-    if !exists {
-        return 0;
-    }
-    sqlx::query("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM tw_offsets WHERE topic = $1")
-        .bind(topic)
-        .fetch_one(&run.pool)
-        .await
-        .unwrap()
-        .get(0)
-}
-
 async fn high_watermarks(env: &Env) -> [i64; 3] {
     use rdkafka::consumer::{BaseConsumer, Consumer};
     let consumer: BaseConsumer =
@@ -135,14 +95,6 @@ async fn high_watermarks(env: &Env) -> [i64; 3] {
     out
 }
 
-fn metric(port: u16, name: &str) -> Option<f64> {
-    // Not listening yet (the daemon is starting): unknown.
-    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    let (_, body) = http_get(port, "/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
-}
-
 /// Wait until every message is committed and nothing waits: pending outcomes 0 and the
 /// watermarks stable.
 async fn wait_drained(run: &Run, env: &Env, daemon: &mut Daemon, want: [i64; 3]) {
@@ -153,9 +105,9 @@ async fn wait_drained(run: &Run, env: &Env, daemon: &mut Daemon, want: [i64; 3])
         assert!(start.elapsed() < Duration::from_secs(180), "not drained in time\n{}", daemon.log_tail());
         let mut got = [0i64; 3];
         for (slot, topic) in got.iter_mut().zip(&env.topics) {
-            *slot = committed(run, topic).await;
+            *slot = committed_in(&run.pool, topic).await;
         }
-        let pending = metric(run.port, "tierwatch_pending_outcomes");
+        let pending = scrape_metric(run.port, "tierwatch_pending_outcomes");
         let wms: Vec<i64> = sqlx::query_scalar("SELECT watermark_ms FROM tw_partitions ORDER BY partition")
             .fetch_all(&run.pool)
             .await
@@ -218,7 +170,7 @@ async fn restarts_mid_backlog_change_no_view() {
         let mut daemon = Daemon::start(&restarted.config, &format!("restarted-{i}"));
         let started = Instant::now();
         loop {
-            let got = committed(&restarted, &env.topics[0]).await;
+            let got = committed_in(&restarted.pool, &env.topics[0]).await;
             if got as f64 >= fraction * want[0] as f64 {
                 break;
             }
@@ -228,7 +180,7 @@ async fn restarts_mid_backlog_change_no_view() {
         }
         let mut at_stop = [0i64; 3];
         for (t, topic) in env.topics.iter().enumerate() {
-            at_stop[t] = committed(&restarted, topic).await;
+            at_stop[t] = committed_in(&restarted.pool, topic).await;
         }
         eprintln!("stop {i} ({how}): committed {at_stop:?} of {want:?}");
         tickets_done_before_a_stop |= at_stop[2] == want[2] || at_stop[1] == want[1];
@@ -255,7 +207,7 @@ async fn restarts_mid_backlog_change_no_view() {
     let mut survivor = Daemon::start(&shared.config, "rebalanced-1");
     let victim = Daemon::start(&second_config, "rebalanced-2");
     let started = Instant::now();
-    while (committed(&shared, &env.topics[0]).await as f64) < 0.4 * want[0] as f64 {
+    while (committed_in(&shared.pool, &env.topics[0]).await as f64) < 0.4 * want[0] as f64 {
         assert!(started.elapsed() < Duration::from_secs(120), "no progress\n{}", survivor.log_tail());
         tokio::time::sleep(Duration::from_millis(20)).await;
     }

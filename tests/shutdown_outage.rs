@@ -12,30 +12,20 @@ use std::time::{Duration, Instant};
 use common::*;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
 fn decision(i: usize) -> Event {
     let tier = if i % 2 == 0 { "cheap" } else { "capable" };
-    Event::Decision(RoutingDecision {
-        event_id: format!("d-{i}"),
-        conversation_id: format!("c-{i}"),
-        turn: 0,
-        ts: 1_767_571_200_000 + i as i64 * 60_000,
-        segment: None,
-        query_text: None,
+    RoutingDecision {
         router: RouterKind::Cascade,
         classifier_version: "head-1".into(),
-        intent: None,
         confidence: 0.7,
-        threshold: Some(0.5),
         tier: tier.into(),
         model: tier.into(),
-        escalated: false,
         latency_ms: 50.0,
-        input_tokens: 10,
-        output_tokens: 10,
-        cost_usd: 0.001,
-        capable_cost_usd: Some(0.002),
-    })
+        ..testkit::decision(format!("d-{i}"), format!("c-{i}"), 0, DAY0 + i as i64 * 60_000)
+    }
+    .into()
 }
 
 fn part(range: std::ops::Range<usize>, topics: &[String; 3]) -> Vec<(String, Event, WireFormat)> {
@@ -43,19 +33,9 @@ fn part(range: std::ops::Range<usize>, topics: &[String; 3]) -> Vec<(String, Eve
     for i in range {
         out.push((topics[0].clone(), decision(i), WireFormat::Avro));
         if i % 4 == 0 {
-            out.push((
-                topics[1].clone(),
-                Event::Feedback(Feedback {
-                    event_id: format!("f-{i}"),
-                    conversation_id: format!("c-{i}"),
-                    turn: Some(0),
-                    ts: 1_767_571_200_000 + i as i64 * 60_000 + 1000,
-                    kind: FeedbackKind::ThumbsDown,
-                    score: None,
-                    source: None,
-                }),
-                WireFormat::Avro,
-            ));
+            let down =
+                testkit::thumbs_down(format!("f-{i}"), format!("c-{i}"), Some(0), DAY0 + i as i64 * 60_000 + 1000);
+            out.push((topics[1].clone(), down.into(), WireFormat::Avro));
         }
     }
     out
@@ -73,15 +53,8 @@ async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact(
     let mut daemon = Daemon::start(&cfg, "outage");
     env.wait_committed(topic_counts(&first, &env.topics), &mut daemon, Duration::from_secs(60)).await;
 
-    env.pool.close().await;
-    services("postgres-down");
     let second = part(n / 2..n, &env.topics);
-    send_all(&p, &second).await;
-    let wait = Instant::now();
-    while !daemon.log().contains("commit failed; retrying") {
-        assert!(wait.elapsed() < Duration::from_secs(60), "no failed commit seen\n{}", daemon.log_tail());
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    env.postgres_down_while_producing(&p, &second, &mut daemon).await;
     // Let the backoff grow past a few seconds, then stop it while it is still retrying.
     tokio::time::sleep(Duration::from_secs(4)).await;
     let stopping = Instant::now();
@@ -102,12 +75,7 @@ async fn sigterm_during_a_database_outage_stops_promptly_and_a_restart_is_exact(
     let thumbs = |parity: usize| (0..n).filter(|i| i % 4 == 0 && i % 2 == parity).count() as i64;
     let expect =
         vec![("capable".to_string(), half, half, thumbs(1), 0), ("cheap".to_string(), half, half, thumbs(0), 0)];
-    let started = Instant::now();
-    let mut got = env.tier_totals().await;
-    while got != expect && started.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        got = env.tier_totals().await;
-    }
+    let got = env.wait_tier_totals(&expect, Duration::from_secs(20)).await;
     daemon.stop();
     assert_eq!(got, expect, "views after SIGTERM during an outage and a restart");
 }

@@ -6,7 +6,6 @@
 #[path = "common/mod.rs"]
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,14 +26,7 @@ fn sim() -> SimConfig {
 }
 
 fn simulate_to(env: &Env, topics: &[String; 3]) -> std::process::Output {
-    let s = sim();
-    Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .args(["simulate", "--kafka", &env.brokers, "--format", "avro"])
-        .args(["--routing-topic", &topics[0], "--feedback-topic", &topics[1], "--tickets-topic", &topics[2]])
-        .args(["--days", &s.days.to_string(), "--conversations-per-day", &s.conversations_per_day.to_string()])
-        .args(["--seed", &s.seed.to_string()])
-        .output()
-        .expect("run tierwatch simulate")
+    simulate_command(&env.brokers, topics, "avro", &sim()).output().expect("run tierwatch simulate")
 }
 
 /// The same run from files through replay into SQLite.

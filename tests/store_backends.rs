@@ -102,6 +102,40 @@ struct ConfRow {
     hist: Vec<u8>,
 }
 
+/// A `tw_conf_hist` row as both backends' queries select it, in [`ConfRow`]'s field order.
+type ConfTuple = (i64, i32, String, String, String, i64, i64, i64, f64, i64, Vec<u8>);
+
+impl From<ConfTuple> for ConfRow {
+    fn from(t: ConfTuple) -> Self {
+        let (
+            hour_ms,
+            partition,
+            signal,
+            classifier_version,
+            router,
+            n,
+            conversations,
+            routed_cheap,
+            threshold_sum,
+            threshold_n,
+            hist,
+        ) = t;
+        ConfRow {
+            hour_ms,
+            partition,
+            signal,
+            classifier_version,
+            router,
+            n,
+            conversations,
+            routed_cheap,
+            threshold_sum,
+            threshold_n,
+            hist,
+        }
+    }
+}
+
 #[allow(async_fn_in_trait)]
 trait Inspect {
     const NAME: &'static str;
@@ -143,7 +177,7 @@ impl Inspect for PgInspect {
     }
 
     async fn conf_rows(&self) -> Vec<ConfRow> {
-        let rows = sqlx::query(
+        let rows: Vec<ConfTuple> = sqlx::query_as(
             "SELECT CAST(EXTRACT(EPOCH FROM hour) * 1000 AS bigint), partition, signal, classifier_version, router, \
                n, conversations, routed_cheap, threshold_sum, threshold_n, hist \
              FROM tw_conf_hist ORDER BY partition, hour, signal, classifier_version, router",
@@ -151,21 +185,7 @@ impl Inspect for PgInspect {
         .fetch_all(&self.0)
         .await
         .unwrap();
-        rows.iter()
-            .map(|r| ConfRow {
-                hour_ms: r.get(0),
-                partition: r.get(1),
-                signal: r.get(2),
-                classifier_version: r.get(3),
-                router: r.get(4),
-                n: r.get(5),
-                conversations: r.get(6),
-                routed_cheap: r.get(7),
-                threshold_sum: r.get(8),
-                threshold_n: r.get(9),
-                hist: r.get(10),
-            })
-            .collect()
+        rows.into_iter().map(ConfRow::from).collect()
     }
 
     async fn seed_drift_and_alert(&self, d0: i64) {
@@ -246,7 +266,7 @@ impl Inspect for SqliteInspect {
     }
 
     async fn conf_rows(&self) -> Vec<ConfRow> {
-        let rows = sqlx::query(
+        let rows: Vec<ConfTuple> = sqlx::query_as(
             "SELECT hour_ms, partition, signal, classifier_version, router, n, conversations, routed_cheap, \
                threshold_sum, threshold_n, hist \
              FROM tw_conf_hist ORDER BY partition, hour_ms, signal, classifier_version, router",
@@ -254,21 +274,7 @@ impl Inspect for SqliteInspect {
         .fetch_all(&self.0)
         .await
         .unwrap();
-        rows.iter()
-            .map(|r| ConfRow {
-                hour_ms: r.get(0),
-                partition: r.get(1),
-                signal: r.get(2),
-                classifier_version: r.get(3),
-                router: r.get(4),
-                n: r.get(5),
-                conversations: r.get(6),
-                routed_cheap: r.get(7),
-                threshold_sum: r.get(8),
-                threshold_n: r.get(9),
-                hist: r.get(10),
-            })
-            .collect()
+        rows.into_iter().map(ConfRow::from).collect()
     }
 
     async fn seed_drift_and_alert(&self, d0: i64) {

@@ -328,11 +328,11 @@ async fn run() {
         let el_ms = el.as_millis() as i64;
         while sent < due {
             let (i, ev) = live.next(el_ms, wall_ms());
-            let key = key_of(&ev);
+            let key = tierwatch::sim::message_key(&ev);
             let bytes = encode(&ev, WireFormat::Avro, 7);
             let mut rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(&env.topics[i])
-                .key(key.as_str())
-                .partition(partition_in(&key, partitions))
+                .key(key)
+                .partition(partition_in(key, partitions))
                 .payload(bytes.as_slice());
             let fut = loop {
                 match producer.send_result(rec) {

@@ -327,21 +327,9 @@ mod tests {
 
     #[test]
     fn event_accessors() {
-        let t = SupportTicket {
-            event_id: "e1".into(),
-            ticket_id: "t1".into(),
-            conversation_id: None,
-            ts: 77,
-            status: TicketStatus::Opened,
-            cost_center: "support".into(),
-            channel: "phone".into(),
-            handle_minutes: None,
-            cost_usd: None,
-            reason: None,
-        };
-        let ev = Event::from(t);
-        assert_eq!(ev.event_id(), "e1");
-        assert_eq!(ev.ts(), 77);
+        let ev = Event::from(crate::testkit::ticket_opened_unlinked());
+        assert_eq!(ev.event_id(), "tk-1");
+        assert_eq!(ev.ts(), crate::testkit::T0);
         assert_eq!(ev.stream(), Stream::Tickets);
         assert_eq!(ev.conversation_id(), None);
     }

@@ -28,3 +28,4 @@ pub mod source;
 pub mod stats;
 pub mod store;
 pub mod telemetry;
+pub mod testkit;

@@ -1,6 +1,7 @@
 //! Shared harness for the integration tests: a real Kafka broker and a real Postgres server,
 //! started by `scripts/test.sh` (which exports their addresses), a fresh database and fresh
-//! topics per test, and the `tierwatch` binary run as a child process.
+//! topics per test, and the `tierwatch` binary run as a child process. The events themselves are
+//! built with `tierwatch::testkit`.
 #![allow(dead_code)]
 
 use std::io::Write;
@@ -15,7 +16,9 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{PgPool, Row};
 use tierwatch::decode::{encode, WireFormat};
-use tierwatch::event::Event;
+use tierwatch::event::{Event, RoutingDecision};
+use tierwatch::sim::{message_key, SimConfig};
+use tierwatch::testkit;
 
 pub const PARTITIONS: i32 = 3;
 
@@ -126,17 +129,16 @@ max_connections = 4
 
     /// Messages committed per topic, as recorded in the store's offsets.
     pub async fn committed(&self, topic: &str) -> i64 {
-        let exists: bool =
-            sqlx::query("SELECT to_regclass('tw_offsets') IS NOT NULL").fetch_one(&self.pool).await.unwrap().get(0);
-        if !exists {
-            return 0;
-        }
-        sqlx::query("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM tw_offsets WHERE topic = $1")
-            .bind(topic)
-            .fetch_one(&self.pool)
-            .await
-            .unwrap()
-            .get(0)
+        committed_in(&self.pool, topic).await
+    }
+
+    /// `events` as produced to this environment: each on its stream's topic, in `format`.
+    pub fn on_topics(
+        &self,
+        events: impl IntoIterator<Item = Event>,
+        format: WireFormat,
+    ) -> Vec<(String, Event, WireFormat)> {
+        events.into_iter().map(|ev| (self.topics[testkit::stream_index(&ev)].clone(), ev, format)).collect()
     }
 
     /// Per tier over all days of `tier_quality_daily`: (tier, decisions, conversations, thumbs
@@ -152,6 +154,39 @@ max_connections = 4
         .into_iter()
         .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
         .collect()
+    }
+
+    /// Poll [`Env::tier_totals`] until it equals `want` (outcomes land once the watermark passes
+    /// them) or `timeout` has passed; returns the last rows read.
+    pub async fn wait_tier_totals(
+        &self,
+        want: &[(String, i64, i64, i64, i64)],
+        timeout: Duration,
+    ) -> Vec<(String, i64, i64, i64, i64)> {
+        let start = Instant::now();
+        loop {
+            let got = self.tier_totals().await;
+            if got == want || start.elapsed() > timeout {
+                return got;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// A Postgres outage under a running daemon: closes the test's pool, stops the server
+    /// (`scripts/services.sh postgres-down`), produces `items` meanwhile and waits until the daemon
+    /// logs a failed commit that it retries. Bring the server back with `services("postgres-up")`
+    /// and [`Env::reconnect`].
+    pub async fn postgres_down_while_producing(
+        &self,
+        producer: &FutureProducer,
+        items: &[(String, Event, WireFormat)],
+        daemon: &mut Daemon,
+    ) {
+        self.pool.close().await;
+        services("postgres-down");
+        send_all(producer, items).await;
+        daemon.wait_log("commit failed; retrying", Duration::from_secs(60)).await;
     }
 
     /// Wait until the store's offsets show `counts[i]` messages of topic i.
@@ -174,6 +209,22 @@ max_connections = 4
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// Messages committed to `topic` according to the offsets in the store behind `pool` (0 before the
+/// daemon created its tables).
+pub async fn committed_in(pool: &PgPool, topic: &str) -> i64 {
+    let exists: bool =
+        sqlx::query("SELECT to_regclass('tw_offsets') IS NOT NULL").fetch_one(pool).await.unwrap().get(0);
+    if !exists {
+        return 0;
+    }
+    sqlx::query("SELECT COALESCE(SUM(next_offset), 0)::bigint FROM tw_offsets WHERE topic = $1")
+        .bind(topic)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+        .get(0)
 }
 
 pub async fn create_topics(brokers: &str, topics: &[String], partitions: i32) {
@@ -199,43 +250,24 @@ pub fn partition_in(key: &str, partitions: i32) -> i32 {
 /// A pre-route decision of classifier `cv` with `confidence` against threshold 0.6 (cheap tier at
 /// or above it), no text, zero cost: what the drift tests need.
 pub fn decision(event_id: String, conversation_id: String, turn: i32, ts: i64, cv: &str, confidence: f64) -> Event {
-    use tierwatch::event::{RouterKind, RoutingDecision};
-    Event::Decision(RoutingDecision {
-        event_id,
-        conversation_id,
-        turn,
-        ts,
-        segment: None,
-        query_text: None,
-        router: RouterKind::PreRoute,
+    RoutingDecision {
         classifier_version: cv.to_string(),
-        intent: None,
         confidence,
         threshold: Some(0.6),
         tier: if confidence >= 0.6 { "cheap".into() } else { "capable".into() },
-        model: "m".into(),
-        escalated: false,
-        latency_ms: 10.0,
         input_tokens: 1,
         output_tokens: 1,
         cost_usd: 0.0,
         capable_cost_usd: Some(0.0),
-    })
-}
-
-pub fn key_of(ev: &Event) -> String {
-    match ev {
-        Event::Decision(d) => d.conversation_id.clone(),
-        Event::Feedback(f) => f.conversation_id.clone(),
-        Event::Ticket(t) => t.conversation_id.clone().unwrap_or_else(|| t.ticket_id.clone()),
+        ..testkit::decision(event_id, conversation_id, turn, ts)
     }
+    .into()
 }
 
 /// Produce one event to topic `idx` in the given wire format, keyed and co-partitioned.
 pub async fn send(p: &FutureProducer, topic: &str, ev: &Event, format: WireFormat) {
-    let key = key_of(ev);
     let bytes = encode(ev, format, 7);
-    send_raw(p, topic, &key, Some(&bytes)).await;
+    send_raw(p, topic, message_key(ev), Some(&bytes)).await;
 }
 
 /// Produce many events without waiting for each delivery (order per partition is kept by the
@@ -248,12 +280,10 @@ pub async fn send_all(p: &FutureProducer, items: &[(String, Event, WireFormat)])
 pub async fn send_all_partitioned(p: &FutureProducer, items: &[(String, Event, WireFormat)], partitions: i32) {
     let mut pending = Vec::with_capacity(items.len());
     for (topic, ev, format) in items {
-        let key = key_of(ev);
+        let key = message_key(ev);
         let bytes = encode(ev, *format, 7);
-        let rec: FutureRecord<'_, str, [u8]> = FutureRecord::to(topic)
-            .key(key.as_str())
-            .partition(partition_in(&key, partitions))
-            .payload(bytes.as_slice());
+        let rec: FutureRecord<'_, str, [u8]> =
+            FutureRecord::to(topic).key(key).partition(partition_in(key, partitions)).payload(bytes.as_slice());
         let mut rec = rec;
         loop {
             match p.send_result(rec) {
@@ -306,19 +336,46 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    /// SIGTERM and wait for a clean exit; returns the daemon's log.
     /// Wait until the daemon logs its partition assignment (its join state is loaded; polling
-    /// follows); panics if it exits first.
-    #[allow(dead_code)] // used by the benchmarks
+    /// follows); panics if it exits first, or after ten minutes (the benchmarks load large states).
     pub async fn wait_assigned(&mut self) {
-        while !self.log().contains(" assigned") {
+        self.wait_log(" assigned", Duration::from_secs(600)).await;
+    }
+
+    /// Wait until the daemon's log contains `needle`; panics if the daemon exits first or after
+    /// `timeout`.
+    pub async fn wait_log(&mut self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while !self.log().contains(needle) {
             if let Some(status) = self.child.try_wait().unwrap() {
-                panic!("daemon exited ({status}) before its assignment\n{}", self.log_tail());
+                panic!("daemon exited ({status}) before logging '{needle}'\n{}", self.log_tail());
             }
+            assert!(start.elapsed() < timeout, "no '{needle}' in the log after {timeout:?}\n{}", self.log_tail());
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
 
+    /// Poll `check` every 200 ms until it gives a value; panics if the daemon exits first or after
+    /// `timeout`, naming `what` it waited for.
+    pub async fn wait_until<T, F, Fut>(&mut self, timeout: Duration, what: &str, mut check: F) -> T
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Option<T>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = check().await {
+                return v;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!("daemon exited ({status}) while waiting for {what}\n{}", self.log_tail());
+            }
+            assert!(start.elapsed() < timeout, "timed out waiting for {what}\n{}", self.log_tail());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the daemon's log.
     pub fn stop(mut self) -> String {
         let pid = self.child.id() as i32;
         unsafe_kill(pid, "TERM");
@@ -374,7 +431,6 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// GET a path from a local HTTP server; returns (status line, body).
 /// `/metrics` once the daemon's counters include all `messages` it has committed
 /// (`tierwatch_events_consumed_total` summed over topics): a commit becomes visible in the store
 /// a moment before the daemon takes its result and counts it. Gives up after 10 s and returns the
@@ -395,6 +451,20 @@ pub fn metrics_once_counted(port: u16, messages: i64) -> String {
     }
 }
 
+/// The value of one series in a `/metrics` page: the line `series value`, where `series` is the
+/// metric's name with its labels as printed (e.g. `tierwatch_store_errors_total{class="fatal"}`).
+pub fn metric_value(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The value of `series` on the `/metrics` page of the daemon listening on `port`; `None` while it
+/// is not listening yet (starting) or does not show the series.
+pub fn scrape_metric(port: u16, series: &str) -> Option<f64> {
+    std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    metric_value(&http_get(port, "/metrics").1, series)
+}
+
+/// GET a path from a local HTTP server; returns (status line, body).
 pub fn http_get(port: u16, path: &str) -> (String, String) {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect http");
@@ -441,14 +511,21 @@ pub fn replay(cfg: &std::path::Path, files: &[PathBuf; 3]) -> String {
 }
 
 /// Messages per topic (routing decisions, feedback, tickets) of a simulated run.
-pub fn sim_counts(cfg: &tierwatch::sim::SimConfig) -> [i64; 3] {
+pub fn sim_counts(cfg: &SimConfig) -> [i64; 3] {
     let mut counts = [0i64; 3];
     for ev in tierwatch::sim::generate(cfg).events {
-        counts[match ev {
-            Event::Decision(_) => 0,
-            Event::Feedback(_) => 1,
-            Event::Ticket(_) => 2,
-        }] += 1;
+        counts[testkit::stream_index(&ev)] += 1;
     }
     counts
+}
+
+/// `tierwatch simulate` of `sim` (scenario, days, conversations per day, seed) to `topics` on
+/// `brokers`, in wire format `format` (`avro`, `json` or `confluent`); the caller runs it.
+pub fn simulate_command(brokers: &str, topics: &[String; 3], format: &str, sim: &SimConfig) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tierwatch"));
+    cmd.args(["simulate", "--kafka", brokers, "--format", format, "--scenario", sim.scenario.as_str()])
+        .args(["--routing-topic", &topics[0], "--feedback-topic", &topics[1], "--tickets-topic", &topics[2]])
+        .args(["--days", &sim.days.to_string(), "--conversations-per-day", &sim.conversations_per_day.to_string()])
+        .args(["--seed", &sim.seed.to_string()]);
+    cmd
 }

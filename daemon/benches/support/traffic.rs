@@ -14,6 +14,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use tierwatch::event::*;
+use tierwatch::testkit::{self, DAY0};
 
 /// `n` events as (stream index: 0 routing, 1 feedback, 2 tickets, event), in time order.
 #[allow(dead_code)] // not every benchmark uses it
@@ -41,36 +42,19 @@ pub fn events_from(first: usize, count: usize) -> Vec<(usize, Event)> {
 
 /// One conversation's events.
 fn conversation(i: usize, out: &mut Vec<(usize, Event)>) {
-    let day = 1_767_571_200_000i64; // 2026-01-05T00:00Z
     let c = format!("conv-{i}");
     // Traffic moves forward in time as in a live stream or a replay: one conversation / 20 s.
-    let start = day + i as i64 * 20_000;
+    let start = DAY0 + i as i64 * 20_000;
     let tier = if i % 3 == 0 { "capable" } else { "cheap" };
     for k in 0..2 {
-        out.push((
-            0,
-            Event::Decision(RoutingDecision {
-                event_id: format!("d-{i}-{k}"),
-                conversation_id: c.clone(),
-                turn: k,
-                ts: start + k as i64 * 60_000,
-                segment: Some(["smb", "enterprise", "consumer"][i % 3].into()),
-                query_text: Some("where is my charge from? it says ACME*SVC 14.99".into()),
-                router: RouterKind::PreRoute,
-                classifier_version: "clf-2026-01".into(),
-                intent: Some("billing".into()),
-                confidence: (i % 1000) as f64 / 1000.0,
-                threshold: Some(0.6),
-                tier: tier.into(),
-                model: if tier == "cheap" { "small-1".into() } else { "large-1".into() },
-                escalated: false,
-                latency_ms: 100.0 + (i % 900) as f64,
-                input_tokens: 220,
-                output_tokens: 140,
-                cost_usd: 0.0004,
-                capable_cost_usd: Some(0.0016),
-            }),
-        ));
+        let d = RoutingDecision {
+            intent: Some("billing".into()),
+            confidence: (i % 1000) as f64 / 1000.0,
+            latency_ms: 100.0 + (i % 900) as f64,
+            cost_usd: 0.0004,
+            ..decision(i, k, &c, start + k as i64 * 60_000, tier)
+        };
+        out.push((0, d.into()));
     }
     if i % 4 == 0 {
         out.push((1, feedback(i, &c, 1, start + 5 * 60_000)));
@@ -86,14 +70,13 @@ fn conversation(i: usize, out: &mut Vec<(usize, Event)>) {
 /// start). Conversations start evenly (≈ 3.05 events each on average).
 #[allow(dead_code)] // not every benchmark uses it
 pub fn realistic(n: usize, rate: f64) -> Vec<(usize, Event)> {
-    let day = 1_767_571_200_000i64; // 2026-01-05T00:00Z
     let spacing_ms = 3.05 * 1000.0 / rate;
     // Enough conversations for `n` events (≥ 3.0 each on average) plus one longest conversation's
     // span (5 minutes) more, so that the first `n` in time order are complete.
     let conversations = n / 3 + (5.0 * 60_000.0 / spacing_ms) as usize + 1;
     let mut out = Vec::with_capacity(conversations * 4);
     for i in 0..conversations {
-        let start = day + (i as f64 * spacing_ms) as i64;
+        let start = DAY0 + (i as f64 * spacing_ms) as i64;
         let turns = 1 + ((i * 7 + i / 3) % 4) as i32;
         let c = format!("conv-{i}");
         let tier = if i % 3 == 0 { "capable" } else { "cheap" };
@@ -117,54 +100,38 @@ pub fn realistic(n: usize, rate: f64) -> Vec<(usize, Event)> {
 
 /// Conversation `i`'s feedback on `turn`: thumbs down for every 8th conversation, else up.
 fn feedback(i: usize, c: &str, turn: i32, ts: i64) -> Event {
-    Event::Feedback(Feedback {
-        event_id: format!("f-{i}"),
-        conversation_id: c.to_string(),
-        turn: Some(turn),
-        ts,
-        kind: if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp },
-        score: None,
-        source: Some("widget".into()),
-    })
+    let kind = if i % 8 == 0 { FeedbackKind::ThumbsDown } else { FeedbackKind::ThumbsUp };
+    Feedback { source: Some("widget".into()), ..testkit::feedback(format!("f-{i}"), c, Some(turn), ts, kind) }.into()
 }
 
 /// Conversation `i`'s support ticket, opened at `ts` on `channel`.
 fn ticket(i: usize, c: &str, ts: i64, channel: &str) -> Event {
-    Event::Ticket(SupportTicket {
-        event_id: format!("t-{i}"),
-        ticket_id: format!("T{i}"),
-        conversation_id: Some(c.to_string()),
-        ts,
-        status: TicketStatus::Opened,
-        cost_center: "support".into(),
+    SupportTicket {
         channel: channel.into(),
-        handle_minutes: None,
-        cost_usd: None,
         reason: Some("billing".into()),
-    })
+        ..testkit::ticket(format!("t-{i}"), format!("T{i}"), c, ts)
+    }
+    .into()
 }
 
+/// Conversation `i`'s turn `k`: intent, confidence, latency and cost vary with `i` and `k` (as in
+/// [`realistic`] and [`Live`]; [`events`] fixes the intent and cost and varies the others by `i`).
 fn decision(i: usize, k: i32, c: &str, ts: i64, tier: &str) -> RoutingDecision {
     RoutingDecision {
-        event_id: format!("d-{i}-{k}"),
-        conversation_id: c.to_string(),
-        turn: k,
-        ts,
         segment: Some(["smb", "enterprise", "consumer"][i % 3].into()),
         query_text: Some("where is my charge from? it says ACME*SVC 14.99".into()),
-        router: RouterKind::PreRoute,
         classifier_version: "clf-2026-01".into(),
         intent: Some(["billing", "shipping", "account", "refund"][i % 4].into()),
         confidence: ((i * 37 + k as usize * 11) % 1000) as f64 / 1000.0,
         threshold: Some(0.6),
         tier: tier.into(),
         model: if tier == "cheap" { "small-1".into() } else { "large-1".into() },
-        escalated: false,
         latency_ms: 100.0 + ((i + k as usize) % 900) as f64,
         input_tokens: 220,
         output_tokens: 140,
         cost_usd: if tier == "cheap" { 0.0004 } else { 0.0016 },
         capable_cost_usd: Some(0.0016),
+        ..testkit::decision(format!("d-{i}-{k}"), c, k, ts)
     }
 }
 

@@ -16,11 +16,6 @@ pub mod outbox;
 pub mod quality;
 pub mod webhook;
 
-#[cfg(test)]
-mod engine_tests;
-#[cfg(test)]
-mod webhook_tests;
-
 pub use engine::{episode_id, episodes, firing};
 pub use outbox::{webhook_key, OutboxRow, OutboxStore};
 pub use crate::telemetry::{WebhookMetrics, WebhookStats};

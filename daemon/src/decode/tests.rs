@@ -5,6 +5,7 @@ use proptest::prelude::*;
 use super::testutil::*;
 use super::*;
 use crate::event::{Event, Feedback, FeedbackKind, RouterKind, RoutingDecision, Stream, SupportTicket, TicketStatus};
+use crate::testkit::*;
 
 const BROKER: Option<i64> = Some(T0 + 10_000_000);
 

@@ -3,51 +3,41 @@
 use super::*;
 use std::collections::BTreeMap;
 
-use crate::event::{RouterKind, TicketStatus};
+use crate::event::TicketStatus;
 use crate::metrics::{Grain, HumanDelta, QualityDelta, QualityKey, DAY_MS, HOUR_MS};
+use crate::testkit;
 
 const T0: i64 = 1_700_000_000_000 - 1_700_000_000_000 % DAY_MS; // a UTC midnight
 
 fn decision(id: &str, conv: &str, turn: i32, ts: i64, tier: &str) -> RoutingDecision {
     RoutingDecision {
-        event_id: id.into(),
-        conversation_id: conv.into(),
-        turn,
-        ts,
         segment: Some("smb".into()),
         query_text: Some("where is my charge from?".into()),
-        router: RouterKind::PreRoute,
-        classifier_version: "v1".into(),
         intent: Some("billing".into()),
         confidence: 0.9,
-        threshold: Some(0.5),
         tier: tier.into(),
         model: format!("{tier}-model"),
-        escalated: false,
         latency_ms: 100.0,
         input_tokens: 100,
         output_tokens: 50,
         cost_usd: if tier == "cheap" { 0.001 } else { 0.004 },
         capable_cost_usd: Some(0.004),
+        ..testkit::decision(id, conv, turn, ts)
     }
 }
 
 fn feedback(id: &str, conv: &str, turn: Option<i32>, ts: i64, kind: FeedbackKind, score: Option<f64>) -> Feedback {
-    Feedback { event_id: id.into(), conversation_id: conv.into(), turn, ts, kind, score, source: None }
+    Feedback { score, ..testkit::feedback(id, conv, turn, ts, kind) }
 }
 
 fn ticket(id: &str, tid: &str, conv: Option<&str>, ts: i64, status: TicketStatus, cost: Option<f64>) -> SupportTicket {
     SupportTicket {
-        event_id: id.into(),
-        ticket_id: tid.into(),
         conversation_id: conv.map(Into::into),
-        ts,
         status,
-        cost_center: "support".into(),
-        channel: "phone".into(),
         handle_minutes: Some(10.0),
         cost_usd: cost,
         reason: Some("billing".into()),
+        ..testkit::ticket(id, tid, "", ts)
     }
 }
 

@@ -382,13 +382,8 @@ mod tests {
     #[test]
     fn review_labels_need_a_turn_and_a_score() {
         let mut f = Feedback {
-            event_id: "f1".into(),
-            conversation_id: "c1".into(),
-            turn: Some(2),
-            ts: 1_000,
-            kind: FeedbackKind::HumanReview,
             score: Some(0.0),
-            source: None,
+            ..crate::testkit::feedback("f1", "c1", Some(2), 1_000, FeedbackKind::HumanReview)
         };
         let l = review_label(&f).unwrap();
         assert_eq!((l.turn, l.addressed, l.reviewed_ms), (2, false, 1_000));

@@ -135,8 +135,8 @@ mod tests {
     use std::io::Cursor;
 
     use super::*;
-    use crate::decode::testutil::feedback_up;
     use crate::decode::to_avro_value;
+    use crate::testkit::feedback_up;
 
     fn container() -> Vec<u8> {
         let mut w = apache_avro::Writer::new(schema(Stream::Feedback), Vec::new());

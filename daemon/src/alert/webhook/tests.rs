@@ -12,14 +12,13 @@ use axum::routing::post;
 use axum::Router;
 use serde_json::{json, Value};
 
-use super::engine::episode_id;
-use super::outbox::{webhook_key, OutboxRow, OutboxStore};
-use super::webhook::one_line;
-use crate::telemetry::WebhookStats;
 use super::{
-    alertmanager_payload, alertmanager_payload_until, slack_payload, AlertState, Episode, Notification, PayloadFormat,
-    Severity, WebhookConfig, WebhookMetrics, WebhookSink,
+    alertmanager_payload, alertmanager_payload_until, one_line, slack_payload, Notification, PayloadFormat,
+    WebhookConfig, WebhookMetrics, WebhookSink, WebhookStats,
 };
+use crate::alert::engine::episode_id;
+use crate::alert::outbox::{webhook_key, OutboxRow, OutboxStore};
+use crate::alert::{AlertState, Episode, Severity};
 
 const D5: i64 = 1_736_035_200_000; // 2025-01-05T00:00:00Z
 const D6: i64 = 1_736_121_600_000; // 2025-01-06T00:00:00Z
@@ -74,58 +73,42 @@ fn escalated() -> Notification {
 
 // ---------- payload goldens ----------
 
+/// The one Alertmanager alert of the golden episode (confidence_drift on clf-1, critical, fired on
+/// the window ending 2025-01-06): `value` and `threshold` as annotated, and what ends the alert
+/// (`endsAt`) or links to it (`generatorURL`).
+fn alertmanager_golden(n: &Notification, value: &str, threshold: &str, end_or_link: (&str, &str)) -> Value {
+    let mut alert = json!({
+        "labels": {
+            "alertname": "confidence_drift",
+            "kind": "confidence_drift",
+            "subject": "clf-1",
+            "severity": "critical",
+            "service": "tierwatch"
+        },
+        "annotations": {
+            "summary": "KS D 0.13 on the daily window, n = 12034",
+            "value": value,
+            "threshold": threshold,
+            "window": "2025-01-05T00:00:00Z/2025-01-06T00:00:00Z",
+            "episode_id": n.episode.id
+        },
+        "startsAt": "2025-01-06T00:00:00Z"
+    });
+    alert[end_or_link.0] = json!(end_or_link.1);
+    json!([alert])
+}
+
 #[test]
 fn alertmanager_firing_golden() {
     let n = firing();
-    let id = n.episode.id.clone();
-    assert_eq!(
-        alertmanager_payload(&n),
-        json!([{
-            "labels": {
-                "alertname": "confidence_drift",
-                "kind": "confidence_drift",
-                "subject": "clf-1",
-                "severity": "critical",
-                "service": "tierwatch"
-            },
-            "annotations": {
-                "summary": "KS D 0.13 on the daily window, n = 12034",
-                "value": "0.13",
-                "threshold": "0.10",
-                "window": "2025-01-05T00:00:00Z/2025-01-06T00:00:00Z",
-                "episode_id": id
-            },
-            "startsAt": "2025-01-06T00:00:00Z",
-            "generatorURL": "https://grafana.example/d/tierwatch?var-subject=clf-1"
-        }])
-    );
+    let link = ("generatorURL", "https://grafana.example/d/tierwatch?var-subject=clf-1");
+    assert_eq!(alertmanager_payload(&n), alertmanager_golden(&n, "0.13", "0.10", link));
 }
 
 #[test]
 fn alertmanager_resolved_golden() {
     let n = resolved();
-    let id = n.episode.id.clone();
-    assert_eq!(
-        alertmanager_payload(&n),
-        json!([{
-            "labels": {
-                "alertname": "confidence_drift",
-                "kind": "confidence_drift",
-                "subject": "clf-1",
-                "severity": "critical",
-                "service": "tierwatch"
-            },
-            "annotations": {
-                "summary": "KS D 0.13 on the daily window, n = 12034",
-                "value": "0.031",
-                "threshold": "0.100",
-                "window": "2025-01-05T00:00:00Z/2025-01-06T00:00:00Z",
-                "episode_id": id
-            },
-            "startsAt": "2025-01-06T00:00:00Z",
-            "endsAt": "2025-01-09T00:00:00Z"
-        }])
-    );
+    assert_eq!(alertmanager_payload(&n), alertmanager_golden(&n, "0.031", "0.100", ("endsAt", "2025-01-09T00:00:00Z")));
 }
 
 #[test]

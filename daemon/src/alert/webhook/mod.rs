@@ -798,3 +798,6 @@ async fn body_snippet(mut resp: reqwest::Response) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests;

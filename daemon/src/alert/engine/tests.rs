@@ -2,8 +2,8 @@
 
 use proptest::prelude::*;
 
-use super::engine::{episode_id, episodes, firing};
-use super::{AlertState, Episode, Evaluation, Hysteresis, Severity};
+use super::{episode_id, episodes, firing};
+use crate::alert::{AlertState, Episode, Evaluation, Hysteresis, Severity};
 
 const DAY: i64 = 86_400_000;
 const T0: i64 = 1_735_689_600_000; // 2025-01-01T00:00:00Z

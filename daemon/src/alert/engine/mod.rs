@@ -138,3 +138,6 @@ pub fn episodes(kind: &str, subject: &str, evals: &[Evaluation], h: &Hysteresis)
 pub fn firing(episodes: &[Episode]) -> Option<&Episode> {
     episodes.iter().rev().find(|e| e.state == AlertState::Firing)
 }
+
+#[cfg(test)]
+mod tests;
