@@ -25,10 +25,10 @@ use tierwatch::metrics::{
 };
 use tierwatch::stats::hist::ConfHist;
 use tierwatch::stats::WeightedProportion;
+use tierwatch::store::postgres::PgEvalStore;
 use tierwatch::store::postgres::PgStore;
-use tierwatch::store::postgres_eval::PgEvalStore;
+use tierwatch::store::sqlite::SqliteEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
-use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::{
     CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreOutcome, RescoreResult,
     RescoreSample, ReviewLabel, Store, ViewSettings,

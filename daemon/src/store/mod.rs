@@ -98,11 +98,7 @@ macro_rules! bind_threshold_advice {
 
 mod migrations;
 pub mod postgres;
-pub mod postgres_eval;
-mod postgres_router_eval;
 pub mod sqlite;
-pub mod sqlite_eval;
-mod sqlite_router_eval;
 
 use std::collections::HashMap;
 

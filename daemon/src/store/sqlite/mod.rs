@@ -24,6 +24,9 @@ use super::{
 };
 use crate::metrics::{day_start, ConfDelta};
 
+pub mod eval;
+pub use eval::SqliteEvalStore;
+
 /// How long a writer waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 

@@ -14,6 +14,9 @@ use super::{
 };
 use crate::metrics::{ConfDelta, ConfKey};
 
+pub mod eval;
+pub use eval::PgEvalStore;
+
 pub struct PgStore {
     pool: PgPool,
 }

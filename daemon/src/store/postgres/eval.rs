@@ -1,5 +1,6 @@
-//! The drift/alert evaluator's storage on Postgres. One instance evaluates at a time: a session
-//! advisory lock held on a dedicated connection for the duration of a pass.
+//! The drift/alert evaluator's storage on Postgres (drift, alerts and their outbox, router
+//! evaluation). One instance evaluates at a time: a session advisory lock held on a dedicated
+//! connection for the duration of a pass.
 
 use std::collections::HashMap;
 
@@ -8,13 +9,15 @@ use sqlx::pool::PoolConnection;
 use sqlx::{Postgres, Row};
 use tokio::sync::Mutex;
 
-use super::postgres::PgStore;
+use super::PgStore;
 use crate::alert::misroute::{EstimateDay, EstimateRow};
 use crate::alert::outbox::{firing_episode, FiringRow, KEEP_DELIVERED_DAYS};
 use crate::alert::quality::DayCounts;
 use crate::alert::{Episode, OutboxRow, OutboxStore};
 use crate::drift::evaluator::{DayWindows, DriftRecord, EvalStore, StoredReference};
-use crate::metrics::Signal;
+use crate::metrics::{CalibCounts, CalibRow, Signal};
+use crate::router_eval::advice::RescoreCell;
+use crate::router_eval::pass::{DayResult, RescoreCellRow, RouterEvalStore};
 use crate::stats::hist::ConfHist;
 
 /// Arbitrary but fixed: the advisory lock key of the evaluator ("twdr").
@@ -82,7 +85,7 @@ impl EvalStore for PgEvalStore {
         .fetch_all(self.store.pool())
         .await
         .context("reading tw_conf_hist")?;
-        super::fold_conf_rows(&rows)
+        crate::store::fold_conf_rows(&rows)
     }
 
     async fn references(&self) -> anyhow::Result<Vec<StoredReference>> {
@@ -360,4 +363,141 @@ impl OutboxStore for PgEvalStore {
         .context("reading firing alerts")?;
         Ok(rows.into_iter().filter_map(firing_episode).collect())
     }
+}
+
+// Router evaluation (see [`crate::router_eval::pass`]).
+
+const DAY_MS_OF: &str = "((day - DATE '1970-01-01')::bigint * 86400000)";
+const DATE_OF: &str = "(to_timestamp($1::double precision / 1000) AT TIME ZONE 'UTC')::date";
+
+impl RouterEvalStore for PgEvalStore {
+    async fn calib_cells(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<CalibRow>> {
+        let rows = sqlx::query(&format!(
+            r#"SELECT {DAY_MS_OF}, classifier_version, router, tier, cell, grp, decisions, failures,
+                      failed_deflections, conf_e4, cost_nusd, capable_cost_nusd
+               FROM tw_agg_calibration
+               WHERE day >= {DATE_OF} AND day < (to_timestamp($2::double precision / 1000) AT TIME ZONE 'UTC')::date"#
+        ))
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pg().pool())
+        .await
+        .context("reading tw_agg_calibration")?;
+        rows.iter().map(calib_row).collect()
+    }
+
+    async fn calib_first_days(&self) -> anyhow::Result<Vec<(String, String, i64)>> {
+        let rows = sqlx::query(&format!(
+            "SELECT classifier_version, router, MIN({DAY_MS_OF}) FROM tw_agg_calibration GROUP BY 1, 2"
+        ))
+        .fetch_all(self.pg().pool())
+        .await
+        .context("reading the first calibration days")?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    async fn ticket_cost_days(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<(i64, i64, i64)>> {
+        let rows = sqlx::query(
+            r#"SELECT (EXTRACT(EPOCH FROM bucket) * 1000)::bigint, SUM(attributed_tickets)::bigint,
+                      SUM(attributed_human_cost_nusd)::bigint
+               FROM tw_agg_quality
+               WHERE grain = 'd' AND bucket >= to_timestamp($1::double precision / 1000)
+                 AND bucket < to_timestamp($2::double precision / 1000)
+               GROUP BY 1"#,
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pg().pool())
+        .await
+        .context("reading attributed ticket costs")?;
+        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
+    }
+
+    async fn rescore_cells(&self, from_ms: i64, to_ms: i64) -> anyhow::Result<Vec<RescoreCellRow>> {
+        let rows = sqlx::query(
+            r#"SELECT ((ts AT TIME ZONE 'UTC')::date - DATE '1970-01-01')::bigint * 86400000,
+                      classifier_version, router, tier,
+                      LEAST(99, FLOOR(router_confidence * 100))::int,
+                      SUM(w)::double precision, SUM(CASE WHEN p_complex >= rescore_threshold THEN w ELSE 0 END)::double precision
+               FROM tw_rescore_samples
+               WHERE status = 'scored' AND router_confidence IS NOT NULL
+                 AND router_confidence >= 0 AND router_confidence <= 1
+                 AND ts >= to_timestamp($1::double precision / 1000) AND ts < to_timestamp($2::double precision / 1000)
+               GROUP BY 1, 2, 3, 4, 5"#,
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .fetch_all(self.pg().pool())
+        .await
+        .context("reading rescoring evidence")?;
+        rows.iter()
+            .map(|r| {
+                Ok(RescoreCellRow {
+                    day_ms: r.try_get(0)?,
+                    classifier_version: r.try_get(1)?,
+                    router: r.try_get(2)?,
+                    tier: r.try_get(3)?,
+                    cell: u8::try_from(r.try_get::<i32, _>(4)?.clamp(0, 99)).unwrap_or(99),
+                    evidence: RescoreCell { w: r.try_get(5)?, wy: r.try_get(6)? },
+                })
+            })
+            .collect()
+    }
+
+    async fn write_router_eval(&self, from_ms: i64, rows: &[DayResult]) -> anyhow::Result<()> {
+        let mut tx = self.pg().pool().begin().await?;
+        for table in ["tw_calibration_daily", "tw_calibration_summary_daily", "tw_threshold_advice"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE day >= {DATE_OF}"))
+                .bind(from_ms)
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("clearing {table}"))?;
+        }
+        let insert_bin = format!(
+            r#"INSERT INTO tw_calibration_daily (day, classifier_version, router, "window", bin, conf_lo, conf_hi,
+                 conf_mean, n, failures, failure_rate, failure_rate_lo, failure_rate_hi, baseline_n,
+                 baseline_failures, baseline_failure_rate, p_value, status)
+               VALUES ({DATE_OF}, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"#
+        );
+        let insert_summary = format!(
+            r#"INSERT INTO tw_calibration_summary_daily (day, classifier_version, router, "window", n, failures,
+                 bins, ece, ece_lo, ece_hi, overconfidence, overconfidence_lo, overconfidence_hi, ece_plugin)
+               VALUES ({DATE_OF}, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"#
+        );
+        let insert_advice = format!(
+            r#"INSERT INTO tw_threshold_advice (day, classifier_version, router, "window", threshold, is_current,
+                 is_recommended, decisions, cheap_share, inference_cost_usd, expected_failed_deflections,
+                 expected_failed_deflections_lo, expected_failed_deflections_hi, cheap_failure_rate,
+                 human_cost_per_failure_usd, expected_human_cost_usd, net_cost_usd, net_cost_lo_usd,
+                 net_cost_hi_usd, extrapolated, net_saving_usd, net_saving_lo_usd, net_saving_hi_usd)
+               VALUES ({DATE_OF}, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18,
+                 $19, $20, $21, $22, $23)"#
+        );
+        insert_router_eval_rows!(tx, rows, &insert_bin, &insert_summary, &insert_advice);
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+fn calib_row(r: &sqlx::postgres::PgRow) -> anyhow::Result<CalibRow> {
+    let small = |i: usize| -> anyhow::Result<u8> {
+        let v: i16 = r.try_get(i)?;
+        u8::try_from(v).map_err(|_| anyhow::anyhow!("tw_agg_calibration: column {i} out of range: {v}"))
+    };
+    Ok(CalibRow {
+        day_ms: r.try_get(0)?,
+        classifier_version: r.try_get(1)?,
+        router: r.try_get(2)?,
+        tier: r.try_get(3)?,
+        cell: small(4)?,
+        group: small(5)?,
+        counts: CalibCounts {
+            decisions: r.try_get(6)?,
+            failures: r.try_get(7)?,
+            failed_deflections: r.try_get(8)?,
+            conf_e4: r.try_get(9)?,
+            cost_nusd: r.try_get(10)?,
+            capable_cost_nusd: r.try_get(11)?,
+        },
+    })
 }
