@@ -1,5 +1,8 @@
 //! Storage: what a batch commits and what an assignment loads, behind a small trait so the
-//! pipeline is testable without a database. The Postgres implementation is in [`postgres`].
+//! pipeline is testable without a database. Two backends implement it, [`postgres`] and
+//! [`sqlite`], each with its evaluator store (`postgres/eval.rs`, `sqlite/eval.rs`). What they do
+//! alike is written once, over what differs: the load and the fenced commit of a batch in
+//! `commit.rs` (each backend's fence statement and bulk writers), on the sqlx glue of `sql.rs`.
 
 /// Inserts every row of a router-evaluation pass in `$tx` with the backend's three INSERT texts
 /// (each takes the day first, then the columns the `bind_*` macros below bind).
@@ -96,12 +99,15 @@ macro_rules! bind_threshold_advice {
     };
 }
 
+mod commit;
 mod migrations;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
 use std::collections::HashMap;
 
+use self::sql::{args, Backend, Columns};
 use crate::metrics::{ConfDelta, ConfKey, Deltas};
 
 /// A store failure, classified by what the caller should do about it.
@@ -464,6 +470,17 @@ impl ViewSettings {
 pub const UPSERT_SETTING_SQL: &str =
     "INSERT INTO tw_settings(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
+/// Replace the settings rows ([`Store::write_settings`]).
+async fn write_settings<B: Backend>(store: &B, s: &ViewSettings) -> anyhow::Result<()> {
+    let mut tx = store.pool().begin().await?;
+    B::execute(&mut tx, "DELETE FROM tw_settings", args![]).await?;
+    for (k, v) in s.rows() {
+        B::execute(&mut tx, UPSERT_SETTING_SQL, args![k, v.as_str()]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The storage the pipeline needs.
 #[allow(async_fn_in_trait)]
 pub trait Store: Send + Sync {
@@ -550,29 +567,15 @@ pub(crate) fn rescore_conf_rows(scored: &[(i32, i64, String, String, f64, bool)]
 /// Fold the `tw_conf_hist` rows both stores select (hour ms, signal, classifier_version, router,
 /// conversations, routed_cheap, threshold_sum, threshold_n, hist) into per-day windows as they are
 /// decoded; rows of an unknown signal are skipped.
-pub(crate) fn fold_conf_rows<R>(rows: &[R]) -> anyhow::Result<crate::drift::evaluator::DayWindows>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+pub(crate) fn fold_conf_rows<R: Columns>(rows: &[R]) -> anyhow::Result<crate::drift::evaluator::DayWindows> {
     use anyhow::Context;
     let mut out = crate::drift::evaluator::DayWindows::new();
     for r in rows {
-        let Some(signal) = crate::metrics::Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-        let window = ConfDelta::from_stored(
-            r.try_get(4)?,
-            r.try_get(5)?,
-            r.try_get(6)?,
-            r.try_get(7)?,
-            &r.try_get::<Vec<u8>, _>(8)?,
-        )
-        .context("stored histogram does not decode")?
-        .into();
-        crate::drift::evaluator::add_hour(&mut out, r.try_get(0)?, (r.try_get(2)?, r.try_get(3)?, signal), &window);
+        let Some(signal) = crate::metrics::Signal::parse(&r.string(1)?) else { continue };
+        let window = ConfDelta::from_stored(r.i64(4)?, r.i64(5)?, r.f64(6)?, r.i64(7)?, &r.bytes(8)?)
+            .context("stored histogram does not decode")?
+            .into();
+        crate::drift::evaluator::add_hour(&mut out, r.i64(0)?, (r.string(2)?, r.string(3)?, signal), &window);
     }
     Ok(out)
 }

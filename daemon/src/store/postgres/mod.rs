@@ -1,18 +1,22 @@
 //! Postgres store. Runtime queries only (no `query!` macros), so the build never needs a
-//! database. Bulk writes go through `UNNEST` of arrays: one round trip per table per batch.
+//! database. Bulk writes go through `UNNEST` of arrays: one round trip per table per batch. The
+//! load and commit flows are shared (`store/commit.rs`); this is their Postgres half (the
+//! `Dialect`) and the rest of [`Store`].
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Row};
 
+use super::commit::{self, Dialect};
+use super::sql::{Pooled, Tx};
 use super::{
     rescore_conf_rows, validate_rescores, CommitBatch, CommitOutcome, PartitionSnapshot, RescoreOutcome, RescoreResult,
     Store, StoreError, ViewSettings,
 };
-use crate::metrics::{ConfDelta, ConfKey};
+use crate::metrics::{ConfDelta, ConfKey, QualityKey};
 
 pub mod eval;
 pub use eval::PgEvalStore;
@@ -38,6 +42,14 @@ impl PgStore {
     }
 }
 
+impl Pooled for PgStore {
+    type Db = Postgres;
+
+    fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
 /// Hide a password in a URL for logs.
 pub fn redact(url: &str) -> String {
     crate::secret::redact_url_password(url)
@@ -51,22 +63,17 @@ impl Store for PgStore {
     }
 
     async fn write_settings(&self, s: &ViewSettings) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM tw_settings").execute(&mut *tx).await?;
-        for (k, v) in s.rows() {
-            sqlx::query(super::UPSERT_SETTING_SQL).bind(k).bind(v).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        super::write_settings(self, s).await
     }
 
     async fn load_partition(&self, partition: i32, topics: &[&str]) -> Result<PartitionSnapshot, StoreError> {
-        self.load_partition_inner(partition, topics).await.map_err(StoreError::classify)
+        commit::load_partition(self, partition, topics).await.map_err(StoreError::classify)
     }
 
     async fn commit(&self, batch: &CommitBatch) -> Result<CommitOutcome, StoreError> {
-        self.commit_inner(batch).await.map_err(StoreError::classify)
+        commit::commit(self, batch).await.map_err(StoreError::classify)
     }
+
     async fn apply_rescores(&self, results: &[RescoreResult]) -> anyhow::Result<u64> {
         validate_rescores(results)?;
         if results.is_empty() {
@@ -134,7 +141,7 @@ impl Store for PgStore {
             .context("marking shed rescores")?;
             changed += done.rows_affected();
         }
-        write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
+        Self::write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
         tx.commit().await.context("committing rescores")?;
         Ok(changed)
     }
@@ -186,623 +193,534 @@ impl Store for PgStore {
     }
 }
 
-impl PgStore {
-    async fn load_partition_inner(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot> {
-        // REPEATABLE READ: generation, offsets and state come from one snapshot.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ").execute(&mut *tx).await?;
-        sqlx::query("INSERT INTO tw_partitions(partition) VALUES ($1) ON CONFLICT DO NOTHING")
-            .bind(partition)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT generation, watermark_ms FROM tw_partitions WHERE partition = $1")
-            .bind(partition)
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut snap = PartitionSnapshot {
-            partition,
-            generation: row.try_get(0)?,
-            watermark_ms: row.try_get(1)?,
-            ..Default::default()
-        };
+/// The key columns of `tw_agg_quality` and `tw_agg_latency` rows as arrays, bound first in both
+/// statements: grain, bucket (ms) and the six dimensions.
+struct KeyColumns {
+    grain: Vec<String>,
+    bucket: Vec<i64>,
+    dims: [Vec<String>; 6],
+}
+
+impl KeyColumns {
+    fn with_capacity(n: usize) -> Self {
+        KeyColumns {
+            grain: Vec::with_capacity(n),
+            bucket: Vec::with_capacity(n),
+            dims: std::array::from_fn(|_| Vec::with_capacity(n)),
+        }
+    }
+
+    fn push(&mut self, k: &QualityKey) {
+        self.grain.push(k.grain.as_str().to_string());
+        self.bucket.push(k.bucket_ms);
+        let d = &k.dims;
+        for (i, s) in
+            [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent].into_iter().enumerate()
+        {
+            self.dims[i].push(s.clone());
+        }
+    }
+
+    /// Bind grain, bucket, tier, model, classifier_version, router, segment and intent ($1–$8).
+    fn bind(self, q: PgQuery<'_>) -> PgQuery<'_> {
+        let [tier, model, cv, router, segment, intent] = self.dims;
+        q.bind(self.grain).bind(self.bucket).bind(tier).bind(model).bind(cv).bind(router).bind(segment).bind(intent)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
+const DAY_OF_MS: &str = "(to_timestamp(d::double precision / 1000) AT TIME ZONE 'UTC')::date";
+
+impl Dialect for PgStore {
+    const FENCE: &'static str = "UPDATE tw_partitions SET generation = generation + 1, \
+        watermark_ms = GREATEST(watermark_ms, $3) \
+        WHERE partition = $1 AND generation = $2 RETURNING generation";
+    const BATCH_WRITTEN: &'static str = "batch written";
+
+    /// REPEATABLE READ: generation, offsets and state come from one snapshot.
+    const SNAPSHOT: Option<&'static str> = Some("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ");
+    const INSERT_PARTITION: &'static str = "INSERT INTO tw_partitions(partition) VALUES ($1) ON CONFLICT DO NOTHING";
+    const PARTITION: &'static str = "SELECT generation, watermark_ms FROM tw_partitions WHERE partition = $1";
+    const JOIN_STATE: &'static str = "SELECT key, state FROM tw_join_state WHERE partition = $1";
+
+    async fn read_offsets(
+        tx: &mut Tx<Postgres>,
+        partition: i32,
+        topics: &[&str],
+    ) -> anyhow::Result<HashMap<String, i64>> {
         let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let rows = sqlx::query("SELECT topic, next_offset FROM tw_offsets WHERE partition = $1 AND topic = ANY($2)")
             .bind(partition)
             .bind(&topics)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut **tx)
             .await?;
-        for r in rows {
-            snap.offsets.insert(r.try_get(0)?, r.try_get(1)?);
-        }
-        let rows = sqlx::query("SELECT key, state FROM tw_join_state WHERE partition = $1")
-            .bind(partition)
-            .fetch_all(&mut *tx)
-            .await?;
-        snap.entries.reserve(rows.len());
-        for r in rows {
-            snap.entries.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        tx.commit().await?;
-        Ok(snap)
+        rows.into_iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect()
     }
 
-    async fn commit_inner(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome> {
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let mut generations = HashMap::new();
-        // Fence first, in partition order (no deadlocks between overlapping owners).
-        let mut parts: Vec<_> = batch.partitions.iter().collect();
-        parts.sort_by_key(|p| p.partition);
-        for p in &parts {
-            let row = sqlx::query(
-                "UPDATE tw_partitions SET generation = generation + 1, \
-                 watermark_ms = GREATEST(watermark_ms, $3) \
-                 WHERE partition = $1 AND generation = $2 RETURNING generation",
+    async fn write_offsets(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        let (mut topics, mut parts, mut offs) = (vec![], vec![], vec![]);
+        for p in &b.partitions {
+            for (t, o) in &p.offsets {
+                topics.push(t.clone());
+                parts.push(p.partition);
+                offs.push(*o);
+            }
+        }
+        if topics.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "INSERT INTO tw_offsets(topic, partition, next_offset) \
+             SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[]) \
+             ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+        )
+        .bind(topics)
+        .bind(parts)
+        .bind(offs)
+        .execute(&mut **tx)
+        .await
+        .context("writing offsets")?;
+        Ok(())
+    }
+
+    async fn write_state(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        let (mut up_p, mut up_k, mut up_v) = (vec![], vec![], vec![]);
+        let (mut del_p, mut del_k) = (vec![], vec![]);
+        for p in &b.partitions {
+            for (k, v) in &p.state {
+                match v {
+                    Some(v) => {
+                        up_p.push(p.partition);
+                        up_k.push(k.clone());
+                        up_v.push(v.clone());
+                    }
+                    None => {
+                        del_p.push(p.partition);
+                        del_k.push(k.clone());
+                    }
+                }
+            }
+        }
+        if !up_k.is_empty() {
+            sqlx::query(
+                "INSERT INTO tw_join_state(partition, key, state) \
+                 SELECT * FROM UNNEST($1::int[], $2::text[], $3::bytea[]) \
+                 ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
             )
-            .bind(p.partition)
-            .bind(p.expected_generation)
-            .bind(p.watermark_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                Some(r) => {
-                    generations.insert(p.partition, r.try_get::<i64, _>(0)?);
-                }
-                None => {
-                    tx.rollback().await?;
-                    return Ok(CommitOutcome::Fenced(p.partition));
-                }
-            }
+            .bind(up_p)
+            .bind(up_k)
+            .bind(up_v)
+            .execute(&mut **tx)
+            .await
+            .context("writing join state")?;
         }
-        let t = std::time::Instant::now();
-        write_offsets(&mut tx, batch).await?;
-        write_state(&mut tx, batch).await?;
-        let t_state = t.elapsed();
-        write_quality(&mut tx, batch).await?;
-        write_latency(&mut tx, batch).await?;
-        write_tier_day(&mut tx, batch).await?;
-        write_human(&mut tx, batch).await?;
-        write_orphans(&mut tx, batch).await?;
-        write_calibration(&mut tx, batch).await?;
-        write_dead_letters(&mut tx, batch).await?;
-        write_conf(&mut tx, batch).await?;
-        write_rescore_samples(&mut tx, batch).await?;
-        write_review_labels(&mut tx, batch).await?;
-        let t_aggs = t.elapsed();
-        tx.commit().await.context("committing the batch")?;
-        tracing::debug!(
-            state_ms = t_state.as_secs_f64() * 1e3,
-            aggregates_ms = (t_aggs - t_state).as_secs_f64() * 1e3,
-            commit_ms = (t.elapsed() - t_aggs).as_secs_f64() * 1e3,
-            state_rows = batch.partitions.iter().map(|p| p.state.len()).sum::<usize>(),
-            quality_rows = batch.deltas.quality.len(),
-            latency_rows = batch.deltas.latency.len(),
-            "batch written"
+        if !del_k.is_empty() {
+            sqlx::query(
+                "DELETE FROM tw_join_state s USING UNNEST($1::int[], $2::text[]) AS d(partition, key) \
+                 WHERE s.partition = d.partition AND s.key = d.key",
+            )
+            .bind(del_p)
+            .bind(del_k)
+            .execute(&mut **tx)
+            .await
+            .context("deleting join state")?;
+        }
+        Ok(())
+    }
+
+    async fn write_quality(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        if b.deltas.quality.is_empty() {
+            return Ok(());
+        }
+        let n = b.deltas.quality.len();
+        let mut keys = KeyColumns::with_capacity(n);
+        let mut ints: [Vec<i64>; 13] = Default::default();
+        let mut csat_sum = Vec::with_capacity(n);
+        let mut rows: Vec<_> = b.deltas.quality.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0)); // stable lock order across concurrent writers
+        for (k, v) in rows {
+            keys.push(k);
+            let vals = [
+                v.decisions,
+                v.conversations,
+                v.thumbs_up,
+                v.thumbs_down,
+                v.csat_n,
+                v.reviews_n,
+                v.reviews_wrong,
+                v.failed_deflections,
+                v.escalations,
+                v.cost_nusd,
+                v.capable_cost_nusd,
+                v.attributed_tickets,
+                v.attributed_human_cost_nusd,
+            ];
+            for (i, x) in vals.into_iter().enumerate() {
+                ints[i].push(x);
+            }
+            csat_sum.push(v.csat_sum);
+        }
+        let [decisions, conversations, up, down, csat_n, reviews_n, reviews_wrong, failed, esc, cost, capable, att_t, att_c] =
+            ints;
+        let q = sqlx::query(
+            "INSERT INTO tw_agg_quality AS a (grain, bucket, tier, model, classifier_version, router, segment, intent, \
+               decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
+               escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum) \
+             SELECT g, to_timestamp(b::double precision / 1000), t, m, cv, r, s, i, \
+               c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, cs \
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+               $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+               $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::float8[]) \
+               AS u(g, b, t, m, cv, r, s, i, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, cs) \
+             ON CONFLICT (grain, bucket, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
+               decisions = a.decisions + excluded.decisions, \
+               conversations = a.conversations + excluded.conversations, \
+               thumbs_up = a.thumbs_up + excluded.thumbs_up, \
+               thumbs_down = a.thumbs_down + excluded.thumbs_down, \
+               csat_n = a.csat_n + excluded.csat_n, \
+               reviews_n = a.reviews_n + excluded.reviews_n, \
+               reviews_wrong = a.reviews_wrong + excluded.reviews_wrong, \
+               failed_deflections = a.failed_deflections + excluded.failed_deflections, \
+               escalations = a.escalations + excluded.escalations, \
+               cost_nusd = a.cost_nusd + excluded.cost_nusd, \
+               capable_cost_nusd = a.capable_cost_nusd + excluded.capable_cost_nusd, \
+               attributed_tickets = a.attributed_tickets + excluded.attributed_tickets, \
+               attributed_human_cost_nusd = a.attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
+               csat_sum = a.csat_sum + excluded.csat_sum",
         );
-        Ok(CommitOutcome::Committed(generations))
+        keys.bind(q)
+            .bind(decisions)
+            .bind(conversations)
+            .bind(up)
+            .bind(down)
+            .bind(csat_n)
+            .bind(reviews_n)
+            .bind(reviews_wrong)
+            .bind(failed)
+            .bind(esc)
+            .bind(cost)
+            .bind(capable)
+            .bind(att_t)
+            .bind(att_c)
+            .bind(csat_sum)
+            .execute(&mut **tx)
+            .await
+            .context("writing tw_agg_quality")?;
+        Ok(())
     }
-}
 
-type Tx<'a> = Transaction<'a, Postgres>;
-
-async fn write_offsets(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let (mut topics, mut parts, mut offs) = (vec![], vec![], vec![]);
-    for p in &b.partitions {
-        for (t, o) in &p.offsets {
-            topics.push(t.clone());
-            parts.push(p.partition);
-            offs.push(*o);
+    async fn write_latency(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        if b.deltas.latency.is_empty() {
+            return Ok(());
         }
+        let mut keys = KeyColumns::with_capacity(b.deltas.latency.len());
+        let mut bins = vec![];
+        let mut counts = vec![];
+        let mut rows: Vec<_> = b.deltas.latency.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        for ((k, bin), c) in rows {
+            keys.push(k);
+            bins.push(*bin);
+            counts.push(*c);
+        }
+        let q = sqlx::query(
+            "INSERT INTO tw_agg_latency AS a (grain, bucket, tier, model, classifier_version, router, segment, intent, bin, count) \
+             SELECT g, to_timestamp(b::double precision / 1000), t, m, cv, r, s, i, bin, c \
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
+               $9::int[], $10::bigint[]) AS u(g, b, t, m, cv, r, s, i, bin, c) \
+             ON CONFLICT (grain, bucket, tier, model, classifier_version, router, segment, intent, bin) \
+             DO UPDATE SET count = a.count + excluded.count",
+        );
+        keys.bind(q).bind(bins).bind(counts).execute(&mut **tx).await.context("writing tw_agg_latency")?;
+        Ok(())
     }
-    if topics.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO tw_offsets(topic, partition, next_offset) \
-         SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[]) \
-         ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-    )
-    .bind(topics)
-    .bind(parts)
-    .bind(offs)
-    .execute(&mut **tx)
-    .await
-    .context("writing offsets")?;
-    Ok(())
-}
 
-async fn write_state(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let (mut up_p, mut up_k, mut up_v) = (vec![], vec![], vec![]);
-    let (mut del_p, mut del_k) = (vec![], vec![]);
-    for p in &b.partitions {
-        for (k, v) in &p.state {
-            match v {
-                Some(v) => {
-                    up_p.push(p.partition);
-                    up_k.push(k.clone());
-                    up_v.push(v.clone());
-                }
-                None => {
-                    del_p.push(p.partition);
-                    del_k.push(k.clone());
-                }
+    async fn upsert_day_counter(
+        tx: &mut Tx<Postgres>,
+        table: &str,
+        label: &str,
+        counter: &str,
+        mut rows: Vec<(i64, String, i64)>,
+    ) -> anyhow::Result<()> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        rows.sort();
+        let days: Vec<i64> = rows.iter().map(|r| r.0).collect();
+        let labels: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
+        let n: Vec<i64> = rows.iter().map(|r| r.2).collect();
+        sqlx::query(&format!(
+            "INSERT INTO {table} AS a (day, {label}, {counter}) \
+             SELECT {DAY_OF_MS}, l, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, l, n) \
+             ON CONFLICT (day, {label}) DO UPDATE SET {counter} = a.{counter} + excluded.{counter}"
+        ))
+        .bind(days)
+        .bind(labels)
+        .bind(n)
+        .execute(&mut **tx)
+        .await
+        .with_context(|| format!("writing {table}"))?;
+        Ok(())
+    }
+
+    async fn write_human(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        if b.deltas.human.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<_> = b.deltas.human.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        let (mut d, mut cc, mut ch) = (vec![], vec![], vec![]);
+        let mut v: [Vec<i64>; 5] = Default::default();
+        for (k, h) in rows {
+            d.push(k.day_ms);
+            cc.push(k.cost_center.clone());
+            ch.push(k.channel.clone());
+            for (i, x) in
+                [h.tickets_opened, h.attributed_tickets, h.unattributed_tickets, h.tickets_resolved, h.human_cost_nusd]
+                    .into_iter()
+                    .enumerate()
+            {
+                v[i].push(x);
             }
         }
-    }
-    if !up_k.is_empty() {
-        sqlx::query(
-            "INSERT INTO tw_join_state(partition, key, state) \
-             SELECT * FROM UNNEST($1::int[], $2::text[], $3::bytea[]) \
-             ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
-        )
-        .bind(up_p)
-        .bind(up_k)
-        .bind(up_v)
+        let [opened, att, unatt, resolved, cost] = v;
+        sqlx::query(&format!(
+            "INSERT INTO tw_agg_human_day AS a (day, cost_center, channel, tickets_opened, attributed_tickets, \
+               unattributed_tickets, tickets_resolved, human_cost_nusd) \
+             SELECT {DAY_OF_MS}, cc, ch, o, at, un, r, c \
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
+               AS u(d, cc, ch, o, at, un, r, c) \
+             ON CONFLICT (day, cost_center, channel) DO UPDATE SET \
+               tickets_opened = a.tickets_opened + excluded.tickets_opened, \
+               attributed_tickets = a.attributed_tickets + excluded.attributed_tickets, \
+               unattributed_tickets = a.unattributed_tickets + excluded.unattributed_tickets, \
+               tickets_resolved = a.tickets_resolved + excluded.tickets_resolved, \
+               human_cost_nusd = a.human_cost_nusd + excluded.human_cost_nusd"
+        ))
+        .bind(d)
+        .bind(cc)
+        .bind(ch)
+        .bind(opened)
+        .bind(att)
+        .bind(unatt)
+        .bind(resolved)
+        .bind(cost)
         .execute(&mut **tx)
         .await
-        .context("writing join state")?;
+        .context("writing tw_agg_human_day")?;
+        Ok(())
     }
-    if !del_k.is_empty() {
-        sqlx::query(
-            "DELETE FROM tw_join_state s USING UNNEST($1::int[], $2::text[]) AS d(partition, key) \
-             WHERE s.partition = d.partition AND s.key = d.key",
-        )
-        .bind(del_p)
-        .bind(del_k)
-        .execute(&mut **tx)
-        .await
-        .context("deleting join state")?;
-    }
-    Ok(())
-}
 
-async fn write_quality(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.deltas.quality.is_empty() {
-        return Ok(());
-    }
-    let n = b.deltas.quality.len();
-    let mut grain = Vec::with_capacity(n);
-    let mut bucket = Vec::with_capacity(n);
-    let mut dims: [Vec<String>; 6] = Default::default();
-    let mut ints: [Vec<i64>; 13] = Default::default();
-    let mut csat_sum = Vec::with_capacity(n);
-    let mut rows: Vec<_> = b.deltas.quality.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0)); // stable lock order across concurrent writers
-    for (k, v) in rows {
-        grain.push(k.grain.as_str().to_string());
-        bucket.push(k.bucket_ms);
-        let d = &k.dims;
-        for (i, s) in
-            [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent].into_iter().enumerate()
-        {
-            dims[i].push(s.clone());
+    async fn write_calibration(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        let rows = b.deltas.calib_rows();
+        if rows.is_empty() {
+            return Ok(());
         }
-        let vals = [
-            v.decisions,
-            v.conversations,
-            v.thumbs_up,
-            v.thumbs_down,
-            v.csat_n,
-            v.reviews_n,
-            v.reviews_wrong,
-            v.failed_deflections,
-            v.escalations,
-            v.cost_nusd,
-            v.capable_cost_nusd,
-            v.attributed_tickets,
-            v.attributed_human_cost_nusd,
-        ];
-        for (i, x) in vals.into_iter().enumerate() {
-            ints[i].push(x);
-        }
-        csat_sum.push(v.csat_sum);
-    }
-    let [tier, model, cv, router, segment, intent] = dims;
-    let [decisions, conversations, up, down, csat_n, reviews_n, reviews_wrong, failed, esc, cost, capable, att_t, att_c] =
-        ints;
-    sqlx::query(
-        "INSERT INTO tw_agg_quality AS a (grain, bucket, tier, model, classifier_version, router, segment, intent, \
-           decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
-           escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum) \
-         SELECT g, to_timestamp(b::double precision / 1000), t, m, cv, r, s, i, \
-           c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, cs \
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-           $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
-           $16::bigint[], $17::bigint[], $18::bigint[], $19::bigint[], $20::bigint[], $21::bigint[], $22::float8[]) \
-           AS u(g, b, t, m, cv, r, s, i, c1, c2, c3, c4, c5, c6, c7, c8, c9, c10, c11, c12, c13, cs) \
-         ON CONFLICT (grain, bucket, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
-           decisions = a.decisions + excluded.decisions, \
-           conversations = a.conversations + excluded.conversations, \
-           thumbs_up = a.thumbs_up + excluded.thumbs_up, \
-           thumbs_down = a.thumbs_down + excluded.thumbs_down, \
-           csat_n = a.csat_n + excluded.csat_n, \
-           reviews_n = a.reviews_n + excluded.reviews_n, \
-           reviews_wrong = a.reviews_wrong + excluded.reviews_wrong, \
-           failed_deflections = a.failed_deflections + excluded.failed_deflections, \
-           escalations = a.escalations + excluded.escalations, \
-           cost_nusd = a.cost_nusd + excluded.cost_nusd, \
-           capable_cost_nusd = a.capable_cost_nusd + excluded.capable_cost_nusd, \
-           attributed_tickets = a.attributed_tickets + excluded.attributed_tickets, \
-           attributed_human_cost_nusd = a.attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
-           csat_sum = a.csat_sum + excluded.csat_sum",
-    )
-    .bind(grain)
-    .bind(bucket)
-    .bind(tier)
-    .bind(model)
-    .bind(cv)
-    .bind(router)
-    .bind(segment)
-    .bind(intent)
-    .bind(decisions)
-    .bind(conversations)
-    .bind(up)
-    .bind(down)
-    .bind(csat_n)
-    .bind(reviews_n)
-    .bind(reviews_wrong)
-    .bind(failed)
-    .bind(esc)
-    .bind(cost)
-    .bind(capable)
-    .bind(att_t)
-    .bind(att_c)
-    .bind(csat_sum)
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_agg_quality")?;
-    Ok(())
-}
-
-async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.deltas.latency.is_empty() {
-        return Ok(());
-    }
-    let mut grain = vec![];
-    let mut bucket = vec![];
-    let mut dims: [Vec<String>; 6] = Default::default();
-    let mut bins = vec![];
-    let mut counts = vec![];
-    let mut rows: Vec<_> = b.deltas.latency.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    for ((k, bin), c) in rows {
-        grain.push(k.grain.as_str().to_string());
-        bucket.push(k.bucket_ms);
-        let d = &k.dims;
-        for (i, s) in
-            [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent].into_iter().enumerate()
-        {
-            dims[i].push(s.clone());
-        }
-        bins.push(*bin);
-        counts.push(*c);
-    }
-    let [tier, model, cv, router, segment, intent] = dims;
-    sqlx::query(
-        "INSERT INTO tw_agg_latency AS a (grain, bucket, tier, model, classifier_version, router, segment, intent, bin, count) \
-         SELECT g, to_timestamp(b::double precision / 1000), t, m, cv, r, s, i, bin, c \
-         FROM UNNEST($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], \
-           $9::int[], $10::bigint[]) AS u(g, b, t, m, cv, r, s, i, bin, c) \
-         ON CONFLICT (grain, bucket, tier, model, classifier_version, router, segment, intent, bin) \
-         DO UPDATE SET count = a.count + excluded.count",
-    )
-    .bind(grain)
-    .bind(bucket)
-    .bind(tier)
-    .bind(model)
-    .bind(cv)
-    .bind(router)
-    .bind(segment)
-    .bind(intent)
-    .bind(bins)
-    .bind(counts)
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_agg_latency")?;
-    Ok(())
-}
-
-const DAY_OF_MS: &str = "(to_timestamp(d::double precision / 1000) AT TIME ZONE 'UTC')::date";
-
-async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", b.deltas.tier_day_rows()).await
-}
-
-/// Add `(day ms, label, n)` rows into a `(day, label) → counter` table.
-async fn upsert_day_counter(
-    tx: &mut Tx<'_>,
-    table: &str,
-    label: &str,
-    counter: &str,
-    mut rows: Vec<(i64, String, i64)>,
-) -> anyhow::Result<()> {
-    if rows.is_empty() {
-        return Ok(());
-    }
-    rows.sort();
-    let days: Vec<i64> = rows.iter().map(|r| r.0).collect();
-    let labels: Vec<String> = rows.iter().map(|r| r.1.clone()).collect();
-    let n: Vec<i64> = rows.iter().map(|r| r.2).collect();
-    sqlx::query(&format!(
-        "INSERT INTO {table} AS a (day, {label}, {counter}) \
-         SELECT {DAY_OF_MS}, l, n FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(d, l, n) \
-         ON CONFLICT (day, {label}) DO UPDATE SET {counter} = a.{counter} + excluded.{counter}"
-    ))
-    .bind(days)
-    .bind(labels)
-    .bind(n)
-    .execute(&mut **tx)
-    .await
-    .with_context(|| format!("writing {table}"))?;
-    Ok(())
-}
-
-async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.deltas.human.is_empty() {
-        return Ok(());
-    }
-    let mut rows: Vec<_> = b.deltas.human.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    let (mut d, mut cc, mut ch) = (vec![], vec![], vec![]);
-    let mut v: [Vec<i64>; 5] = Default::default();
-    for (k, h) in rows {
-        d.push(k.day_ms);
-        cc.push(k.cost_center.clone());
-        ch.push(k.channel.clone());
-        for (i, x) in
-            [h.tickets_opened, h.attributed_tickets, h.unattributed_tickets, h.tickets_resolved, h.human_cost_nusd]
+        let (mut d, mut cv, mut router, mut tier, mut cell, mut grp) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+        let mut v: [Vec<i64>; 6] = Default::default();
+        for r in rows {
+            d.push(r.day_ms);
+            cv.push(r.classifier_version);
+            router.push(r.router);
+            tier.push(r.tier);
+            cell.push(i16::from(r.cell));
+            grp.push(i16::from(r.group));
+            let c = r.counts;
+            for (i, x) in [c.decisions, c.failures, c.failed_deflections, c.conf_e4, c.cost_nusd, c.capable_cost_nusd]
                 .into_iter()
                 .enumerate()
-        {
-            v[i].push(x);
+            {
+                v[i].push(x);
+            }
         }
+        let [decisions, failures, failed_deflections, conf_e4, cost, capable_cost] = v;
+        sqlx::query(&format!(
+            r#"INSERT INTO tw_agg_calibration AS a (day, classifier_version, router, tier, cell, grp, decisions,
+                 failures, failed_deflections, conf_e4, cost_nusd, capable_cost_nusd)
+               SELECT {DAY_OF_MS}, cv, r, t, c, g, n, f, fd, ce, co, cc
+               FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::smallint[],
+                 $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
+                 AS u(d, cv, r, t, c, g, n, f, fd, ce, co, cc)
+               ON CONFLICT (day, classifier_version, router, tier, cell, grp) DO UPDATE SET
+                 decisions = a.decisions + excluded.decisions,
+                 failures = a.failures + excluded.failures,
+                 failed_deflections = a.failed_deflections + excluded.failed_deflections,
+                 conf_e4 = a.conf_e4 + excluded.conf_e4,
+                 cost_nusd = a.cost_nusd + excluded.cost_nusd,
+                 capable_cost_nusd = a.capable_cost_nusd + excluded.capable_cost_nusd"#
+        ))
+        .bind(d)
+        .bind(cv)
+        .bind(router)
+        .bind(tier)
+        .bind(cell)
+        .bind(grp)
+        .bind(decisions)
+        .bind(failures)
+        .bind(failed_deflections)
+        .bind(conf_e4)
+        .bind(cost)
+        .bind(capable_cost)
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_agg_calibration")?;
+        Ok(())
     }
-    let [opened, att, unatt, resolved, cost] = v;
-    sqlx::query(&format!(
-        "INSERT INTO tw_agg_human_day AS a (day, cost_center, channel, tickets_opened, attributed_tickets, \
-           unattributed_tickets, tickets_resolved, human_cost_nusd) \
-         SELECT {DAY_OF_MS}, cc, ch, o, at, un, r, c \
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[]) \
-           AS u(d, cc, ch, o, at, un, r, c) \
-         ON CONFLICT (day, cost_center, channel) DO UPDATE SET \
-           tickets_opened = a.tickets_opened + excluded.tickets_opened, \
-           attributed_tickets = a.attributed_tickets + excluded.attributed_tickets, \
-           unattributed_tickets = a.unattributed_tickets + excluded.unattributed_tickets, \
-           tickets_resolved = a.tickets_resolved + excluded.tickets_resolved, \
-           human_cost_nusd = a.human_cost_nusd + excluded.human_cost_nusd"
-    ))
-    .bind(d)
-    .bind(cc)
-    .bind(ch)
-    .bind(opened)
-    .bind(att)
-    .bind(unatt)
-    .bind(resolved)
-    .bind(cost)
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_agg_human_day")?;
-    Ok(())
-}
 
-/// Add the router-evaluation cells of the batch into `tw_agg_calibration`.
-async fn write_calibration(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.deltas.calib_rows();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let (mut d, mut cv, mut router, mut tier, mut cell, mut grp) = (vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut v: [Vec<i64>; 6] = Default::default();
-    for r in rows {
-        d.push(r.day_ms);
-        cv.push(r.classifier_version);
-        router.push(r.router);
-        tier.push(r.tier);
-        cell.push(i16::from(r.cell));
-        grp.push(i16::from(r.group));
-        let c = r.counts;
-        for (i, x) in [c.decisions, c.failures, c.failed_deflections, c.conf_e4, c.cost_nusd, c.capable_cost_nusd]
-            .into_iter()
-            .enumerate()
-        {
-            v[i].push(x);
+    async fn write_conf(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        let mut rows: Vec<(i32, &ConfKey, ConfDelta)> =
+            b.conf_rows().into_iter().map(|(p, k, v)| (p, k, v.clone())).collect();
+        if rows.is_empty() {
+            return Ok(());
         }
-    }
-    let [decisions, failures, failed_deflections, conf_e4, cost, capable_cost] = v;
-    sqlx::query(&format!(
-        r#"INSERT INTO tw_agg_calibration AS a (day, classifier_version, router, tier, cell, grp, decisions,
-             failures, failed_deflections, conf_e4, cost_nusd, capable_cost_nusd)
-           SELECT {DAY_OF_MS}, cv, r, t, c, g, n, f, fd, ce, co, cc
-           FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::smallint[],
-             $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[])
-             AS u(d, cv, r, t, c, g, n, f, fd, ce, co, cc)
-           ON CONFLICT (day, classifier_version, router, tier, cell, grp) DO UPDATE SET
-             decisions = a.decisions + excluded.decisions,
-             failures = a.failures + excluded.failures,
-             failed_deflections = a.failed_deflections + excluded.failed_deflections,
-             conf_e4 = a.conf_e4 + excluded.conf_e4,
-             cost_nusd = a.cost_nusd + excluded.cost_nusd,
-             capable_cost_nusd = a.capable_cost_nusd + excluded.capable_cost_nusd"#
-    ))
-    .bind(d)
-    .bind(cv)
-    .bind(router)
-    .bind(tier)
-    .bind(cell)
-    .bind(grp)
-    .bind(decisions)
-    .bind(failures)
-    .bind(failed_deflections)
-    .bind(conf_e4)
-    .bind(cost)
-    .bind(capable_cost)
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_agg_calibration")?;
-    Ok(())
-}
-
-async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    upsert_day_counter(tx, "tw_orphans", "kind", "count", b.deltas.orphan_rows()).await
-}
-
-/// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
-/// owner writes them (the generation fence above holds), so read-modify-write is safe.
-async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut rows: Vec<(i32, &ConfKey, ConfDelta)> =
-        b.conf_rows().into_iter().map(|(p, k, v)| (p, k, v.clone())).collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let hours: Vec<i64> = rows.iter().map(|r| r.1.hour_ms).collect();
-    let parts: Vec<i32> = rows.iter().map(|r| r.0).collect();
-    let signals: Vec<String> = rows.iter().map(|r| r.1.signal.as_str().to_string()).collect();
-    let cvs: Vec<String> = rows.iter().map(|r| r.1.classifier_version.clone()).collect();
-    let routers: Vec<String> = rows.iter().map(|r| r.1.router.clone()).collect();
-    let existing = sqlx::query(
-        "SELECT u.i, t.conversations, t.routed_cheap, t.threshold_sum, t.threshold_n, t.hist \
-         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(h, p, s, cv, r, i) \
-         JOIN tw_conf_hist t ON t.hour = to_timestamp(u.h::double precision / 1000) AND t.partition = u.p \
-           AND t.signal = u.s AND t.classifier_version = u.cv AND t.router = u.r",
-    )
-    .bind(&hours)
-    .bind(&parts)
-    .bind(&signals)
-    .bind(&cvs)
-    .bind(&routers)
-    .fetch_all(&mut **tx)
-    .await
-    .context("reading tw_conf_hist")?;
-    for r in existing {
-        let i: i64 = r.try_get(0)?;
-        let Some(row) = usize::try_from(i - 1).ok().and_then(|i| rows.get_mut(i)) else { continue };
-        let stored = ConfDelta::from_stored(
-            r.try_get(1)?,
-            r.try_get(2)?,
-            r.try_get(3)?,
-            r.try_get(4)?,
-            &r.try_get::<Vec<u8>, _>(5)?,
+        let hours: Vec<i64> = rows.iter().map(|r| r.1.hour_ms).collect();
+        let parts: Vec<i32> = rows.iter().map(|r| r.0).collect();
+        let signals: Vec<String> = rows.iter().map(|r| r.1.signal.as_str().to_string()).collect();
+        let cvs: Vec<String> = rows.iter().map(|r| r.1.classifier_version.clone()).collect();
+        let routers: Vec<String> = rows.iter().map(|r| r.1.router.clone()).collect();
+        let existing = sqlx::query(
+            "SELECT u.i, t.conversations, t.routed_cheap, t.threshold_sum, t.threshold_n, t.hist \
+             FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS u(h, p, s, cv, r, i) \
+             JOIN tw_conf_hist t ON t.hour = to_timestamp(u.h::double precision / 1000) AND t.partition = u.p \
+               AND t.signal = u.s AND t.classifier_version = u.cv AND t.router = u.r",
         )
-        .context("stored histogram does not decode")?;
-        row.2.add(&stored);
+        .bind(&hours)
+        .bind(&parts)
+        .bind(&signals)
+        .bind(&cvs)
+        .bind(&routers)
+        .fetch_all(&mut **tx)
+        .await
+        .context("reading tw_conf_hist")?;
+        for r in existing {
+            let i: i64 = r.try_get(0)?;
+            let Some(row) = usize::try_from(i - 1).ok().and_then(|i| rows.get_mut(i)) else { continue };
+            let stored = ConfDelta::from_stored(
+                r.try_get(1)?,
+                r.try_get(2)?,
+                r.try_get(3)?,
+                r.try_get(4)?,
+                &r.try_get::<Vec<u8>, _>(5)?,
+            )
+            .context("stored histogram does not decode")?;
+            row.2.add(&stored);
+        }
+        sqlx::query(
+            "INSERT INTO tw_conf_hist AS a (hour, partition, signal, classifier_version, router, n, conversations, \
+               routed_cheap, threshold_sum, threshold_n, hist, updated_at) \
+             SELECT to_timestamp(h::double precision / 1000), p, s, cv, r, n, c, rc, ts, tn, hist, now() \
+             FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], \
+               $8::bigint[], $9::float8[], $10::bigint[], $11::bytea[]) AS u(h, p, s, cv, r, n, c, rc, ts, tn, hist) \
+             ON CONFLICT (hour, partition, signal, classifier_version, router) DO UPDATE SET \
+               n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
+               threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
+               updated_at = now()",
+        )
+        .bind(&hours)
+        .bind(&parts)
+        .bind(&signals)
+        .bind(&cvs)
+        .bind(&routers)
+        .bind(rows.iter().map(|r| r.2.hist.total() as i64).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.conversations).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.routed_cheap).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.threshold_sum).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.threshold_n).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2.hist.to_bytes()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_conf_hist")?;
+        Ok(())
     }
-    sqlx::query(
-        "INSERT INTO tw_conf_hist AS a (hour, partition, signal, classifier_version, router, n, conversations, \
-           routed_cheap, threshold_sum, threshold_n, hist, updated_at) \
-         SELECT to_timestamp(h::double precision / 1000), p, s, cv, r, n, c, rc, ts, tn, hist, now() \
-         FROM UNNEST($1::bigint[], $2::int[], $3::text[], $4::text[], $5::text[], $6::bigint[], $7::bigint[], \
-           $8::bigint[], $9::float8[], $10::bigint[], $11::bytea[]) AS u(h, p, s, cv, r, n, c, rc, ts, tn, hist) \
-         ON CONFLICT (hour, partition, signal, classifier_version, router) DO UPDATE SET \
-           n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
-           threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
-           updated_at = now()",
-    )
-    .bind(&hours)
-    .bind(&parts)
-    .bind(&signals)
-    .bind(&cvs)
-    .bind(&routers)
-    .bind(rows.iter().map(|r| r.2.hist.total() as i64).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.2.conversations).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.2.routed_cheap).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.2.threshold_sum).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.2.threshold_n).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.2.hist.to_bytes()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_conf_hist")?;
-    Ok(())
-}
 
-async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.dead_letters.is_empty() {
-        return Ok(());
+    async fn write_dead_letters(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        if b.dead_letters.is_empty() {
+            return Ok(());
+        }
+        let dl = &b.dead_letters;
+        sqlx::query(
+            "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated) \
+             SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::int[], $8::bool[])",
+        )
+        .bind(dl.iter().map(|d| d.topic.clone()).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| d.partition).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| d.offset).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| d.reason.to_string()).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| d.detail.clone()).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| d.payload.clone()).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| i32::try_from(d.payload_len).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(dl.iter().map(|d| d.truncated).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_dead_letters")?;
+        Ok(())
     }
-    let dl = &b.dead_letters;
-    sqlx::query(
-        "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated) \
-         SELECT * FROM UNNEST($1::text[], $2::int[], $3::bigint[], $4::text[], $5::text[], $6::bytea[], $7::int[], $8::bool[])",
-    )
-    .bind(dl.iter().map(|d| d.topic.clone()).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| d.partition).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| d.offset).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| d.reason.to_string()).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| d.detail.clone()).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| d.payload.clone()).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| i32::try_from(d.payload_len).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-    .bind(dl.iter().map(|d| d.truncated).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_dead_letters")?;
-    Ok(())
-}
 
-/// Sampled decisions, inserted `pending`; an event already stored (a replayed batch) is left as it is.
-async fn write_rescore_samples(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    if b.rescore_samples.is_empty() {
-        return Ok(());
+    async fn write_rescore_samples(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        if b.rescore_samples.is_empty() {
+            return Ok(());
+        }
+        let mut rows: Vec<_> = b.rescore_samples.iter().collect();
+        rows.sort_by(|x, y| x.event_id.cmp(&y.event_id)); // stable lock order
+        let text = |f: fn(&super::RescoreSample) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
+        let opt = |f: fn(&super::RescoreSample) -> Option<f64>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts, tier, model, \
+               classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
+               query_text, query_hash) \
+             SELECT id, c, t, pa, to_timestamp(ts::double precision / 1000), ti, m, cv, r, sg, rc, th, mg, o, p, w, rs, qt, qh \
+             FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
+               $9::text[], $10::text[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[], \
+               $16::float8[], $17::text[], $18::text[], $19::text[]) \
+               AS u(id, c, t, pa, ts, ti, m, cv, r, sg, rc, th, mg, o, p, w, rs, qt, qh) \
+             ON CONFLICT (event_id) DO NOTHING",
+        )
+        .bind(text(|r| &r.event_id))
+        .bind(text(|r| &r.conversation_id))
+        .bind(rows.iter().map(|r| r.turn).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.partition).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
+        .bind(text(|r| &r.tier))
+        .bind(text(|r| &r.model))
+        .bind(text(|r| &r.classifier_version))
+        .bind(text(|r| &r.router))
+        .bind(text(|r| &r.segment))
+        .bind(opt(|r| r.router_confidence))
+        .bind(opt(|r| r.threshold))
+        .bind(opt(|r| r.margin))
+        .bind(opt(|r| r.ood_score))
+        .bind(rows.iter().map(|r| r.p).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.w).collect::<Vec<_>>())
+        .bind(text(|r| &r.reason))
+        .bind(rows.iter().map(|r| r.query_text.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.query_hash.clone()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .context("writing tw_rescore_samples")?;
+        Ok(())
     }
-    let mut rows: Vec<_> = b.rescore_samples.iter().collect();
-    rows.sort_by(|x, y| x.event_id.cmp(&y.event_id)); // stable lock order
-    let text = |f: fn(&super::RescoreSample) -> &String| rows.iter().map(|r| f(r).clone()).collect::<Vec<_>>();
-    let opt = |f: fn(&super::RescoreSample) -> Option<f64>| rows.iter().map(|r| f(r)).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts, tier, model, \
-           classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
-           query_text, query_hash) \
-         SELECT id, c, t, pa, to_timestamp(ts::double precision / 1000), ti, m, cv, r, sg, rc, th, mg, o, p, w, rs, qt, qh \
-         FROM UNNEST($1::text[], $2::text[], $3::int[], $4::int[], $5::bigint[], $6::text[], $7::text[], $8::text[], \
-           $9::text[], $10::text[], $11::float8[], $12::float8[], $13::float8[], $14::float8[], $15::float8[], \
-           $16::float8[], $17::text[], $18::text[], $19::text[]) \
-           AS u(id, c, t, pa, ts, ti, m, cv, r, sg, rc, th, mg, o, p, w, rs, qt, qh) \
-         ON CONFLICT (event_id) DO NOTHING",
-    )
-    .bind(text(|r| &r.event_id))
-    .bind(text(|r| &r.conversation_id))
-    .bind(rows.iter().map(|r| r.turn).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.partition).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.ts_ms).collect::<Vec<_>>())
-    .bind(text(|r| &r.tier))
-    .bind(text(|r| &r.model))
-    .bind(text(|r| &r.classifier_version))
-    .bind(text(|r| &r.router))
-    .bind(text(|r| &r.segment))
-    .bind(opt(|r| r.router_confidence))
-    .bind(opt(|r| r.threshold))
-    .bind(opt(|r| r.margin))
-    .bind(opt(|r| r.ood_score))
-    .bind(rows.iter().map(|r| r.p).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.w).collect::<Vec<_>>())
-    .bind(text(|r| &r.reason))
-    .bind(rows.iter().map(|r| r.query_text.clone()).collect::<Vec<_>>())
-    .bind(rows.iter().map(|r| r.query_hash.clone()).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .context("writing tw_rescore_samples")?;
-    Ok(())
-}
 
-/// HUMAN_REVIEW labels onto their turns' sample rows: the latest review wins (ties: "not
-/// addressed", the conservative reading), and an older label never overwrites a newer one, so
-/// replays and reordering give the same row.
-async fn write_review_labels(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let l = &b.review_labels;
-    if l.is_empty() {
-        return Ok(());
+    async fn write_review_labels(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
+        let l = &b.review_labels;
+        if l.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(
+            "UPDATE tw_rescore_samples s SET review_addressed = u.a, reviewed_at = to_timestamp(u.ms::double precision / 1000) \
+             FROM (SELECT DISTINCT ON (c, t) c, t, a, ms \
+                   FROM UNNEST($1::text[], $2::int[], $3::bool[], $4::bigint[]) AS x(c, t, a, ms) \
+                   ORDER BY c, t, ms DESC, a) u \
+             WHERE s.conversation_id = u.c AND s.turn = u.t \
+               AND (s.reviewed_at IS NULL OR s.reviewed_at <= to_timestamp(u.ms::double precision / 1000))",
+        )
+        .bind(l.iter().map(|x| x.conversation_id.clone()).collect::<Vec<_>>())
+        .bind(l.iter().map(|x| x.turn).collect::<Vec<_>>())
+        .bind(l.iter().map(|x| x.addressed).collect::<Vec<_>>())
+        .bind(l.iter().map(|x| x.reviewed_ms).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await
+        .context("writing review labels")?;
+        Ok(())
     }
-    sqlx::query(
-        "UPDATE tw_rescore_samples s SET review_addressed = u.a, reviewed_at = to_timestamp(u.ms::double precision / 1000) \
-         FROM (SELECT DISTINCT ON (c, t) c, t, a, ms \
-               FROM UNNEST($1::text[], $2::int[], $3::bool[], $4::bigint[]) AS x(c, t, a, ms) \
-               ORDER BY c, t, ms DESC, a) u \
-         WHERE s.conversation_id = u.c AND s.turn = u.t \
-           AND (s.reviewed_at IS NULL OR s.reviewed_at <= to_timestamp(u.ms::double precision / 1000))",
-    )
-    .bind(l.iter().map(|x| x.conversation_id.clone()).collect::<Vec<_>>())
-    .bind(l.iter().map(|x| x.turn).collect::<Vec<_>>())
-    .bind(l.iter().map(|x| x.addressed).collect::<Vec<_>>())
-    .bind(l.iter().map(|x| x.reviewed_ms).collect::<Vec<_>>())
-    .execute(&mut **tx)
-    .await
-    .context("writing review labels")?;
-    Ok(())
 }
