@@ -2,104 +2,11 @@
 //! pipeline is testable without a database. Two backends implement it, [`postgres`] and
 //! [`sqlite`], each with its evaluator store (`postgres/eval.rs`, `sqlite/eval.rs`). What they do
 //! alike is written once, over what differs: the load and the fenced commit of a batch in
-//! `commit.rs` (each backend's fence statement and bulk writers), on the sqlx glue of `sql.rs`.
-
-/// Inserts every row of a router-evaluation pass in `$tx` with the backend's three INSERT texts
-/// (each takes the day first, then the columns the `bind_*` macros below bind).
-macro_rules! insert_router_eval_rows {
-    ($tx:expr, $rows:expr, $insert_bin:expr, $insert_summary:expr, $insert_advice:expr) => {
-        for r in $rows {
-            for b in &r.bins {
-                let q = sqlx::query($insert_bin).bind(r.day_ms);
-                bind_calibration_bin!(q, r, b).execute(&mut *$tx).await.context("writing tw_calibration_daily")?;
-            }
-            if let Some(summary) = &r.summary {
-                let q = sqlx::query($insert_summary).bind(r.day_ms);
-                bind_calibration_summary!(q, r, summary)
-                    .execute(&mut *$tx)
-                    .await
-                    .context("writing tw_calibration_summary_daily")?;
-            }
-            for a in &r.advice {
-                let q = sqlx::query($insert_advice).bind(r.day_ms);
-                bind_threshold_advice!(q, r, a).execute(&mut *$tx).await.context("writing tw_threshold_advice")?;
-            }
-        }
-    };
-}
-
-/// Binds a `calibration_daily` row after its day (the one column whose type differs per store).
-/// A macro rather than a function: the query types differ per backend, the binds do not.
-macro_rules! bind_calibration_bin {
-    ($q:expr, $r:expr, $b:expr) => {
-        $q.bind(&$r.subject.0)
-            .bind(&$r.subject.1)
-            .bind(&$r.window)
-            .bind($b.bin as i64)
-            .bind($b.conf_lo)
-            .bind($b.conf_hi)
-            .bind($b.conf_mean)
-            .bind($b.n as i64)
-            .bind($b.failures as i64)
-            .bind($b.failure_rate)
-            .bind($b.failure_rate_lo)
-            .bind($b.failure_rate_hi)
-            .bind($b.baseline_n as i64)
-            .bind($b.baseline_failures as i64)
-            .bind($b.baseline_failure_rate)
-            .bind($b.p_value)
-            .bind($b.status.as_str())
-    };
-}
-
-/// Binds a `calibration_summary_daily` row after its day.
-macro_rules! bind_calibration_summary {
-    ($q:expr, $r:expr, $summary:expr) => {
-        $q.bind(&$r.subject.0)
-            .bind(&$r.subject.1)
-            .bind(&$r.window)
-            .bind($summary.n as i64)
-            .bind($summary.failures as i64)
-            .bind($summary.bins as i64)
-            .bind($summary.ece)
-            .bind($summary.ece_lo)
-            .bind($summary.ece_hi)
-            .bind($summary.overconfidence)
-            .bind($summary.overconfidence_lo)
-            .bind($summary.overconfidence_hi)
-            .bind($summary.ece_plugin)
-    };
-}
-
-/// Binds a `threshold_advice` row after its day.
-macro_rules! bind_threshold_advice {
-    ($q:expr, $r:expr, $a:expr) => {
-        $q.bind(&$r.subject.0)
-            .bind(&$r.subject.1)
-            .bind(&$r.window)
-            .bind($a.threshold)
-            .bind($a.is_current)
-            .bind($a.is_recommended)
-            .bind($a.decisions as i64)
-            .bind($a.cheap_share)
-            .bind($a.inference_cost_usd)
-            .bind($a.expected_failed_deflections)
-            .bind($a.expected_failed_deflections_lo)
-            .bind($a.expected_failed_deflections_hi)
-            .bind($a.cheap_failure_rate)
-            .bind($a.human_cost_per_failure_usd)
-            .bind($a.expected_human_cost_usd)
-            .bind($a.net_cost_usd)
-            .bind($a.net_cost_lo_usd)
-            .bind($a.net_cost_hi_usd)
-            .bind($a.extrapolated)
-            .bind($a.net_saving_usd)
-            .bind($a.net_saving_lo_usd)
-            .bind($a.net_saving_hi_usd)
-    };
-}
+//! `commit.rs` (each backend's fence statement and bulk writers), the evaluator's storage in
+//! `eval.rs` (each backend's SQL texts), both on the sqlx glue of `sql.rs`.
 
 mod commit;
+mod eval;
 mod migrations;
 pub mod postgres;
 mod sql;

@@ -65,7 +65,10 @@ pub(crate) use args;
 
 /// Typed column reads of a row, for the column types the shared code decodes.
 pub(crate) trait Columns {
+    fn i16(&self, i: usize) -> Result<i16, sqlx::Error>;
+    fn i32(&self, i: usize) -> Result<i32, sqlx::Error>;
     fn i64(&self, i: usize) -> Result<i64, sqlx::Error>;
+    fn opt_i64(&self, i: usize) -> Result<Option<i64>, sqlx::Error>;
     fn f64(&self, i: usize) -> Result<f64, sqlx::Error>;
     fn string(&self, i: usize) -> Result<String, sqlx::Error>;
     fn bytes(&self, i: usize) -> Result<Vec<u8>, sqlx::Error>;
@@ -75,12 +78,23 @@ impl<R> Columns for R
 where
     R: Row,
     usize: ColumnIndex<R>,
+    for<'r> i16: Decode<'r, R::Database> + Type<R::Database>,
+    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
     for<'r> Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
 {
+    fn i16(&self, i: usize) -> Result<i16, sqlx::Error> {
+        self.try_get(i)
+    }
+    fn i32(&self, i: usize) -> Result<i32, sqlx::Error> {
+        self.try_get(i)
+    }
     fn i64(&self, i: usize) -> Result<i64, sqlx::Error> {
+        self.try_get(i)
+    }
+    fn opt_i64(&self, i: usize) -> Result<Option<i64>, sqlx::Error> {
         self.try_get(i)
     }
     fn f64(&self, i: usize) -> Result<f64, sqlx::Error> {
@@ -110,6 +124,9 @@ pub(crate) trait Backend: Send + Sync {
 
     /// A connection (`&mut *tx` of a transaction) as an executor.
     fn on<'c>(conn: &'c mut <Self::Db as Database>::Connection) -> impl Executor<'c, Database = Self::Db>;
+
+    /// The pool as an executor (one statement on any free connection).
+    fn pooled(&self) -> impl Executor<'_, Database = Self::Db>;
 
     /// `sql` with `args` bound.
     fn query<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> impl Execute<'q, Self::Db> + 'q;
@@ -153,6 +170,32 @@ pub(crate) trait Backend: Send + Sync {
         async move { Self::on(&mut **tx).fetch_all(Self::query(sql, args)).await }
     }
 
+    /// The rows of `sql` on the pool.
+    fn fetch_all(
+        &self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> impl Future<Output = Result<Vec<RowOf<Self>>, sqlx::Error>> + Send {
+        async move { self.pooled().fetch_all(Self::query(sql, args)).await }
+    }
+
+    /// The one row of `sql` on the pool.
+    fn fetch_one(
+        &self,
+        sql: &str,
+        args: Vec<Arg<'_>>,
+    ) -> impl Future<Output = Result<RowOf<Self>, sqlx::Error>> + Send {
+        async move { self.pooled().fetch_one(Self::query(sql, args)).await }
+    }
+
+    /// Run `sql` on the pool.
+    fn execute_pooled(&self, sql: &str, args: Vec<Arg<'_>>) -> impl Future<Output = Result<(), sqlx::Error>> + Send {
+        async move {
+            self.pooled().execute(Self::query(sql, args)).await?;
+            Ok(())
+        }
+    }
+
     /// Begin a transaction.
     fn begin(&self) -> impl Future<Output = anyhow::Result<Tx<Self::Db>>> + Send {
         async move { self.pool().begin().await.context("starting a transaction") }
@@ -183,6 +226,10 @@ where
 
     fn on<'c>(conn: &'c mut DB::Connection) -> impl Executor<'c, Database = DB> {
         conn
+    }
+
+    fn pooled(&self) -> impl Executor<'_, Database = DB> {
+        Pooled::pool(self)
     }
 
     fn query<'q>(sql: &'q str, args: Vec<Arg<'q>>) -> impl Execute<'q, DB> + 'q {
