@@ -224,7 +224,7 @@ async fn sampled_decisions_are_scored_into_review_queue_and_weighted_estimates()
     }
     // What the misroute alert rule reads: the routed-down tier's rows, the same numbers.
     let pg = std::sync::Arc::new(tierwatch::store::postgres::PgStore::connect(&env.db_url, 2).await.unwrap());
-    let eval = tierwatch::store::postgres_eval::PgEvalStore::new(pg);
+    let eval = tierwatch::store::postgres::PgEvalStore::new(pg);
     let read = tierwatch::drift::evaluator::EvalStore::rescore_estimates(&eval, "capable").await.unwrap();
     let cheap: Vec<_> = acc.iter().filter(|((_, t), _)| t != "capable").collect();
     assert_eq!(read.len(), cheap.len());

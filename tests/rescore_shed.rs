@@ -11,8 +11,8 @@ use sqlx::Row;
 use tierwatch::config::Config;
 use tierwatch::sim::{Scenario, SimConfig};
 use tierwatch::stats::weighted::WeightedProportion;
+use tierwatch::store::sqlite::SqliteEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
-use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::Store;
 
 #[test]

@@ -12,10 +12,10 @@ use sqlx::postgres::PgPoolOptions;
 use tierwatch::config::Config;
 use tierwatch::drift::evaluator::{EvalStore, Evaluator};
 use tierwatch::sim::{self, Scenario, SimConfig};
+use tierwatch::store::postgres::PgEvalStore;
 use tierwatch::store::postgres::PgStore;
-use tierwatch::store::postgres_eval::PgEvalStore;
+use tierwatch::store::sqlite::SqliteEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
-use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::Store;
 
 /// One SQL text per view for both backends (days as text, flags as integers, numbers as doubles).

@@ -50,7 +50,7 @@ fn replayed_totals(dir: &std::path::Path) -> Vec<(String, i64, i64, i64, i64)> {
         &rt,
         &cfg,
         store.clone(),
-        tierwatch::store::sqlite_eval::SqliteEvalStore::new(store.clone()),
+        tierwatch::store::sqlite::SqliteEvalStore::new(store.clone()),
         [files[0].as_path(), files[1].as_path(), files[2].as_path()],
         false,
         Arc::new(AtomicBool::new(false)),

@@ -16,8 +16,8 @@ use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::{Column, PgPool, Row, SqlitePool, TypeInfo, ValueRef};
 use tierwatch::alert::quality::QualityRuleConfig;
-use tierwatch::drift::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use tierwatch::drift::evaluator::{EvalStore, Evaluator};
+use tierwatch::drift::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use tierwatch::drift::DriftConfig;
 use tierwatch::metrics::{
     latency_bin, latency_bin_value, ConfDelta, ConfKey, Deltas, Dims, Grain, HumanDelta, OrphanKind, QualityDelta,
@@ -25,10 +25,10 @@ use tierwatch::metrics::{
 };
 use tierwatch::stats::hist::ConfHist;
 use tierwatch::stats::WeightedProportion;
+use tierwatch::store::postgres::PgEvalStore;
 use tierwatch::store::postgres::PgStore;
-use tierwatch::store::postgres_eval::PgEvalStore;
+use tierwatch::store::sqlite::SqliteEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
-use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::{
     CommitBatch, CommitOutcome, DeadLetter, PartitionCommit, PartitionSnapshot, RescoreOutcome, RescoreResult,
     RescoreSample, ReviewLabel, Store, ViewSettings,

@@ -10,10 +10,10 @@ use tierwatch::alert::OutboxStore;
 use tierwatch::config::Config;
 use tierwatch::drift::evaluator::{EvalStore, Evaluator};
 use tierwatch::pipeline::Pipeline;
+use tierwatch::store::postgres::PgEvalStore;
 use tierwatch::store::postgres::PgStore;
-use tierwatch::store::postgres_eval::PgEvalStore;
+use tierwatch::store::sqlite::SqliteEvalStore;
 use tierwatch::store::sqlite::SqliteStore;
-use tierwatch::store::sqlite_eval::SqliteEvalStore;
 use tierwatch::store::Store;
 use tierwatch::telemetry::Telemetry;
 

@@ -64,7 +64,6 @@ impl Validate for WatermarkConfig {
 }
 
 impl WatermarkConfig {
-
     pub fn idle_after(&self) -> Duration {
         Duration::from_secs_f64(self.idle_partition_seconds)
     }

@@ -682,7 +682,6 @@ pub struct WebhookStats {
     pub resend_failed: u64,
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,9 +16,9 @@ pub mod outbox;
 pub mod quality;
 pub mod webhook;
 
+pub use crate::telemetry::{WebhookMetrics, WebhookStats};
 pub use engine::{episode_id, episodes, firing};
 pub use outbox::{webhook_key, OutboxRow, OutboxStore};
-pub use crate::telemetry::{WebhookMetrics, WebhookStats};
 pub use webhook::{
     alertmanager_payload, alertmanager_payload_until, slack_payload, Notification, PayloadFormat, WebhookConfig,
     WebhookSink,

@@ -67,7 +67,10 @@ impl QualityRuleConfig {
 impl Validate for QualityRuleConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if self.baseline_from.is_some() != self.baseline_to.is_some() || self.baseline_from > self.baseline_to {
-            return Err(invalid("alerts.quality.baseline_to", "set both baseline dates, the second not before the first"));
+            return Err(invalid(
+                "alerts.quality.baseline_to",
+                "set both baseline dates, the second not before the first",
+            ));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return Err(invalid("alerts.quality.alpha", "must be in (0, 1)"));

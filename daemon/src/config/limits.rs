@@ -96,7 +96,10 @@ impl From<&LimitsConfig> for JoinLimits {
 impl Validate for LimitsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
         if !(self.max_future_hours.is_finite() && self.max_future_hours > 0.0) {
-            return Err(invalid("limits.max_future_hours", format!("must be a positive number, got {}", self.max_future_hours)));
+            return Err(invalid(
+                "limits.max_future_hours",
+                format!("must be a positive number, got {}", self.max_future_hours),
+            ));
         }
         if self.max_payload_bytes < 16 {
             return Err(invalid("limits.max_payload_bytes", "must be at least 16"));
@@ -147,7 +150,13 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_events: 5_000, max_wait_ms: 200, max_bytes: 64 << 20, catch_up_max_events: None, catch_up_max_wait_ms: None }
+        Self {
+            max_events: 5_000,
+            max_wait_ms: 200,
+            max_bytes: 64 << 20,
+            catch_up_max_events: None,
+            catch_up_max_wait_ms: None,
+        }
     }
 }
 

@@ -77,7 +77,8 @@ impl Default for TopicsConfig {
 
 impl Validate for TopicsConfig {
     fn validate(&self) -> Result<(), ConfigError> {
-        let names = [("topics.routing", &self.routing), ("topics.feedback", &self.feedback), ("topics.tickets", &self.tickets)];
+        let names =
+            [("topics.routing", &self.routing), ("topics.feedback", &self.feedback), ("topics.tickets", &self.tickets)];
         for (key, t) in names {
             if t.name.trim().is_empty() {
                 return Err(invalid(&format!("{key}.name"), "must not be empty"));

@@ -20,20 +20,17 @@ fn minimal_config_takes_spec_defaults() {
 
 #[test]
 fn unknown_key_is_named() {
-    let err =
-        Config::from_toml_str(&format!("{MINIMAL}\n[attribution]\nwindow_hour = 3\n")).unwrap_err().to_string();
+    let err = Config::from_toml_str(&format!("{MINIMAL}\n[attribution]\nwindow_hour = 3\n")).unwrap_err().to_string();
     assert!(err.contains("window_hour"), "{err}");
 }
 
 #[test]
 fn bad_value_names_key_and_reason() {
-    let err =
-        Config::from_toml_str(&format!("{MINIMAL}\n[attribution]\nwindow_hours = -1\n")).unwrap_err().to_string();
+    let err = Config::from_toml_str(&format!("{MINIMAL}\n[attribution]\nwindow_hours = -1\n")).unwrap_err().to_string();
     assert!(err.contains("attribution.window_hours") && err.contains("positive"), "{err}");
-    let err =
-        Config::from_toml_str(&format!("{MINIMAL}\n[topics.routing]\nname = \"r\"\nformat = \"confluent\"\n"))
-            .unwrap_err()
-            .to_string();
+    let err = Config::from_toml_str(&format!("{MINIMAL}\n[topics.routing]\nname = \"r\"\nformat = \"confluent\"\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("topics.routing.schema_ids"), "{err}");
     let err = Config::from_toml_str(&format!("{MINIMAL}\n[topics.routing]\nname = \"r\"\nformat = \"protobuf\"\n"))
         .unwrap_err()
@@ -57,10 +54,9 @@ fn routing_targets_parse_with_a_default_tolerance_and_are_validated() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("routing.targets.v1.cheap_share"), "{err}");
-    let err =
-        Config::from_toml_str(&format!("{MINIMAL}\n[routing.targets.v1]\ncheap_share = 0.6\ntolerance = 0\n"))
-            .unwrap_err()
-            .to_string();
+    let err = Config::from_toml_str(&format!("{MINIMAL}\n[routing.targets.v1]\ncheap_share = 0.6\ntolerance = 0\n"))
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("routing.targets.v1.tolerance"), "{err}");
     let err = Config::from_toml_str(&format!("{MINIMAL}\n[routing.targets.v1]\ncheap_share = 0.6\nshare = 1\n"))
         .unwrap_err()

@@ -29,8 +29,8 @@ use crate::replay::ReplayOutcome;
 use crate::report::{Page, ReportData, ReportPool, ReportSettings};
 use crate::sim::{self, Scenario, SimConfig};
 use crate::stats::hist::ConfHist;
+use crate::store::sqlite::SqliteEvalStore;
 use crate::store::sqlite::SqliteStore;
-use crate::store::sqlite_eval::SqliteEvalStore;
 use crate::store::Store;
 
 /// The committed default rescorer, built into the binary so the demo needs no files.

@@ -17,8 +17,8 @@ use crate::alert::quality::{
     evaluations, family_size, tested_tier, DayCounts, QualityRuleConfig, AGGREGATE_KIND, ALL_TIERS,
     KIND as QUALITY_KIND,
 };
-use crate::drift::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use crate::alert::{episodes, AlertState, Episode, Evaluation, Hysteresis, Notification, WebhookSink};
+use crate::drift::routed_share::{self, RoutedShareRuleConfig, RoutedShareTarget};
 use crate::metrics::{Signal, DAY_MS};
 use crate::router_eval::{self, pass::RouterEvalStore, RouterEvalConfig};
 use crate::stats::hist::ConfHist;

@@ -5,8 +5,8 @@
 //! I/O (reading the recorded histograms, writing `tw_drift_daily`, driving the alerts).
 
 pub mod evaluator;
-pub mod routed_share;
 pub mod reference;
+pub mod routed_share;
 
 use std::collections::BTreeMap;
 

@@ -555,13 +555,7 @@ impl PartitionJoin {
     /// earlier turn can still arrive, i.e. once the watermark has passed the outcome: until then
     /// tickets and turn-less feedback wait, so the result does not depend on how the topics
     /// interleave. Feedback naming its turn only waits for that turn.
-    fn attribute_pending(
-        &mut self,
-        s: &JoinSettings,
-        cid: &str,
-        p: PendingOutcome,
-        out: &mut Deltas,
-    ) {
+    fn attribute_pending(&mut self, s: &JoinSettings, cid: &str, p: PendingOutcome, out: &mut Deltas) {
         let settled_until = self.watermark_ms.saturating_sub(s.lateness_ms);
         let waits_for_watermark = match &p {
             PendingOutcome::Ticket { ts, .. } | PendingOutcome::Feedback { turn: None, ts, .. } => *ts > settled_until,
@@ -757,13 +751,7 @@ fn mark_turn_failed(conv: &mut ConvState, index: usize, cid: &str, failed_deflec
     });
 }
 
-fn apply_feedback_effect(
-    kind: FeedbackKind,
-    score: Option<f64>,
-    ts: i64,
-    dims: &Arc<Dims>,
-    out: &mut Deltas,
-) {
+fn apply_feedback_effect(kind: FeedbackKind, score: Option<f64>, ts: i64, dims: &Arc<Dims>, out: &mut Deltas) {
     match (kind, score) {
         (FeedbackKind::ThumbsUp, _) => out.quality_both(ts, dims, |q| q.thumbs_up += 1),
         (FeedbackKind::ThumbsDown, _) => out.quality_both(ts, dims, |q| q.thumbs_down += 1),

@@ -21,9 +21,9 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 
 use super::model::valid_score;
 use super::pool::{Job, ModelHandle, ModelWatcher, Outcome, PoolConfig, RescorePool};
-use crate::privacy::{keyed_hash, TextPrivacy};
 use super::RescoreConfig;
 use crate::event::{Feedback, FeedbackKind, RoutingDecision};
+use crate::privacy::{keyed_hash, TextPrivacy};
 use crate::store::{RescoreOutcome, RescoreResult, RescoreSample, ReviewLabel, Store};
 use crate::telemetry::{RescoreMetrics, StoreErrors};
 

@@ -180,7 +180,12 @@ pub fn evaluate(
                     tests,
                 );
                 let summary = (!bins.is_empty()).then(|| {
-                    calibration_error(&bins, &w.per_group_cell(Served::Cheap), cfg.bootstrap_replicates, seed(subject, day, wd))
+                    calibration_error(
+                        &bins,
+                        &w.per_group_cell(Served::Cheap),
+                        cfg.bootstrap_replicates,
+                        seed(subject, day, wd),
+                    )
                 });
                 // Regression: the worst regressed bin's rate against its bar.
                 let e = regressions.entry(day).or_insert((false, 0.0, 0.0));

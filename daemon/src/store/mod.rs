@@ -1,114 +1,23 @@
 //! Storage: what a batch commits and what an assignment loads, behind a small trait so the
-//! pipeline is testable without a database. The Postgres implementation is in [`postgres`].
+//! pipeline is testable without a database. Two backends implement it, [`postgres`] and
+//! [`sqlite`], each with its evaluator store (`postgres/eval.rs`, `sqlite/eval.rs`). What they do
+//! alike is written once, over what differs: the load and the fenced commit of a batch in
+//! `commit.rs` (each backend's fence statement and bulk writers), the evaluator's storage in
+//! `eval.rs` (each backend's SQL texts), both on the sqlx glue of `sql.rs`.
 
-/// Inserts every row of a router-evaluation pass in `$tx` with the backend's three INSERT texts
-/// (each takes the day first, then the columns the `bind_*` macros below bind).
-macro_rules! insert_router_eval_rows {
-    ($tx:expr, $rows:expr, $insert_bin:expr, $insert_summary:expr, $insert_advice:expr) => {
-        for r in $rows {
-            for b in &r.bins {
-                let q = sqlx::query($insert_bin).bind(r.day_ms);
-                bind_calibration_bin!(q, r, b).execute(&mut *$tx).await.context("writing tw_calibration_daily")?;
-            }
-            if let Some(summary) = &r.summary {
-                let q = sqlx::query($insert_summary).bind(r.day_ms);
-                bind_calibration_summary!(q, r, summary)
-                    .execute(&mut *$tx)
-                    .await
-                    .context("writing tw_calibration_summary_daily")?;
-            }
-            for a in &r.advice {
-                let q = sqlx::query($insert_advice).bind(r.day_ms);
-                bind_threshold_advice!(q, r, a).execute(&mut *$tx).await.context("writing tw_threshold_advice")?;
-            }
-        }
-    };
-}
-
-/// Binds a `calibration_daily` row after its day (the one column whose type differs per store).
-/// A macro rather than a function: the query types differ per backend, the binds do not.
-macro_rules! bind_calibration_bin {
-    ($q:expr, $r:expr, $b:expr) => {
-        $q.bind(&$r.subject.0)
-            .bind(&$r.subject.1)
-            .bind(&$r.window)
-            .bind($b.bin as i64)
-            .bind($b.conf_lo)
-            .bind($b.conf_hi)
-            .bind($b.conf_mean)
-            .bind($b.n as i64)
-            .bind($b.failures as i64)
-            .bind($b.failure_rate)
-            .bind($b.failure_rate_lo)
-            .bind($b.failure_rate_hi)
-            .bind($b.baseline_n as i64)
-            .bind($b.baseline_failures as i64)
-            .bind($b.baseline_failure_rate)
-            .bind($b.p_value)
-            .bind($b.status.as_str())
-    };
-}
-
-/// Binds a `calibration_summary_daily` row after its day.
-macro_rules! bind_calibration_summary {
-    ($q:expr, $r:expr, $summary:expr) => {
-        $q.bind(&$r.subject.0)
-            .bind(&$r.subject.1)
-            .bind(&$r.window)
-            .bind($summary.n as i64)
-            .bind($summary.failures as i64)
-            .bind($summary.bins as i64)
-            .bind($summary.ece)
-            .bind($summary.ece_lo)
-            .bind($summary.ece_hi)
-            .bind($summary.overconfidence)
-            .bind($summary.overconfidence_lo)
-            .bind($summary.overconfidence_hi)
-            .bind($summary.ece_plugin)
-    };
-}
-
-/// Binds a `threshold_advice` row after its day.
-macro_rules! bind_threshold_advice {
-    ($q:expr, $r:expr, $a:expr) => {
-        $q.bind(&$r.subject.0)
-            .bind(&$r.subject.1)
-            .bind(&$r.window)
-            .bind($a.threshold)
-            .bind($a.is_current)
-            .bind($a.is_recommended)
-            .bind($a.decisions as i64)
-            .bind($a.cheap_share)
-            .bind($a.inference_cost_usd)
-            .bind($a.expected_failed_deflections)
-            .bind($a.expected_failed_deflections_lo)
-            .bind($a.expected_failed_deflections_hi)
-            .bind($a.cheap_failure_rate)
-            .bind($a.human_cost_per_failure_usd)
-            .bind($a.expected_human_cost_usd)
-            .bind($a.net_cost_usd)
-            .bind($a.net_cost_lo_usd)
-            .bind($a.net_cost_hi_usd)
-            .bind($a.extrapolated)
-            .bind($a.net_saving_usd)
-            .bind($a.net_saving_lo_usd)
-            .bind($a.net_saving_hi_usd)
-    };
-}
-
+mod commit;
 pub mod error;
+mod eval;
 mod migrations;
 pub mod postgres;
-pub mod postgres_eval;
-mod postgres_router_eval;
+mod sql;
 pub mod sqlite;
-pub mod sqlite_eval;
-mod sqlite_router_eval;
 
 use std::collections::HashMap;
 
-pub use error::{StoreError, StoreErrorKind};
+use self::sql::{args, Backend, Columns};
 use crate::metrics::{ConfDelta, ConfKey, Deltas};
+pub use error::{StoreError, StoreErrorKind};
 
 /// A dead letter's `detail`, safe to store and print: control characters (NUL included) escaped
 /// as `\u{..}`, at most `max` bytes (cut on a character boundary, marked with `…`).
@@ -306,6 +215,17 @@ impl ViewSettings {
 pub const UPSERT_SETTING_SQL: &str =
     "INSERT INTO tw_settings(key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value";
 
+/// Replace the settings rows ([`Store::write_settings`]).
+async fn write_settings<B: Backend>(store: &B, s: &ViewSettings) -> anyhow::Result<()> {
+    let mut tx = store.pool().begin().await?;
+    B::execute(&mut tx, "DELETE FROM tw_settings", args![]).await?;
+    for (k, v) in s.rows() {
+        B::execute(&mut tx, UPSERT_SETTING_SQL, args![k, v.as_str()]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 /// The storage the pipeline needs.
 #[allow(async_fn_in_trait)]
 pub trait Store: Send + Sync {
@@ -392,100 +312,18 @@ pub(crate) fn rescore_conf_rows(scored: &[(i32, i64, String, String, f64, bool)]
 /// Fold the `tw_conf_hist` rows both stores select (hour ms, signal, classifier_version, router,
 /// conversations, routed_cheap, threshold_sum, threshold_n, hist) into per-day windows as they are
 /// decoded; rows of an unknown signal are skipped.
-pub(crate) fn fold_conf_rows<R>(rows: &[R]) -> anyhow::Result<crate::drift::evaluator::DayWindows>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    for<'r> Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
+pub(crate) fn fold_conf_rows<R: Columns>(rows: &[R]) -> anyhow::Result<crate::drift::evaluator::DayWindows> {
     use anyhow::Context;
     let mut out = crate::drift::evaluator::DayWindows::new();
     for r in rows {
-        let Some(signal) = crate::metrics::Signal::parse(&r.try_get::<String, _>(1)?) else { continue };
-        let window = ConfDelta::from_stored(
-            r.try_get(4)?,
-            r.try_get(5)?,
-            r.try_get(6)?,
-            r.try_get(7)?,
-            &r.try_get::<Vec<u8>, _>(8)?,
-        )
-        .context("stored histogram does not decode")?
-        .into();
-        crate::drift::evaluator::add_hour(&mut out, r.try_get(0)?, (r.try_get(2)?, r.try_get(3)?, signal), &window);
+        let Some(signal) = crate::metrics::Signal::parse(&r.string(1)?) else { continue };
+        let window = ConfDelta::from_stored(r.i64(4)?, r.i64(5)?, r.f64(6)?, r.i64(7)?, &r.bytes(8)?)
+            .context("stored histogram does not decode")?
+            .into();
+        crate::drift::evaluator::add_hour(&mut out, r.i64(0)?, (r.string(2)?, r.string(3)?, signal), &window);
     }
     Ok(out)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sqlstates_are_classified() {
-        use StoreErrorKind::*;
-        for (code, kind) in [
-            ("08006", Transient), // connection_failure
-            ("08003", Transient),
-            ("40001", Transient), // serialization_failure
-            ("40P01", Transient), // deadlock_detected
-            ("53300", Transient), // too_many_connections
-            ("57P01", Transient), // admin_shutdown
-            ("57P03", Transient), // cannot_connect_now
-            ("57014", Fatal),     // query_canceled: not a restart
-            ("22021", BadData),   // character_not_in_repertoire (NUL)
-            ("22003", BadData),   // numeric_value_out_of_range (bigint sum)
-            ("22008", BadData),   // datetime_field_overflow
-            ("54000", BadData),   // program_limit_exceeded (index row too large)
-            ("42P01", Fatal),     // undefined_table
-            ("42501", Fatal),     // insufficient_privilege
-            ("23505", Fatal),     // unique_violation: a program error here
-            ("", Fatal),
-        ] {
-            assert_eq!(StoreErrorKind::of_sqlstate(code), kind, "{code}");
-        }
-    }
-
-    #[test]
-    fn sqlite_codes_are_classified() {
-        use StoreErrorKind::*;
-        for (code, kind) in [
-            (5, Transient),   // BUSY
-            (517, Transient), // BUSY_SNAPSHOT
-            (6, Transient),   // LOCKED
-            (262, Transient), // LOCKED_SHAREDCACHE
-            (18, BadData),    // TOOBIG
-            (20, BadData),    // MISMATCH
-            (25, BadData),    // RANGE
-            (1, Fatal),       // ERROR (e.g. no such table)
-            (8, Fatal),       // READONLY
-            (2067, Fatal),    // CONSTRAINT_UNIQUE
-        ] {
-            assert_eq!(StoreErrorKind::of_sqlite(code), kind, "{code}");
-        }
-    }
-
-    #[test]
-    fn errors_are_classified_through_their_context_chain() {
-        let io = anyhow::Error::new(sqlx::Error::Io(std::io::Error::other("reset"))).context("writing tw_quality");
-        assert_eq!(StoreError::classify(io).kind(), StoreErrorKind::Transient);
-        let timeout = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("starting a transaction");
-        assert_eq!(StoreError::classify(timeout).kind(), StoreErrorKind::Transient);
-        let program = anyhow::anyhow!("join state key is not UTF-8");
-        assert_eq!(StoreError::classify(program).kind(), StoreErrorKind::Fatal);
-        let closed = anyhow::Error::new(sqlx::Error::PoolClosed);
-        assert_eq!(StoreError::classify(closed).kind(), StoreErrorKind::Fatal);
-    }
-
-    #[test]
-    fn dead_letter_details_are_escaped_and_bounded() {
-        assert_eq!(safe_detail("poison\u{0}pill\n", 100), "poison\\u{0}pill\\u{a}");
-        let long = safe_detail(&"é".repeat(1000), 64);
-        assert!(long.len() <= 64, "{}", long.len());
-        assert!(long.ends_with('…'));
-        assert!(!safe_detail(&"\u{0}".repeat(500), 64).contains('\u{0}'));
-        assert_eq!(safe_detail("plain", 100), "plain");
-    }
-}
+mod tests;

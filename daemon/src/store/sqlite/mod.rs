@@ -8,7 +8,8 @@
 //! caches. One statement per row cost a round trip to sqlx's SQLite worker thread each, which
 //! made commits most of a replay's time (BENCHMARKS.md, "Embedded store replay"). SQLite allows
 //! one writer at a time; WAL lets readers (dashboards, the sqlite3 shell) run next to it, and
-//! `busy_timeout` makes a second writer wait instead of failing.
+//! `busy_timeout` makes a second writer wait instead of failing. The load and commit flows are
+//! shared (`store/commit.rs`); this is their SQLite half (the `Dialect`) and the rest of [`Store`].
 
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
@@ -16,13 +17,18 @@ use std::time::Duration;
 
 use anyhow::Context;
 use sqlx::sqlite::{SqliteArguments, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, Sqlite, SqlitePool, Transaction};
+use sqlx::{Row, Sqlite, SqlitePool};
 
+use super::commit::{self, Dialect};
+use super::sql::{Pooled, Tx};
 use super::{
     rescore_conf_rows, validate_rescores, CommitBatch, CommitOutcome, PartitionSnapshot, RescoreOutcome, RescoreResult,
     ReviewLabel, Store, StoreError, ViewSettings,
 };
-use crate::metrics::{day_start, ConfDelta};
+use crate::metrics::{day_start, ConfDelta, QualityKey};
+
+pub mod eval;
+pub use eval::SqliteEvalStore;
 
 /// How long a writer waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -97,6 +103,14 @@ impl SqliteStore {
     }
 }
 
+impl Pooled for SqliteStore {
+    type Db = Sqlite;
+
+    fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
 /// The oldest SQLite library the schema runs on: `RETURNING` (3.35) and the math functions the
 /// views use.
 const MIN_SQLITE: (u32, u32) = (3, 35);
@@ -149,22 +163,18 @@ impl Store for SqliteStore {
     }
 
     async fn write_settings(&self, s: &ViewSettings) -> anyhow::Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM tw_settings").execute(&mut *tx).await?;
-        for (k, v) in s.rows() {
-            sqlx::query(super::UPSERT_SETTING_SQL).bind(k).bind(v).execute(&mut *tx).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        super::write_settings(self, s).await
     }
 
     async fn load_partition(&self, partition: i32, topics: &[&str]) -> Result<PartitionSnapshot, StoreError> {
-        self.load_partition_inner(partition, topics).await.map_err(StoreError::classify)
+        commit::load_partition(self, partition, topics).await.map_err(StoreError::classify)
     }
 
     async fn commit(&self, batch: &CommitBatch) -> Result<CommitOutcome, StoreError> {
-        self.commit_inner(batch).await.map_err(StoreError::classify)
+        let _write = self.write.lock().await;
+        commit::commit(self, batch).await.map_err(StoreError::classify)
     }
+
     async fn apply_rescores(&self, results: &[RescoreResult]) -> anyhow::Result<u64> {
         validate_rescores(results)?;
         if results.is_empty() {
@@ -230,7 +240,7 @@ impl Store for SqliteStore {
         )
         .await
         .context("marking shed rescores")?;
-        write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
+        Self::write_conf(&mut tx, &rescore_conf_rows(&scored)).await?;
         tx.commit().await.context("committing rescores")?;
         Ok(changed)
     }
@@ -279,105 +289,6 @@ impl Store for SqliteStore {
     }
 }
 
-impl SqliteStore {
-    async fn load_partition_inner(&self, partition: i32, topics: &[&str]) -> anyhow::Result<PartitionSnapshot> {
-        // One transaction = one snapshot. It starts with a write (the INSERT), so it holds the
-        // write lock from the first statement: generation, offsets and state are consistent.
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("INSERT INTO tw_partitions(partition) VALUES (?1) ON CONFLICT DO NOTHING")
-            .bind(partition)
-            .execute(&mut *tx)
-            .await?;
-        let row = sqlx::query("SELECT generation, watermark_ms FROM tw_partitions WHERE partition = ?1")
-            .bind(partition)
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut snap = PartitionSnapshot {
-            partition,
-            generation: row.try_get(0)?,
-            watermark_ms: row.try_get(1)?,
-            ..Default::default()
-        };
-        for topic in topics {
-            let row = sqlx::query("SELECT next_offset FROM tw_offsets WHERE partition = ?1 AND topic = ?2")
-                .bind(partition)
-                .bind(*topic)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if let Some(r) = row {
-                snap.offsets.insert(topic.to_string(), r.try_get(0)?);
-            }
-        }
-        let rows = sqlx::query("SELECT key, state FROM tw_join_state WHERE partition = ?1")
-            .bind(partition)
-            .fetch_all(&mut *tx)
-            .await?;
-        snap.entries.reserve(rows.len());
-        for r in rows {
-            snap.entries.push((r.try_get(0)?, r.try_get(1)?));
-        }
-        tx.commit().await?;
-        Ok(snap)
-    }
-
-    async fn commit_inner(&self, batch: &CommitBatch) -> anyhow::Result<CommitOutcome> {
-        let _write = self.write.lock().await;
-        let mut tx = self.pool.begin().await.context("starting a transaction")?;
-        let mut generations = HashMap::new();
-        // Fence first (the first UPDATE takes SQLite's write lock, so nothing below races).
-        let mut parts: Vec<_> = batch.partitions.iter().collect();
-        parts.sort_by_key(|p| p.partition);
-        for p in &parts {
-            let row = sqlx::query(
-                "UPDATE tw_partitions SET generation = generation + 1, \
-                 watermark_ms = max(watermark_ms, ?3) \
-                 WHERE partition = ?1 AND generation = ?2 RETURNING generation",
-            )
-            .bind(p.partition)
-            .bind(p.expected_generation)
-            .bind(p.watermark_ms)
-            .fetch_optional(&mut *tx)
-            .await?;
-            match row {
-                Some(r) => {
-                    generations.insert(p.partition, r.try_get::<i64, _>(0)?);
-                }
-                None => {
-                    tx.rollback().await?;
-                    return Ok(CommitOutcome::Fenced(p.partition));
-                }
-            }
-        }
-        let t = std::time::Instant::now();
-        write_offsets(&mut tx, batch).await?;
-        write_state(&mut tx, batch).await?;
-        let t_state = t.elapsed();
-        write_quality(&mut tx, batch).await?;
-        write_latency(&mut tx, batch).await?;
-        write_tier_day(&mut tx, batch).await?;
-        write_human(&mut tx, batch).await?;
-        write_calibration(&mut tx, batch).await?;
-        write_orphans(&mut tx, batch).await?;
-        write_dead_letters(&mut tx, batch).await?;
-        write_conf(&mut tx, batch).await?;
-        write_rescore_samples(&mut tx, batch).await?;
-        write_review_labels(&mut tx, batch).await?;
-        let t_aggs = t.elapsed();
-        tx.commit().await.context("committing the batch")?;
-        tracing::debug!(
-            state_ms = t_state.as_secs_f64() * 1e3,
-            aggregates_ms = (t_aggs - t_state).as_secs_f64() * 1e3,
-            commit_ms = (t.elapsed() - t_aggs).as_secs_f64() * 1e3,
-            state_rows = batch.partitions.iter().map(|p| p.state.len()).sum::<usize>(),
-            quality_rows = batch.deltas.quality.len(),
-            latency_rows = batch.deltas.latency.len(),
-            "batch written (sqlite)"
-        );
-        Ok(CommitOutcome::Committed(generations))
-    }
-}
-
-type Tx<'a> = Transaction<'a, Sqlite>;
 type Q<'a> = sqlx::query::Query<'a, Sqlite, SqliteArguments<'a>>;
 
 /// Most rows one multi-row statement carries. A batch's rows go out as statements of 128 rows,
@@ -418,7 +329,7 @@ fn placeholders(cols: usize, rows: usize) -> String {
 
 /// Run the statement `sql(n)` once per chunk of `rows` (see [`chunk_sizes`]), in order, `bind`
 /// binding a chunk's parameters; the rows affected, summed.
-async fn execute_chunked<T, S, B>(tx: &mut Tx<'_>, rows: &[T], sql: S, bind: B) -> Result<u64, sqlx::Error>
+async fn execute_chunked<T, S, B>(tx: &mut Tx<Sqlite>, rows: &[T], sql: S, bind: B) -> Result<u64, sqlx::Error>
 where
     T: Sync,
     S: Fn(usize) -> String,
@@ -437,7 +348,7 @@ where
 
 /// `head VALUES (…), (…) tail` over `rows`, `bind` binding one row's `cols` parameters.
 async fn insert_values<T, B>(
-    tx: &mut Tx<'_>,
+    tx: &mut Tx<Sqlite>,
     head: &str,
     cols: usize,
     tail: &str,
@@ -457,424 +368,440 @@ where
     .await
 }
 
-async fn write_offsets(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows: Vec<(&str, i32, i64)> =
-        b.partitions.iter().flat_map(|p| p.offsets.iter().map(move |(t, o)| (t.as_str(), p.partition, *o))).collect();
-    insert_values(
-        tx,
-        "INSERT INTO tw_offsets(topic, partition, next_offset)",
-        3,
-        "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
-        &rows,
-        |q, r| q.bind(r.0).bind(r.1).bind(r.2),
-    )
-    .await
-    .context("writing offsets")?;
-    Ok(())
+/// Bind the key columns of a `tw_agg_quality` or `tw_agg_latency` row, first in both: grain,
+/// bucket_ms, tier, model, classifier_version, router, segment, intent.
+fn bind_key<'a>(q: Q<'a>, k: &'a QualityKey) -> Q<'a> {
+    let d = &k.dims;
+    q.bind(k.grain.as_str())
+        .bind(k.bucket_ms)
+        .bind(d.tier.as_str())
+        .bind(d.model.as_str())
+        .bind(d.classifier_version.as_str())
+        .bind(d.router.as_str())
+        .bind(d.segment.as_str())
+        .bind(d.intent.as_str())
 }
 
-async fn write_state(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    // Upserts first, then deletes, as the Postgres store does.
-    let upserts: Vec<(i32, &str, &[u8])> = b
-        .partitions
-        .iter()
-        .flat_map(|p| p.state.iter().filter_map(move |(k, s)| Some((p.partition, k.as_str(), s.as_deref()?))))
-        .collect();
-    insert_values(
-        tx,
-        "INSERT INTO tw_join_state(partition, key, state)",
-        3,
-        "ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
-        &upserts,
-        |q, r| q.bind(r.0).bind(r.1).bind(r.2),
-    )
-    .await
-    .context("writing join state")?;
-    for p in &b.partitions {
-        let keys: Vec<&str> = p.state.iter().filter(|(_, s)| s.is_none()).map(|(k, _)| k.as_str()).collect();
-        // `key IN (VALUES …)` probes the primary key once per key.
-        execute_chunked(
+impl Dialect for SqliteStore {
+    const FENCE: &'static str = "UPDATE tw_partitions SET generation = generation + 1, \
+        watermark_ms = max(watermark_ms, ?3) \
+        WHERE partition = ?1 AND generation = ?2 RETURNING generation";
+    const BATCH_WRITTEN: &'static str = "batch written (sqlite)";
+
+    /// None: one transaction is one snapshot. It starts with a write (the INSERT), so it holds
+    /// the write lock from the first statement: generation, offsets and state are consistent.
+    const SNAPSHOT: Option<&'static str> = None;
+    const INSERT_PARTITION: &'static str = "INSERT INTO tw_partitions(partition) VALUES (?1) ON CONFLICT DO NOTHING";
+    const PARTITION: &'static str = "SELECT generation, watermark_ms FROM tw_partitions WHERE partition = ?1";
+    const JOIN_STATE: &'static str = "SELECT key, state FROM tw_join_state WHERE partition = ?1";
+
+    async fn read_offsets(
+        tx: &mut Tx<Sqlite>,
+        partition: i32,
+        topics: &[&str],
+    ) -> anyhow::Result<HashMap<String, i64>> {
+        let mut offsets = HashMap::new();
+        for topic in topics {
+            let row = sqlx::query("SELECT next_offset FROM tw_offsets WHERE partition = ?1 AND topic = ?2")
+                .bind(partition)
+                .bind(*topic)
+                .fetch_optional(&mut **tx)
+                .await?;
+            if let Some(r) = row {
+                offsets.insert(topic.to_string(), r.try_get(0)?);
+            }
+        }
+        Ok(offsets)
+    }
+
+    async fn write_offsets(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let rows: Vec<(&str, i32, i64)> = b
+            .partitions
+            .iter()
+            .flat_map(|p| p.offsets.iter().map(move |(t, o)| (t.as_str(), p.partition, *o)))
+            .collect();
+        insert_values(
             tx,
-            &keys,
-            |n| format!("DELETE FROM tw_join_state WHERE partition = ? AND key IN (VALUES {})", placeholders(1, n)),
-            |q, chunk| chunk.iter().fold(q.bind(p.partition), |q, k| q.bind(*k)),
+            "INSERT INTO tw_offsets(topic, partition, next_offset)",
+            3,
+            "ON CONFLICT (topic, partition) DO UPDATE SET next_offset = excluded.next_offset",
+            &rows,
+            |q, r| q.bind(r.0).bind(r.1).bind(r.2),
         )
         .await
-        .context("deleting join state")?;
+        .context("writing offsets")?;
+        Ok(())
     }
-    Ok(())
-}
 
-async fn write_quality(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut rows: Vec<_> = b.deltas.quality.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0)); // primary-key order: B-tree locality
-    insert_values(
-        tx,
-        "INSERT INTO tw_agg_quality (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
-           decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
-           escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum)",
-        22,
-        "ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
-           decisions = decisions + excluded.decisions, \
-           conversations = conversations + excluded.conversations, \
-           thumbs_up = thumbs_up + excluded.thumbs_up, \
-           thumbs_down = thumbs_down + excluded.thumbs_down, \
-           csat_n = csat_n + excluded.csat_n, \
-           reviews_n = reviews_n + excluded.reviews_n, \
-           reviews_wrong = reviews_wrong + excluded.reviews_wrong, \
-           failed_deflections = failed_deflections + excluded.failed_deflections, \
-           escalations = escalations + excluded.escalations, \
-           cost_nusd = cost_nusd + excluded.cost_nusd, \
-           capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd, \
-           attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
-           attributed_human_cost_nusd = attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
-           csat_sum = csat_sum + excluded.csat_sum",
-        &rows,
-        |q, (k, v)| {
-            let d = &k.dims;
-            q.bind(k.grain.as_str())
-                .bind(k.bucket_ms)
-                .bind(d.tier.as_str())
-                .bind(d.model.as_str())
-                .bind(d.classifier_version.as_str())
-                .bind(d.router.as_str())
-                .bind(d.segment.as_str())
-                .bind(d.intent.as_str())
-                .bind(v.decisions)
-                .bind(v.conversations)
-                .bind(v.thumbs_up)
-                .bind(v.thumbs_down)
-                .bind(v.csat_n)
-                .bind(v.reviews_n)
-                .bind(v.reviews_wrong)
-                .bind(v.failed_deflections)
-                .bind(v.escalations)
-                .bind(v.cost_nusd)
-                .bind(v.capable_cost_nusd)
-                .bind(v.attributed_tickets)
-                .bind(v.attributed_human_cost_nusd)
-                .bind(v.csat_sum)
-        },
-    )
-    .await
-    .context("writing tw_agg_quality")?;
-    Ok(())
-}
-
-async fn write_latency(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut rows: Vec<_> = b.deltas.latency.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    insert_values(
-        tx,
-        "INSERT INTO tw_agg_latency (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
-           bin, count)",
-        10,
-        "ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, bin) \
-         DO UPDATE SET count = count + excluded.count",
-        &rows,
-        |q, ((k, bin), count)| {
-            let d = &k.dims;
-            q.bind(k.grain.as_str())
-                .bind(k.bucket_ms)
-                .bind(d.tier.as_str())
-                .bind(d.model.as_str())
-                .bind(d.classifier_version.as_str())
-                .bind(d.router.as_str())
-                .bind(d.segment.as_str())
-                .bind(d.intent.as_str())
-                .bind(*bin)
-                .bind(**count)
-        },
-    )
-    .await
-    .context("writing tw_agg_latency")?;
-    Ok(())
-}
-
-async fn write_tier_day(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    upsert_day_counter(tx, "tw_agg_tier_day", "tier", "ai_conversations", b.deltas.tier_day_rows()).await
-}
-
-async fn write_orphans(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    upsert_day_counter(tx, "tw_orphans", "kind", "count", b.deltas.orphan_rows()).await
-}
-
-/// Add `(ms in the day, label, n)` rows into a `(day_ms, label) → counter` table. The day is
-/// the UTC day containing the timestamp (as `(ms AT TIME ZONE 'UTC')::date` in Postgres).
-async fn upsert_day_counter(
-    tx: &mut Tx<'_>,
-    table: &str,
-    label: &str,
-    counter: &str,
-    mut rows: Vec<(i64, String, i64)>,
-) -> anyhow::Result<()> {
-    rows.sort();
-    insert_values(
-        tx,
-        &format!("INSERT INTO {table} (day_ms, {label}, {counter})"),
-        3,
-        &format!("ON CONFLICT (day_ms, {label}) DO UPDATE SET {counter} = {counter} + excluded.{counter}"),
-        &rows,
-        |q, (ms, l, n)| q.bind(day_start(*ms)).bind(l.as_str()).bind(*n),
-    )
-    .await
-    .with_context(|| format!("writing {table}"))?;
-    Ok(())
-}
-
-/// Add the router-evaluation cells of the batch into `tw_agg_calibration`.
-async fn write_calibration(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.deltas.calib_rows();
-    insert_values(
-        tx,
-        "INSERT INTO tw_agg_calibration (day_ms, classifier_version, router, tier, cell, grp, decisions, failures, \
-           failed_deflections, conf_e4, cost_nusd, capable_cost_nusd)",
-        12,
-        "ON CONFLICT (day_ms, classifier_version, router, tier, cell, grp) DO UPDATE SET \
-           decisions = decisions + excluded.decisions, \
-           failures = failures + excluded.failures, \
-           failed_deflections = failed_deflections + excluded.failed_deflections, \
-           conf_e4 = conf_e4 + excluded.conf_e4, \
-           cost_nusd = cost_nusd + excluded.cost_nusd, \
-           capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd",
-        &rows,
-        |q, r| {
-            let c = &r.counts;
-            q.bind(r.day_ms)
-                .bind(r.classifier_version.as_str())
-                .bind(r.router.as_str())
-                .bind(r.tier.as_str())
-                .bind(i64::from(r.cell))
-                .bind(i64::from(r.group))
-                .bind(c.decisions)
-                .bind(c.failures)
-                .bind(c.failed_deflections)
-                .bind(c.conf_e4)
-                .bind(c.cost_nusd)
-                .bind(c.capable_cost_nusd)
-        },
-    )
-    .await
-    .context("writing tw_agg_calibration")?;
-    Ok(())
-}
-
-async fn write_human(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let mut rows: Vec<_> = b.deltas.human.iter().collect();
-    rows.sort_by(|a, b| a.0.cmp(b.0));
-    insert_values(
-        tx,
-        "INSERT INTO tw_agg_human_day (day_ms, cost_center, channel, tickets_opened, attributed_tickets, \
-           unattributed_tickets, tickets_resolved, human_cost_nusd)",
-        8,
-        "ON CONFLICT (day_ms, cost_center, channel) DO UPDATE SET \
-           tickets_opened = tickets_opened + excluded.tickets_opened, \
-           attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
-           unattributed_tickets = unattributed_tickets + excluded.unattributed_tickets, \
-           tickets_resolved = tickets_resolved + excluded.tickets_resolved, \
-           human_cost_nusd = human_cost_nusd + excluded.human_cost_nusd",
-        &rows,
-        |q, (k, h)| {
-            q.bind(day_start(k.day_ms))
-                .bind(k.cost_center.as_str())
-                .bind(k.channel.as_str())
-                .bind(h.tickets_opened)
-                .bind(h.attributed_tickets)
-                .bind(h.unattributed_tickets)
-                .bind(h.tickets_resolved)
-                .bind(h.human_cost_nusd)
-        },
-    )
-    .await
-    .context("writing tw_agg_human_day")?;
-    Ok(())
-}
-
-/// Merge each partition's confidence-histogram deltas into its stored rows. Only the partition's
-/// owner writes them (the generation fence above holds), so read-modify-write is safe. The rows
-/// of a batch are distinct keys: all stored rows are read first (a join of the keys with the
-/// primary key), then the merged rows are upserted.
-async fn write_conf(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let rows = b.conf_rows();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    // The stored row plus the delta, for the keys that have a stored row (addition commutes:
-    // the same sums as the delta plus the stored row).
-    let mut merged: Vec<Option<ConfDelta>> = vec![None; rows.len()];
-    let mut start = 0;
-    for n in chunk_sizes(rows.len()) {
-        let chunk = &rows[start..start + n];
-        let text = format!(
-            "SELECT v.column1, h.conversations, h.routed_cheap, h.threshold_sum, h.threshold_n, h.hist \
-             FROM (VALUES {}) AS v CROSS JOIN tw_conf_hist h \
-             ON h.hour_ms = v.column2 AND h.partition = v.column3 AND h.signal = v.column4 \
-               AND h.classifier_version = v.column5 AND h.router = v.column6",
-            placeholders(6, n)
-        );
-        let q = chunk.iter().enumerate().fold(sqlx::query(&text), |q, (i, (partition, key, _))| {
-            q.bind((start + i) as i64)
-                .bind(key.hour_ms)
-                .bind(*partition)
-                .bind(key.signal.as_str())
-                .bind(key.classifier_version.as_str())
-                .bind(key.router.as_str())
-        });
-        for r in q.fetch_all(&mut **tx).await.context("reading tw_conf_hist")? {
-            let i = usize::try_from(r.try_get::<i64, _>(0)?).context("row index")?;
-            let mut stored = ConfDelta::from_stored(
-                r.try_get(1)?,
-                r.try_get(2)?,
-                r.try_get(3)?,
-                r.try_get(4)?,
-                &r.try_get::<Vec<u8>, _>(5)?,
+    async fn write_state(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        // Upserts first, then deletes, as the Postgres store does.
+        let upserts: Vec<(i32, &str, &[u8])> = b
+            .partitions
+            .iter()
+            .flat_map(|p| p.state.iter().filter_map(move |(k, s)| Some((p.partition, k.as_str(), s.as_deref()?))))
+            .collect();
+        insert_values(
+            tx,
+            "INSERT INTO tw_join_state(partition, key, state)",
+            3,
+            "ON CONFLICT (partition, key) DO UPDATE SET state = excluded.state",
+            &upserts,
+            |q, r| q.bind(r.0).bind(r.1).bind(r.2),
+        )
+        .await
+        .context("writing join state")?;
+        for p in &b.partitions {
+            let keys: Vec<&str> = p.state.iter().filter(|(_, s)| s.is_none()).map(|(k, _)| k.as_str()).collect();
+            // `key IN (VALUES …)` probes the primary key once per key.
+            execute_chunked(
+                tx,
+                &keys,
+                |n| format!("DELETE FROM tw_join_state WHERE partition = ? AND key IN (VALUES {})", placeholders(1, n)),
+                |q, chunk| chunk.iter().fold(q.bind(p.partition), |q, k| q.bind(*k)),
             )
-            .context("stored histogram does not decode")?;
-            let (slot, (_, _, delta)) = merged.get_mut(i).zip(rows.get(i)).context("row index out of range")?;
-            stored.add(delta);
-            *slot = Some(stored);
+            .await
+            .context("deleting join state")?;
         }
-        start += n;
+        Ok(())
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    let out: Vec<_> = rows
-        .iter()
-        .zip(&merged)
-        .map(|((partition, key, delta), m)| {
-            let m = m.as_ref().unwrap_or(delta);
-            (*partition, *key, m, i64::try_from(m.hist.total()).unwrap_or(i64::MAX), m.hist.to_bytes())
-        })
-        .collect();
-    insert_values(
-        tx,
-        "INSERT INTO tw_conf_hist (hour_ms, partition, signal, classifier_version, router, n, conversations, \
-           routed_cheap, threshold_sum, threshold_n, hist, updated_at_ms)",
-        12,
-        "ON CONFLICT (hour_ms, partition, signal, classifier_version, router) DO UPDATE SET \
-           n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
-           threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
-           updated_at_ms = excluded.updated_at_ms",
-        &out,
-        |q, (partition, key, m, n, hist)| {
-            q.bind(key.hour_ms)
-                .bind(*partition)
-                .bind(key.signal.as_str())
-                .bind(key.classifier_version.as_str())
-                .bind(key.router.as_str())
-                .bind(*n)
-                .bind(m.conversations)
-                .bind(m.routed_cheap)
-                .bind(m.threshold_sum)
-                .bind(m.threshold_n)
-                .bind(hist.as_slice())
-                .bind(now_ms)
-        },
-    )
-    .await
-    .context("writing tw_conf_hist")?;
-    Ok(())
-}
 
-async fn write_dead_letters(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    insert_values(
-        tx,
-        "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated)",
-        8,
-        "",
-        &b.dead_letters,
-        |q, d| {
-            q.bind(d.topic.as_str())
-                .bind(d.partition)
-                .bind(d.offset)
-                .bind(d.reason)
-                .bind(d.detail.as_str())
-                .bind(d.payload.as_deref())
-                // Same bound as the Postgres column (int).
-                .bind(i32::try_from(d.payload_len).unwrap_or(i32::MAX))
-                .bind(d.truncated)
-        },
-    )
-    .await
-    .context("writing tw_dead_letters")?;
-    Ok(())
-}
+    async fn write_quality(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let mut rows: Vec<_> = b.deltas.quality.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0)); // primary-key order: B-tree locality
+        insert_values(
+            tx,
+            "INSERT INTO tw_agg_quality (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
+               decisions, conversations, thumbs_up, thumbs_down, csat_n, reviews_n, reviews_wrong, failed_deflections, \
+               escalations, cost_nusd, capable_cost_nusd, attributed_tickets, attributed_human_cost_nusd, csat_sum)",
+            22,
+            "ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent) DO UPDATE SET \
+               decisions = decisions + excluded.decisions, \
+               conversations = conversations + excluded.conversations, \
+               thumbs_up = thumbs_up + excluded.thumbs_up, \
+               thumbs_down = thumbs_down + excluded.thumbs_down, \
+               csat_n = csat_n + excluded.csat_n, \
+               reviews_n = reviews_n + excluded.reviews_n, \
+               reviews_wrong = reviews_wrong + excluded.reviews_wrong, \
+               failed_deflections = failed_deflections + excluded.failed_deflections, \
+               escalations = escalations + excluded.escalations, \
+               cost_nusd = cost_nusd + excluded.cost_nusd, \
+               capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd, \
+               attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
+               attributed_human_cost_nusd = attributed_human_cost_nusd + excluded.attributed_human_cost_nusd, \
+               csat_sum = csat_sum + excluded.csat_sum",
+            &rows,
+            |q, (k, v)| {
+                bind_key(q, k)
+                    .bind(v.decisions)
+                    .bind(v.conversations)
+                    .bind(v.thumbs_up)
+                    .bind(v.thumbs_down)
+                    .bind(v.csat_n)
+                    .bind(v.reviews_n)
+                    .bind(v.reviews_wrong)
+                    .bind(v.failed_deflections)
+                    .bind(v.escalations)
+                    .bind(v.cost_nusd)
+                    .bind(v.capable_cost_nusd)
+                    .bind(v.attributed_tickets)
+                    .bind(v.attributed_human_cost_nusd)
+                    .bind(v.csat_sum)
+            },
+        )
+        .await
+        .context("writing tw_agg_quality")?;
+        Ok(())
+    }
 
-/// Sampled decisions, inserted `pending`; an event already stored (a replayed batch) is left as it is.
-async fn write_rescore_samples(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    let now_ms = chrono::Utc::now().timestamp_millis();
-    insert_values(
-        tx,
-        "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts_ms, tier, model, \
-           classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
-           query_text, query_hash, inserted_at_ms)",
-        20,
-        "ON CONFLICT (event_id) DO NOTHING",
-        &b.rescore_samples,
-        |q, r| {
-            q.bind(r.event_id.as_str())
-                .bind(r.conversation_id.as_str())
-                .bind(r.turn)
-                .bind(r.partition)
-                .bind(r.ts_ms)
-                .bind(r.tier.as_str())
-                .bind(r.model.as_str())
-                .bind(r.classifier_version.as_str())
-                .bind(r.router.as_str())
-                .bind(r.segment.as_str())
-                .bind(r.router_confidence)
-                .bind(r.threshold)
-                .bind(r.margin)
-                .bind(r.ood_score)
-                .bind(r.p)
-                .bind(r.w)
-                .bind(r.reason.as_str())
-                .bind(r.query_text.as_deref())
-                .bind(r.query_hash.as_deref())
-                .bind(now_ms)
-        },
-    )
-    .await
-    .context("writing tw_rescore_samples")?;
-    Ok(())
-}
+    async fn write_latency(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let mut rows: Vec<_> = b.deltas.latency.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        insert_values(
+            tx,
+            "INSERT INTO tw_agg_latency (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, \
+               bin, count)",
+            10,
+            "ON CONFLICT (grain, bucket_ms, tier, model, classifier_version, router, segment, intent, bin) \
+             DO UPDATE SET count = count + excluded.count",
+            &rows,
+            |q, ((k, bin), count)| bind_key(q, k).bind(*bin).bind(**count),
+        )
+        .await
+        .context("writing tw_agg_latency")?;
+        Ok(())
+    }
 
-/// HUMAN_REVIEW labels onto their turns' sample rows: the latest review wins (ties: "not
-/// addressed", as in the Postgres store), and an older label never overwrites a newer one.
-async fn write_review_labels(tx: &mut Tx<'_>, b: &CommitBatch) -> anyhow::Result<()> {
-    // Applying the labels one by one, oldest first and "addressed" before "not addressed" at
-    // equal times, each only over an older-or-equal stored review, leaves on a row the turn's
-    // last label in that order if that one is not older than the stored review, else the stored
-    // one: so only that last label per turn is applied, all turns in one UPDATE … FROM per chunk.
-    let mut last: HashMap<(&str, i32), &ReviewLabel> = HashMap::new();
-    for l in &b.review_labels {
-        let e = last.entry((l.conversation_id.as_str(), l.turn)).or_insert(l);
-        if (l.reviewed_ms, !l.addressed) >= (e.reviewed_ms, !e.addressed) {
-            *e = l;
+    /// Into `day_ms`: the UTC day containing the timestamp (as `(ms AT TIME ZONE 'UTC')::date` in
+    /// Postgres).
+    async fn upsert_day_counter(
+        tx: &mut Tx<Sqlite>,
+        table: &str,
+        label: &str,
+        counter: &str,
+        mut rows: Vec<(i64, String, i64)>,
+    ) -> anyhow::Result<()> {
+        rows.sort();
+        insert_values(
+            tx,
+            &format!("INSERT INTO {table} (day_ms, {label}, {counter})"),
+            3,
+            &format!("ON CONFLICT (day_ms, {label}) DO UPDATE SET {counter} = {counter} + excluded.{counter}"),
+            &rows,
+            |q, (ms, l, n)| q.bind(day_start(*ms)).bind(l.as_str()).bind(*n),
+        )
+        .await
+        .with_context(|| format!("writing {table}"))?;
+        Ok(())
+    }
+
+    async fn write_calibration(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let rows = b.deltas.calib_rows();
+        insert_values(
+            tx,
+            "INSERT INTO tw_agg_calibration (day_ms, classifier_version, router, tier, cell, grp, decisions, failures, \
+               failed_deflections, conf_e4, cost_nusd, capable_cost_nusd)",
+            12,
+            "ON CONFLICT (day_ms, classifier_version, router, tier, cell, grp) DO UPDATE SET \
+               decisions = decisions + excluded.decisions, \
+               failures = failures + excluded.failures, \
+               failed_deflections = failed_deflections + excluded.failed_deflections, \
+               conf_e4 = conf_e4 + excluded.conf_e4, \
+               cost_nusd = cost_nusd + excluded.cost_nusd, \
+               capable_cost_nusd = capable_cost_nusd + excluded.capable_cost_nusd",
+            &rows,
+            |q, r| {
+                let c = &r.counts;
+                q.bind(r.day_ms)
+                    .bind(r.classifier_version.as_str())
+                    .bind(r.router.as_str())
+                    .bind(r.tier.as_str())
+                    .bind(i64::from(r.cell))
+                    .bind(i64::from(r.group))
+                    .bind(c.decisions)
+                    .bind(c.failures)
+                    .bind(c.failed_deflections)
+                    .bind(c.conf_e4)
+                    .bind(c.cost_nusd)
+                    .bind(c.capable_cost_nusd)
+            },
+        )
+        .await
+        .context("writing tw_agg_calibration")?;
+        Ok(())
+    }
+
+    async fn write_human(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let mut rows: Vec<_> = b.deltas.human.iter().collect();
+        rows.sort_by(|a, b| a.0.cmp(b.0));
+        insert_values(
+            tx,
+            "INSERT INTO tw_agg_human_day (day_ms, cost_center, channel, tickets_opened, attributed_tickets, \
+               unattributed_tickets, tickets_resolved, human_cost_nusd)",
+            8,
+            "ON CONFLICT (day_ms, cost_center, channel) DO UPDATE SET \
+               tickets_opened = tickets_opened + excluded.tickets_opened, \
+               attributed_tickets = attributed_tickets + excluded.attributed_tickets, \
+               unattributed_tickets = unattributed_tickets + excluded.unattributed_tickets, \
+               tickets_resolved = tickets_resolved + excluded.tickets_resolved, \
+               human_cost_nusd = human_cost_nusd + excluded.human_cost_nusd",
+            &rows,
+            |q, (k, h)| {
+                q.bind(day_start(k.day_ms))
+                    .bind(k.cost_center.as_str())
+                    .bind(k.channel.as_str())
+                    .bind(h.tickets_opened)
+                    .bind(h.attributed_tickets)
+                    .bind(h.unattributed_tickets)
+                    .bind(h.tickets_resolved)
+                    .bind(h.human_cost_nusd)
+            },
+        )
+        .await
+        .context("writing tw_agg_human_day")?;
+        Ok(())
+    }
+
+    /// The rows of a batch are distinct keys: all stored rows are read first (a join of the keys
+    /// with the primary key), then the merged rows are upserted.
+    async fn write_conf(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let rows = b.conf_rows();
+        if rows.is_empty() {
+            return Ok(());
         }
+        // The stored row plus the delta, for the keys that have a stored row (addition commutes:
+        // the same sums as the delta plus the stored row).
+        let mut merged: Vec<Option<ConfDelta>> = vec![None; rows.len()];
+        let mut start = 0;
+        for n in chunk_sizes(rows.len()) {
+            let chunk = &rows[start..start + n];
+            let text = format!(
+                "SELECT v.column1, h.conversations, h.routed_cheap, h.threshold_sum, h.threshold_n, h.hist \
+                 FROM (VALUES {}) AS v CROSS JOIN tw_conf_hist h \
+                 ON h.hour_ms = v.column2 AND h.partition = v.column3 AND h.signal = v.column4 \
+                   AND h.classifier_version = v.column5 AND h.router = v.column6",
+                placeholders(6, n)
+            );
+            let q = chunk.iter().enumerate().fold(sqlx::query(&text), |q, (i, (partition, key, _))| {
+                q.bind((start + i) as i64)
+                    .bind(key.hour_ms)
+                    .bind(*partition)
+                    .bind(key.signal.as_str())
+                    .bind(key.classifier_version.as_str())
+                    .bind(key.router.as_str())
+            });
+            for r in q.fetch_all(&mut **tx).await.context("reading tw_conf_hist")? {
+                let i = usize::try_from(r.try_get::<i64, _>(0)?).context("row index")?;
+                let mut stored = ConfDelta::from_stored(
+                    r.try_get(1)?,
+                    r.try_get(2)?,
+                    r.try_get(3)?,
+                    r.try_get(4)?,
+                    &r.try_get::<Vec<u8>, _>(5)?,
+                )
+                .context("stored histogram does not decode")?;
+                let (slot, (_, _, delta)) = merged.get_mut(i).zip(rows.get(i)).context("row index out of range")?;
+                stored.add(delta);
+                *slot = Some(stored);
+            }
+            start += n;
+        }
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        let out: Vec<_> = rows
+            .iter()
+            .zip(&merged)
+            .map(|((partition, key, delta), m)| {
+                let m = m.as_ref().unwrap_or(delta);
+                (*partition, *key, m, i64::try_from(m.hist.total()).unwrap_or(i64::MAX), m.hist.to_bytes())
+            })
+            .collect();
+        insert_values(
+            tx,
+            "INSERT INTO tw_conf_hist (hour_ms, partition, signal, classifier_version, router, n, conversations, \
+               routed_cheap, threshold_sum, threshold_n, hist, updated_at_ms)",
+            12,
+            "ON CONFLICT (hour_ms, partition, signal, classifier_version, router) DO UPDATE SET \
+               n = excluded.n, conversations = excluded.conversations, routed_cheap = excluded.routed_cheap, \
+               threshold_sum = excluded.threshold_sum, threshold_n = excluded.threshold_n, hist = excluded.hist, \
+               updated_at_ms = excluded.updated_at_ms",
+            &out,
+            |q, (partition, key, m, n, hist)| {
+                q.bind(key.hour_ms)
+                    .bind(*partition)
+                    .bind(key.signal.as_str())
+                    .bind(key.classifier_version.as_str())
+                    .bind(key.router.as_str())
+                    .bind(*n)
+                    .bind(m.conversations)
+                    .bind(m.routed_cheap)
+                    .bind(m.threshold_sum)
+                    .bind(m.threshold_n)
+                    .bind(hist.as_slice())
+                    .bind(now_ms)
+            },
+        )
+        .await
+        .context("writing tw_conf_hist")?;
+        Ok(())
     }
-    let mut labels: Vec<&ReviewLabel> = last.into_values().collect();
-    labels.sort_by(|x, y| (&x.conversation_id, x.turn).cmp(&(&y.conversation_id, y.turn)));
-    execute_chunked(
-        tx,
-        &labels,
-        |n| {
-            format!(
-                "UPDATE tw_rescore_samples SET review_addressed = v.column3, reviewed_at_ms = v.column4 \
-                 FROM (VALUES {}) AS v \
-                 WHERE conversation_id = v.column1 AND turn = v.column2 \
-                   AND (reviewed_at_ms IS NULL OR reviewed_at_ms <= v.column4)",
-                placeholders(4, n)
-            )
-        },
-        |q, chunk| {
-            chunk
-                .iter()
-                .fold(q, |q, l| q.bind(l.conversation_id.as_str()).bind(l.turn).bind(l.addressed).bind(l.reviewed_ms))
-        },
-    )
-    .await
-    .context("writing review labels")?;
-    Ok(())
+
+    async fn write_dead_letters(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        insert_values(
+            tx,
+            "INSERT INTO tw_dead_letters(topic, partition, kafka_offset, reason, detail, payload, payload_len, truncated)",
+            8,
+            "",
+            &b.dead_letters,
+            |q, d| {
+                q.bind(d.topic.as_str())
+                    .bind(d.partition)
+                    .bind(d.offset)
+                    .bind(d.reason)
+                    .bind(d.detail.as_str())
+                    .bind(d.payload.as_deref())
+                    // Same bound as the Postgres column (int).
+                    .bind(i32::try_from(d.payload_len).unwrap_or(i32::MAX))
+                    .bind(d.truncated)
+            },
+        )
+        .await
+        .context("writing tw_dead_letters")?;
+        Ok(())
+    }
+
+    async fn write_rescore_samples(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        insert_values(
+            tx,
+            "INSERT INTO tw_rescore_samples (event_id, conversation_id, turn, partition, ts_ms, tier, model, \
+               classifier_version, router, segment, router_confidence, threshold, margin, ood_score, p, w, reason, \
+               query_text, query_hash, inserted_at_ms)",
+            20,
+            "ON CONFLICT (event_id) DO NOTHING",
+            &b.rescore_samples,
+            |q, r| {
+                q.bind(r.event_id.as_str())
+                    .bind(r.conversation_id.as_str())
+                    .bind(r.turn)
+                    .bind(r.partition)
+                    .bind(r.ts_ms)
+                    .bind(r.tier.as_str())
+                    .bind(r.model.as_str())
+                    .bind(r.classifier_version.as_str())
+                    .bind(r.router.as_str())
+                    .bind(r.segment.as_str())
+                    .bind(r.router_confidence)
+                    .bind(r.threshold)
+                    .bind(r.margin)
+                    .bind(r.ood_score)
+                    .bind(r.p)
+                    .bind(r.w)
+                    .bind(r.reason.as_str())
+                    .bind(r.query_text.as_deref())
+                    .bind(r.query_hash.as_deref())
+                    .bind(now_ms)
+            },
+        )
+        .await
+        .context("writing tw_rescore_samples")?;
+        Ok(())
+    }
+
+    async fn write_review_labels(tx: &mut Tx<Sqlite>, b: &CommitBatch) -> anyhow::Result<()> {
+        // Applying the labels one by one, oldest first and "addressed" before "not addressed" at
+        // equal times, each only over an older-or-equal stored review, leaves on a row the turn's
+        // last label in that order if that one is not older than the stored review, else the stored
+        // one: so only that last label per turn is applied, all turns in one UPDATE … FROM per chunk.
+        let mut last: HashMap<(&str, i32), &ReviewLabel> = HashMap::new();
+        for l in &b.review_labels {
+            let e = last.entry((l.conversation_id.as_str(), l.turn)).or_insert(l);
+            if (l.reviewed_ms, !l.addressed) >= (e.reviewed_ms, !e.addressed) {
+                *e = l;
+            }
+        }
+        let mut labels: Vec<&ReviewLabel> = last.into_values().collect();
+        labels.sort_by(|x, y| (&x.conversation_id, x.turn).cmp(&(&y.conversation_id, y.turn)));
+        execute_chunked(
+            tx,
+            &labels,
+            |n| {
+                format!(
+                    "UPDATE tw_rescore_samples SET review_addressed = v.column3, reviewed_at_ms = v.column4 \
+                     FROM (VALUES {}) AS v \
+                     WHERE conversation_id = v.column1 AND turn = v.column2 \
+                       AND (reviewed_at_ms IS NULL OR reviewed_at_ms <= v.column4)",
+                    placeholders(4, n)
+                )
+            },
+            |q, chunk| {
+                chunk.iter().fold(q, |q, l| {
+                    q.bind(l.conversation_id.as_str()).bind(l.turn).bind(l.addressed).bind(l.reviewed_ms)
+                })
+            },
+        )
+        .await
+        .context("writing review labels")?;
+        Ok(())
+    }
 }
 
 #[cfg(all(test, unix))]
