@@ -14,24 +14,31 @@ use super::{Reject, RejectReason};
 
 /// Decode one bare Avro datum of the given stream's record type.
 pub(crate) fn decode_datum(stream: Stream, buf: &[u8]) -> Result<Event, Reject> {
+    let (ev, end) = decode_prefix(stream, buf)?;
+    if end != buf.len() {
+        return Err(Reject::new(
+            RejectReason::Decode,
+            format!(
+                "{}: {} trailing bytes after the record (record ends at byte {})",
+                record_name(stream),
+                buf.len() - end,
+                end
+            ),
+        ));
+    }
+    Ok(ev)
+}
+
+/// Decode the datum at the start of `buf`, which may go on with more datums (an Avro container
+/// block): the event and the length of its encoding.
+pub(crate) fn decode_prefix(stream: Stream, buf: &[u8]) -> Result<(Event, usize), Reject> {
     let mut c = Cursor { buf, pos: 0, record: record_name(stream) };
     let ev = match stream {
         Stream::Routing => Event::Decision(read_decision(&mut c)?),
         Stream::Feedback => Event::Feedback(read_feedback(&mut c)?),
         Stream::Tickets => Event::Ticket(read_ticket(&mut c)?),
     };
-    if c.pos != buf.len() {
-        return Err(Reject::new(
-            RejectReason::Decode,
-            format!(
-                "{}: {} trailing bytes after the record (record ends at byte {})",
-                c.record,
-                buf.len() - c.pos,
-                c.pos
-            ),
-        ));
-    }
-    Ok(ev)
+    Ok((ev, c.pos))
 }
 
 fn record_name(stream: Stream) -> &'static str {

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Stream};
 
+pub(crate) use avro::decode_prefix as avro_datum_prefix;
 pub use encode::{encode, to_avro_value, try_encode};
 pub use validate::{now_ms, validate, validate_with, FieldLimits, MAX_HANDLE_MINUTES, MIN_TS_MS};
 

@@ -14,7 +14,7 @@ use std::panic::AssertUnwindSafe;
 
 use anyhow::Context;
 
-use crate::decode::{schema, WireFormat};
+use crate::decode::{avro_datum_prefix, schema, WireFormat};
 use crate::event::Stream;
 
 /// Container format of a replay file.
@@ -56,9 +56,11 @@ pub type Records = Box<dyn Iterator<Item = (i64, Vec<u8>)> + Send>;
 /// Read `reader` as a `format` file of `stream` records.
 ///
 /// JSON Lines: one record per line that is not blank (`\r\n` endings accepted); the payload is
-/// the line. Avro container: each record resolved to the committed schema of `stream` and written
-/// back as a bare datum; a record that does not resolve gives an empty payload. Fails only when an
-/// Avro container's header cannot be read or its schema does not resolve to ours.
+/// the line. Avro container: each record as a bare datum of the committed schema of `stream` —
+/// taken from the block as it is when the container was written with exactly that schema and no
+/// codec, else resolved to it by apache-avro and written back; a record that cannot be read gives
+/// an empty payload. Fails only when an Avro container's header cannot be read or its schema does
+/// not resolve to ours.
 pub fn read_records<R: Read + Send + 'static>(
     format: FileFormat,
     stream: Stream,
@@ -80,31 +82,203 @@ pub fn read_records<R: Read + Send + 'static>(
             }))
         }
         FileFormat::AvroContainer => {
-            // apache-avro allocates whatever a length in the file claims, up to this (process-wide,
-            // set once; its default is 512 MiB): a corrupt 300-byte file made it take ~270 MB.
-            apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
-            let ours = schema(stream);
-            let what = || format!("not an Avro container of the {} schema", stream.as_str());
-            // apache-avro 0.21 panics (an `unwrap` in `Name::parse`) on a writer schema in the
-            // header whose record name is not a valid Avro name: a corrupt file must be an error.
-            let reader = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                apache_avro::Reader::with_schema(ours, BufReader::new(reader))
-            }))
-            .map_err(|_| anyhow::anyhow!("the header's writer schema is invalid (the Avro reader panicked)"))
-            .with_context(what)?
-            .with_context(what)?;
-            Box::new(reader.map(move |value| {
-                let datum = value.and_then(|v| {
-                    let ts = avro_ts(&v);
-                    apache_avro::to_avro_datum(ours, v).map(|d| (ts, d))
-                });
-                // A record that does not resolve, or whose value does not fit our schema (apache-avro
-                // yields a record in the writer's shape when a field was renamed): an empty
-                // payload, dead-lettered downstream.
-                datum.unwrap_or((i64::MIN, Vec::new()))
-            }))
+            let mut reader = BufReader::new(reader);
+            let header = read_ocf_header(&mut reader)
+                .with_context(|| format!("not an Avro container of the {} schema", stream.as_str()))?;
+            if header.datums_are_ours(stream) {
+                let datums = OcfDatums { reader, stream, sync: header.sync, block: vec![], pos: 0, left: 0, broken: false };
+                return Ok(Box::new(datums));
+            }
+            // Another writer schema (resolved to ours) or a codec: apache-avro reads it, from
+            // the header on.
+            resolved_records(stream, std::io::Cursor::new(header.bytes).chain(reader))?
         }
     })
+}
+
+/// A container apache-avro reads: another writer schema (resolved to ours) or a codec.
+fn resolved_records<R: Read + Send + 'static>(stream: Stream, reader: R) -> anyhow::Result<Records> {
+    // apache-avro allocates whatever a length in the file claims, up to this (process-wide,
+    // set once; its default is 512 MiB): a corrupt 300-byte file made it take ~270 MB.
+    apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
+    let ours = schema(stream);
+    let what = || format!("not an Avro container of the {} schema", stream.as_str());
+    // apache-avro 0.21 panics (an `unwrap` in `Name::parse`) on a writer schema in the
+    // header whose record name is not a valid Avro name: a corrupt file must be an error.
+    let reader = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        apache_avro::Reader::with_schema(ours, BufReader::new(reader))
+    }))
+    .map_err(|_| anyhow::anyhow!("the header's writer schema is invalid (the Avro reader panicked)"))
+    .with_context(what)?
+    .with_context(what)?;
+    Ok(Box::new(reader.map(move |value| {
+        let datum = value.and_then(|v| {
+            let ts = avro_ts(&v);
+            apache_avro::to_avro_datum(ours, v).map(|d| (ts, d))
+        });
+        // A record that does not resolve, or whose value does not fit our schema (apache-avro
+        // yields a record in the writer's shape when a field was renamed): an empty
+        // payload, dead-lettered downstream.
+        datum.unwrap_or((i64::MIN, Vec::new()))
+    })))
+}
+
+/// The part of an Avro object container header the fast path needs, and its bytes (for the
+/// apache-avro reader when the fast path does not apply).
+struct OcfHeader {
+    bytes: Vec<u8>,
+    schema: Option<Vec<u8>>,
+    codec: Option<Vec<u8>>,
+    sync: [u8; 16],
+}
+
+impl OcfHeader {
+    /// Whether the blocks hold bare datums of exactly our schema: no codec (or `null`) and a
+    /// writer schema whose canonical form is ours. Then each datum is passed on as it is in the
+    /// file, cut out by the decoder itself, instead of being read into a `Value` and encoded again
+    /// (what made reading containers most of the replay's decode time).
+    fn datums_are_ours(&self, stream: Stream) -> bool {
+        if !matches!(self.codec.as_deref(), None | Some(b"null")) {
+            return false;
+        }
+        let Some(text) = self.schema.as_deref().and_then(|s| std::str::from_utf8(s).ok()) else { return false };
+        // apache-avro 0.21 can panic on an invalid record name (see below).
+        let parsed = std::panic::catch_unwind(|| apache_avro::Schema::parse_str(text).map(|s| s.canonical_form()));
+        matches!(parsed, Ok(Ok(c)) if c == schema(stream).canonical_form())
+    }
+}
+
+/// Largest header metadata value read (a schema is a few KiB).
+const MAX_OCF_METADATA_BYTES: u64 = 1 << 20;
+
+fn read_ocf_header<R: Read>(r: &mut R) -> anyhow::Result<OcfHeader> {
+    let mut rec = Recording { inner: r, bytes: Vec::new() };
+    let mut magic = [0u8; 4];
+    rec.read_exact(&mut magic).context("reading the magic bytes")?;
+    anyhow::ensure!(&magic == b"Obj\x01", "no Avro container magic bytes");
+    let (mut schema, mut codec) = (None, None);
+    loop {
+        let count = read_long(&mut rec)?;
+        if count == 0 {
+            break;
+        }
+        if count < 0 {
+            read_long(&mut rec)?; // the block's size in bytes, not needed
+        }
+        for _ in 0..count.unsigned_abs() {
+            let key = read_bytes(&mut rec, MAX_OCF_METADATA_BYTES)?;
+            let value = read_bytes(&mut rec, MAX_OCF_METADATA_BYTES)?;
+            match key.as_slice() {
+                b"avro.schema" => schema = Some(value),
+                b"avro.codec" => codec = Some(value),
+                _ => {}
+            }
+        }
+    }
+    let mut sync = [0u8; 16];
+    rec.read_exact(&mut sync).context("reading the sync marker")?;
+    Ok(OcfHeader { bytes: rec.bytes, schema, codec, sync })
+}
+
+/// A reader that keeps what it read.
+struct Recording<'a, R> {
+    inner: &'a mut R,
+    bytes: Vec<u8>,
+}
+
+impl<R: Read> Read for Recording<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bytes.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// An Avro `long` (zig-zag varint).
+fn read_long<R: Read>(r: &mut R) -> anyhow::Result<i64> {
+    let mut value: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let mut b = [0u8; 1];
+        r.read_exact(&mut b).context("reading a length")?;
+        value |= u64::from(b[0] & 0x7f) << shift;
+        if b[0] & 0x80 == 0 {
+            return Ok((value >> 1) as i64 ^ -((value & 1) as i64));
+        }
+    }
+    anyhow::bail!("a length longer than 10 bytes")
+}
+
+fn read_bytes<R: Read>(r: &mut R, max: u64) -> anyhow::Result<Vec<u8>> {
+    let len = read_long(r)?;
+    anyhow::ensure!((0..=max as i64).contains(&len), "a length of {len} bytes");
+    let mut out = vec![0; len as usize];
+    r.read_exact(&mut out).context("reading header metadata")?;
+    Ok(out)
+}
+
+/// The datums of a container whose blocks hold our schema's bare datums, in file order. A datum
+/// the decoder cannot read ends what can be cut out of its block: it and the rest of the block's
+/// records come out as unreadable (empty payload), so offsets stay record indexes. A block that
+/// cannot be read (truncated, a wrong sync marker, an absurd size) ends the file.
+struct OcfDatums<R> {
+    reader: BufReader<R>,
+    stream: Stream,
+    sync: [u8; 16],
+    block: Vec<u8>,
+    pos: usize,
+    /// Records of the current block not yielded yet.
+    left: u64,
+    broken: bool,
+}
+
+impl<R: Read> OcfDatums<R> {
+    /// Read the next block; false at the end of the file or on a block that cannot be read.
+    fn next_block(&mut self) -> bool {
+        let mut first = [0u8; 1];
+        match self.reader.read(&mut first) {
+            Ok(1) => {}
+            _ => return false, // the end of the file (or an unreadable one)
+        }
+        let mut r = std::io::Cursor::new(first).chain(&mut self.reader);
+        let (Ok(count), Ok(size)) = (read_long(&mut r), read_long(&mut r)) else { return false };
+        if count < 0 || size < 0 || size as u64 > MAX_AVRO_ALLOCATION_BYTES as u64 || count > size.max(1) {
+            return false;
+        }
+        self.block.resize(size as usize, 0);
+        let mut sync = [0u8; 16];
+        if r.read_exact(&mut self.block).is_err() || r.read_exact(&mut sync).is_err() || sync != self.sync {
+            return false;
+        }
+        (self.pos, self.left, self.broken) = (0, count as u64, false);
+        true
+    }
+}
+
+impl<R: Read> Iterator for OcfDatums<R> {
+    type Item = (i64, Vec<u8>);
+
+    fn next(&mut self) -> Option<(i64, Vec<u8>)> {
+        while self.left == 0 {
+            if !self.next_block() {
+                return None;
+            }
+        }
+        self.left -= 1;
+        if self.broken {
+            return Some((i64::MIN, Vec::new()));
+        }
+        match avro_datum_prefix(self.stream, &self.block[self.pos..]) {
+            Ok((event, len)) => {
+                let datum = self.block[self.pos..self.pos + len].to_vec();
+                self.pos += len;
+                Some((event.ts(), datum))
+            }
+            Err(_) => {
+                self.broken = true;
+                Some((i64::MIN, Vec::new()))
+            }
+        }
+    }
 }
 
 fn json_ts(line: &[u8]) -> i64 {
@@ -155,6 +329,53 @@ mod tests {
 
     fn read(file: Vec<u8>) -> anyhow::Result<Vec<(i64, Vec<u8>)>> {
         Ok(read_records(FileFormat::AvroContainer, Stream::Feedback, Cursor::new(file))?.collect())
+    }
+
+    /// A container of our schema in blocks of three records (the writer flushes a block on
+    /// `flush`), with each feedback kind and optional field.
+    fn blocks(n: usize) -> Vec<u8> {
+        let mut w = apache_avro::Writer::new(schema(Stream::Feedback), Vec::new());
+        for i in 0..n {
+            let mut ev = feedback_up();
+            ev.event_id = format!("f-{i}");
+            ev.ts += i as i64 * 1000;
+            ev.turn = (i % 2 == 0).then_some(i as i32);
+            ev.score = (i % 3 == 0).then_some(4.0);
+            ev.source = (i % 4 == 0).then(|| "survey".to_string());
+            w.append(to_avro_value(&ev.into())).unwrap();
+            if i % 3 == 2 {
+                w.flush().unwrap();
+            }
+        }
+        w.into_inner().unwrap()
+    }
+
+    #[test]
+    fn our_schemas_datums_are_cut_from_the_blocks_as_apache_avro_would_encode_them() {
+        let file = blocks(20);
+        let fast = read(file.clone()).unwrap();
+        let resolved: Vec<_> = resolved_records(Stream::Feedback, Cursor::new(file)).unwrap().collect();
+        assert_eq!(fast.len(), 20);
+        assert_eq!(fast, resolved);
+        assert!(fast.iter().all(|(ts, d)| *ts > 0 && !d.is_empty()));
+    }
+
+    #[test]
+    fn a_broken_datum_makes_the_rest_of_its_block_unreadable_and_a_truncated_block_ends_the_file() {
+        let file = blocks(9);
+        // The second record's event id ("f-1") overwritten by an over-long varint: the block's
+        // first record is read, the other two are unreadable, the next blocks are whole.
+        let at = file.windows(3).position(|w| w == b"f-1").unwrap() - 1;
+        let mut bad = file.clone();
+        bad[at..at + 4].copy_from_slice(&[0xff, 0xff, 0xff, 0xff]);
+        let recs = read(bad).unwrap();
+        assert_eq!(recs.len(), 9);
+        assert!(!recs[0].1.is_empty());
+        assert_eq!(recs[1..3], [(i64::MIN, Vec::new()), (i64::MIN, Vec::new())]);
+        assert!(recs[3..].iter().all(|(_, d)| !d.is_empty()));
+        // Cut inside the last block: the two whole blocks are read.
+        let recs = read(file[..file.len() - 20].to_vec()).unwrap();
+        assert_eq!(recs.len(), 6);
     }
 
     #[test]
