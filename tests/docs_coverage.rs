@@ -11,6 +11,9 @@
 //! - every link to a section of a document under `docs/` resolves to a heading there, and no file
 //!   cites a document outside the repository.
 
+#[path = "support/markdown.rs"]
+mod markdown;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
@@ -99,56 +102,6 @@ fn public_views_in(dir: &str) -> BTreeSet<String> {
     }
     assert!(found > 0, "no migrations in {dir}");
     views
-}
-
-/// Markdown headings outside fenced code blocks, as (level, text).
-fn headings(md: &str) -> Vec<(usize, String)> {
-    let mut out = vec![];
-    let mut fenced = false;
-    for line in md.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced || !line.starts_with('#') {
-            continue;
-        }
-        let level = line.chars().take_while(|&c| c == '#').count();
-        if line[level..].starts_with(' ') {
-            out.push((level, line[level..].trim().to_string()));
-        }
-    }
-    out
-}
-
-/// GitHub's anchor of a heading: lowercase, spaces to `-`, punctuation other than `-` and `_`
-/// dropped (backticks included).
-fn slug(heading: &str) -> String {
-    heading
-        .to_lowercase()
-        .chars()
-        .filter_map(|c| match c {
-            ' ' => Some('-'),
-            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The anchors of a document; a repeated heading gets `-1`, `-2`, … as on GitHub.
-fn anchors(md: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    for (_, h) in headings(md) {
-        let base = slug(&h);
-        let mut anchor = base.clone();
-        let mut n = 0;
-        while out.contains(&anchor) {
-            n += 1;
-            anchor = format!("{base}-{n}");
-        }
-        out.insert(anchor);
-    }
-    out
 }
 
 #[test]
@@ -244,7 +197,7 @@ fn every_alert_kind_is_documented() {
     }
     assert!(kinds.contains("confidence_drift") && kinds.len() >= 6, "alert kinds found: {kinds:?}");
     let (ops, contract) = (doc("operations.md"), doc("contract.md"));
-    let contract_anchors = anchors(&contract);
+    let contract_anchors = markdown::anchors(&contract);
     for kind in &kinds {
         assert!(ops.contains(&format!("`{kind}`")), "alert kind {kind} is not in docs/operations.md");
         assert!(
@@ -260,7 +213,7 @@ fn every_alert_kind_is_documented() {
 fn links_to_doc_sections_resolve() {
     let docs: Vec<PathBuf> = files(&repo().join("docs"), &[".md"]);
     let anchors_of = |name: &str| -> Option<BTreeSet<String>> {
-        docs.iter().find(|p| p.file_name().is_some_and(|f| f == name)).map(|p| anchors(&read(p)))
+        docs.iter().find(|p| p.file_name().is_some_and(|f| f == name)).map(|p| markdown::anchors(&read(p)))
     };
     let mut broken = vec![];
     let mut checked = 0;
@@ -287,7 +240,7 @@ fn links_to_doc_sections_resolve() {
             }
         }
         if in_docs {
-            let own = anchors(&text);
+            let own = markdown::anchors(&text);
             for (at, _) in text.match_indices("](#") {
                 let anchor: String = text[at + 3..].chars().take_while(|&c| is_ident(c) || c == '-').collect();
                 checked += 1;

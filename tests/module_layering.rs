@@ -53,7 +53,7 @@ fn crate_paths(code: &str) -> Vec<(String, Vec<String>)> {
     while let Some(i) = code[at..].find("crate::") {
         let start = at + i + "crate::".len();
         at = start;
-        if start >= 7 + 1 && is_ident(bytes[start - 8]) {
+        if start >= 8 && is_ident(bytes[start - 8]) {
             continue; // e.g. `mycrate::`
         }
         let rest = &code[start..];
@@ -126,7 +126,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         let deps = edges.entry(owner.clone()).or_default();
         for (top, names) in crate_paths(&code) {
             let n = node(&top, &names);
-            if n != owner && (modules.contains(&top)) {
+            if n != owner && modules.contains(&top) {
                 deps.insert(n);
             }
         }

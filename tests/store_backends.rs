@@ -107,31 +107,18 @@ type ConfTuple = (i64, i32, String, String, String, i64, i64, i64, f64, i64, Vec
 
 impl From<ConfTuple> for ConfRow {
     fn from(t: ConfTuple) -> Self {
-        let (
-            hour_ms,
-            partition,
-            signal,
-            classifier_version,
-            router,
-            n,
-            conversations,
-            routed_cheap,
-            threshold_sum,
-            threshold_n,
-            hist,
-        ) = t;
         ConfRow {
-            hour_ms,
-            partition,
-            signal,
-            classifier_version,
-            router,
-            n,
-            conversations,
-            routed_cheap,
-            threshold_sum,
-            threshold_n,
-            hist,
+            hour_ms: t.0,
+            partition: t.1,
+            signal: t.2,
+            classifier_version: t.3,
+            router: t.4,
+            n: t.5,
+            conversations: t.6,
+            routed_cheap: t.7,
+            threshold_sum: t.8,
+            threshold_n: t.9,
+            hist: t.10,
         }
     }
 }

@@ -2,6 +2,9 @@
 //! expressions of the alert rules and of every Grafana dashboard.
 #![allow(dead_code)]
 
+#[path = "../support/markdown.rs"]
+mod markdown;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -195,21 +198,7 @@ pub fn promtool_check_exprs(exprs: &[String], dir: &Path) -> (bool, String) {
 /// punctuation other than `-` and `_` dropped).
 pub fn runbook_anchors() -> BTreeSet<String> {
     let text = std::fs::read_to_string(repo().join("docs/runbook.md")).expect("docs/runbook.md exists");
-    text.lines()
-        .filter(|l| l.starts_with('#'))
-        .map(|l| {
-            l.trim_start_matches('#')
-                .trim()
-                .to_lowercase()
-                .chars()
-                .filter_map(|c| match c {
-                    ' ' => Some('-'),
-                    c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
-                    _ => None,
-                })
-                .collect()
-        })
-        .collect()
+    markdown::anchors(&text)
 }
 
 #[test]
