@@ -20,6 +20,12 @@
 //! - One step may move the watermark by at most `watermark.max_advance_hours`, so a single event
 //!   stamped far ahead of the stream (inside the validation bound) cannot expire every waiting
 //!   outcome at once; idle ticks keep moving it, one step each.
+//! - Except the pipeline's last pass before it stops (a graceful shutdown, the end of a replay):
+//!   no message will be applied between the steps, so it moves straight to where the steps would
+//!   end. Releasing and expiring once at the end gives the same state and aggregates as doing it
+//!   one step at a time, because a waiting outcome is always released before it could expire
+//!   (`attribution.allowed_lateness_seconds` ≤ `attribution.pending_max_hours`, validated), and
+//!   neither depends on the watermark it happens at (see `join::tests`).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -196,11 +202,14 @@ impl TopicProgress {
     /// The next watermark from `current`: the candidate, at most `max_advance_ms` further (the
     /// first watermark of a partition is not capped: there is nothing to measure a step from).
     pub fn next_watermark(&self, current: i64, cfg: &WatermarkConfig) -> Option<i64> {
-        let candidate = self.candidate(cfg.idle_after())?;
-        if candidate <= current {
-            return None;
-        }
+        let candidate = self.final_watermark(current, cfg)?;
         Some(if current > 0 { candidate.min(current.saturating_add(cfg.max_advance_ms())) } else { candidate })
+    }
+
+    /// The candidate itself, when it is ahead of `current`: where repeated capped steps end. The
+    /// pipeline's last pass before it stops moves there at once (see `Pipeline::run`).
+    pub fn final_watermark(&self, current: i64, cfg: &WatermarkConfig) -> Option<i64> {
+        self.candidate(cfg.idle_after()).filter(|candidate| *candidate > current)
     }
 
     /// The persisted entry, when it changed since the last call.

@@ -21,7 +21,9 @@ pub struct AttributionConfig {
     /// an orphan.
     pub pending_max_hours: f64,
     /// Seconds a decision may arrive behind the event-time watermark of its partition. Tickets
-    /// and turn-less feedback are attributed only once the watermark is this far past them.
+    /// and turn-less feedback are attributed only once the watermark is this far past them. At
+    /// most `pending_max_hours` × 3600: a waiting outcome would otherwise expire as an orphan
+    /// before the watermark could release it.
     pub allowed_lateness_seconds: f64,
     /// At most this many waiting outcomes per partition; beyond it the oldest become orphans.
     pub pending_max_per_partition: usize,
@@ -75,6 +77,19 @@ impl Validate for AttributionConfig {
         }
         if !(self.allowed_lateness_seconds.is_finite() && self.allowed_lateness_seconds >= 0.0) {
             return Err(invalid("attribution.allowed_lateness_seconds", "must be ≥ 0"));
+        }
+        if self.lateness_ms() > self.pending_ms() {
+            // An outcome waiting for the watermark would expire as an orphan before the
+            // watermark could release it: every ticket would be lost.
+            return Err(invalid(
+                "attribution.allowed_lateness_seconds",
+                format!(
+                    "must be at most attribution.pending_max_hours ({} h = {} s), got {} s",
+                    self.pending_max_hours,
+                    self.pending_max_hours * 3600.0,
+                    self.allowed_lateness_seconds
+                ),
+            ));
         }
         if !(self.grace_hours.is_finite() && self.grace_hours >= 0.0) {
             return Err(invalid("attribution.grace_hours", "must be ≥ 0"));

@@ -39,6 +39,18 @@ fn bad_value_names_key_and_reason() {
 }
 
 #[test]
+fn lateness_beyond_the_pending_wait_is_refused() {
+    let cfg = |lateness: f64| {
+        Config::from_toml_str(&format!(
+            "{MINIMAL}\n[attribution]\npending_max_hours = 2\nallowed_lateness_seconds = {lateness}\n"
+        ))
+    };
+    assert!(cfg(7200.0).is_ok());
+    let err = cfg(7201.0).unwrap_err().to_string();
+    assert!(err.contains("attribution.allowed_lateness_seconds") && err.contains("pending_max_hours"), "{err}");
+}
+
+#[test]
 fn routing_targets_parse_with_a_default_tolerance_and_are_validated() {
     let c = Config::from_toml_str(&format!(
         "{MINIMAL}\n[routing.targets.\"router-2026-01\"]\ncheap_share = 0.62\n\

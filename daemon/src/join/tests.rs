@@ -712,3 +712,133 @@ fn turns_of_older_state_have_no_confidence_cell() {
     assert_eq!(t.tags.series(), 0x00ff_ffff, "older 32-bit series keep the bits that are compared");
     assert!(!t.tags.failed());
 }
+
+/// The outcomes and aggregates of a partition whose watermark lags far behind its data (a
+/// replay's catch-up, or a backlog): turns over five days, tickets inside and outside W,
+/// turn-less feedback and tickets waiting for the watermark, feedback and a ticket whose decision
+/// never comes, a RESOLVED without its OPENED, a review days after its turn.
+fn lagging_partition() -> Harness {
+    let mut h = Harness::new();
+    h.s.lateness_ms = 2 * HOUR_MS;
+    h.j.advance_watermark(T0);
+    let mut apply = |h: &mut Harness, i: usize| -> Result<(), JoinReject> {
+        let (c, ts) = (format!("c{i}"), T0 + i as i64 * 3 * HOUR_MS);
+        let tier = if i % 3 == 0 { "capable" } else { "cheap" };
+        let (j, s, out, n) = (&mut h.j, &h.s, &mut h.out, &mut h.n);
+        if i % 7 == 3 {
+            // Feedback before its decision.
+            j.apply_feedback(
+                s,
+                &feedback(&format!("fe{i}"), &c, Some(0), ts - HOUR_MS, FeedbackKind::ThumbsUp, None),
+                out,
+                n,
+            )?;
+        }
+        j.apply_decision(s, &mut decision(&format!("d{i}"), &c, 0, ts, tier), out, n)?;
+        if i % 4 == 1 {
+            j.apply_decision(s, &mut decision(&format!("e{i}"), &c, 1, ts + 30 * 60_000, tier), out, n)?;
+        }
+        let tid = format!("T{i}");
+        match i % 5 {
+            0 => j.apply_ticket(
+                s,
+                &ticket(&format!("o{i}"), &tid, Some(&c), ts + 5 * HOUR_MS, TicketStatus::Opened, None),
+                out,
+                n,
+            )?,
+            1 => j.apply_ticket(
+                s,
+                &ticket(&format!("o{i}"), &tid, Some(&c), ts + 80 * HOUR_MS, TicketStatus::Opened, None),
+                out,
+                n,
+            )?,
+            2 => j.apply_ticket(
+                s,
+                &ticket(&format!("r{i}"), &tid, None, ts + HOUR_MS, TicketStatus::Resolved, Some(4.0)),
+                out,
+                n,
+            )?,
+            _ => {}
+        }
+        if i % 5 == 0 {
+            j.apply_ticket(
+                s,
+                &ticket(&format!("r{i}"), &tid, Some(&c), ts + 9 * HOUR_MS, TicketStatus::Resolved, Some(6.5)),
+                out,
+                n,
+            )?;
+        }
+        if i % 6 == 2 {
+            j.apply_feedback(
+                s,
+                &feedback(&format!("f{i}"), &c, None, ts + 2 * HOUR_MS, FeedbackKind::ThumbsDown, None),
+                out,
+                n,
+            )?;
+        }
+        if i % 8 == 5 {
+            let review =
+                feedback(&format!("v{i}"), &c, Some(0), ts + 110 * HOUR_MS, FeedbackKind::HumanReview, Some(0.0));
+            j.apply_feedback(s, &review, out, n)?;
+        }
+        if i % 9 == 4 {
+            let ghost = format!("ghost{i}");
+            j.apply_feedback(s, &feedback(&format!("g{i}"), &ghost, None, ts, FeedbackKind::Csat, Some(2.0)), out, n)?;
+            j.apply_ticket(
+                s,
+                &ticket(&format!("go{i}"), &format!("G{i}"), Some(&ghost), ts, TicketStatus::Opened, None),
+                out,
+                n,
+            )?;
+        }
+        Ok(())
+    };
+    for i in 0..40 {
+        apply(&mut h, i).unwrap();
+    }
+    h
+}
+
+#[test]
+fn the_final_pass_moving_straight_to_its_watermark_equals_stepping() {
+    let end = T0 + 40 * DAY_MS;
+    // Stepping as the batches do: at most a day per step, each followed by a commit.
+    let mut stepped = lagging_partition();
+    let mut stepped_store = BTreeMap::new();
+    let waiting = stepped.j.pending_outcomes();
+    assert!(waiting > 20, "{waiting} outcomes wait: the walk has work to do");
+    let mut wm = T0;
+    while wm < end {
+        wm = (wm + DAY_MS).min(end);
+        stepped.j.advance_watermark(wm);
+        stepped.j.release_due(&stepped.s, &mut stepped.out);
+        stepped.j.sweep(&stepped.s, &mut stepped.out, false);
+        persisted(&mut stepped.j, &mut stepped_store);
+    }
+    // The last pass before stopping: one move, one commit.
+    let mut once = lagging_partition();
+    let mut once_store = BTreeMap::new();
+    once.j.advance_watermark(end);
+    once.j.release_due(&once.s, &mut once.out);
+    once.j.sweep(&once.s, &mut once.out, false);
+    persisted(&mut once.j, &mut once_store);
+
+    assert_eq!(stepped_store, once_store, "join state");
+    assert_eq!(stepped.j.pending_outcomes(), 0);
+    assert_eq!(once.j.pending_outcomes(), 0);
+    let (a, b) = (&stepped.out, &once.out);
+    assert_eq!(a.quality, b.quality);
+    assert_eq!(a.human, b.human);
+    assert_eq!(a.orphans, b.orphans);
+    assert_eq!(a.calib_rows(), b.calib_rows());
+    assert_eq!(a.latency, b.latency);
+    assert_eq!(a.tier_day, b.tier_day);
+    // Not vacuous: the walk attributed, expired and orphaned.
+    for kind in [OrphanKind::Feedback, OrphanKind::Ticket, OrphanKind::ResolvedWithoutOpened] {
+        assert!(once.orphans(kind) > 0, "{kind:?}");
+    }
+    let failed: i64 = b.quality.iter().filter(|(k, _)| k.grain == Grain::Day).map(|(_, v)| v.failed_deflections).sum();
+    let reviews: i64 = b.quality.iter().filter(|(k, _)| k.grain == Grain::Day).map(|(_, v)| v.reviews_n).sum();
+    assert!(failed > 0 && reviews > 0, "failed deflections {failed}, reviews {reviews}");
+    assert!(stepped_store.keys().all(|k| !k.starts_with("c:")), "every conversation expired");
+}

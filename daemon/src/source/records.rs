@@ -86,7 +86,8 @@ pub fn read_records<R: Read + Send + 'static>(
             let header = read_ocf_header(&mut reader)
                 .with_context(|| format!("not an Avro container of the {} schema", stream.as_str()))?;
             if header.datums_are_ours(stream) {
-                let datums = OcfDatums { reader, stream, sync: header.sync, block: vec![], pos: 0, left: 0, broken: false };
+                let datums =
+                    OcfDatums { reader, stream, sync: header.sync, block: vec![], pos: 0, left: 0, broken: false };
                 return Ok(Box::new(datums));
             }
             // Another writer schema (resolved to ours) or a codec: apache-avro reads it, from
@@ -105,12 +106,11 @@ fn resolved_records<R: Read + Send + 'static>(stream: Stream, reader: R) -> anyh
     let what = || format!("not an Avro container of the {} schema", stream.as_str());
     // apache-avro 0.21 panics (an `unwrap` in `Name::parse`) on a writer schema in the
     // header whose record name is not a valid Avro name: a corrupt file must be an error.
-    let reader = std::panic::catch_unwind(AssertUnwindSafe(|| {
-        apache_avro::Reader::with_schema(ours, BufReader::new(reader))
-    }))
-    .map_err(|_| anyhow::anyhow!("the header's writer schema is invalid (the Avro reader panicked)"))
-    .with_context(what)?
-    .with_context(what)?;
+    let reader =
+        std::panic::catch_unwind(AssertUnwindSafe(|| apache_avro::Reader::with_schema(ours, BufReader::new(reader))))
+            .map_err(|_| anyhow::anyhow!("the header's writer schema is invalid (the Avro reader panicked)"))
+            .with_context(what)?
+            .with_context(what)?;
     Ok(Box::new(reader.map(move |value| {
         let datum = value.and_then(|v| {
             let ts = avro_ts(&v);
