@@ -509,14 +509,14 @@ fn batch1(d0: i64) -> CommitBatch {
     });
     d.orphans.insert((d0, OrphanKind::Feedback), 1);
     let mut p0 = part(0, 0, d0 + 12 * HOUR);
-    p0.state = vec![("c:conv1".into(), Some(b"abc".to_vec())), ("c:conv2".into(), Some(b"x".to_vec()))];
+    p0.state = [("c:conv1".into(), Some(b"abc".to_vec())), ("c:conv2".into(), Some(b"x".to_vec()))].into();
     p0.offsets = vec![(TOPICS[0].into(), 10), (TOPICS[1].into(), 5)];
     p0.conf = vec![(
         conf_key(d0 + 10 * HOUR, Signal::RouterConfidence, "PRE_ROUTE"),
         conf(&[0.9, 0.8, 0.95, 0.55], 3, 4, 0.7),
     )];
     let mut p1 = part(1, 0, d0 + 11 * HOUR);
-    p1.state = vec![("t:tk1".into(), Some(b"t1".to_vec()))];
+    p1.state = [("t:tk1".into(), Some(b"t1".to_vec()))].into();
     p1.offsets = vec![(TOPICS[0].into(), 7)];
     CommitBatch {
         partitions: vec![p1, p0], // out of order on purpose: the store fences in partition order
@@ -562,11 +562,9 @@ fn batch2(d0: i64, g: i64) -> CommitBatch {
     d.orphans.insert((d0 + 3 * HOUR, OrphanKind::Feedback), 2);
     d.orphans.insert((d0 + DAY, OrphanKind::Ticket), 1);
     let mut p0 = part(0, g, d0 + 6 * DAY);
-    p0.state = vec![
-        ("c:conv1".into(), None),
-        ("c:conv2".into(), Some(b"y".to_vec())),
-        ("c:conv3".into(), Some(b"z".to_vec())),
-    ];
+    p0.state =
+        [("c:conv1".into(), None), ("c:conv2".into(), Some(b"y".to_vec())), ("c:conv3".into(), Some(b"z".to_vec()))]
+            .into();
     p0.offsets = vec![(TOPICS[0].into(), 20), (TOPICS[1].into(), 9), (TOPICS[2].into(), 3)];
     CommitBatch { partitions: vec![p0], deltas: d, dead_letters: vec![], ..Default::default() }
 }
@@ -585,7 +583,7 @@ fn poison(d0: i64, partitions: Vec<PartitionCommit>) -> CommitBatch {
         .into_iter()
         .map(|mut p| {
             p.watermark_ms = d0 + 100 * DAY;
-            p.state = vec![("c:conv2".into(), None), ("c:poison".into(), Some(b"!".to_vec()))];
+            p.state = [("c:conv2".into(), None), ("c:poison".into(), Some(b"!".to_vec()))].into();
             p.offsets = vec![(TOPICS[0].into(), 1_000_000)];
             p.conf =
                 vec![(conf_key(d0 + 10 * HOUR, Signal::RouterConfidence, "PRE_ROUTE"), conf(&[0.0; 10], 10, 10, 0.5))];

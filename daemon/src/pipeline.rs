@@ -691,10 +691,11 @@ impl<S: Store + 'static> Pipeline<S> {
             o.join.release_due(&self.settings, &mut work.deltas);
             o.join.sweep(&self.settings, &mut work.deltas, false);
             work.watermark_ms = o.join.watermark_ms();
-            work.state = o.join.take_dirty();
+            let mut state = o.join.take_dirty();
             if let Some(bytes) = o.progress.take_persisted(&self.topics) {
-                work.state.push((PROGRESS_KEY.to_string(), Some(bytes)));
+                state.push((PROGRESS_KEY.to_string(), Some(bytes)));
             }
+            work.state = state.into();
         }
         self.decoded = decoded;
         if !msgs.is_empty() {
@@ -1043,7 +1044,8 @@ struct PartWork {
     /// before this one commits).
     watermark_ms: i64,
     deltas: Deltas,
-    state: Vec<(String, Option<Vec<u8>>)>,
+    /// Shared with the commit's copy (see `PartitionCommit::state`).
+    state: Arc<[(String, Option<Vec<u8>>)]>,
     offsets: BTreeMap<usize, i64>,
     messages: [u64; 3],
     dead_letters: Vec<DeadLetter>,

@@ -675,24 +675,31 @@ impl PartitionJoin {
         }
         self.last_sweep_watermark_ms = wm;
         let mut expired: Vec<PendingOutcome> = Vec::new();
-        let mut drop_convs = Vec::new();
-        for (cid, conv) in self.convs.iter_mut() {
-            let before = conv.pending().len();
-            let (keep, gone): (Vec<_>, Vec<_>) =
-                conv.take_pending().into_iter().partition(|p| wm <= p.ts().saturating_add(s.pending_ms));
-            conv.set_pending(keep);
-            if conv.pending().len() != before {
-                self.dirty.insert(conv_key(cid));
+        // One pass that also drops the finished conversations in place (no key copies, no second
+        // lookup): at the end of a replay this visits and drops every conversation at once.
+        // Expiring the outcomes afterwards touches tickets only, never a conversation.
+        let dirty = &mut self.dirty;
+        self.convs.retain(|cid, conv| {
+            if !conv.pending().is_empty() {
+                let before = conv.pending().len();
+                let (keep, gone): (Vec<_>, Vec<_>) =
+                    conv.take_pending().into_iter().partition(|p| wm <= p.ts().saturating_add(s.pending_ms));
+                conv.set_pending(keep);
+                if conv.pending().len() != before {
+                    dirty.insert(conv_key(cid));
+                }
+                expired.extend(gone);
             }
-            expired.extend(gone);
             let done = match conv.latest_turn() {
                 Some(t) => wm > t.ts.saturating_add(s.window_ms).saturating_add(s.grace_ms),
                 None => true,
             };
-            if done && conv.pending().is_empty() {
-                drop_convs.push(cid.clone());
+            let finished = done && conv.pending().is_empty();
+            if finished {
+                dirty.insert(conv_key(cid));
             }
-        }
+            !finished
+        });
         self.pending_count -= expired.len();
         for p in expired {
             let kind = match p {
@@ -700,10 +707,6 @@ impl PartitionJoin {
                 PendingOutcome::Ticket { .. } => OrphanKind::Ticket,
             };
             self.expire_pending(p, kind, out);
-        }
-        for cid in drop_convs {
-            self.convs.remove(&*cid);
-            self.dirty.insert(conv_key(&cid));
         }
         let mut drop_tickets = Vec::new();
         for (tid, t) in self.tickets.iter_mut() {

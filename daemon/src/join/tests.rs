@@ -721,7 +721,7 @@ fn lagging_partition() -> Harness {
     let mut h = Harness::new();
     h.s.lateness_ms = 2 * HOUR_MS;
     h.j.advance_watermark(T0);
-    let mut apply = |h: &mut Harness, i: usize| -> Result<(), JoinReject> {
+    let apply = |h: &mut Harness, i: usize| -> Result<(), JoinReject> {
         let (c, ts) = (format!("c{i}"), T0 + i as i64 * 3 * HOUR_MS);
         let tier = if i % 3 == 0 { "capable" } else { "cheap" };
         let (j, s, out, n) = (&mut h.j, &h.s, &mut h.out, &mut h.n);

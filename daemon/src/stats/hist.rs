@@ -8,16 +8,23 @@
 //!   order: KS and PSI computed on it equal the same statistics computed on the raw values rounded
 //!   to 4 decimals (which is what the spec requires and what the scipy oracle checks). There is no
 //!   bucketing error to reason about, unlike a log-bucketed or sketch histogram.
-//! * **Small enough.** 10001 × 8 bytes ≈ 80 KB in memory per live histogram, whatever the number
-//!   of samples; merging is one vector add. At rest it is stored sparsely ([`ConfHist::to_bytes`]):
-//!   at most ~50 KB, 27 KB for a 10M-sample day spread over 9888 grid points, far less for a
-//!   classifier that uses few distinct values.
+//! * **Small enough.** 10001 × 8 bytes ≈ 80 KB in memory per histogram with many distinct values,
+//!   whatever the number of samples; merging is one vector add. A histogram with few distinct
+//!   values (an hour's delta in a batch, a classifier that uses few values) is kept as a sorted
+//!   list of its non-zero bins until it has [`SPARSE_MAX`] of them: a catch-up batch holds
+//!   hundreds of hourly deltas, and allocating, zeroing, copying and scanning 80 KB for each of
+//!   them cost more than the join itself. The representation never shows: equality, counts and
+//!   the encoding are those of the 10001 bins. At rest it is stored sparsely
+//!   ([`ConfHist::to_bytes`]): at most ~50 KB, 27 KB for a 10M-sample day spread over 9888 grid
+//!   points, far less for a classifier that uses few distinct values.
 //! * **Fast.** KS and PSI are one pass over 10001 bins: O(10⁴), independent of n (a 10M-sample
 //!   day costs the same as a 1k-sample one).
 //!
 //! hdrhistogram (values = bins) is supported for callers that want its V2 serializer:
 //! [`ConfHist::to_hdr`] / [`ConfHist::from_hdr`]. At 4 significant figures hdrhistogram keeps unit
 //! resolution below 32768, so every grid point 0..=10000 is represented exactly.
+
+use std::borrow::Cow;
 
 use hdrhistogram::Histogram;
 use thiserror::Error;
@@ -28,6 +35,9 @@ pub const GRID: u16 = 10_000;
 pub const BINS: usize = GRID as usize + 1;
 /// Serialization format version written by [`ConfHist::to_bytes`].
 pub const FORMAT_VERSION: u8 = 1;
+/// Non-zero bins a histogram keeps as a sorted list before it switches to the flat array
+/// (512 × 16 bytes = 8 KB, a tenth of the array; inserting stays a short memmove).
+pub const SPARSE_MAX: usize = 512;
 
 /// Errors of [`ConfHist`] construction, decoding and hdrhistogram conversion.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -62,13 +72,29 @@ pub enum HistError {
 
 /// Exact count histogram of confidences on the 1e-4 grid (see the module docs).
 ///
-/// Invariant: `counts.len() == BINS` and `total == counts.iter().sum()` (counts saturate at
-/// `u64::MAX`, which no real stream reaches).
-#[derive(Clone, PartialEq, Eq)]
+/// Invariant: `total` is the sum of the counts (counts saturate at `u64::MAX`, which no real
+/// stream reaches).
+#[derive(Clone)]
 pub struct ConfHist {
-    counts: Vec<u64>,
+    bins: Bins,
     total: u64,
 }
+
+/// The counts: sorted `(bin, count ≥ 1)` pairs while there are at most [`SPARSE_MAX`] of them,
+/// then all [`BINS`] counts. Only grows from sparse to dense.
+#[derive(Clone)]
+enum Bins {
+    Sparse(Vec<(u16, u64)>),
+    Dense(Box<[u64]>),
+}
+
+impl PartialEq for ConfHist {
+    fn eq(&self, other: &Self) -> bool {
+        self.total == other.total && self.iter_nonzero().eq(other.iter_nonzero())
+    }
+}
+
+impl Eq for ConfHist {}
 
 impl Default for ConfHist {
     fn default() -> Self {
@@ -103,7 +129,7 @@ pub fn value_of(bin: u16) -> f64 {
 impl ConfHist {
     /// An empty histogram.
     pub fn new() -> Self {
-        Self { counts: vec![0; BINS], total: 0 }
+        Self { bins: Bins::Sparse(Vec::new()), total: 0 }
     }
 
     /// A histogram of `values` (NaN skipped, others clamped to [0, 1]).
@@ -136,16 +162,62 @@ impl ConfHist {
         Ok(())
     }
 
+    /// Adds `n` at `bin` (< BINS, checked by every caller).
     fn add(&mut self, bin: usize, n: u64) {
-        self.counts[bin] = self.counts[bin].saturating_add(n);
+        if n == 0 {
+            return;
+        }
+        match &mut self.bins {
+            Bins::Dense(counts) => counts[bin] = counts[bin].saturating_add(n),
+            Bins::Sparse(pairs) => {
+                // bin < BINS = 10001 fits in u16.
+                let b = bin as u16;
+                match pairs.binary_search_by_key(&b, |(k, _)| *k) {
+                    Ok(i) => pairs[i].1 = pairs[i].1.saturating_add(n),
+                    Err(i) => {
+                        pairs.insert(i, (b, n));
+                        if pairs.len() > SPARSE_MAX {
+                            self.with_dense(|_| ());
+                        }
+                    }
+                }
+            }
+        }
         self.total = self.total.saturating_add(n);
+    }
+
+    /// Run `f` on the flat array, switching to it first if needed (the counts do not change).
+    fn with_dense(&mut self, f: impl FnOnce(&mut [u64])) {
+        let mut counts = match std::mem::replace(&mut self.bins, Bins::Sparse(Vec::new())) {
+            Bins::Dense(counts) => counts,
+            Bins::Sparse(pairs) => {
+                let mut counts = vec![0u64; BINS].into_boxed_slice();
+                for (b, c) in pairs {
+                    counts[usize::from(b)] = c;
+                }
+                counts
+            }
+        };
+        f(&mut counts);
+        self.bins = Bins::Dense(counts);
     }
 
     /// Adds every count of `other` into `self` (histograms of disjoint samples merge into the
     /// histogram of their union).
     pub fn merge(&mut self, other: &ConfHist) {
-        for (a, b) in self.counts.iter_mut().zip(other.counts.iter()) {
-            *a = a.saturating_add(*b);
+        match (&mut self.bins, &other.bins) {
+            (Bins::Sparse(a), Bins::Sparse(b)) if a.len() + b.len() <= SPARSE_MAX => *a = merge_sorted(a, b),
+            (_, Bins::Dense(b)) => self.with_dense(|a| {
+                for (x, y) in a.iter_mut().zip(b.iter()) {
+                    *x = x.saturating_add(*y);
+                }
+            }),
+            (_, Bins::Sparse(b)) => self.with_dense(|a| {
+                for &(bin, c) in b {
+                    let x = &mut a[usize::from(bin)];
+                    *x = x.saturating_add(c);
+                }
+            }),
         }
         self.total = self.total.saturating_add(other.total);
     }
@@ -162,18 +234,32 @@ impl ConfHist {
 
     /// Count at grid point `bin` (0 outside the grid).
     pub fn count(&self, bin: u16) -> u64 {
-        self.counts.get(usize::from(bin)).copied().unwrap_or(0)
+        match &self.bins {
+            Bins::Dense(counts) => counts.get(usize::from(bin)).copied().unwrap_or(0),
+            Bins::Sparse(pairs) => pairs.binary_search_by_key(&bin, |(k, _)| *k).map_or(0, |i| pairs[i].1),
+        }
     }
 
-    /// All 10001 counts, indexed by grid point.
-    pub fn counts(&self) -> &[u64] {
-        &self.counts
+    /// All 10001 counts, indexed by grid point (built for a histogram kept sparse).
+    pub fn counts(&self) -> Cow<'_, [u64]> {
+        match &self.bins {
+            Bins::Dense(counts) => Cow::Borrowed(counts),
+            Bins::Sparse(pairs) => {
+                let mut counts = vec![0u64; BINS];
+                for &(b, c) in pairs {
+                    counts[usize::from(b)] = c;
+                }
+                Cow::Owned(counts)
+            }
+        }
     }
 
     /// `(bin, count)` for every grid point with a non-zero count, in increasing bin order.
-    pub fn iter_nonzero(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        // Indices are < BINS = 10001, so they fit in u16.
-        self.counts.iter().enumerate().filter(|(_, &c)| c > 0).map(|(b, &c)| (b as u16, c))
+    pub fn iter_nonzero(&self) -> NonZero<'_> {
+        match &self.bins {
+            Bins::Dense(counts) => NonZero::Dense(counts.iter().enumerate()),
+            Bins::Sparse(pairs) => NonZero::Sparse(pairs.iter()),
+        }
     }
 
     /// Compact bytes: `[version = 1]`, varint `K` (number of non-zero bins), then `K` pairs of
@@ -205,7 +291,8 @@ impl ConfHist {
         if k > BINS as u64 {
             return Err(HistError::TooManyEntries(k));
         }
-        let mut h = Self::new();
+        let mut pairs = Vec::with_capacity(k.min(BINS as u64) as usize);
+        let mut total: u64 = 0;
         let mut bin: u64 = 0;
         for i in 0..k {
             let delta = get_varint(&mut rest)?;
@@ -220,11 +307,18 @@ impl ConfHist {
             if c == 0 {
                 return Err(HistError::ZeroCount(bin));
             }
-            h.total = h.total.checked_add(c).ok_or(HistError::CountOverflow)?;
-            h.counts[bin as usize] = c;
+            total = total.checked_add(c).ok_or(HistError::CountOverflow)?;
+            // bin < BINS = 10001 (checked above) fits in u16.
+            pairs.push((bin as u16, c));
         }
         if !rest.is_empty() {
             return Err(HistError::TrailingBytes(rest.len()));
+        }
+        let mut h = Self { bins: Bins::Sparse(pairs), total };
+        if let Bins::Sparse(pairs) = &h.bins {
+            if pairs.len() > SPARSE_MAX {
+                h.with_dense(|_| ());
+            }
         }
         Ok(h)
     }
@@ -253,11 +347,55 @@ impl ConfHist {
                 return Err(HistError::BinOutOfRange(v));
             }
             let c = it.count_at_value();
-            h.total = h.total.checked_add(c).ok_or(HistError::CountOverflow)?;
-            h.counts[v as usize] = h.counts[v as usize].saturating_add(c);
+            h.total.checked_add(c).ok_or(HistError::CountOverflow)?;
+            h.add(v as usize, c);
         }
         Ok(h)
     }
+}
+
+/// Iterator of [`ConfHist::iter_nonzero`].
+pub enum NonZero<'a> {
+    Dense(std::iter::Enumerate<std::slice::Iter<'a, u64>>),
+    Sparse(std::slice::Iter<'a, (u16, u64)>),
+}
+
+impl Iterator for NonZero<'_> {
+    type Item = (u16, u64);
+
+    fn next(&mut self) -> Option<(u16, u64)> {
+        match self {
+            // Indices are < BINS = 10001, so they fit in u16.
+            NonZero::Dense(it) => it.find(|(_, &c)| c > 0).map(|(b, &c)| (b as u16, c)),
+            NonZero::Sparse(it) => it.next().copied(),
+        }
+    }
+}
+
+/// The union of two sorted `(bin, count)` lists, counts of a common bin added.
+fn merge_sorted(a: &[(u16, u64)], b: &[(u16, u64)]) -> Vec<(u16, u64)> {
+    let mut merged = Vec::with_capacity(a.len() + b.len());
+    let (mut i, mut j) = (0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].0.cmp(&b[j].0) {
+            std::cmp::Ordering::Less => {
+                merged.push(a[i]);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                merged.push(b[j]);
+                j += 1;
+            }
+            std::cmp::Ordering::Equal => {
+                merged.push((a[i].0, a[i].1.saturating_add(b[j].1)));
+                i += 1;
+                j += 1;
+            }
+        }
+    }
+    merged.extend_from_slice(&a[i..]);
+    merged.extend_from_slice(&b[j..]);
+    merged
 }
 
 fn put_varint(out: &mut Vec<u8>, mut v: u64) {

@@ -41,7 +41,7 @@ pub fn ks_statistic(reference: &ConfHist, current: &ConfHist) -> Option<f64> {
     let (nf, mf) = (n as f64, m as f64);
     let (mut a, mut b) = (0u64, 0u64);
     let (mut max, mut min) = (0.0f64, 0.0f64);
-    for (&ca, &cb) in reference.counts().iter().zip(current.counts()) {
+    for (&ca, &cb) in reference.counts().iter().zip(current.counts().iter()) {
         if ca == 0 && cb == 0 {
             continue;
         }

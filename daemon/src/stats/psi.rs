@@ -55,7 +55,8 @@ impl PsiBins {
         let b = bins as u128;
         let mut edges: Vec<u16> = Vec::with_capacity(bins.saturating_sub(1));
         let mut cum: u64 = 0;
-        let mut grid = reference.counts().iter().enumerate();
+        let counts = reference.counts();
+        let mut grid = counts.iter().enumerate();
         let mut at: usize = 0; // current grid point
         for i in 1..bins {
             // ⌈i·n/B⌉ in u128 (no overflow for any u64 n and usize B).

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use proptest::prelude::*;
 use serde::Deserialize;
 
-use super::hist::{bin_of, value_of, ConfHist, HistError, BINS, GRID};
+use super::hist::{bin_of, value_of, ConfHist, HistError, BINS, GRID, SPARSE_MAX};
 use super::kolmogorov::{internals, kstwo_cdf, kstwo_sf};
 use super::ks::{effective_size, ks_pvalue, ks_statistic, ks_two_sample, ks_two_sample_with_n_eff};
 use super::psi::{psi, psi_noise, PsiBins, DEFAULT_PSI_BINS, DEFAULT_PSI_FLOOR};
@@ -510,11 +510,45 @@ fn sample() -> impl Strategy<Value = Vec<u16>> {
         prop::collection::vec(0u16..=GRID, 1..300),
         prop::collection::vec(4000u16..4100, 1..300),
         prop::collection::vec(prop::sample::select(vec![0u16, 1, 5000, 9999, GRID]), 1..100),
+        // More distinct values than a histogram keeps as a sorted list: both representations.
+        prop::collection::vec(0u16..=GRID, SPARSE_MAX..3 * SPARSE_MAX),
     ]
+}
+
+/// The plain 10001 counts of `bins`: the oracle of the histogram's representation.
+fn dense_oracle(bins: &[u16]) -> Vec<u64> {
+    let mut counts = vec![0u64; BINS];
+    for &b in bins {
+        counts[usize::from(b)] += 1;
+    }
+    counts
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
+
+    #[test]
+    fn prop_histogram_equals_its_flat_counts_whatever_it_keeps(a in sample(), b in sample(), probe in 0u16..=GRID) {
+        let (ha, hb) = (hist_of(&a), hist_of(&b));
+        let (oa, ob) = (dense_oracle(&a), dense_oracle(&b));
+        prop_assert_eq!(&*ha.counts(), &oa[..]);
+        prop_assert_eq!(ha.count(probe), oa[usize::from(probe)]);
+        let nonzero: Vec<(u16, u64)> =
+            oa.iter().enumerate().filter(|(_, c)| **c > 0).map(|(i, c)| (i as u16, *c)).collect();
+        prop_assert_eq!(ha.iter_nonzero().collect::<Vec<_>>(), nonzero);
+        prop_assert_eq!(ConfHist::from_bytes(&ha.to_bytes()).unwrap(), ha.clone());
+        // Merging in either order, sparse into dense and dense into sparse.
+        let union: Vec<u64> = oa.iter().zip(&ob).map(|(x, y)| x + y).collect();
+        let mut ab = ha.clone();
+        ab.merge(&hb);
+        let mut ba = hb.clone();
+        ba.merge(&ha);
+        prop_assert_eq!(&*ab.counts(), &union[..]);
+        prop_assert_eq!(&ab, &ba);
+        prop_assert_eq!(ab.total(), (a.len() + b.len()) as u64);
+        prop_assert_eq!(ab.to_bytes(), ba.to_bytes());
+        prop_assert_eq!(ab, hist_of(&[a.clone(), b.clone()].concat()));
+    }
 
     #[test]
     fn prop_ks_d_bounds_symmetry_identity(a in sample(), b in sample()) {

@@ -14,6 +14,7 @@ mod sql;
 pub mod sqlite;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use self::sql::{args, Backend, Columns};
 use crate::metrics::{ConfDelta, ConfKey, Deltas};
@@ -71,8 +72,10 @@ pub struct PartitionCommit {
     pub partition: i32,
     pub expected_generation: i64,
     pub watermark_ms: i64,
-    /// (key, Some(state)) to upsert, (key, None) to delete.
-    pub state: Vec<(String, Option<Vec<u8>>)>,
+    /// (key, Some(state)) to upsert, (key, None) to delete. Shared with the pipeline's copy of
+    /// the batch (kept until the commit is acknowledged, to rebuild the batch after a fence):
+    /// a batch's serialized state is tens of megabytes while catching up.
+    pub state: Arc<[(String, Option<Vec<u8>>)]>,
     /// (topic, next offset).
     pub offsets: Vec<(String, i64)>,
     /// Confidence histogram deltas of this partition, merged into its stored rows.

@@ -288,7 +288,7 @@ impl Dialect for PgStore {
         let (mut up_p, mut up_k, mut up_v) = (vec![], vec![], vec![]);
         let (mut del_p, mut del_k) = (vec![], vec![]);
         for p in &b.partitions {
-            for (k, v) in &p.state {
+            for (k, v) in p.state.iter() {
                 match v {
                     Some(v) => {
                         up_p.push(p.partition);

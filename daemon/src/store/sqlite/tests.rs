@@ -98,7 +98,7 @@ async fn multi_row_statements_keep_the_row_by_row_semantics() {
                 partition: 0,
                 expected_generation: generation,
                 watermark_ms: 1,
-                state,
+                state: state.into(),
                 offsets: vec![("routing".into(), generation + 10)],
                 conf,
             }],
