@@ -19,7 +19,10 @@ use crate::metrics::{
 };
 
 pub use cardinality::{Admitted, JoinLimits, JoinReject, ADMITTED_KEY, CAPPED_DIMENSIONS, OVERFLOW};
-pub use state::{Attribution, ConvState, Opened, PendingOutcome, TicketState, Turn, TurnTags, WaitingResolved};
+pub use state::{
+    Attribution, ConvState, Opened, PendingOutcome, StateDecodeError, TicketState, Turn, TurnTags, WaitingResolved,
+    CONV_BINARY_V1,
+};
 
 /// The optional group-by dimensions (`[dimensions] keep`). `tier` is always kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -152,12 +155,12 @@ impl PartitionJoin {
         Self::default()
     }
 
-    /// Rebuild from persisted entries (`key`, JSON state) and the stored watermark.
-    pub fn restore(entries: Vec<(String, Vec<u8>)>, watermark_ms: i64) -> Result<Self, serde_json::Error> {
+    /// Rebuild from persisted entries (`key`, stored state) and the stored watermark.
+    pub fn restore(entries: Vec<(String, Vec<u8>)>, watermark_ms: i64) -> Result<Self, StateDecodeError> {
         let mut join = Self { watermark_ms, last_sweep_watermark_ms: watermark_ms, ..Self::default() };
         for (key, bytes) in entries {
             if let Some(id) = key.strip_prefix("c:") {
-                let mut conv: ConvState = serde_json::from_slice(&bytes)?;
+                let mut conv = ConvState::from_bytes(&bytes, &mut |fields| join.shared_dims(fields))?;
                 join.pending_count += conv.pending().len();
                 for p in conv.pending() {
                     join.due.insert((p.ts(), id.to_string()));
@@ -192,21 +195,22 @@ impl PartitionJoin {
         self.pending_count
     }
 
-    /// Touched entries since the last call: `(key, Some(json))` to upsert, `(key, None)` to delete.
+    /// Touched entries since the last call: `(key, Some(bytes))` to upsert, `(key, None)` to
+    /// delete. Conversations in their binary form, tickets and the admitted values as JSON.
     pub fn take_dirty(&mut self) -> Vec<(String, Option<Vec<u8>>)> {
         let mut out = Vec::with_capacity(self.dirty.len());
         for key in self.dirty.drain() {
+            // Serializing plain structs of strings and numbers cannot fail; treat it as absent if it did.
             let bytes = if let Some(id) = key.strip_prefix("c:") {
-                self.convs.get(id).map(serde_json::to_vec)
+                self.convs.get(id).and_then(|c| c.to_bytes().ok())
             } else if let Some(id) = key.strip_prefix("t:") {
-                self.tickets.get(id).map(serde_json::to_vec)
+                self.tickets.get(id).and_then(|t| serde_json::to_vec(t).ok())
             } else if key == ADMITTED_KEY {
-                Some(self.admitted.to_json())
+                self.admitted.to_json().ok()
             } else {
                 None
             };
-            // Serializing plain structs of strings and numbers cannot fail; treat it as absent if it did.
-            out.push((key, bytes.and_then(Result::ok)));
+            out.push((key, bytes));
         }
         // Keys are unique (drained from a set): an unstable sort gives the same order.
         out.sort_unstable_by(|a, b| a.0.cmp(&b.0));
@@ -231,6 +235,12 @@ impl PartitionJoin {
             keep(s, Dimension::Segment, d.segment.as_deref().unwrap_or("")),
             keep(s, Dimension::Intent, d.intent.as_deref().unwrap_or("")),
         ];
+        self.shared_dims(fields)
+    }
+
+    /// The partition's shared copy of these dimensions (allocates only for a combination not
+    /// seen before).
+    fn shared_dims(&mut self, fields: [&str; 6]) -> Arc<Dims> {
         let hash = dims_hash(fields);
         if let Some(shared) = self.dims_pool.get(&hash) {
             if dims_fields(shared) == fields {

@@ -1,5 +1,11 @@
-//! Persisted join state entries. Serialized as JSON into `tw_join_state` with the offsets, so a
-//! restart resumes the join exactly where the last commit left it.
+//! Persisted join state entries, written into `tw_join_state` with the offsets, so a restart
+//! resumes the join exactly where the last commit left it.
+//!
+//! Conversations — one entry per open conversation, rewritten whenever a batch touches it — are
+//! written in a binary form ([`ConvState::to_bytes`]: a format byte, then postcard's varint
+//! encoding without field names). Tickets and the admitted dimension values are rare and stay
+//! JSON. Conversation entries written as JSON by older versions still restore: the first byte
+//! tells the forms apart (`{` for JSON, [`CONV_BINARY_V1`] for the binary form).
 
 use std::sync::Arc;
 
@@ -17,8 +23,8 @@ use crate::metrics::{Dims, CALIB_CELL_UNKNOWN};
 /// (the drift histograms' per-day conversation count), and everything rarer — feedback hashes,
 /// parked outcomes, entries of older state — sits behind one optional box.
 ///
-/// Persisted as JSON in the same shape as before that split (`t`, `s`, `f`, `p`, `dd`), so state
-/// written by an older daemon restores unchanged.
+/// Persisted in the binary form ([`ConvState::to_bytes`]). Its JSON form (`t`, `s`, `f`, `p`,
+/// `dd`, the shape from before that split) is what older versions wrote; it still restores.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(from = "ConvStateRepr")]
 pub struct ConvState {
@@ -143,7 +149,7 @@ impl ConvState {
     }
 }
 
-/// The persisted shape of [`ConvState`].
+/// The JSON form of [`ConvState`] that older versions wrote (read only).
 #[derive(Deserialize)]
 struct ConvStateRepr {
     #[serde(default, rename = "t")]
@@ -168,32 +174,116 @@ impl From<ConvStateRepr> for ConvState {
     }
 }
 
-/// Serialized through borrowed fields: a commit serializes every touched conversation, and
-/// `#[serde(into)]` would clone each one first.
-impl Serialize for ConvState {
+/// First byte of a conversation entry in the binary form. A JSON entry starts with `{`; any other
+/// first byte is a form this version does not know (written by a newer one).
+pub const CONV_BINARY_V1: u8 = 0x01;
+
+/// A stored join-state entry that cannot be read back.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDecodeError {
+    #[error("JSON entry: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("binary entry: {0}")]
+    Binary(#[from] postcard::Error),
+    #[error("binary entry: {0} bytes after its end")]
+    TrailingBytes(usize),
+    #[error("entry in an unknown format (first byte {0:#04x}), written by a newer version?")]
+    UnknownFormat(u8),
+}
+
+/// A turn in the binary form: turn, ts, dims (tier, model, classifier_version, router, segment,
+/// intent), event hash, packed tags ([`TurnTags`]).
+type TurnBinary<'a> = (i32, i64, [&'a str; 6], u64, u32);
+
+/// The binary form's body, written through borrowed fields.
+#[derive(Serialize)]
+struct ConvBinaryOut<'a> {
+    turns: TurnsOut<'a>,
+    failed_deflection: bool,
+    seen: &'a [u64],
+    pending: &'a [PendingOutcome],
+    drift_days: &'a [(i64, u64)],
+}
+
+struct TurnsOut<'a>(&'a [Turn]);
+
+impl Serialize for TurnsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Borrowed<'a> {
-            #[serde(rename = "t")]
-            turns: &'a [Turn],
-            #[serde(rename = "s", skip_serializing_if = "<[_]>::is_empty")]
-            seen: &'a [u64],
-            #[serde(rename = "f")]
-            failed_deflection: bool,
-            #[serde(rename = "p", skip_serializing_if = "<[_]>::is_empty")]
-            pending: &'a [PendingOutcome],
-            #[serde(rename = "dd", skip_serializing_if = "<[_]>::is_empty")]
-            drift_days: &'a [(i64, u64)],
-        }
+        serializer.collect_seq(self.0.iter().map(|t| -> TurnBinary<'_> {
+            let d = &*t.dims;
+            let dims = [&*d.tier, &*d.model, &*d.classifier_version, &*d.router, &*d.segment, &*d.intent];
+            (t.turn, t.ts, dims, t.event_hash, t.tags.0)
+        }))
+    }
+}
+
+/// The binary form's body as read: dimension strings borrowed from the stored bytes, so a restore
+/// allocates only dimension combinations the partition has not seen.
+#[derive(Deserialize)]
+struct ConvBinaryIn<'a> {
+    #[serde(borrow)]
+    turns: Vec<TurnBinary<'a>>,
+    failed_deflection: bool,
+    seen: Vec<u64>,
+    pending: Vec<PendingOutcome>,
+    drift_days: Vec<(i64, u64)>,
+}
+
+impl ConvState {
+    /// The stored form: [`CONV_BINARY_V1`], then the postcard encoding of turns, the
+    /// failed-deflection flag, feedback hashes, parked outcomes and older drift days.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, postcard::Error> {
         let rare = self.rare.as_deref();
-        Borrowed {
-            turns: &self.turns,
-            seen: rare.map_or(&[], |r| &r.seen),
+        let body = ConvBinaryOut {
+            turns: TurnsOut(&self.turns),
             failed_deflection: self.failed_deflection(),
+            seen: rare.map_or(&[], |r| &r.seen),
             pending: rare.map_or(&[], |r| &r.pending),
             drift_days: rare.map_or(&[], |r| &r.drift_days),
+        };
+        // A turn is ≈ 40 bytes plus its dimension strings.
+        let mut out = Vec::with_capacity(16 + self.turns.len() * 96);
+        out.push(CONV_BINARY_V1);
+        postcard::to_extend(&body, out)
+    }
+
+    /// Read a stored conversation entry in either form. `shared_dims` turns a turn's six
+    /// dimension strings into the partition's shared copy; JSON entries (older versions) come
+    /// back with their own copies, for the caller to intern.
+    pub fn from_bytes(
+        bytes: &[u8],
+        shared_dims: &mut impl FnMut([&str; 6]) -> Arc<Dims>,
+    ) -> Result<Self, StateDecodeError> {
+        match bytes.first() {
+            Some(&CONV_BINARY_V1) => {
+                let (body, rest): (ConvBinaryIn<'_>, _) = postcard::take_from_bytes(&bytes[1..])?;
+                if !rest.is_empty() {
+                    return Err(StateDecodeError::TrailingBytes(rest.len()));
+                }
+                let turns = body
+                    .turns
+                    .into_iter()
+                    .map(|(turn, ts, dims, event_hash, tags)| Turn {
+                        turn,
+                        ts,
+                        dims: shared_dims(dims),
+                        event_hash,
+                        tags: TurnTags(tags),
+                    })
+                    .collect();
+                let rare = Rare {
+                    failed_deflection: body.failed_deflection,
+                    seen: body.seen,
+                    pending: body.pending,
+                    drift_days: body.drift_days,
+                };
+                let mut state = ConvState { turns, rare: Some(Box::new(rare)) };
+                state.drop_empty_rare();
+                Ok(state)
+            }
+            Some(b'{' | b' ' | b'\t' | b'\n' | b'\r') | None => Ok(serde_json::from_slice(bytes)?),
+            Some(&other) => Err(StateDecodeError::UnknownFormat(other)),
         }
-        .serialize(serializer)
     }
 }
 
@@ -216,10 +306,10 @@ pub struct Turn {
 // turn stays at 32 bytes (the 256-byte-per-conversation budget).
 const _: () = assert!(std::mem::size_of::<Turn>() == 32);
 
-/// The persisted shape of a [`Turn`]: `k`, `ts`, `d` (dims, written as a six-string array, see
-/// [`dims_as_array`]; read as that or as the older name → value map), `h`, `v` (drift series),
-/// `c` (confidence cell; absent in older state = unknown) and `x` (failed, written only when
-/// true).
+/// A [`Turn`] in the JSON form older versions wrote: `k`, `ts`, `d` (dims as a six-string array
+/// `[tier, model, classifier_version, router, segment, intent]`, or in older state as a name →
+/// value map; `Dims`' derived `Deserialize` reads both), `h`, `v` (drift series), `c` (confidence
+/// cell; absent in older state = unknown) and `x` (failed, present only when true).
 #[derive(Deserialize)]
 struct TurnRepr {
     k: i32,
@@ -250,33 +340,6 @@ impl From<TurnRepr> for Turn {
     }
 }
 
-impl Serialize for Turn {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        #[derive(Serialize)]
-        struct Borrowed<'a> {
-            k: i32,
-            ts: i64,
-            #[serde(serialize_with = "dims_as_array")]
-            d: &'a Arc<Dims>,
-            h: u64,
-            v: u32,
-            c: u8,
-            #[serde(skip_serializing_if = "std::ops::Not::not")]
-            x: bool,
-        }
-        Borrowed {
-            k: self.turn,
-            ts: self.ts,
-            d: &self.dims,
-            h: self.event_hash,
-            v: self.tags.series(),
-            c: self.tags.cell(),
-            x: self.tags.failed(),
-        }
-        .serialize(serializer)
-    }
-}
-
 /// A turn's drift series, confidence cell and failure flag in one `u32`:
 /// `series (24 bits) | cell (7 bits) | failed (1 bit)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -300,15 +363,6 @@ impl TurnTags {
     pub fn set_failed(&mut self) {
         self.0 |= 1;
     }
-}
-
-/// A turn's dimensions as `[tier, model, classifier_version, router, segment, intent]`: the
-/// field names made up half of a written turn and most of the time spent serializing the join
-/// state of a batch. `Dims`' derived `Deserialize` reads this array form as well as the map form
-/// that older state holds.
-fn dims_as_array<S: serde::Serializer>(d: &&Arc<Dims>, serializer: S) -> Result<S::Ok, S::Error> {
-    use serde::Serialize;
-    (&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent).serialize(serializer)
 }
 
 /// The 24-bit form of a drift series hash stored in a [`Turn`], never 0. Two series of one
@@ -379,4 +433,81 @@ pub struct WaitingResolved {
     pub cost_nusd: i64,
     pub cost_center: String,
     pub channel: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn own_dims(fields: [&str; 6]) -> Arc<Dims> {
+        let [tier, model, classifier_version, router, segment, intent] = fields.map(str::to_string);
+        Arc::new(Dims { tier, model, classifier_version, router, segment, intent })
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![Just(String::new()), "[a-z0-9_-]{1,12}", "\\PC{0,6}"]
+    }
+
+    fn turn() -> impl Strategy<Value = Turn> {
+        let dims = [text(), text(), text(), text(), text(), text()];
+        (any::<i32>(), any::<i64>(), dims, any::<u64>(), any::<u32>(), 0..=CALIB_CELL_UNKNOWN, any::<bool>()).prop_map(
+            |(turn, ts, d, event_hash, series, cell, failed)| {
+                let mut tags = TurnTags::new(series, cell);
+                if failed {
+                    tags.set_failed();
+                }
+                let dims = own_dims([&d[0], &d[1], &d[2], &d[3], &d[4], &d[5]].map(String::as_str));
+                Turn { turn, ts, dims, event_hash, tags }
+            },
+        )
+    }
+
+    fn pending() -> impl Strategy<Value = PendingOutcome> {
+        let kind = prop_oneof![
+            Just(FeedbackKind::ThumbsUp),
+            Just(FeedbackKind::ThumbsDown),
+            Just(FeedbackKind::Csat),
+            Just(FeedbackKind::HumanReview)
+        ];
+        prop_oneof![
+            (proptest::option::of(any::<i32>()), any::<i64>(), kind, proptest::option::of(-1e9f64..1e9))
+                .prop_map(|(turn, ts, kind, score)| PendingOutcome::Feedback { turn, ts, kind, score }),
+            (text(), any::<i64>()).prop_map(|(ticket_id, ts)| PendingOutcome::Ticket { ticket_id, ts }),
+        ]
+    }
+
+    fn conversation() -> impl Strategy<Value = ConvState> {
+        let seen = proptest::collection::vec(any::<u64>(), 0..4);
+        let pending = proptest::collection::vec(pending(), 0..4);
+        let drift_days = proptest::collection::vec(any::<(i64, u64)>(), 0..3);
+        (proptest::collection::vec(turn(), 0..6), any::<bool>(), seen, pending, drift_days).prop_map(
+            |(turns, failed_deflection, seen, pending, drift_days)| {
+                let rare = Rare { failed_deflection, seen, pending, drift_days };
+                let mut state = ConvState { turns: turns.into_boxed_slice(), rare: Some(Box::new(rare)) };
+                state.drop_empty_rare();
+                state
+            },
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn prop_the_binary_form_reads_back_as_the_state_it_was_written_from(state in conversation()) {
+            let bytes = state.to_bytes().unwrap();
+            prop_assert_eq!(bytes[0], CONV_BINARY_V1);
+            let back = ConvState::from_bytes(&bytes, &mut own_dims).unwrap();
+            prop_assert_eq!(back, state);
+        }
+
+        #[test]
+        fn prop_any_bytes_read_as_a_state_or_an_error_never_a_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..64),
+            first in prop_oneof![Just(CONV_BINARY_V1), Just(b'{'), any::<u8>()],
+        ) {
+            let mut bytes = vec![first];
+            bytes.extend(body);
+            let _ = ConvState::from_bytes(&bytes, &mut own_dims);
+        }
+    }
 }

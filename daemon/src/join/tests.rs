@@ -452,11 +452,17 @@ fn state_written_before_turns_carried_their_hashes_restores() {
     assert_eq!(n.decisions, 1);
     assert_eq!(drift_conversations(&out, "v1"), 0, "already counted that day by the older daemon");
     assert!(j.convs["c"].failed_deflection());
-    // Written back, the older entries survive next to the new turn's own hash.
-    let written: serde_json::Value = serde_json::from_slice(j.take_dirty()[0].1.as_ref().unwrap()).unwrap();
-    assert_eq!(written["s"], serde_json::json!([event_hash("e1")]));
-    assert_eq!(written["t"][1]["h"], serde_json::json!(event_hash("e2")));
-    assert_eq!(written["f"], serde_json::json!(true));
+    // Written back (in the binary form), the older entries survive next to the new turn's own hash.
+    let (key, written) = j.take_dirty().remove(0);
+    let written = written.unwrap();
+    assert_eq!(written[0], CONV_BINARY_V1);
+    let again = PartitionJoin::restore(vec![(key, written)], j.watermark_ms()).unwrap();
+    let c = &again.convs["c"];
+    assert_eq!(c, &j.convs["c"]);
+    assert!(c.has_seen(event_hash("e1")) && c.feedback_seen() == 1, "the older decision hash is kept in `s`");
+    assert_eq!(c.turns()[1].event_hash, event_hash("e2"));
+    assert!(c.failed_deflection());
+    assert!(c.counted_for_drift(T0, series));
 }
 
 /// Settings with small cardinality bounds.
@@ -638,17 +644,51 @@ fn turns_feedback_and_ticket_events_are_bounded_per_conversation() {
 }
 
 #[test]
-fn turns_are_written_with_dims_as_an_array_and_read_back() {
+fn json_state_of_the_previous_version_restores_and_is_rewritten_in_the_binary_form() {
+    // The JSON the version before the binary form wrote: dims as an array, every turn field.
     let mut h = Harness::new();
     h.d(decision("e1", "c", 0, T0 + HOUR_MS, "cheap"));
-    let (key, bytes) = h.j.take_dirty().into_iter().find(|(k, _)| k == &conv_key("c")).unwrap();
-    let written: serde_json::Value = serde_json::from_slice(bytes.as_ref().unwrap()).unwrap();
-    let d = h.j.convs["c"].turns()[0].dims.clone();
-    assert_eq!(d.tier, "cheap");
-    let expected = [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent];
-    assert_eq!(written["t"][0]["d"], serde_json::json!(expected));
-    let restored = PartitionJoin::restore(vec![(key, bytes.unwrap())], T0 + HOUR_MS).unwrap();
-    assert_eq!(restored.convs["c"].turns()[0].dims, h.j.convs["c"].turns()[0].dims);
+    h.f(feedback("f1", "c", Some(7), T0 + HOUR_MS + 5, FeedbackKind::ThumbsDown, None));
+    let turn = &h.j.convs["c"].turns()[0];
+    let d = &turn.dims;
+    let pending = h.j.convs["c"].pending().to_vec();
+    assert_eq!(pending.len(), 1, "feedback for a turn not yet seen waits");
+    let json = serde_json::json!({
+        "t": [{"k": turn.turn, "ts": turn.ts, "h": turn.event_hash, "v": turn.tags.series(), "c": turn.tags.cell(),
+               "d": [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent]}],
+        "s": [event_hash("f1")], "f": false, "p": pending});
+    let restored =
+        PartitionJoin::restore(vec![(conv_key("c"), serde_json::to_vec(&json).unwrap())], h.j.watermark_ms()).unwrap();
+    assert_eq!(restored.convs["c"], h.j.convs["c"]);
+    assert_eq!(restored.pending_outcomes(), 1);
+
+    // The binary form of the same state restores to the same state, and is smaller.
+    let binary = h.j.convs["c"].to_bytes().unwrap();
+    assert_eq!(binary[0], CONV_BINARY_V1);
+    assert!(binary.len() < serde_json::to_vec(&json).unwrap().len() / 2, "{} bytes", binary.len());
+    let again = PartitionJoin::restore(vec![(conv_key("c"), binary)], h.j.watermark_ms()).unwrap();
+    assert_eq!(again.convs["c"], h.j.convs["c"]);
+    assert!(Arc::ptr_eq(&again.convs["c"].turns()[0].dims, &again.dims_pool.values().next().unwrap().clone()));
+}
+
+#[test]
+fn a_damaged_or_unknown_conversation_entry_is_an_error_not_a_guess() {
+    let mut h = Harness::new();
+    h.d(decision("e1", "c", 0, T0 + HOUR_MS, "cheap"));
+    let good = h.j.convs["c"].to_bytes().unwrap();
+    let restore = |bytes: Vec<u8>| PartitionJoin::restore(vec![(conv_key("c"), bytes)], T0).map(|_| ());
+    assert!(restore(good.clone()).is_ok());
+    let truncated = good[..good.len() - 3].to_vec();
+    assert!(matches!(restore(truncated), Err(StateDecodeError::Binary(_))));
+    let mut longer = good.clone();
+    longer.push(0);
+    assert!(matches!(restore(longer), Err(StateDecodeError::TrailingBytes(1))));
+    let mut newer = good;
+    newer[0] = 0x02;
+    let e = restore(newer).unwrap_err();
+    assert!(matches!(e, StateDecodeError::UnknownFormat(0x02)));
+    assert!(e.to_string().contains("0x02"), "{e}");
+    assert!(matches!(restore(b"{\"t\": 3}".to_vec()), Err(StateDecodeError::Json(_))));
 }
 
 /// Sum of the router-evaluation cells of a batch: (decisions, failures, failed deflections, Σconf·1e4).

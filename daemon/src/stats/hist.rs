@@ -88,6 +88,15 @@ enum Bins {
     Dense(Box<[u64]>),
 }
 
+/// The flat array of a sparse histogram's sorted `(bin, count)` pairs.
+fn to_dense(pairs: &[(u16, u64)]) -> Box<[u64]> {
+    let mut counts = vec![0u64; BINS].into_boxed_slice();
+    for &(b, c) in pairs {
+        counts[usize::from(b)] = c;
+    }
+    counts
+}
+
 impl PartialEq for ConfHist {
     fn eq(&self, other: &Self) -> bool {
         self.total == other.total && self.iter_nonzero().eq(other.iter_nonzero())
@@ -190,13 +199,7 @@ impl ConfHist {
     fn with_dense(&mut self, f: impl FnOnce(&mut [u64])) {
         let mut counts = match std::mem::replace(&mut self.bins, Bins::Sparse(Vec::new())) {
             Bins::Dense(counts) => counts,
-            Bins::Sparse(pairs) => {
-                let mut counts = vec![0u64; BINS].into_boxed_slice();
-                for (b, c) in pairs {
-                    counts[usize::from(b)] = c;
-                }
-                counts
-            }
+            Bins::Sparse(pairs) => to_dense(&pairs),
         };
         f(&mut counts);
         self.bins = Bins::Dense(counts);
@@ -244,13 +247,7 @@ impl ConfHist {
     pub fn counts(&self) -> Cow<'_, [u64]> {
         match &self.bins {
             Bins::Dense(counts) => Cow::Borrowed(counts),
-            Bins::Sparse(pairs) => {
-                let mut counts = vec![0u64; BINS];
-                for &(b, c) in pairs {
-                    counts[usize::from(b)] = c;
-                }
-                Cow::Owned(counts)
-            }
+            Bins::Sparse(pairs) => Cow::Owned(to_dense(pairs).into_vec()),
         }
     }
 
@@ -314,13 +311,8 @@ impl ConfHist {
         if !rest.is_empty() {
             return Err(HistError::TrailingBytes(rest.len()));
         }
-        let mut h = Self { bins: Bins::Sparse(pairs), total };
-        if let Bins::Sparse(pairs) = &h.bins {
-            if pairs.len() > SPARSE_MAX {
-                h.with_dense(|_| ());
-            }
-        }
-        Ok(h)
+        let bins = if pairs.len() > SPARSE_MAX { Bins::Dense(to_dense(&pairs)) } else { Bins::Sparse(pairs) };
+        Ok(Self { bins, total })
     }
 
     /// An hdrhistogram holding the same counts, with values = grid points (0..=10000), created

@@ -285,19 +285,20 @@ impl Dialect for PgStore {
     }
 
     async fn write_state(tx: &mut Tx<Postgres>, b: &CommitBatch) -> anyhow::Result<()> {
-        let (mut up_p, mut up_k, mut up_v) = (vec![], vec![], vec![]);
-        let (mut del_p, mut del_k) = (vec![], vec![]);
+        // Borrowed: a catch-up batch carries tens of thousands of entries, no need to copy them.
+        let (mut up_p, mut up_k, mut up_v): (Vec<i32>, Vec<&str>, Vec<&[u8]>) = (vec![], vec![], vec![]);
+        let (mut del_p, mut del_k): (Vec<i32>, Vec<&str>) = (vec![], vec![]);
         for p in &b.partitions {
             for (k, v) in p.state.iter() {
                 match v {
                     Some(v) => {
                         up_p.push(p.partition);
-                        up_k.push(k.clone());
-                        up_v.push(v.clone());
+                        up_k.push(k);
+                        up_v.push(v);
                     }
                     None => {
                         del_p.push(p.partition);
-                        del_k.push(k.clone());
+                        del_k.push(k);
                     }
                 }
             }
