@@ -46,31 +46,44 @@ struct Harness {
     j: PartitionJoin,
     out: Deltas,
     n: JoinCounters,
+    /// Apply events without moving the watermark to them (a partition whose watermark lags).
+    lagging: bool,
 }
 
 impl Harness {
     fn new() -> Self {
-        Self { s: JoinSettings::default(), j: PartitionJoin::new(), out: Deltas::default(), n: JoinCounters::default() }
+        Self {
+            s: JoinSettings::default(),
+            j: PartitionJoin::new(),
+            out: Deltas::default(),
+            n: JoinCounters::default(),
+            lagging: false,
+        }
+    }
+    fn follow(&mut self, ts: i64) {
+        if !self.lagging {
+            self.j.advance_watermark(ts);
+        }
     }
     fn d(&mut self, d: RoutingDecision) {
         self.try_d(d).unwrap();
     }
     fn try_d(&mut self, mut d: RoutingDecision) -> Result<(), JoinReject> {
-        self.j.advance_watermark(d.ts);
+        self.follow(d.ts);
         self.j.apply_decision(&self.s, &mut d, &mut self.out, &mut self.n)
     }
     fn f(&mut self, f: Feedback) {
         self.try_f(f).unwrap();
     }
     fn try_f(&mut self, f: Feedback) -> Result<(), JoinReject> {
-        self.j.advance_watermark(f.ts);
+        self.follow(f.ts);
         self.j.apply_feedback(&self.s, &f, &mut self.out, &mut self.n)
     }
     fn t(&mut self, t: SupportTicket) {
         self.try_t(t).unwrap();
     }
     fn try_t(&mut self, t: SupportTicket) -> Result<(), JoinReject> {
-        self.j.advance_watermark(t.ts);
+        self.follow(t.ts);
         self.j.apply_ticket(&self.s, &t, &mut self.out, &mut self.n)
     }
     fn sweep_at(&mut self, wm: i64) {
@@ -761,80 +774,39 @@ fn lagging_partition() -> Harness {
     let mut h = Harness::new();
     h.s.lateness_ms = 2 * HOUR_MS;
     h.j.advance_watermark(T0);
-    let apply = |h: &mut Harness, i: usize| -> Result<(), JoinReject> {
+    h.lagging = true;
+    for i in 0..40 {
         let (c, ts) = (format!("c{i}"), T0 + i as i64 * 3 * HOUR_MS);
         let tier = if i % 3 == 0 { "capable" } else { "cheap" };
-        let (j, s, out, n) = (&mut h.j, &h.s, &mut h.out, &mut h.n);
         if i % 7 == 3 {
             // Feedback before its decision.
-            j.apply_feedback(
-                s,
-                &feedback(&format!("fe{i}"), &c, Some(0), ts - HOUR_MS, FeedbackKind::ThumbsUp, None),
-                out,
-                n,
-            )?;
+            h.f(feedback(&format!("fe{i}"), &c, Some(0), ts - HOUR_MS, FeedbackKind::ThumbsUp, None));
         }
-        j.apply_decision(s, &mut decision(&format!("d{i}"), &c, 0, ts, tier), out, n)?;
+        h.d(decision(&format!("d{i}"), &c, 0, ts, tier));
         if i % 4 == 1 {
-            j.apply_decision(s, &mut decision(&format!("e{i}"), &c, 1, ts + 30 * 60_000, tier), out, n)?;
+            h.d(decision(&format!("e{i}"), &c, 1, ts + 30 * 60_000, tier));
         }
         let tid = format!("T{i}");
         match i % 5 {
-            0 => j.apply_ticket(
-                s,
-                &ticket(&format!("o{i}"), &tid, Some(&c), ts + 5 * HOUR_MS, TicketStatus::Opened, None),
-                out,
-                n,
-            )?,
-            1 => j.apply_ticket(
-                s,
-                &ticket(&format!("o{i}"), &tid, Some(&c), ts + 80 * HOUR_MS, TicketStatus::Opened, None),
-                out,
-                n,
-            )?,
-            2 => j.apply_ticket(
-                s,
-                &ticket(&format!("r{i}"), &tid, None, ts + HOUR_MS, TicketStatus::Resolved, Some(4.0)),
-                out,
-                n,
-            )?,
+            0 => h.t(ticket(&format!("o{i}"), &tid, Some(&c), ts + 5 * HOUR_MS, TicketStatus::Opened, None)),
+            1 => h.t(ticket(&format!("o{i}"), &tid, Some(&c), ts + 80 * HOUR_MS, TicketStatus::Opened, None)),
+            2 => h.t(ticket(&format!("r{i}"), &tid, None, ts + HOUR_MS, TicketStatus::Resolved, Some(4.0))),
             _ => {}
         }
         if i % 5 == 0 {
-            j.apply_ticket(
-                s,
-                &ticket(&format!("r{i}"), &tid, Some(&c), ts + 9 * HOUR_MS, TicketStatus::Resolved, Some(6.5)),
-                out,
-                n,
-            )?;
+            h.t(ticket(&format!("r{i}"), &tid, Some(&c), ts + 9 * HOUR_MS, TicketStatus::Resolved, Some(6.5)));
         }
         if i % 6 == 2 {
-            j.apply_feedback(
-                s,
-                &feedback(&format!("f{i}"), &c, None, ts + 2 * HOUR_MS, FeedbackKind::ThumbsDown, None),
-                out,
-                n,
-            )?;
+            h.f(feedback(&format!("f{i}"), &c, None, ts + 2 * HOUR_MS, FeedbackKind::ThumbsDown, None));
         }
         if i % 8 == 5 {
-            let review =
-                feedback(&format!("v{i}"), &c, Some(0), ts + 110 * HOUR_MS, FeedbackKind::HumanReview, Some(0.0));
-            j.apply_feedback(s, &review, out, n)?;
+            h.f(feedback(&format!("v{i}"), &c, Some(0), ts + 110 * HOUR_MS, FeedbackKind::HumanReview, Some(0.0)));
         }
         if i % 9 == 4 {
             let ghost = format!("ghost{i}");
-            j.apply_feedback(s, &feedback(&format!("g{i}"), &ghost, None, ts, FeedbackKind::Csat, Some(2.0)), out, n)?;
-            j.apply_ticket(
-                s,
-                &ticket(&format!("go{i}"), &format!("G{i}"), Some(&ghost), ts, TicketStatus::Opened, None),
-                out,
-                n,
-            )?;
+            h.f(feedback(&format!("g{i}"), &ghost, None, ts, FeedbackKind::Csat, Some(2.0)));
+            h.t(ticket(&format!("go{i}"), &format!("G{i}"), Some(&ghost), ts, TicketStatus::Opened, None));
         }
-        Ok(())
-    };
-    for i in 0..40 {
-        apply(&mut h, i).unwrap();
     }
     h
 }
