@@ -20,8 +20,8 @@ use crate::metrics::{
 
 pub use cardinality::{Admitted, JoinLimits, JoinReject, ADMITTED_KEY, CAPPED_DIMENSIONS, OVERFLOW};
 pub use state::{
-    Attribution, ConvState, Opened, PendingOutcome, StateDecodeError, TicketState, Turn, TurnTags, WaitingResolved,
-    CONV_BINARY_V1,
+    Attribution, ConvState, Opened, PendingOutcome, RestoreError, StateDecodeError, TicketState, Turn, TurnTags,
+    WaitingResolved, CONV_BINARY_V1,
 };
 
 /// The optional group-by dimensions (`[dimensions] keep`). `tier` is always kept.
@@ -155,32 +155,41 @@ impl PartitionJoin {
         Self::default()
     }
 
-    /// Rebuild from persisted entries (`key`, stored state) and the stored watermark.
-    pub fn restore(entries: Vec<(String, Vec<u8>)>, watermark_ms: i64) -> Result<Self, StateDecodeError> {
+    /// Rebuild from persisted entries (`key`, stored state) and the stored watermark. The first
+    /// entry that cannot be read is the error, named by its key.
+    pub fn restore(entries: Vec<(String, Vec<u8>)>, watermark_ms: i64) -> Result<Self, RestoreError> {
         let mut join = Self { watermark_ms, last_sweep_watermark_ms: watermark_ms, ..Self::default() };
         for (key, bytes) in entries {
-            if let Some(id) = key.strip_prefix("c:") {
-                let mut conv = ConvState::from_bytes(&bytes, &mut |fields| join.shared_dims(fields))?;
-                join.pending_count += conv.pending().len();
-                for p in conv.pending() {
-                    join.due.insert((p.ts(), id.to_string()));
-                }
-                for t in conv.turns_mut() {
-                    t.dims = join.intern(&t.dims);
-                }
-                join.convs.insert(id.into(), conv);
-            } else if let Some(id) = key.strip_prefix("t:") {
-                let mut t: TicketState = serde_json::from_slice(&bytes)?;
-                if let Some(Opened { attribution: Attribution::Turn { dims, .. }, .. }) = t.opened.as_mut() {
-                    *dims = join.intern(dims);
-                }
-                join.pending_count += t.waiting_resolved.len();
-                join.tickets.insert(id.to_string(), t);
-            } else if key == ADMITTED_KEY {
-                join.admitted = Admitted::from_json(&bytes)?;
+            if let Err(reason) = join.restore_entry(&key, &bytes) {
+                return Err(RestoreError { key, reason });
             }
         }
         Ok(join)
+    }
+
+    fn restore_entry(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateDecodeError> {
+        if let Some(id) = key.strip_prefix("c:") {
+            let mut conv = ConvState::from_bytes(bytes, &mut |fields| self.shared_dims(fields))?;
+            self.pending_count += conv.pending().len();
+            for p in conv.pending() {
+                self.due.insert((p.ts(), id.to_string()));
+            }
+            // JSON entries of older versions carry their own copies.
+            for t in conv.turns_mut() {
+                t.dims = self.intern(&t.dims);
+            }
+            self.convs.insert(id.into(), conv);
+        } else if let Some(id) = key.strip_prefix("t:") {
+            let mut t: TicketState = serde_json::from_slice(bytes)?;
+            if let Some(Opened { attribution: Attribution::Turn { dims, .. }, .. }) = t.opened.as_mut() {
+                *dims = self.intern(dims);
+            }
+            self.pending_count += t.waiting_resolved.len();
+            self.tickets.insert(id.to_string(), t);
+        } else if key == ADMITTED_KEY {
+            self.admitted = Admitted::from_json(bytes)?;
+        }
+        Ok(())
     }
 
     pub fn watermark_ms(&self) -> i64 {

@@ -191,6 +191,15 @@ pub enum StateDecodeError {
     UnknownFormat(u8),
 }
 
+/// A partition's stored join state that cannot be restored: the entry and why.
+#[derive(Debug, thiserror::Error)]
+#[error("join state entry {key:?}: {reason}")]
+pub struct RestoreError {
+    pub key: String,
+    /// In the message rather than as its source, so the log line (`{e}` or `{e:#}`) names it once.
+    pub reason: StateDecodeError,
+}
+
 /// A turn in the binary form: turn, ts, dims (tier, model, classifier_version, router, segment,
 /// intent), event hash, packed tags ([`TurnTags`]).
 type TurnBinary<'a> = (i32, i64, [&'a str; 6], u64, u32);

@@ -689,7 +689,8 @@ fn a_damaged_or_unknown_conversation_entry_is_an_error_not_a_guess() {
     let mut h = Harness::new();
     h.d(decision("e1", "c", 0, T0 + HOUR_MS, "cheap"));
     let good = h.j.convs["c"].to_bytes().unwrap();
-    let restore = |bytes: Vec<u8>| PartitionJoin::restore(vec![(conv_key("c"), bytes)], T0).map(|_| ());
+    let restore =
+        |bytes: Vec<u8>| PartitionJoin::restore(vec![(conv_key("c"), bytes)], T0).map(|_| ()).map_err(|e| e.reason);
     assert!(restore(good.clone()).is_ok());
     let truncated = good[..good.len() - 3].to_vec();
     assert!(matches!(restore(truncated), Err(StateDecodeError::Binary(_))));
@@ -702,6 +703,9 @@ fn a_damaged_or_unknown_conversation_entry_is_an_error_not_a_guess() {
     assert!(matches!(e, StateDecodeError::UnknownFormat(0x02)));
     assert!(e.to_string().contains("0x02"), "{e}");
     assert!(matches!(restore(b"{\"t\": 3}".to_vec()), Err(StateDecodeError::Json(_))));
+    // The error names the entry, once.
+    let e = PartitionJoin::restore(vec![(conv_key("c"), vec![0x02])], T0).unwrap_err().to_string();
+    assert_eq!(e, format!("join state entry {:?}: {}", conv_key("c"), StateDecodeError::UnknownFormat(2)));
 }
 
 /// Sum of the router-evaluation cells of a batch: (decisions, failures, failed deflections, Σconf·1e4).
