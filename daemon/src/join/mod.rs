@@ -136,10 +136,6 @@ fn open_conv<'a>(convs: &'a mut FastMap<Box<str>, ConvState>, cid: &str) -> &'a 
     convs.get_mut(cid).expect("inserted above when absent")
 }
 
-fn dims_fields(d: &Dims) -> [&str; 6] {
-    [&d.tier, &d.model, &d.classifier_version, &d.router, &d.segment, &d.intent]
-}
-
 /// Hash of a dims combination. 0xFF never occurs in UTF-8, so it separates fields unambiguously.
 fn dims_hash(fields: [&str; 6]) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
@@ -169,14 +165,10 @@ impl PartitionJoin {
 
     fn restore_entry(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateDecodeError> {
         if let Some(id) = key.strip_prefix("c:") {
-            let mut conv = ConvState::from_bytes(bytes, &mut |fields| self.shared_dims(fields))?;
+            let conv = ConvState::from_bytes(bytes, &mut |fields| self.shared_dims(fields))?;
             self.pending_count += conv.pending().len();
             for p in conv.pending() {
                 self.due.insert((p.ts(), id.to_string()));
-            }
-            // JSON entries of older versions carry their own copies.
-            for t in conv.turns_mut() {
-                t.dims = self.intern(&t.dims);
             }
             self.convs.insert(id.into(), conv);
         } else if let Some(id) = key.strip_prefix("t:") {
@@ -252,12 +244,11 @@ impl PartitionJoin {
     fn shared_dims(&mut self, fields: [&str; 6]) -> Arc<Dims> {
         let hash = dims_hash(fields);
         if let Some(shared) = self.dims_pool.get(&hash) {
-            if dims_fields(shared) == fields {
+            if shared.fields() == fields {
                 return shared.clone();
             }
         }
-        let [tier, model, classifier_version, router, segment, intent] = fields.map(str::to_string);
-        let dims = Arc::new(Dims { tier, model, classifier_version, router, segment, intent });
+        let dims = Arc::new(Dims::from_fields(fields));
         // On a (astronomically unlikely) hash collision the first combination keeps the slot and
         // the other is simply not shared.
         self.dims_pool.entry(hash).or_insert_with(|| dims.clone());
@@ -266,7 +257,7 @@ impl PartitionJoin {
 
     /// The shared copy of `dims` (used for state restored from storage).
     fn intern(&mut self, dims: &Arc<Dims>) -> Arc<Dims> {
-        let hash = dims_hash(dims_fields(dims));
+        let hash = dims_hash(dims.fields());
         let shared = self.dims_pool.entry(hash).or_insert_with(|| dims.clone());
         if **shared == **dims {
             shared.clone()

@@ -218,11 +218,9 @@ struct TurnsOut<'a>(&'a [Turn]);
 
 impl Serialize for TurnsOut<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.collect_seq(self.0.iter().map(|t| -> TurnBinary<'_> {
-            let d = &*t.dims;
-            let dims = [&*d.tier, &*d.model, &*d.classifier_version, &*d.router, &*d.segment, &*d.intent];
-            (t.turn, t.ts, dims, t.event_hash, t.tags.0)
-        }))
+        serializer.collect_seq(
+            self.0.iter().map(|t| -> TurnBinary<'_> { (t.turn, t.ts, t.dims.fields(), t.event_hash, t.tags.0) }),
+        )
     }
 }
 
@@ -257,8 +255,7 @@ impl ConvState {
     }
 
     /// Read a stored conversation entry in either form. `shared_dims` turns a turn's six
-    /// dimension strings into the partition's shared copy; JSON entries (older versions) come
-    /// back with their own copies, for the caller to intern.
+    /// dimension strings into the partition's shared copy.
     pub fn from_bytes(
         bytes: &[u8],
         shared_dims: &mut impl FnMut([&str; 6]) -> Arc<Dims>,
@@ -290,7 +287,13 @@ impl ConvState {
                 state.drop_empty_rare();
                 Ok(state)
             }
-            Some(b'{' | b' ' | b'\t' | b'\n' | b'\r') | None => Ok(serde_json::from_slice(bytes)?),
+            Some(b'{' | b' ' | b'\t' | b'\n' | b'\r') | None => {
+                let mut state: ConvState = serde_json::from_slice(bytes)?;
+                for t in state.turns.iter_mut() {
+                    t.dims = shared_dims(t.dims.fields());
+                }
+                Ok(state)
+            }
             Some(&other) => Err(StateDecodeError::UnknownFormat(other)),
         }
     }
@@ -450,8 +453,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn own_dims(fields: [&str; 6]) -> Arc<Dims> {
-        let [tier, model, classifier_version, router, segment, intent] = fields.map(str::to_string);
-        Arc::new(Dims { tier, model, classifier_version, router, segment, intent })
+        Arc::new(Dims::from_fields(fields))
     }
 
     fn text() -> impl Strategy<Value = String> {

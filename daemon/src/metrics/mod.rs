@@ -74,6 +74,19 @@ pub struct Dims {
     pub intent: String,
 }
 
+impl Dims {
+    /// `[tier, model, classifier_version, router, segment, intent]`.
+    pub fn fields(&self) -> [&str; 6] {
+        [&self.tier, &self.model, &self.classifier_version, &self.router, &self.segment, &self.intent]
+    }
+
+    /// The inverse of [`Dims::fields`].
+    pub fn from_fields(fields: [&str; 6]) -> Self {
+        let [tier, model, classifier_version, router, segment, intent] = fields.map(str::to_string);
+        Dims { tier, model, classifier_version, router, segment, intent }
+    }
+}
+
 /// A quality row's key. The dims are shared: every event of a turn's hour and day rows (and the
 /// join state's turns) point at one interned copy instead of cloning six strings per event.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
