@@ -250,3 +250,67 @@ fn replay_rejects_a_year_9999_decision() {
         assert_eq!(reason, "future_timestamp");
     });
 }
+
+/// A replay whose partition state does not deserialize (damaged here; in practice also written by
+/// a newer version) fails, naming the entry, and applies nothing: its offsets stay where they
+/// were. Once the entry is put right the same replay goes on from there.
+#[test]
+fn replay_over_state_that_does_not_load_fails_and_applies_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = |n: usize| -> Vec<Event> { (0..n).map(|i| decision(i, tier_of(i)).into()).collect() };
+    let files = testkit::write_event_files(dir.path(), &events(20), FileFormat::Jsonl);
+    let db = dir.path().join("replay.db");
+    let cfg = dir.path().join("replay.toml");
+    std::fs::write(&cfg, format!("[sqlite]\npath = \"{}\"\n[http]\nlisten = \"\"\n", db.display())).unwrap();
+    assert!(replay(&cfg, &files).contains("replayed 20 records"));
+
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let lite =
+        rt.block_on(sqlx::sqlite::SqlitePoolOptions::new().connect(&format!("sqlite://{}", db.display()))).unwrap();
+    let key = "c:c-3";
+    let state = |bytes: Option<Vec<u8>>| {
+        rt.block_on(async {
+            let good: Vec<u8> = sqlx::query_scalar("SELECT state FROM tw_join_state WHERE partition = 0 AND key = ?")
+                .bind(key)
+                .fetch_one(&lite)
+                .await
+                .expect("the open conversation's stored state");
+            if let Some(b) = bytes {
+                sqlx::query("UPDATE tw_join_state SET state = ? WHERE partition = 0 AND key = ?")
+                    .bind(b)
+                    .bind(key)
+                    .execute(&lite)
+                    .await
+                    .unwrap();
+            }
+            good
+        })
+    };
+    let offsets = || -> Vec<(String, i64)> {
+        rt.block_on(sqlx::query_as("SELECT topic, next_offset FROM tw_offsets ORDER BY topic").fetch_all(&lite))
+            .unwrap()
+    };
+    let good = state(Some(vec![0x01, 0xff, 0xff, 0xff, 0xff, 0xff]));
+    let before = offsets();
+
+    // The files grew by 20 decisions.
+    let files = testkit::write_event_files(dir.path(), &events(40), FileFormat::Jsonl);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierwatch"))
+        .args(["replay", "--quiet", "--config"])
+        .arg(&cfg)
+        .args(["--routing".as_ref(), files[0].as_os_str(), "--feedback".as_ref(), files[1].as_os_str()])
+        .args(["--tickets".as_ref(), files[2].as_os_str()])
+        .output()
+        .expect("run tierwatch replay");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "a replay that could not read its partition fails\n{stderr}");
+    assert!(stderr.contains("partition 0 does not deserialize"), "{stderr}");
+    assert!(stderr.contains(&format!("join state entry \"{key}\"")), "the entry is named\n{stderr}");
+    assert_eq!(offsets(), before, "nothing applied");
+
+    state(Some(good));
+    assert!(replay(&cfg, &files).contains("replayed 20 records"), "the rest, once the entry is put right");
+    let decisions: i64 =
+        rt.block_on(sqlx::query_scalar("SELECT SUM(decisions) FROM tier_quality_daily").fetch_one(&lite)).unwrap();
+    assert_eq!(decisions, 40);
+}

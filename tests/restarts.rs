@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use tierwatch::decode::WireFormat;
 use tierwatch::event::Event;
-use tierwatch::sim::{Scenario, SimConfig};
+use tierwatch::sim::{message_key, Scenario, SimConfig};
 use tierwatch::testkit;
 
 /// Columns that record processing (wall-clock) time, not results.
@@ -236,4 +236,115 @@ async fn restarts_mid_backlog_change_no_view() {
         // Every partition's watermark reached the same place: the stream's last event time.
         assert_eq!(clock(run.pool.clone()).await, reference_clock, "watermark after {what}");
     }
+}
+
+/// Open conversations of the unreadable-state test: one decision each, stamped `at`, none
+/// finished before the test ends (window + grace is days).
+fn open_conversations(prefix: &str, at: i64) -> Vec<Event> {
+    (0..24)
+        .map(|i| decision(format!("{prefix}-d-{i}"), format!("{prefix}-{i}"), 0, at + i * 1000, "state-clf", 0.9))
+        .collect()
+}
+
+/// A partition whose stored join state does not deserialize (here: a damaged entry; in practice
+/// also state written by a newer version) is not consumed, and nothing of it is lost: its offsets
+/// stay where they were while the other partitions go on, readiness is off, the failure is
+/// counted again on every retry (so `TierwatchPartitionRestoreFailing` fires), and once the entry
+/// is put right in the store the partition is read from its stored offsets without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_whose_state_does_not_load_waits_and_resumes() {
+    let env = Env::new("unreadable_state").await;
+    let port = free_port();
+    let config = env.config(
+        ["avro", "avro", "avro"],
+        &format!("[batch]\nmax_wait_ms = 20\n[http]\nlisten = \"127.0.0.1:{port}\"\n"),
+    );
+    let now = chrono::Utc::now().timestamp_millis();
+    let first = env.on_topics(open_conversations("before", now - 600_000), WireFormat::Avro);
+    send_all(&env.producer(), &first).await;
+    let mut daemon = Daemon::start(&config, "unreadable-1");
+    env.wait_committed([24, 0, 0], &mut daemon, Duration::from_secs(60)).await;
+    daemon.stop();
+
+    // Damage one stored conversation: the binary format's marker, then bytes that are no entry.
+    let damaged = "before-0";
+    let partition = partition_of(damaged);
+    let key = format!("c:{damaged}");
+    let good: Vec<u8> = sqlx::query_scalar("SELECT state FROM tw_join_state WHERE partition = $1 AND key = $2")
+        .bind(partition)
+        .bind(&key)
+        .fetch_one(&env.pool)
+        .await
+        .expect("the conversation's stored state");
+    let set_state = |bytes: Vec<u8>| {
+        let (pool, key) = (env.pool.clone(), key.clone());
+        async move {
+            sqlx::query("UPDATE tw_join_state SET state = $3 WHERE partition = $1 AND key = $2")
+                .bind(partition)
+                .bind(&key)
+                .bind(bytes)
+                .execute(&pool)
+                .await
+                .expect("update the stored state");
+        }
+    };
+    set_state(vec![0x01, 0xff, 0xff, 0xff, 0xff, 0xff]).await;
+    let offsets = || {
+        let pool = env.pool.clone();
+        async move {
+            sqlx::query_as::<_, (String, i32, i64)>(
+                "SELECT topic, partition, next_offset FROM tw_offsets ORDER BY topic, partition",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+        }
+    };
+    let offsets_before = offsets().await;
+
+    // New traffic on every partition, the damaged one included.
+    let second = env.on_topics(open_conversations("after", now - 300_000), WireFormat::Avro);
+    send_all(&env.producer(), &second).await;
+    let on_damaged = |events: &[(String, Event, WireFormat)]| {
+        events.iter().filter(|(_, ev, _)| partition_of(message_key(ev)) == partition).count() as i64
+    };
+    let (waiting, elsewhere) = (on_damaged(&second), 24 - on_damaged(&second));
+    assert!(waiting > 0 && elsewhere > 0, "the new traffic reaches the damaged partition and others");
+
+    let mut daemon = Daemon::start(&config, "unreadable-2");
+    daemon.wait_log("join state does not deserialize; partition not consumed", Duration::from_secs(60)).await;
+    assert!(
+        daemon.log().contains(&format!("join state entry \"{key}\"")),
+        "the log names the entry that does not load\n{}",
+        daemon.log_tail()
+    );
+    // The other partitions go on; the damaged one keeps its offsets.
+    env.wait_committed([24 + elsewhere, 0, 0], &mut daemon, Duration::from_secs(60)).await;
+    let of_damaged = |rows: Vec<(String, i32, i64)>| rows.into_iter().filter(|r| r.1 == partition).collect::<Vec<_>>();
+    assert_eq!(
+        of_damaged(offsets().await),
+        of_damaged(offsets_before),
+        "the unreadable partition's offsets do not move"
+    );
+    // Not ready, however well the other partitions commit; every retry counts again.
+    let failures = daemon
+        .wait_until(Duration::from_secs(30), "a second restore failure (a retry)", || async {
+            scrape_metric(port, "tierwatch_partition_restore_failures_total").filter(|n| *n >= 2.0)
+        })
+        .await;
+    assert!(failures >= 2.0);
+    assert!(http_get(port, "/readyz").0.contains(" 503 "), "not ready while a partition is not consumed");
+
+    // Put right in the store: the partition is read from its stored offsets, nothing lost or doubled.
+    set_state(good).await;
+    daemon.wait_log("partition consumed again", Duration::from_secs(90)).await;
+    env.wait_committed([48, 0, 0], &mut daemon, Duration::from_secs(60)).await;
+    daemon
+        .wait_until(Duration::from_secs(30), "readiness back", || async {
+            http_get(port, "/readyz").0.contains(" 200 ").then_some(())
+        })
+        .await;
+    let decisions: i64 = env.tier_totals().await.iter().map(|t| t.1).sum();
+    assert_eq!(decisions, 48, "every decision counted once");
+    daemon.stop();
 }

@@ -39,6 +39,12 @@ const IDLE_CHECK: Duration = Duration::from_secs(1);
 /// The longest poll while a commit runs on its thread (its result is taken between polls).
 const SETTLE_CHECK: Duration = Duration::from_millis(5);
 
+/// The first and the longest wait before loading an unrestorable partition's state again. The
+/// longest stays below the 5-minute window of the `TierwatchPartitionRestoreFailing` alert, so a
+/// partition that stays unreadable keeps the alert firing.
+const UNRESTORABLE_RETRY_FIRST: Duration = Duration::from_secs(5);
+const UNRESTORABLE_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// One owned partition: its join state and where each topic stands.
 struct Owned {
     join: PartitionJoin,
@@ -62,6 +68,17 @@ impl Owned {
     }
 }
 
+/// An assigned partition whose stored join state does not deserialize (written by a newer
+/// version, or damaged). Guessing would lose attributions silently, so it is not consumed: its
+/// messages are dropped unapplied and its stored offsets do not move, readiness stays off, and
+/// its state is loaded again every [`UNRESTORABLE_RETRY_FIRST`]…[`UNRESTORABLE_RETRY_MAX`]
+/// (each failure counted in `tierwatch_partition_restore_failures_total`), so state put right in
+/// the store (a backup, the version that wrote it) is picked up without a restart.
+struct Unrestorable {
+    next_try: Instant,
+    delay: Duration,
+}
+
 pub struct Pipeline<S: Store + 'static> {
     store: Arc<S>,
     runtime: tokio::runtime::Handle,
@@ -81,6 +98,8 @@ pub struct Pipeline<S: Store + 'static> {
     catch_up_max_wait: Duration,
     watermark: WatermarkConfig,
     owned: HashMap<i32, Owned>,
+    /// Assigned partitions that are not consumed because their stored state does not load.
+    unrestorable: BTreeMap<i32, Unrestorable>,
     /// Polling time since the last `process`: how long quiet topic-partitions have been quiet.
     listened: Duration,
     shutdown: Arc<AtomicBool>,
@@ -170,6 +189,7 @@ impl<S: Store + 'static> Pipeline<S> {
             catch_up_max_wait: Duration::from_millis(cfg.batch.catch_up_wait_ms()),
             watermark: cfg.watermark.clone(),
             owned: HashMap::new(),
+            unrestorable: BTreeMap::new(),
             listened: Duration::ZERO,
             shutdown,
             rescoring: None,
@@ -315,6 +335,14 @@ impl<S: Store + 'static> Pipeline<S> {
             commit_s = stats.commit.as_secs_f64(),
             "pipeline stopped"
         );
+        if source.finished() && !self.unrestorable.is_empty() {
+            // A replay that ends with partitions it could not read must not look complete.
+            let parts: Vec<String> = self.unrestorable.keys().map(i32::to_string).collect();
+            anyhow::bail!(
+                "the stored join state of partition {} does not deserialize (see the log): none of its messages were applied",
+                parts.join(", ")
+            );
+        }
         Ok(stats)
     }
 
@@ -372,14 +400,7 @@ impl<S: Store + 'static> Pipeline<S> {
                             Ok(o) => {
                                 self.own(p, o);
                             }
-                            Err(e) => {
-                                // Unreadable state would silently lose attributions: stop owning
-                                // it, loudly (counted, not ready) rather than guess.
-                                self.telemetry.restore_failures.inc();
-                                self.telemetry.set_ready(false);
-                                tracing::error!(partition = p, error = %e, "join state does not deserialize; partition not consumed");
-                                self.owned.remove(&p);
-                            }
+                            Err(e) => self.mark_unrestorable(p, &e, UNRESTORABLE_RETRY_FIRST),
                         }
                     }
                 }
@@ -392,11 +413,60 @@ impl<S: Store + 'static> Pipeline<S> {
                 RebalanceEvent::Revoked(parts) => {
                     let gone: HashSet<i32> = parts.into_iter().collect();
                     self.owned.retain(|p, _| !gone.contains(p));
+                    self.unrestorable.retain(|p, _| !gone.contains(p));
                     batch.retain(|m| !gone.contains(&m.partition));
                 }
             }
         }
+        self.retry_unrestorable(source, batch);
         self.telemetry.assigned_partitions.set(self.owned.len() as i64);
+    }
+
+    /// Stop consuming `partition`, whose stored state does not deserialize (see [`Unrestorable`]),
+    /// and try it again after `delay`.
+    fn mark_unrestorable(&mut self, partition: i32, error: &anyhow::Error, delay: Duration) {
+        self.telemetry.restore_failures.inc();
+        self.telemetry.set_ready(false);
+        tracing::error!(
+            partition,
+            error = %format!("{error:#}"),
+            retry_in_s = delay.as_secs(),
+            "join state does not deserialize; partition not consumed"
+        );
+        self.owned.remove(&partition);
+        self.unrestorable.insert(partition, Unrestorable { next_try: Instant::now() + delay, delay });
+    }
+
+    /// Load the unrestorable partitions whose wait is over again; one that now restores is read
+    /// from its stored offsets (what was polled of it meanwhile is dropped).
+    fn retry_unrestorable(&mut self, source: &mut dyn Source, batch: &mut Vec<Polled>) {
+        let now = Instant::now();
+        let due: Vec<(i32, Duration)> =
+            self.unrestorable.iter().filter(|(_, u)| u.next_try <= now).map(|(p, u)| (*p, u.delay)).collect();
+        for (p, delay) in due {
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            let Some(snap) = load_retrying(&self.runtime, &*self.store, p, &topics, &self.telemetry, &self.shutdown)
+            else {
+                return;
+            };
+            let offsets = [0, 1, 2].map(|i| snap.offsets.get(&self.topics[i]).copied());
+            match Owned::from_snapshot(snap, &self.topics) {
+                Ok(o) => {
+                    self.unrestorable.remove(&p);
+                    batch.retain(|m| m.partition != p);
+                    for (i, offset) in offsets.into_iter().enumerate() {
+                        if let Err(e) = source.seek(i, p, offset) {
+                            self.telemetry.restore_failures.inc();
+                            tracing::error!(partition = p, error = %format!("{e:#}"), "seek after restoring failed; partition not owned until reassigned");
+                            return;
+                        }
+                    }
+                    tracing::info!(partition = p, "join state restored; partition consumed again");
+                    self.own(p, o);
+                }
+                Err(e) => self.mark_unrestorable(p, &e, (delay * 2).min(UNRESTORABLE_RETRY_MAX)),
+            }
+        }
     }
 
     /// Apply a batch and start its commit on another thread, once the batch before it (still in
@@ -783,7 +853,8 @@ impl<S: Store + 'static> Pipeline<S> {
                             o.generation = g;
                         }
                     }
-                    self.telemetry.set_ready(true);
+                    // Not ready while a partition is not consumed, however well the others go.
+                    self.telemetry.set_ready(self.unrestorable.is_empty());
                     break Ok(self.after_commit(source, &per_part, &batch, &counters));
                 }
                 Ok(CommitOutcome::Fenced(p)) => {
@@ -905,8 +976,8 @@ impl<S: Store + 'static> Pipeline<S> {
     }
 
     /// Drop a partition's in-memory state, reload it from the store and re-read from there.
-    /// Loading is retried until it succeeds (counted, readiness off meanwhile); state that does
-    /// not deserialize stops the pipeline (skipping it would lose attributions silently).
+    /// Loading is retried until it succeeds (counted, readiness off meanwhile); a partition whose
+    /// state does not deserialize is not consumed until it does ([`Unrestorable`]).
     fn reload(&mut self, source: &mut dyn Source, partition: i32) -> Result<(), Stop> {
         self.owned.remove(&partition);
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
@@ -927,8 +998,8 @@ impl<S: Store + 'static> Pipeline<S> {
                 Ok(())
             }
             Err(e) => {
-                self.telemetry.restore_failures.inc();
-                Err(Stop::Fatal(anyhow::anyhow!("partition {partition}: stored join state does not deserialize: {e}")))
+                self.mark_unrestorable(partition, &e, UNRESTORABLE_RETRY_FIRST);
+                Ok(())
             }
         }
     }
