@@ -440,6 +440,10 @@ impl<S: Store + 'static> Pipeline<S> {
     /// Load the unrestorable partitions whose wait is over again; one that now restores is read
     /// from its stored offsets (what was polled of it meanwhile is dropped).
     fn retry_unrestorable(&mut self, source: &mut dyn Source, batch: &mut Vec<Polled>) {
+        // Called after every poll: nothing to look at in the usual case.
+        if self.unrestorable.is_empty() {
+            return;
+        }
         let now = Instant::now();
         let due: Vec<(i32, Duration)> =
             self.unrestorable.iter().filter(|(_, u)| u.next_try <= now).map(|(p, u)| (*p, u.delay)).collect();
