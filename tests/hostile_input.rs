@@ -295,13 +295,7 @@ fn replay_over_state_that_does_not_load_fails_and_applies_nothing() {
 
     // The files grew by 20 decisions.
     let files = testkit::write_event_files(dir.path(), &events(40), FileFormat::Jsonl);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .args(["replay", "--quiet", "--config"])
-        .arg(&cfg)
-        .args(["--routing".as_ref(), files[0].as_os_str(), "--feedback".as_ref(), files[1].as_os_str()])
-        .args(["--tickets".as_ref(), files[2].as_os_str()])
-        .output()
-        .expect("run tierwatch replay");
+    let out = replay_command(&cfg, &files).output().expect("run tierwatch replay");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "a replay that could not read its partition fails\n{stderr}");
     assert!(stderr.contains("partition 0 does not deserialize"), "{stderr}");

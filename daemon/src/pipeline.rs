@@ -376,6 +376,9 @@ impl<S: Store + 'static> Pipeline<S> {
 
     /// Take ownership of a loaded partition, as a new incarnation.
     fn own(&mut self, partition: i32, mut o: Owned) {
+        if self.unrestorable.remove(&partition).is_some() {
+            tracing::info!(partition, "join state restored; partition consumed again");
+        }
         self.incarnations += 1;
         o.incarnation = self.incarnations;
         self.owned.insert(partition, o);
@@ -400,7 +403,7 @@ impl<S: Store + 'static> Pipeline<S> {
                             Ok(o) => {
                                 self.own(p, o);
                             }
-                            Err(e) => self.mark_unrestorable(p, &e, UNRESTORABLE_RETRY_FIRST),
+                            Err(e) => self.mark_unrestorable(p, &e),
                         }
                     }
                 }
@@ -423,8 +426,13 @@ impl<S: Store + 'static> Pipeline<S> {
     }
 
     /// Stop consuming `partition`, whose stored state does not deserialize (see [`Unrestorable`]),
-    /// and try it again after `delay`.
-    fn mark_unrestorable(&mut self, partition: i32, error: &anyhow::Error, delay: Duration) {
+    /// and try it again later: after [`UNRESTORABLE_RETRY_FIRST`], twice the last wait if it
+    /// failed before.
+    fn mark_unrestorable(&mut self, partition: i32, error: &anyhow::Error) {
+        let delay = self
+            .unrestorable
+            .get(&partition)
+            .map_or(UNRESTORABLE_RETRY_FIRST, |u| (u.delay * 2).min(UNRESTORABLE_RETRY_MAX));
         self.telemetry.restore_failures.inc();
         self.telemetry.set_ready(false);
         tracing::error!(
@@ -437,38 +445,20 @@ impl<S: Store + 'static> Pipeline<S> {
         self.unrestorable.insert(partition, Unrestorable { next_try: Instant::now() + delay, delay });
     }
 
-    /// Load the unrestorable partitions whose wait is over again; one that now restores is read
-    /// from its stored offsets (what was polled of it meanwhile is dropped).
+    /// Reload the unrestorable partitions whose wait is over ([`Pipeline::reload`]). What was
+    /// polled of one meanwhile is dropped: a partition that restores is read again from its
+    /// stored offsets.
     fn retry_unrestorable(&mut self, source: &mut dyn Source, batch: &mut Vec<Polled>) {
         // Called after every poll: nothing to look at in the usual case.
         if self.unrestorable.is_empty() {
             return;
         }
         let now = Instant::now();
-        let due: Vec<(i32, Duration)> =
-            self.unrestorable.iter().filter(|(_, u)| u.next_try <= now).map(|(p, u)| (*p, u.delay)).collect();
-        for (p, delay) in due {
-            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-            let Some(snap) = load_retrying(&self.runtime, &*self.store, p, &topics, &self.telemetry, &self.shutdown)
-            else {
-                return;
-            };
-            let offsets = [0, 1, 2].map(|i| snap.offsets.get(&self.topics[i]).copied());
-            match Owned::from_snapshot(snap, &self.topics) {
-                Ok(o) => {
-                    self.unrestorable.remove(&p);
-                    batch.retain(|m| m.partition != p);
-                    for (i, offset) in offsets.into_iter().enumerate() {
-                        if let Err(e) = source.seek(i, p, offset) {
-                            self.telemetry.restore_failures.inc();
-                            tracing::error!(partition = p, error = %format!("{e:#}"), "seek after restoring failed; partition not owned until reassigned");
-                            return;
-                        }
-                    }
-                    tracing::info!(partition = p, "join state restored; partition consumed again");
-                    self.own(p, o);
-                }
-                Err(e) => self.mark_unrestorable(p, &e, (delay * 2).min(UNRESTORABLE_RETRY_MAX)),
+        let due: Vec<i32> = self.unrestorable.iter().filter(|(_, u)| u.next_try <= now).map(|(p, _)| *p).collect();
+        for p in due {
+            batch.retain(|m| m.partition != p);
+            if self.reload(source, p).is_err() {
+                return; // shutdown requested while loading
             }
         }
     }
@@ -993,6 +983,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 // revocation follows, or a new assignment loads it again.
                 self.telemetry.restore_failures.inc();
                 tracing::error!(topic, partition, error = %format!("{e:#}"), "seek after reload failed; partition not owned until reassigned");
+                self.unrestorable.remove(&partition);
                 return Ok(());
             }
         }
@@ -1002,7 +993,7 @@ impl<S: Store + 'static> Pipeline<S> {
                 Ok(())
             }
             Err(e) => {
-                self.mark_unrestorable(partition, &e, UNRESTORABLE_RETRY_FIRST);
+                self.mark_unrestorable(partition, &e);
                 Ok(())
             }
         }

@@ -494,20 +494,19 @@ pub fn topic_counts(items: &[(String, Event, WireFormat)], topics: &[String; 3])
 
 /// `tierwatch replay` of three files with a config; asserts success and returns its stderr.
 pub fn replay(cfg: &std::path::Path, files: &[PathBuf; 3]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tierwatch"))
-        .args(["replay", "--quiet", "--config"])
-        .arg(cfg)
-        .arg("--routing")
-        .arg(&files[0])
-        .arg("--feedback")
-        .arg(&files[1])
-        .arg("--tickets")
-        .arg(&files[2])
-        .output()
-        .expect("run tierwatch replay");
+    let out = replay_command(cfg, files).output().expect("run tierwatch replay");
     let stderr = String::from_utf8_lossy(&out.stderr).to_string();
     assert!(out.status.success(), "{stderr}");
     stderr
+}
+
+/// `tierwatch replay --quiet` of `files` (routing, feedback, tickets) with config `cfg`; the caller
+/// runs it ([`replay`] runs it and asserts success).
+pub fn replay_command(cfg: &std::path::Path, files: &[PathBuf; 3]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tierwatch"));
+    cmd.args(["replay", "--quiet", "--config"]).arg(cfg);
+    cmd.arg("--routing").arg(&files[0]).arg("--feedback").arg(&files[1]).arg("--tickets").arg(&files[2]);
+    cmd
 }
 
 /// Messages per topic (routing decisions, feedback, tickets) of a simulated run.
